@@ -1,0 +1,468 @@
+// Package client is the Go client of shard: it dials a node, speaks the
+// frames of SPEC sections 3 and 4, matches every answer to its request by id,
+// and can reconnect with jittered backoff and join its rooms again.
+//
+// It imports no other package of this module, so that users can take it
+// alone; and it never leaves a request unanswered or answers one twice.
+package client
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// ErrClosed answers a request whose connection ended before its answer came
+// (the server closed it, the network failed, or Close was called), and any
+// call made after the client has stopped. Whether the server acted on such a
+// request is unknown.
+var ErrClosed = errors.New("client: connection closed")
+
+// ErrNotConnected is returned by SendAsync while the client is between
+// connections, reconnecting. Nothing was sent.
+var ErrNotConnected = errors.New("client: not connected")
+
+// Client is a connection to the shard cluster, replaced by a new one after a
+// disconnect when Options.Reconnect is set. Its methods are safe for
+// concurrent use.
+type Client struct {
+	opts     Options
+	endpoint string // URL with the user or token in its query
+
+	msgs chan Msg      // see Options.MessageBuffer; closed when the client stops
+	done chan struct{} // closed when the client has stopped for good
+
+	// ctx ends on Close (or when the client stops): it stops dialing,
+	// backoff waits and callers waiting for a connection.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	wg        sync.WaitGroup // the supervisor and the readers
+
+	mu      sync.Mutex
+	conn    *conn         // the current connection; nil between connections and once stopped
+	changed chan struct{} // closed and replaced when conn changes or the client stops
+	closing bool          // Close was called
+	stopped bool          // no connection will come any more
+	welcome Welcome       // of the last connection
+	rooms   map[string]struct{}
+	last    *Disconnected
+}
+
+// Dial connects to o.URL and returns once the server's welcome has arrived,
+// so that from then on messages sent from any node reach this client. A
+// refused upgrade returns a *HandshakeError carrying the HTTP status and the
+// SPEC error code. ctx bounds the dial and the wait for the welcome only.
+func Dial(ctx context.Context, o Options) (*Client, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	endpoint, err := o.endpoint()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		opts:     o,
+		endpoint: endpoint,
+		msgs:     make(chan Msg, o.MessageBuffer),
+		done:     make(chan struct{}),
+		changed:  make(chan struct{}),
+		rooms:    make(map[string]struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	cn, err := c.connect(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.welcome = cn.welcome
+	if c.publish(cn) == nil {
+		c.report(Connected{Welcome: cn.welcome})
+	}
+	// Should cn already be dead, the supervisor sees it at once.
+	c.wg.Add(1)
+	go c.supervise(cn)
+	return c, nil
+}
+
+// Welcome returns the welcome of the current connection (of the last one
+// while reconnecting).
+func (c *Client) Welcome() Welcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.welcome
+}
+
+// Messages returns the incoming chat messages, in the order the server sent
+// them. The channel is closed when the client stops. It must be drained: see
+// Options.MessageBuffer.
+func (c *Client) Messages() <-chan Msg { return c.msgs }
+
+// Done is closed when the client has stopped for good: after Close, or after
+// a disconnect when Options.Reconnect is off.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// LastDisconnect returns how the last connection ended, with its close
+// code; false if no connection has ended yet.
+func (c *Client) LastDisconnect() (Disconnected, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		return Disconnected{}, false
+	}
+	return *c.last, true
+}
+
+// Send sends body to user to and waits for the answer: an Ack with status
+// delivered or offline, or an *Error for an error frame. ErrClosed means the
+// connection ended before the answer. While the client is reconnecting,
+// Send waits for the new connection; ctx bounds every wait.
+func (c *Client) Send(ctx context.Context, to, body string) (Ack, error) {
+	return c.do(ctx, Frame{Type: TypeSend, To: to, Body: body}, nil)
+}
+
+// SendRoom sends body to room, which this client must have joined, and waits
+// for the answer: an Ack with status sent and the number of recipients, or
+// an *Error (not_member, ...). Otherwise as Send.
+func (c *Client) SendRoom(ctx context.Context, room, body string) (Ack, error) {
+	return c.do(ctx, Frame{Type: TypeSend, Room: room, Body: body}, nil)
+}
+
+// Join joins room and waits for the owner's ok. A joined room is remembered
+// and joined again after each reconnect, until Leave. Otherwise as Send.
+func (c *Client) Join(ctx context.Context, room string) error {
+	_, err := c.do(ctx, Frame{Type: TypeJoin, Room: room}, func(Ack) {
+		// Called by the reader before the connection can be seen to end,
+		// so that a reconnect right after finds the room.
+		c.mu.Lock()
+		c.rooms[room] = struct{}{}
+		c.mu.Unlock()
+	})
+	return err
+}
+
+// Leave leaves room and waits for the owner's ok. The room is forgotten at
+// once, so not joined again by a reconnect, whatever the answer. Otherwise as
+// Send.
+func (c *Client) Leave(ctx context.Context, room string) error {
+	c.mu.Lock()
+	delete(c.rooms, room)
+	c.mu.Unlock()
+	_, err := c.do(ctx, Frame{Type: TypeLeave, Room: room}, nil)
+	return err
+}
+
+// Ping sends an application-level ping and waits for the pong. Otherwise as
+// Send.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.do(ctx, Frame{Type: TypePing}, nil)
+	return err
+}
+
+// SendAsync writes f on the current connection and returns without waiting
+// for the answer: requests pipeline, as the load generator needs. The answer
+// goes to done: the Ack (Status "pong" for a ping), an *Error for an error
+// frame, or ErrClosed if the connection ends first.
+//
+// If SendAsync returns nil, done is called exactly once; if it returns an
+// error, done is never called. Errors: ErrClosed once the client has stopped,
+// ErrNotConnected while reconnecting, and an error for an invalid f.ID or
+// one that already awaits an answer. done runs on the connection's reader
+// goroutine: it must be quick, or it holds up every other answer and message.
+// done may be nil.
+//
+// SendAsync returns at once unless the socket itself pushes back (the server
+// reads slower than this client writes); a write stalled that long gives the
+// connection up after 10 s.
+func (c *Client) SendAsync(f Frame, done func(Ack, error)) error {
+	if done == nil {
+		done = func(Ack, error) {}
+	}
+	c.mu.Lock()
+	cn, closed := c.conn, c.closing || c.stopped
+	c.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case cn == nil:
+		return ErrNotConnected
+	}
+	err := cn.request(context.Background(), f, done)
+	if errors.Is(err, errConnGone) {
+		return ErrNotConnected
+	}
+	return err
+}
+
+// Close closes the connection normally (1000), stops reconnecting, answers
+// every pending request with ErrClosed, closes Messages and Done, and
+// returns once every goroutine of the client has stopped. It may be called
+// any number of times; it returns nil.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		cn := c.conn
+		c.mu.Unlock()
+		c.cancel()
+		if cn != nil {
+			cn.shutdown()
+		}
+	})
+	c.wg.Wait()
+	return nil
+}
+
+type result struct {
+	ack Ack
+	err error
+}
+
+// do sends f on the current connection, waiting for one if the client is
+// reconnecting, and waits for its answer. onAck, if set, runs on the reader
+// with a successful answer.
+func (c *Client) do(ctx context.Context, f Frame, onAck func(Ack)) (Ack, error) {
+	ch := make(chan result, 1)
+	done := func(a Ack, err error) {
+		if err == nil && onAck != nil {
+			onAck(a)
+		}
+		ch <- result{a, err}
+	}
+	for {
+		cn, err := c.current(ctx)
+		if err != nil {
+			return Ack{}, err
+		}
+		err = cn.request(ctx, f, done)
+		if errors.Is(err, errConnGone) {
+			continue // it ended before f went out: f may go on the next one
+		}
+		if err != nil {
+			return Ack{}, err
+		}
+		break
+	}
+	select {
+	case r := <-ch:
+		return r.ack, r.err
+	case <-ctx.Done():
+		// The request stays registered: its answer, when it comes, is
+		// dropped (but a join's ok still makes the room remembered).
+		select {
+		case r := <-ch:
+			return r.ack, r.err
+		default:
+			return Ack{}, ctx.Err()
+		}
+	}
+}
+
+// current returns the current connection, waiting for one while the client
+// reconnects.
+func (c *Client) current(ctx context.Context) (*conn, error) {
+	for {
+		c.mu.Lock()
+		cn, changed, closed := c.conn, c.changed, c.closing || c.stopped
+		c.mu.Unlock()
+		switch {
+		case closed:
+			return nil, ErrClosed
+		case cn != nil:
+			return cn, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// signal wakes the callers waiting in current. c.mu must be held.
+func (c *Client) signal() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// publish makes cn the current connection, unless Close was called or cn has
+// already ended.
+func (c *Client) publish(cn *conn) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return ErrClosed
+	}
+	if cn.isDead() {
+		return errConnGone
+	}
+	c.conn = cn
+	c.welcome = cn.welcome
+	c.signal()
+	return nil
+}
+
+func (c *Client) report(s State) {
+	if c.opts.OnState != nil {
+		c.opts.OnState(s)
+	}
+}
+
+// supervise owns the client's lifetime: it waits for each connection to end,
+// reports it, and reconnects or stops.
+func (c *Client) supervise(cn *conn) {
+	defer c.wg.Done()
+	for cn != nil {
+		<-cn.done
+		d := cn.disc
+		if c.ctx.Err() != nil {
+			d = Disconnected{Err: ErrClosed, CloseCode: 1000}
+		}
+		c.mu.Lock()
+		c.last = &d
+		c.mu.Unlock()
+		c.report(d)
+		if !c.opts.Reconnect || c.ctx.Err() != nil {
+			break
+		}
+		cn = c.reconnect()
+	}
+	c.mu.Lock()
+	c.stopped = true
+	c.signal()
+	c.mu.Unlock()
+	c.cancel()
+	close(c.msgs) // every reader has finished: none can send any more
+	close(c.done)
+}
+
+// reconnect dials until a connection is up and has joined every remembered
+// room again, with full-jitter exponential backoff. It returns nil when the
+// client is closed first.
+func (c *Client) reconnect() *conn {
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		delay := c.backoff(attempt)
+		c.report(Reconnecting{Attempt: attempt + 1, Delay: delay, Err: lastErr})
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			t.Stop()
+			return nil
+		}
+		cn, err := c.connect(c.ctx)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return nil
+			}
+			lastErr = err
+			continue
+		}
+		err = c.rejoin(cn)
+		if err == nil {
+			err = c.publish(cn)
+		}
+		if err != nil {
+			cn.shutdown()
+			<-cn.done
+			if c.ctx.Err() != nil {
+				return nil
+			}
+			lastErr = err
+			continue
+		}
+		c.report(Connected{Welcome: cn.welcome})
+		return cn
+	}
+}
+
+// backoff is the wait before retry n (from 0): full jitter, uniform in
+// [0, min(BackoffMax, BackoffMin*2^n)], so that the clients of a drained
+// node spread out instead of arriving together.
+func (c *Client) backoff(n int) time.Duration {
+	ceil := c.opts.BackoffMin
+	for i := 0; i < n && ceil < c.opts.BackoffMax; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, c.opts.BackoffMax)
+	return rand.N(ceil + 1)
+}
+
+// rejoin joins, on the new connection cn, every room the client had joined,
+// one at a time, each waiting for its ok.
+func (c *Client) rejoin(cn *conn) error {
+	c.mu.Lock()
+	rooms := make([]string, 0, len(c.rooms))
+	for r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.mu.Unlock()
+	for _, room := range rooms {
+		if err := c.rejoinRoom(cn, room); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rejoinRoom joins room on cn. A refusal to retry later (rate_limited,
+// unavailable) is retried on the same connection after a backoff; a
+// refusal for good, which SPEC does not foresee for a room joined before,
+// forgets the room.
+func (c *Client) rejoinRoom(cn *conn, room string) error {
+	wait := c.opts.BackoffMin
+	for {
+		err := c.joinOn(cn, room)
+		var e *Error
+		if err == nil {
+			return nil
+		}
+		if !errors.As(err, &e) {
+			return err
+		}
+		if e.Code != CodeRateLimited && e.Code != CodeUnavailable {
+			c.mu.Lock()
+			delete(c.rooms, room)
+			c.mu.Unlock()
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-cn.done:
+			t.Stop()
+			return ErrClosed
+		case <-c.ctx.Done():
+			t.Stop()
+			return ErrClosed
+		}
+		wait = min(2*wait, c.opts.BackoffMax)
+	}
+}
+
+// joinOn sends one join on cn, which is not yet the current connection, and
+// waits for its answer.
+func (c *Client) joinOn(cn *conn, room string) error {
+	ctx, cancel := context.WithTimeout(c.ctx, rejoinTimeout)
+	defer cancel()
+	ch := make(chan error, 1)
+	err := cn.request(ctx, Frame{Type: TypeJoin, Room: room}, func(_ Ack, err error) { ch <- err })
+	if errors.Is(err, errConnGone) {
+		return ErrClosed
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

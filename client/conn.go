@@ -1,0 +1,311 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// errConnGone: the connection died before the request was registered, so
+// nothing was sent and the request may go out on the next connection.
+var errConnGone = errors.New("client: connection gone")
+
+// aLongTimeAgo is a deadline in the past: setting it aborts a blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one WebSocket connection of a Client: its reader goroutine, the
+// requests awaiting an answer on it, and its single writer.
+type conn struct {
+	c       *Client
+	ws      *websocket.Conn
+	welcome Welcome
+
+	// wsem lets one writer at a time at ws (gorilla allows one); a channel
+	// rather than a mutex so that waiting for it can end with a context.
+	wsem chan struct{}
+
+	mu      sync.Mutex
+	pending map[string]func(Ack, error) // by frame id; nil once dead
+	next    uint64                      // last automatic id number
+	dead    bool                        // the reader has exited or is exiting
+	cause   error                       // the write error that broke ws, if one did
+
+	done chan struct{} // closed once the reader has exited and pending is answered
+	disc Disconnected  // how it ended; set before done closes
+}
+
+// connect dials, waits for the welcome and starts the reader.
+func (c *Client) connect(ctx context.Context) (*conn, error) {
+	ws, resp, err := c.opts.Dialer.DialContext(ctx, c.endpoint, nil)
+	if err != nil {
+		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
+			return nil, handshakeError(resp.StatusCode, resp.Body)
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("client: dial %s: %w", c.opts.URL, err)
+	}
+	w, err := readWelcome(ctx, ws)
+	if err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("client: dial %s: %w", c.opts.URL, err)
+	}
+	cn := &conn{
+		c:       c,
+		ws:      ws,
+		welcome: w,
+		wsem:    make(chan struct{}, 1),
+		pending: make(map[string]func(Ack, error)),
+		done:    make(chan struct{}),
+	}
+	c.wg.Add(1)
+	go cn.read()
+	return cn, nil
+}
+
+// readWelcome reads the first frame, which SPEC makes the welcome, within ctx.
+func readWelcome(ctx context.Context, ws *websocket.Conn) (Welcome, error) {
+	if d, ok := ctx.Deadline(); ok {
+		ws.SetReadDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { ws.NetConn().SetReadDeadline(aLongTimeAgo) })
+	typ, data, err := ws.ReadMessage()
+	if !stop() || ctx.Err() != nil {
+		return Welcome{}, fmt.Errorf("waiting for welcome: %w", context.Cause(ctx))
+	}
+	if err != nil {
+		return Welcome{}, fmt.Errorf("waiting for welcome: %w", err)
+	}
+	ws.SetReadDeadline(time.Time{})
+	var f inbound
+	if typ != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type != "welcome" {
+		return Welcome{}, fmt.Errorf("first frame is not a welcome: %.100q", data)
+	}
+	return Welcome{User: f.User, Node: f.Node}, nil
+}
+
+// handshakeError reads the SPEC error body of a refused upgrade (gorilla
+// keeps its first KiB).
+func handshakeError(status int, body io.Reader) *HandshakeError {
+	e := &HandshakeError{Status: status}
+	var b struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if body != nil && json.NewDecoder(body).Decode(&b) == nil {
+		e.Code, e.Message = b.Error.Code, b.Error.Message
+	}
+	return e
+}
+
+// read is the connection's reader goroutine: it hands msg frames to
+// Messages() and answers to their requests, until the connection ends.
+func (cn *conn) read() {
+	defer cn.c.wg.Done()
+	var err error
+	for {
+		var typ int
+		var data []byte
+		typ, data, err = cn.ws.ReadMessage()
+		if err != nil {
+			break
+		}
+		if typ != websocket.TextMessage {
+			continue // SPEC has the server send text frames only
+		}
+		var f inbound
+		if json.Unmarshal(data, &f) != nil {
+			continue // a server bug; there is nobody to tell
+		}
+		switch f.Type {
+		case "msg":
+			m := Msg{Mid: f.Mid, From: f.From, To: f.To, Room: f.Room, Body: f.Body,
+				TS: f.TS, Seq: f.Seq, Received: time.Now()}
+			// Blocks while Messages() is full: see Options.MessageBuffer.
+			select {
+			case cn.c.msgs <- m:
+			case <-cn.c.ctx.Done(): // closing: nobody is owed more messages
+			}
+		case "ack":
+			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients}, nil)
+		case "pong":
+			cn.answer(f.ID, Ack{ID: f.ID, Status: StatusPong}, nil)
+		case "error":
+			// An error without id answers a frame whose id was malformed,
+			// which request never sends: it matches nothing.
+			cn.answer(f.ID, Ack{}, &Error{ID: f.ID, Code: f.Code, Message: f.Message})
+		}
+		// Other types (a second welcome, frames added to SPEC later) are not
+		// this client's business.
+	}
+	cn.finish(err)
+}
+
+// answer hands the answer to the request with id, if one awaits it.
+func (cn *conn) answer(id string, a Ack, err error) {
+	if done := cn.take(id); done != nil {
+		done(a, err)
+	}
+}
+
+// take removes and returns the request awaiting id, nil if none does.
+func (cn *conn) take(id string) func(Ack, error) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	done := cn.pending[id]
+	delete(cn.pending, id)
+	return done
+}
+
+// finish ends the connection after its reader has stopped: it stops being the
+// client's current connection, and every request still awaiting an answer
+// gets ErrClosed.
+func (cn *conn) finish(readErr error) {
+	c := cn.c
+	c.mu.Lock()
+	cn.mu.Lock()
+	cn.dead = true
+	pending, cause := cn.pending, cn.cause
+	cn.pending = nil
+	cn.mu.Unlock()
+	if c.conn == cn {
+		c.conn = nil
+		c.signal()
+	}
+	c.mu.Unlock()
+
+	cn.ws.Close()
+	for _, done := range pending {
+		done(Ack{}, ErrClosed)
+	}
+	if cause == nil {
+		cause = readErr
+	}
+	cn.disc = disconnected(cause)
+	close(cn.done)
+}
+
+// isDead reports whether the reader has stopped.
+func (cn *conn) isDead() bool {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return cn.dead
+}
+
+// request registers done as the answer to f and writes f. After a nil
+// return done is called exactly once: with the answer, or with ErrClosed if
+// the connection ends first. After an error it is never called.
+func (cn *conn) request(ctx context.Context, f Frame, done func(Ack, error)) error {
+	if f.ID != "" && !ValidID(f.ID) {
+		return fmt.Errorf("client: frame id %q is not 1 to 64 characters of A-Z a-z 0-9 _ . @ -", f.ID)
+	}
+	cn.mu.Lock()
+	if cn.dead {
+		cn.mu.Unlock()
+		return errConnGone
+	}
+	if f.ID == "" {
+		// Skip numbers that a caller-chosen id has taken.
+		for {
+			cn.next++
+			f.ID = "c" + strconv.FormatUint(cn.next, 10)
+			if _, taken := cn.pending[f.ID]; !taken {
+				break
+			}
+		}
+	} else if _, taken := cn.pending[f.ID]; taken {
+		cn.mu.Unlock()
+		return fmt.Errorf("client: frame id %q already awaits an answer", f.ID)
+	}
+	cn.pending[f.ID] = done
+	cn.mu.Unlock()
+
+	data, err := json.Marshal(f) // strings only: cannot fail
+	if err != nil {
+		cn.take(f.ID)
+		return err
+	}
+	started, err := cn.write(ctx, data)
+	switch {
+	case err == nil:
+		return nil
+	case !started:
+		// Nothing went out. Take the request back, unless the end of the
+		// connection has already answered it.
+		if cn.take(f.ID) != nil {
+			return err
+		}
+		return nil
+	default:
+		// The frame may be half written, which a WebSocket stream cannot
+		// take back: give the connection up; finish answers done.
+		cn.fail(err)
+		return nil
+	}
+}
+
+// write sends one text frame. The wait for the writer's turn ends with ctx;
+// the write itself with ctx too (which costs the connection, see request)
+// and at the latest after writeTimeout. started reports whether the write
+// began.
+func (cn *conn) write(ctx context.Context, data []byte) (started bool, err error) {
+	select {
+	case cn.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-cn.done:
+		return false, ErrClosed
+	}
+	defer func() { <-cn.wsem }()
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	deadline := time.Now().Add(writeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	cn.ws.SetWriteDeadline(deadline)
+	if ctx.Done() != nil {
+		// gorilla sets the socket's deadline before each write, so this
+		// only cuts a write that is under way.
+		stop := context.AfterFunc(ctx, func() { cn.ws.NetConn().SetWriteDeadline(aLongTimeAgo) })
+		defer stop()
+	}
+	return true, cn.ws.WriteMessage(websocket.TextMessage, data)
+}
+
+// fail breaks the connection after a write error; the reader then finishes.
+func (cn *conn) fail(err error) {
+	cn.mu.Lock()
+	if cn.cause == nil {
+		cn.cause = err
+	}
+	cn.mu.Unlock()
+	cn.ws.Close()
+}
+
+// shutdown closes the connection normally (1000): it sends the close frame,
+// waits up to closeTimeout for the server's answer, then drops the socket.
+func (cn *conn) shutdown() {
+	deadline := time.Now().Add(closeTimeout)
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	if cn.ws.WriteControl(websocket.CloseMessage, msg, deadline) == nil {
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-cn.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	cn.ws.Close()
+}

@@ -1,0 +1,141 @@
+package client
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Frame types a client sends (SPEC section 4).
+const (
+	TypeSend  = "send"
+	TypeJoin  = "join"
+	TypeLeave = "leave"
+	TypePing  = "ping"
+)
+
+// Ack statuses (SPEC section 4), plus StatusPong for the answer to a ping.
+const (
+	StatusDelivered = "delivered" // direct: at least one connection of the recipient got it
+	StatusOffline   = "offline"   // direct: the recipient has no connection anywhere
+	StatusSent      = "sent"      // room: written to Ack.Recipients connections
+	StatusOK        = "ok"        // join or leave recorded by the room's owner
+	StatusPong      = "pong"      // not a SPEC status: the client's name for a pong frame
+)
+
+// Error codes (SPEC sections 3 and 4).
+const (
+	CodeBadRequest   = "bad_request"
+	CodeNotMember    = "not_member"
+	CodeRateLimited  = "rate_limited"
+	CodeUnavailable  = "unavailable"  // retry later
+	CodeUnauthorized = "unauthorized" // only on a refused upgrade
+)
+
+// maxIDLen bounds user ids, room names and frame ids (SPEC section 3).
+const maxIDLen = 64
+
+// Frame is one outgoing client frame. ID is filled in ("c1", "c2", ...) when
+// empty; a given one must be a valid id (see ValidID) not already awaiting an
+// answer on the connection.
+type Frame struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	To   string `json:"to,omitempty"`
+	Room string `json:"room,omitempty"`
+	Body string `json:"body,omitempty"`
+}
+
+// Welcome is the first frame of every connection: the user the server took
+// this connection for, and the node (its --name) that holds it.
+type Welcome struct {
+	User string `json:"user"`
+	Node string `json:"node"`
+}
+
+// Msg is one chat message received: a direct message (To set) or a room
+// message (Room set).
+type Msg struct {
+	Mid  string `json:"mid"` // unique across the cluster
+	From string `json:"from"`
+	To   string `json:"to,omitempty"`
+	Room string `json:"room,omitempty"`
+	Body string `json:"body"`
+	TS   int64  `json:"ts"` // milliseconds since the epoch, stamped by the sender's node
+	Seq  int64  `json:"seq,omitempty"`
+	// Received is when this client read the frame off the socket (local clock).
+	Received time.Time `json:"-"`
+}
+
+// Ack is the server's acceptance of a request. Status is one of the Status
+// constants; Recipients is set for room sends (0 included).
+type Ack struct {
+	ID         string
+	Status     string
+	Recipients int
+}
+
+// Error is an error frame: the server refused the request with ID.
+type Error struct {
+	ID      string
+	Code    string // one of the Code constants
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// HandshakeError is a refused upgrade: the server answered the WebSocket
+// request with an HTTP error (SPEC section 3) instead of switching protocols.
+type HandshakeError struct {
+	Status  int    // HTTP status: 400, 401, 503, ...
+	Code    string // the SPEC code from the JSON body; empty if the body had none
+	Message string // the message from the JSON body
+}
+
+func (e *HandshakeError) Error() string {
+	s := fmt.Sprintf("client: upgrade refused: %d %s", e.Status, http.StatusText(e.Status))
+	if e.Code != "" {
+		s += ": " + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// ValidID reports whether s is a well-formed user id, room name or frame id:
+// 1 to 64 characters of A-Z a-z 0-9 _ . @ - (SPEC section 3).
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '_', c == '.', c == '@', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// inbound is any server frame; Type says which fields mean something.
+type inbound struct {
+	Type       string `json:"type"`
+	ID         string `json:"id"`
+	User       string `json:"user"`
+	Node       string `json:"node"`
+	Mid        string `json:"mid"`
+	From       string `json:"from"`
+	To         string `json:"to"`
+	Room       string `json:"room"`
+	Body       string `json:"body"`
+	TS         int64  `json:"ts"`
+	Seq        int64  `json:"seq"`
+	Status     string `json:"status"`
+	Recipients int    `json:"recipients"`
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+}

@@ -1,0 +1,133 @@
+package client
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Defaults and bounds of a Client.
+const (
+	// DefaultHandshakeTimeout bounds the upgrade when Options.Dialer is nil.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultBackoffMin and DefaultBackoffMax bound the reconnect backoff:
+	// the first retry comes within 100 ms (a drained node's clients spread
+	// over that), a dead cluster is asked at most every 5 s.
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 5 * time.Second
+	// DefaultMessageBuffer is the default Options.MessageBuffer: 1024 msg
+	// frames, the server's default --send-queue, so that the client holds as
+	// much as the server would have queued for it.
+	DefaultMessageBuffer = 1024
+
+	// writeTimeout bounds one frame write. A write that stalls this long
+	// means the server has stopped reading: the connection is given up.
+	writeTimeout = 10 * time.Second
+	// closeTimeout is how long Close waits for the server to answer its close
+	// frame before it drops the TCP connection.
+	closeTimeout = time.Second
+	// rejoinTimeout bounds the answer to one join sent while reconnecting;
+	// SPEC promises one, so silence means the new connection is broken.
+	rejoinTimeout = 10 * time.Second
+)
+
+// Options configures a Client. Only URL is required.
+type Options struct {
+	// URL is the WebSocket endpoint of a node or of a load balancer in front
+	// of the nodes, e.g. "ws://127.0.0.1:8080/ws". The user or token is added
+	// to its query; other query parameters are kept. Required.
+	URL string
+
+	// User is the user id for a server in development mode (no
+	// --auth-secret), sent as ?user=. Ignored when Token is set. Default
+	// empty.
+	User string
+
+	// Token is a JWT (HS256, sub = user id) sent as ?token=. Wins over User.
+	// Default empty.
+	Token string
+
+	// Dialer opens every connection, reconnects included. Set its NetDial or
+	// NetDialContext to bind a LocalAddr, e.g. to spread many clients over
+	// source addresses. Default: a Dialer with a 5 s handshake timeout that
+	// honours the proxy environment variables.
+	Dialer *websocket.Dialer
+
+	// Reconnect makes the client reconnect after every close it did not ask
+	// for (1012 from a draining node, a dead node, a 1008 slow-consumer cut,
+	// a network error), retrying with backoff until Close, and join its rooms
+	// again before it reports Connected. Default false: the first disconnect
+	// ends the client (Done and Messages close). The first Dial is never
+	// retried: its error is returned.
+	Reconnect bool
+
+	// BackoffMin and BackoffMax shape the reconnect backoff, full jitter:
+	// before retry n (counted from 0) the client waits a uniformly random
+	// time in [0, min(BackoffMax, BackoffMin*2^n)]. Defaults 100 ms and 5 s.
+	BackoffMin, BackoffMax time.Duration
+
+	// MessageBuffer is how many incoming msg frames wait for Messages().
+	// Default 1024.
+	//
+	// When it is full the client stops reading its socket until the
+	// application receives again: nothing is dropped, but answers (acks,
+	// pongs, errors) wait behind the unread messages, and the server, whose
+	// bounded send queue to this connection then fills, closes the
+	// connection as a slow consumer (1008). An application that does not
+	// want messages must still drain Messages().
+	MessageBuffer int
+
+	// OnState, if set, is told every change of the connection: Connected
+	// (after Dial, and after each reconnect once the rooms are joined
+	// again), Disconnected (with the close code), Reconnecting (before each
+	// attempt). Calls are serial and come from the client's own goroutines:
+	// it must return quickly and must not call Close (Close waits for those
+	// goroutines). Default nil.
+	OnState func(State)
+}
+
+// withDefaults checks o and fills in the defaults.
+func (o Options) withDefaults() (Options, error) {
+	if o.URL == "" {
+		return o, fmt.Errorf("client: Options.URL is empty")
+	}
+	if o.Dialer == nil {
+		o.Dialer = &websocket.Dialer{
+			Proxy:            http.ProxyFromEnvironment,
+			HandshakeTimeout: DefaultHandshakeTimeout,
+		}
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = DefaultBackoffMin
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = DefaultBackoffMax
+	}
+	if o.BackoffMax < o.BackoffMin {
+		o.BackoffMax = o.BackoffMin
+	}
+	if o.MessageBuffer <= 0 {
+		o.MessageBuffer = DefaultMessageBuffer
+	}
+	return o, nil
+}
+
+// endpoint is URL with the user or the token in its query.
+func (o Options) endpoint() (string, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil {
+		return "", fmt.Errorf("client: Options.URL: %w", err)
+	}
+	q := u.Query()
+	if o.Token != "" {
+		q.Set("token", o.Token)
+		q.Del("user")
+	} else if o.User != "" {
+		q.Set("user", o.User)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}

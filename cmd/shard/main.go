@@ -1,0 +1,136 @@
+// Command shard runs one node of the shard chat cluster. Every flag can also
+// come from the environment as SHARD_<FLAG>; a flag on the command line wins.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/router"
+	"github.com/shardchat/shard/session"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run returns the exit code of SPEC section 2: 0 after a clean drain, 1 for
+// a drain cut short or a failed start, 2 for bad flags.
+func run(args []string, stderr io.Writer) int {
+	cfg, level, err := parseFlags(args, os.LookupEnv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "shard: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = logger
+
+	n, err := node.Start(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "shard: %v\n", err)
+		return 1
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	sig := <-signals
+	logger.Info("signal received, draining", "node", n.Name(), "signal", sig.String())
+	if err := n.Drain(); err != nil {
+		logger.Error("drain cut short", "node", n.Name(), "err", err)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags reads the flags of SPEC section 2, each with its SHARD_<FLAG>
+// environment fallback.
+func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer) (node.Config, slog.Level, error) {
+	fs := flag.NewFlagSet("shard", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg      node.Config
+		join     string
+		routing  string
+		logLevel string
+	)
+	fs.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (default: derived from the http host and port)")
+	fs.StringVar(&cfg.HTTP, "http", node.DefaultHTTP, "client listener: WebSocket, chat page, HTTP API")
+	fs.StringVar(&cfg.Gossip, "gossip", node.DefaultGossip, "memberlist bind address (TCP and UDP)")
+	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of existing members; empty starts a new cluster")
+	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", node.DefaultJoinTimeout, "how long --join is retried before giving up")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "gossip address others should use, when it differs from --gossip")
+	fs.StringVar(&cfg.Link, "link", "", "node-to-node data-plane address (default: gossip host, gossip port + 1)")
+	fs.StringVar(&routing, "routing", "owner", "owner, or broadcast (the older design, for benchmarks only)")
+	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "shared secret: encrypts gossip and authenticates node-to-node links")
+	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "HMAC secret of client tokens (JWT HS256, sub = user id); empty: user id from the query string")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "bearer key for POST /api/send; empty disables it")
+	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", session.DefaultMaxFrame, "largest client frame in bytes")
+	fs.IntVar(&cfg.Session.Rate, "rate", session.DefaultRate, "client frames per second per connection (burst twice that)")
+	fs.IntVar(&cfg.Session.SendQueue, "send-queue", session.DefaultSendQueue, "outgoing frames a connection may have waiting before it is closed as a slow consumer")
+	fs.DurationVar(&cfg.Session.PingInterval, "ping-interval", session.DefaultPingInterval, "server ping period; silence for twice as long closes a connection")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", node.DefaultDrainTimeout, "longest a graceful shutdown may take")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+
+	// The environment fills what the command line does not set.
+	set := map[string]bool{}
+	if err := fs.Parse(args); err != nil {
+		return cfg, 0, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, 0, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		name := "SHARD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := env(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, 0, envErr
+	}
+
+	if join != "" {
+		for _, s := range strings.Split(join, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				cfg.Join = append(cfg.Join, s)
+			}
+		}
+	}
+	var err error
+	if cfg.Routing, err = router.ParseMode(routing); err != nil {
+		return cfg, 0, err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return cfg, 0, fmt.Errorf("log-level %q: want debug, info, warn or error", logLevel)
+	}
+	for name, v := range map[string]int{"max-frame": cfg.Session.MaxFrame, "rate": cfg.Session.Rate, "send-queue": cfg.Session.SendQueue} {
+		if v <= 0 {
+			return cfg, 0, fmt.Errorf("%s must be positive, got %d", name, v)
+		}
+	}
+	for name, v := range map[string]time.Duration{"ping-interval": cfg.Session.PingInterval, "drain-timeout": cfg.DrainTimeout, "join-timeout": cfg.JoinTimeout} {
+		if v <= 0 {
+			return cfg, 0, fmt.Errorf("%s must be positive, got %s", name, v)
+		}
+	}
+	return cfg, level, nil
+}

@@ -1,0 +1,96 @@
+// Package node wires one shard node together: listeners, gossip, router,
+// sessions, the HTTP API and the drain. Only cmd/shard, tests and bench use it.
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/shardchat/shard/router"
+	"github.com/shardchat/shard/session"
+)
+
+// Config is one node's configuration; the flags of SPEC section 2.
+type Config struct {
+	// Name must be unique in the cluster. Default: "shard-" + the http
+	// host and port, which is unique on one machine.
+	Name string
+	// HTTP is the client listener: WebSocket, page, API. Default
+	// 127.0.0.1:8080; port 0 picks a free port.
+	HTTP string
+	// Gossip is the memberlist bind address (TCP and UDP). Default
+	// 127.0.0.1:7946; port 0 picks a free port.
+	Gossip string
+	// Join lists gossip addresses of existing members; empty starts a new
+	// cluster.
+	Join []string
+	// JoinTimeout bounds the retries of Join. Default 30s.
+	JoinTimeout time.Duration
+	// Advertise is the gossip address others should use, when it differs.
+	Advertise string
+	// Link is the node-to-node data-plane address. Default: the gossip
+	// host, port+1 (port 0 stays 0).
+	Link string
+	// Routing is owner (default) or broadcast.
+	Routing router.Mode
+	// ClusterKey encrypts gossip and authenticates links; all nodes agree.
+	ClusterKey string
+	// AuthSecret is the HS256 secret of client tokens; empty is development
+	// mode, where the user id comes from the query string.
+	AuthSecret string
+	// APIKey guards POST /api/send; empty disables it.
+	APIKey string
+	// Session holds the per-connection limits.
+	Session session.Config
+	// DrainTimeout bounds a graceful shutdown. Default 10s.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Defaults of SPEC section 2.
+const (
+	DefaultHTTP         = "127.0.0.1:8080"
+	DefaultGossip       = "127.0.0.1:7946"
+	DefaultJoinTimeout  = 30 * time.Second
+	DefaultDrainTimeout = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.HTTP == "" {
+		c.HTTP = DefaultHTTP
+	}
+	if c.Gossip == "" {
+		c.Gossip = DefaultGossip
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = DefaultJoinTimeout
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Session = c.Session.WithDefaults()
+	return c
+}
+
+// linkAddr derives the link address from the gossip address: same host,
+// next port.
+func linkAddr(gossip string) (string, error) {
+	host, port, err := net.SplitHostPort(gossip)
+	if err != nil {
+		return "", fmt.Errorf("gossip address %q: %w", gossip, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", fmt.Errorf("gossip address %q: bad port", gossip)
+	}
+	if p != 0 {
+		p++
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
+}

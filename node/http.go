@@ -1,0 +1,286 @@
+package node
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/shardchat/shard/router"
+	"github.com/shardchat/shard/session"
+	"github.com/shardchat/shard/web"
+)
+
+// apiTimeout bounds an API call that asks an owner node.
+const apiTimeout = 5 * time.Second
+
+// upgradeTimeout bounds the WebSocket handshake.
+const upgradeTimeout = 5 * time.Second
+
+func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	switch {
+	case path == "/ws":
+		n.serveWS(ctx)
+	case path == "/healthz":
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("ok\n")
+	case path == "/readyz":
+		ctx.SetContentType("text/plain; charset=utf-8")
+		if n.ready.Load() && !n.draining.Load() {
+			ctx.SetBodyString("ready\n")
+		} else {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			ctx.SetBodyString("not ready\n")
+		}
+	case path == "/metrics":
+		n.metricsHandler()(ctx)
+	case path == "/api/cluster":
+		n.serveCluster(ctx)
+	case strings.HasPrefix(path, "/api/users/"):
+		n.serveLocations(ctx, false, strings.TrimPrefix(path, "/api/users/"))
+	case strings.HasPrefix(path, "/api/rooms/"):
+		n.serveLocations(ctx, true, strings.TrimPrefix(path, "/api/rooms/"))
+	case path == "/api/send":
+		n.serveSend(ctx)
+	default:
+		if !web.Serve(ctx) {
+			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such page")
+		}
+	}
+}
+
+func (n *Node) metricsHandler() fasthttp.RequestHandler {
+	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	b, _ := json.Marshal(v)
+	ctx.SetBody(append(b, '\n'))
+}
+
+func writeError(ctx *fasthttp.RequestCtx, status int, code, message string) {
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	writeJSON(ctx, status, map[string]body{"error": {code, message}})
+}
+
+var upgrader = websocket.FastHTTPUpgrader{
+	HandshakeTimeout: upgradeTimeout,
+	ReadBufferSize:   1024,
+	WriteBufferSize:  1024,
+	WriteBufferPool:  &sync.Pool{}, // a buffer only while a frame is being written
+	Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
+		writeError(ctx, status, "bad_request", reason.Error())
+	},
+}
+
+// serveWS authenticates, registers the connection with its owner, queues
+// its welcome, and only then upgrades: a client that holds its welcome can
+// be reached from any node, and a node that cannot register answers 503.
+func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
+	if !n.ready.Load() || n.draining.Load() {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "this node is not serving: it is starting or draining")
+		return
+	}
+	user, status, code, msg := n.authenticate(ctx)
+	if status != 0 {
+		writeError(ctx, status, code, msg)
+		return
+	}
+	if !websocket.FastHTTPIsWebSocketUpgrade(ctx) {
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "expected a WebSocket upgrade")
+		return
+	}
+	c := session.New(n.connSeq.Add(1), user, n.cfg.Session)
+	c.Send(session.AppendWelcome(nil, user, n.name))
+	if !n.addConn(c) {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "this node is draining")
+		return
+	}
+	if err := n.router.Attach(c); err != nil {
+		n.removeConn(c)
+		n.log.Warn("connection not registered", "user", user, "err", err)
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the cluster cannot register this connection right now; retry")
+		return
+	}
+	raw, _ := ctx.Conn().(*session.CoalescingConn)
+	err := upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
+		defer n.removeConn(c)
+		c.Serve(ws, raw, n.router)
+	})
+	if err != nil {
+		n.router.Closed(c, session.CloseClientGone)
+		n.removeConn(c)
+	}
+}
+
+// authenticate finds the user id of a WebSocket request: from a verified
+// token with --auth-secret, else from the query string.
+func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (user string, status int, code, msg string) {
+	args := ctx.QueryArgs()
+	if n.cfg.AuthSecret == "" {
+		user = string(args.Peek("user"))
+		if !session.ValidID(user) {
+			return "", fasthttp.StatusBadRequest, "bad_request", "user must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
+		}
+		return user, 0, "", ""
+	}
+	token := string(args.Peek("token"))
+	if token == "" {
+		return "", fasthttp.StatusUnauthorized, "unauthorized", "a token query parameter is required"
+	}
+	user, err := n.verifyToken(token)
+	if err != nil {
+		return "", fasthttp.StatusUnauthorized, "unauthorized", err.Error()
+	}
+	return user, 0, "", ""
+}
+
+func (n *Node) verifyToken(token string) (string, error) {
+	claims := jwt.RegisteredClaims{}
+	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) {
+		return []byte(n.cfg.AuthSecret), nil
+	}, jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+	if err != nil {
+		return "", fmt.Errorf("invalid token: %w", err)
+	}
+	if !session.ValidID(claims.Subject) {
+		return "", errors.New("invalid token: sub must be a user id of 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+	}
+	return claims.Subject, nil
+}
+
+type clusterMember struct {
+	Name  string `json:"name"`
+	HTTP  string `json:"http"`
+	State string `json:"state"`
+}
+
+func (n *Node) serveCluster(ctx *fasthttp.RequestCtx) {
+	ms := n.gossip.Members()
+	out := make([]clusterMember, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, clusterMember{Name: m.Name, HTTP: m.Meta.HTTP, State: string(m.State)})
+	}
+	rg := n.router.Ring()
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{
+		"self":    n.name,
+		"members": out,
+		"ring":    map[string]any{"members": rg.Len(), "version": rg.Version()},
+		"routing": n.cfg.Routing.String(),
+	})
+}
+
+func (n *Node) serveLocations(ctx *fasthttp.RequestCtx, room bool, name string) {
+	if !ctx.IsGet() {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+		return
+	}
+	what := "user"
+	if room {
+		what = "room"
+	}
+	if !session.ValidID(name) {
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", what+" must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	locs, err := n.router.Locations(c, router.Key{Room: room, Name: name})
+	if err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the owner of this "+what+" cannot be asked right now: "+err.Error())
+		return
+	}
+	total := 0
+	for _, l := range locs {
+		total += l.Count
+	}
+	if room {
+		nodes := make(map[string]int, len(locs))
+		for _, l := range locs {
+			nodes[l.Node] = l.Count
+		}
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"room": name, "connections": total, "nodes": nodes})
+		return
+	}
+	nodes := make([]string, 0, len(locs))
+	for _, l := range locs {
+		nodes = append(nodes, l.Node)
+	}
+	sort.Strings(nodes)
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"user": name, "online": total > 0, "connections": total, "nodes": nodes})
+}
+
+type sendRequest struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	Room string `json:"room"`
+	Body string `json:"body"`
+}
+
+func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
+	if n.cfg.APIKey == "" {
+		writeError(ctx, fasthttp.StatusNotFound, "not_found", "POST /api/send is disabled: the node has no --api-key")
+		return
+	}
+	if !ctx.IsPost() {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		return
+	}
+	auth := string(ctx.Request.Header.Peek("Authorization"))
+	given, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(n.cfg.APIKey)) != 1 {
+		writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer <api-key> header is required")
+		return
+	}
+	var req sendRequest
+	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "body must be a JSON object: "+err.Error())
+		return
+	}
+	switch {
+	case !session.ValidID(req.From):
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "from must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+		return
+	case (req.To == "") == (req.Room == ""):
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "name exactly one of to and room")
+		return
+	case req.To != "" && !session.ValidID(req.To), req.Room != "" && !session.ValidID(req.Room):
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "to or room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+		return
+	case req.Body == "":
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "body must be a non-empty string")
+		return
+	case len(req.Body) > n.cfg.Session.MaxFrame:
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "bad_request", "body is larger than --max-frame")
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	status, recipients, err := n.router.Publish(c, req.From, req.To, req.Room, req.Body)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the cluster cannot route this right now; retry later")
+		return
+	}
+	ack := map[string]any{"type": "ack", "status": status}
+	if req.Room != "" {
+		ack["recipients"] = recipients
+	}
+	writeJSON(ctx, fasthttp.StatusOK, ack)
+}

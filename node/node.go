@@ -1,0 +1,288 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp"
+
+	"github.com/shardchat/shard/gossip"
+	"github.com/shardchat/shard/router"
+	"github.com/shardchat/shard/session"
+)
+
+// Node is one running shard node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	name   string
+	httpLn net.Listener
+	server *fasthttp.Server
+	router *router.Router
+	gossip *gossip.Gossip
+	reg    *prometheus.Registry
+	rm     *router.Metrics
+
+	members prometheus.Gauge
+
+	ready    atomic.Bool // joined and the first ring installed
+	draining atomic.Bool
+	connSeq  atomic.Uint64
+
+	connMu   sync.Mutex
+	conns    map[*session.Conn]struct{}
+	handlers sync.WaitGroup // hijacked WebSocket handlers still running
+
+	stop      chan struct{}
+	loops     sync.WaitGroup
+	stopOnce  sync.Once
+	serveDone chan struct{}
+}
+
+// Start opens the listeners, joins the cluster and serves. It returns once
+// the node is ready, or an error that says which part failed.
+func Start(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	n := &Node{
+		cfg:       cfg,
+		conns:     make(map[*session.Conn]struct{}),
+		stop:      make(chan struct{}),
+		serveDone: make(chan struct{}),
+	}
+	var err error
+	n.httpLn, err = net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
+	}
+	n.name = cfg.Name
+	if n.name == "" {
+		n.name = "shard-" + strings.ReplaceAll(n.httpLn.Addr().String(), ":", "-")
+	}
+	n.log = cfg.Logger.With("node", n.name)
+
+	link := cfg.Link
+	if link == "" {
+		if link, err = linkAddr(cfg.Gossip); err != nil {
+			n.httpLn.Close()
+			return nil, err
+		}
+	}
+	linkLn, err := net.Listen("tcp", link)
+	if err != nil {
+		n.httpLn.Close()
+		return nil, fmt.Errorf("listen link %s: %w", link, err)
+	}
+
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.members = prometheus.NewGauge(prometheus.GaugeOpts{Name: "shard_members", Help: "Live members this node sees, itself included."})
+	n.reg.MustRegister(n.members)
+	n.rm = router.NewMetrics(n.reg)
+
+	var clusterKey []byte
+	if cfg.ClusterKey != "" {
+		sum := sha256.Sum256([]byte("shard link key\x00" + cfg.ClusterKey))
+		clusterKey = sum[:]
+	}
+	n.router = router.New(router.Config{
+		Self:       n.name,
+		Mode:       cfg.Routing,
+		ClusterKey: clusterKey,
+		Logger:     n.log,
+		Metrics:    n.rm,
+	}, linkLn)
+
+	n.server = &fasthttp.Server{
+		Handler:               n.serveHTTP,
+		Name:                  "shard",
+		ReadTimeout:           10 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		NoDefaultServerHeader: true,
+		ReduceMemoryUsage:     true,
+		Logger:                fasthttpLogger{n.log},
+	}
+	go func() {
+		defer close(n.serveDone)
+		if err := n.server.Serve(session.CoalescingListener{Listener: n.httpLn}); err != nil {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+
+	n.gossip, err = gossip.Start(gossip.Config{
+		Name:        n.name,
+		Bind:        cfg.Gossip,
+		Advertise:   cfg.Advertise,
+		Join:        cfg.Join,
+		JoinTimeout: cfg.JoinTimeout,
+		ClusterKey:  cfg.ClusterKey,
+		Meta:        gossip.Meta{HTTP: n.httpLn.Addr().String(), Link: linkLn.Addr().String()},
+		Logger:      n.log,
+	})
+	if err != nil {
+		n.closeAll()
+		return nil, err
+	}
+	if err := n.applyMembers(); err != nil {
+		n.log.Warn("first ring install incomplete", "err", err)
+	}
+	n.ready.Store(true)
+	n.loops.Add(1)
+	go n.membershipLoop()
+	n.log.Info("node ready", "http", n.httpLn.Addr().String(), "gossip", n.gossip.LocalAddr(),
+		"link", linkLn.Addr().String(), "routing", cfg.Routing.String(), "members", len(n.gossip.Alive()))
+	return n, nil
+}
+
+// Name is the node's name in the cluster.
+func (n *Node) Name() string { return n.name }
+
+// HTTPAddr is the bound client listener address.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// GossipAddr is the bound gossip address, for others to join through.
+func (n *Node) GossipAddr() string { return n.gossip.LocalAddr() }
+
+// Router exposes the node's router to tests in this module.
+func (n *Node) Router() *router.Router { return n.router }
+
+// Registry is the node's metrics registry.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+func (n *Node) applyMembers() error {
+	alive := n.gossip.Alive()
+	n.members.Set(float64(len(alive)))
+	members := make([]router.Member, len(alive))
+	for i, m := range alive {
+		members[i] = router.Member{Name: m.Name, Link: m.Meta.Link}
+	}
+	return n.router.SetMembers(members)
+}
+
+// membershipLoop turns each burst of gossip events into one ring rebuild.
+func (n *Node) membershipLoop() {
+	defer n.loops.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.gossip.Changes():
+			if err := n.applyMembers(); err != nil {
+				n.log.Warn("re-registration incomplete", "err", err)
+			}
+		}
+	}
+}
+
+// ErrDrainCut is returned by Drain when it had to stop at the drain timeout.
+var ErrDrainCut = errors.New("drain cut short at the drain timeout")
+
+// Drain shuts the node down gracefully (SPEC section 6): it stops being
+// ready, leaves the gossip, answers every frame it has already read, closes
+// client connections with 1012 and stops, all within the drain timeout.
+func (n *Node) Drain() error {
+	start := time.Now()
+	n.draining.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
+	defer cancel()
+	n.log.Info("draining", "connections", n.connCount())
+	if err := n.gossip.Leave(time.Second); err != nil {
+		n.log.Warn("gossip leave", "err", err)
+	}
+	n.connMu.Lock()
+	conns := make([]*session.Conn, 0, len(n.conns))
+	for c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.connMu.Unlock()
+	for _, c := range conns {
+		go c.Shutdown(ctx, session.CloseRestart)
+	}
+	handlersDone := make(chan struct{})
+	go func() {
+		n.handlers.Wait()
+		close(handlersDone)
+	}()
+	var err error
+	select {
+	case <-handlersDone:
+	case <-ctx.Done():
+		err = ErrDrainCut
+	}
+	n.closeAll()
+	n.log.Info("drained", "took", time.Since(start).Round(time.Millisecond), "cut", err != nil)
+	return err
+}
+
+// Kill stops the node at once without telling anyone, as a crash would:
+// tests use it. Connections are dropped without a close frame.
+func (n *Node) Kill() {
+	n.draining.Store(true)
+	n.connMu.Lock()
+	for c := range n.conns {
+		c.Close(session.CloseClientGone)
+	}
+	n.connMu.Unlock()
+	n.closeAll()
+}
+
+func (n *Node) closeAll() {
+	n.stopOnce.Do(func() {
+		close(n.stop)
+		if n.gossip != nil {
+			_ = n.gossip.Shutdown()
+		}
+		n.loops.Wait()
+		_ = n.server.Shutdown()
+		<-n.serveDone
+		n.router.Close()
+		// Hijacked connections outlive the server's shutdown: wait for
+		// their handlers, which end once their sockets close.
+		n.connMu.Lock()
+		for c := range n.conns {
+			c.Close(session.CloseRestart)
+		}
+		n.connMu.Unlock()
+		n.handlers.Wait()
+	})
+}
+
+func (n *Node) connCount() int {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	return len(n.conns)
+}
+
+// addConn records a connection for the drain; false once draining.
+func (n *Node) addConn(c *session.Conn) bool {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	if n.draining.Load() {
+		return false
+	}
+	n.conns[c] = struct{}{}
+	n.handlers.Add(1)
+	return true
+}
+
+func (n *Node) removeConn(c *session.Conn) {
+	n.connMu.Lock()
+	delete(n.conns, c)
+	n.connMu.Unlock()
+	n.handlers.Done()
+}
+
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("http: " + fmt.Sprintf(format, args...))
+}

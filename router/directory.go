@@ -1,0 +1,245 @@
+package router
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// Directory is what an owner node knows of the keys it owns: how many
+// connections each node holds, and which nodes cache that answer and must
+// be told when it changes. It is soft state: holders re-register after
+// every ring change.
+type Directory struct {
+	mu      sync.Mutex
+	entries map[Key]*dirEntry
+}
+
+type dirEntry struct {
+	counts   map[string]int       // node -> connections (> 0)
+	watchers map[string]time.Time // node -> when its cached answer expires
+}
+
+func newDirectory() *Directory {
+	return &Directory{entries: make(map[Key]*dirEntry)}
+}
+
+// Lookup returns the nodes holding key, sorted by name. When watcher is
+// set, that node caches the answer until watchUntil and is told of changes.
+func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) []Location {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.entries[key]
+	if watcher != "" {
+		if e == nil {
+			e = &dirEntry{}
+			d.entries[key] = e
+		}
+		if e.watchers == nil {
+			e.watchers = make(map[string]time.Time)
+		}
+		e.watchers[watcher] = watchUntil
+	}
+	if e == nil || len(e.counts) == 0 {
+		return nil
+	}
+	locs := make([]Location, 0, len(e.counts))
+	for node, n := range e.counts {
+		locs = append(locs, Location{Node: node, Count: n})
+	}
+	sort.Slice(locs, func(i, j int) bool { return locs[i].Node < locs[j].Node })
+	return locs
+}
+
+// Set records that node holds count connections of key and returns the
+// watchers to tell, other than node itself. They are forgotten: their next
+// lookup watches again.
+func (d *Directory) Set(key Key, node string, count int, now time.Time) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.entries[key]
+	if e == nil {
+		if count == 0 {
+			return nil
+		}
+		e = &dirEntry{}
+		d.entries[key] = e
+	}
+	if e.counts[node] == count {
+		return nil
+	}
+	if count == 0 {
+		delete(e.counts, node)
+	} else {
+		if e.counts == nil {
+			e.counts = make(map[string]int)
+		}
+		e.counts[node] = count
+	}
+	var tell []string
+	for w, until := range e.watchers {
+		if w != node && now.Before(until) {
+			tell = append(tell, w)
+		}
+	}
+	e.watchers = nil
+	if len(e.counts) == 0 {
+		delete(d.entries, key)
+	}
+	return tell
+}
+
+// Retain drops what a ring change made wrong: counts and watchers of nodes
+// that left, and the keys this node no longer owns.
+func (d *Directory) Retain(isMember func(node string) bool, owns func(Key) bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for key, e := range d.entries {
+		if !owns(key) {
+			delete(d.entries, key)
+			continue
+		}
+		for node := range e.counts {
+			if !isMember(node) {
+				delete(e.counts, node)
+			}
+		}
+		for node := range e.watchers {
+			if !isMember(node) {
+				delete(e.watchers, node)
+			}
+		}
+		if len(e.counts) == 0 && len(e.watchers) == 0 {
+			delete(d.entries, key)
+		}
+	}
+}
+
+// Sweep forgets expired watchers, entries left with nothing, and entries
+// for keys this node does not own (registered by a peer whose ring was ahead).
+func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for key, e := range d.entries {
+		if !owns(key) {
+			delete(d.entries, key)
+			continue
+		}
+		for node, until := range e.watchers {
+			if now.After(until) {
+				delete(e.watchers, node)
+			}
+		}
+		if len(e.counts) == 0 && len(e.watchers) == 0 {
+			delete(d.entries, key)
+		}
+	}
+}
+
+// Len is the number of keys with an entry.
+func (d *Directory) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.entries)
+}
+
+// locationCache is the sender side: answers from owners, kept until the
+// owner says they changed, the ring changes, or they expire.
+type locationCache struct {
+	mu      sync.Mutex
+	entries map[Key]cached
+	flights map[Key]*flight
+	max     int
+}
+
+type cached struct {
+	locs    []Location // shared, read-only
+	expires time.Time
+}
+
+// flight is one lookup in progress; later senders of the same key wait for
+// it instead of asking again.
+type flight struct {
+	done    chan struct{}
+	locs    []Location
+	err     error
+	invalid bool // changed while in flight: use once, do not cache
+}
+
+func newLocationCache(max int) *locationCache {
+	return &locationCache{entries: make(map[Key]cached), flights: make(map[Key]*flight), max: max}
+}
+
+// get returns a cached answer, or the flight to wait for, or a new flight
+// that the caller must complete with finish.
+func (c *locationCache) get(key Key, now time.Time) (locs []Location, hit bool, f *flight, leader bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[key]; ok {
+		if now.Before(e.expires) {
+			return e.locs, true, nil, false
+		}
+		delete(c.entries, key)
+	}
+	if f := c.flights[key]; f != nil {
+		return nil, false, f, false
+	}
+	f = &flight{done: make(chan struct{})}
+	c.flights[key] = f
+	return nil, false, f, true
+}
+
+func (c *locationCache) finish(key Key, f *flight, locs []Location, err error, expires time.Time) {
+	c.mu.Lock()
+	if c.flights[key] == f {
+		delete(c.flights, key)
+	}
+	if err == nil && !f.invalid {
+		if len(c.entries) >= c.max {
+			for k := range c.entries { // evict one at random
+				delete(c.entries, k)
+				break
+			}
+		}
+		c.entries[key] = cached{locs: locs, expires: expires}
+	}
+	c.mu.Unlock()
+	f.locs, f.err = locs, err
+	close(f.done)
+}
+
+// invalidate drops key, and spoils a lookup of it still in flight.
+func (c *locationCache) invalidate(key Key) {
+	c.mu.Lock()
+	delete(c.entries, key)
+	if f := c.flights[key]; f != nil {
+		f.invalid = true
+	}
+	c.mu.Unlock()
+}
+
+// reset drops everything: owners may have moved.
+func (c *locationCache) reset() {
+	c.mu.Lock()
+	clear(c.entries)
+	for _, f := range c.flights {
+		f.invalid = true
+	}
+	c.mu.Unlock()
+}
+
+func (c *locationCache) sweep(now time.Time) {
+	c.mu.Lock()
+	for k, e := range c.entries {
+		if now.After(e.expires) {
+			delete(c.entries, k)
+		}
+	}
+	c.mu.Unlock()
+}
+
+func (c *locationCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}

@@ -1,0 +1,629 @@
+// Package router moves chat messages between client connections and nodes: it
+// keeps the directories of the keys this node owns, asks owners where
+// recipients are, and forwards each message once to each node that holds one.
+// It never reads or writes a client socket itself: sessions do.
+package router
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shardchat/shard/ring"
+	"github.com/shardchat/shard/session"
+)
+
+// Mode is how a node finds the nodes that hold a message's recipients.
+type Mode int
+
+const (
+	// Owner asks the key's owner node (or a cached answer) and sends one
+	// node-to-node message to each node that holds a recipient.
+	Owner Mode = iota
+	// Broadcast sends every message to every other node, as the design this
+	// project replaces did. It exists only to measure the difference.
+	Broadcast
+)
+
+// ParseMode reads the --routing flag.
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "owner":
+		return Owner, nil
+	case "broadcast":
+		return Broadcast, nil
+	}
+	return 0, fmt.Errorf("routing %q: want owner or broadcast", s)
+}
+
+func (m Mode) String() string {
+	if m == Broadcast {
+		return "broadcast"
+	}
+	return "owner"
+}
+
+// Config describes one node's router.
+type Config struct {
+	// Self is this node's name, as in the ring.
+	Self string
+	// Mode is owner (default) or broadcast routing.
+	Mode Mode
+	// ClusterKey authenticates node-to-node links; empty: not authenticated.
+	ClusterKey []byte
+	// CacheTTL bounds how long a sender trusts a cached location without
+	// hearing from the owner. Default 30s; owners remember the watcher a
+	// little longer, so a change is never missed.
+	CacheTTL time.Duration
+	// CacheSize bounds the sender-side location cache. Default 100000 keys.
+	CacheSize int
+	// RequestTimeout bounds every node-to-node request. Default 3s.
+	RequestTimeout time.Duration
+	// LinkQueue bounds the frames waiting for one peer. Default 16384.
+	LinkQueue int
+	Logger    *slog.Logger
+	Metrics   *Metrics
+}
+
+// watchSlack is how much longer an owner keeps a watcher than the watcher
+// keeps its cache entry, so that no change goes untold.
+const watchSlack = 5 * time.Second
+
+// Member is a node as the router needs it.
+type Member struct {
+	Name string
+	Link string // node-to-node address
+}
+
+// Errors behind an `unavailable` answer.
+var (
+	ErrNoRing    = errors.New("no members in the ring yet")
+	ErrNotOwner  = errors.New("asked node does not own the key on its ring")
+	ErrUnsettled = errors.New("owner is still rebuilding its directory")
+)
+
+// Router is one node's routing state. It implements session.Handler.
+type Router struct {
+	cfg   Config
+	log   *slog.Logger
+	m     *Metrics
+	links *Links
+	ring  atomic.Pointer[ring.Ring]
+	dir   *Directory
+	cache *locationCache
+	local localIndex
+
+	midPrefix string
+	midSeq    atomic.Uint64
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New starts a router that serves node-to-node links on ln.
+func New(cfg Config, ln net.Listener) *Router {
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 30 * time.Second
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 100000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var prefix [10]byte
+	rand.Read(prefix[:])
+	r := &Router{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		m:         cfg.Metrics,
+		dir:       newDirectory(),
+		cache:     newLocationCache(cfg.CacheSize),
+		local:     newLocalIndex(),
+		midPrefix: base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:]) + "-",
+		stop:      make(chan struct{}),
+	}
+	empty, _ := ring.New(nil)
+	r.ring.Store(empty)
+	r.links = NewLinks(LinkConfig{
+		Self:           cfg.Self,
+		Key:            cfg.ClusterKey,
+		Queue:          cfg.LinkQueue,
+		RequestTimeout: cfg.RequestTimeout,
+		Logger:         cfg.Logger,
+		Sent:           func(k kind, n int) { r.m.PeerSent.WithLabelValues(k.String()).Add(float64(n)) },
+		Replied:        func(k kind) { r.m.PeerReplies.WithLabelValues(k.String()).Inc() },
+	}, ln, r.handlePeer)
+	r.wg.Add(1)
+	go r.sweepLoop()
+	return r
+}
+
+// Close stops the links and the background work.
+func (r *Router) Close() {
+	close(r.stop)
+	r.links.Close()
+	r.wg.Wait()
+}
+
+// Ring is the ring this node routes by now.
+func (r *Router) Ring() *ring.Ring { return r.ring.Load() }
+
+func (r *Router) sweepLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case now := <-t.C:
+			r.sweepCaches(now)
+		}
+	}
+}
+
+func (r *Router) newMid() string {
+	return r.midPrefix + strconv.FormatUint(r.midSeq.Add(1), 36)
+}
+
+// result is the outcome of routing one message, or of a join or leave.
+type result struct {
+	status     string // an ack status, or "" with err set
+	recipients int
+	err        error
+}
+
+// HandleFrame acts on a send, join or leave from a client connection. It
+// runs in the connection's reader, so that its frames are routed in order;
+// only a lookup at an owner (on a cache miss) or a join waits here.
+func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
+	id, typ := f.ID, f.Type // f is reused by the reader once this returns
+	answer := func(res result) { r.answer(c, id, typ, res) }
+	switch f.Type {
+	case session.TypeSend:
+		m := session.Msg{Mid: r.newMid(), From: c.User, To: f.To, Room: f.Room, Body: f.Body, TS: time.Now().UnixMilli()}
+		frame := session.AppendMsg(make([]byte, 0, 128+len(f.Body)), &m)
+		if f.Room != "" {
+			if !c.Joined(f.Room) {
+				answer(result{err: errNotMember})
+				return
+			}
+			r.m.ChatMessages.WithLabelValues("room").Inc()
+			r.routeRoom(f.Room, c, frame, answer)
+			return
+		}
+		r.m.ChatMessages.WithLabelValues("direct").Inc()
+		r.routeDirect(c.User, f.To, c, frame, answer)
+	case session.TypeJoin:
+		room := strings.Clone(f.Room) // kept for the life of the membership
+		if !c.Join(room) {
+			answer(result{status: session.StatusOK})
+			return
+		}
+		if err := r.updateLocal(Key{Room: true, Name: room}, c, true); err != nil {
+			c.Leave(room)
+			_ = r.updateLocal(Key{Room: true, Name: room}, c, false)
+			answer(result{err: err})
+			return
+		}
+		answer(result{status: session.StatusOK})
+	case session.TypeLeave:
+		if c.Leave(f.Room) {
+			if err := r.updateLocal(Key{Room: true, Name: f.Room}, c, false); err != nil {
+				answer(result{err: err})
+				return
+			}
+		}
+		answer(result{status: session.StatusOK})
+	}
+}
+
+var errNotMember = errors.New("not a member")
+
+func (r *Router) answer(c *session.Conn, id, typ string, res result) {
+	var frame []byte
+	switch {
+	case res.err == errNotMember:
+		r.m.answerStatus.WithLabelValues(session.CodeNotMember).Inc()
+		frame = session.AppendError(nil, id, session.CodeNotMember, "join the room before sending to it")
+	case res.err != nil:
+		r.m.answerStatus.WithLabelValues(session.CodeUnavailable).Inc()
+		r.log.Debug("answered unavailable", "user", c.User, "conn", c.ID, "type", typ, "err", res.err)
+		frame = session.AppendError(nil, id, session.CodeUnavailable, "the cluster cannot route this right now; retry later")
+	default:
+		r.m.answerStatus.WithLabelValues(res.status).Inc()
+		n := -1
+		if res.status == session.StatusSent {
+			n = res.recipients
+		}
+		frame = session.AppendAck(nil, id, res.status, n)
+	}
+	c.Answer(frame)
+}
+
+// Attach registers a new connection with its user's owner and returns once
+// the owner has recorded it, so that messages sent from any node reach it.
+// On error the connection is not registered.
+func (r *Router) Attach(c *session.Conn) error {
+	if err := r.updateLocal(Key{Name: c.User}, c, true); err != nil {
+		_ = r.updateLocal(Key{Name: c.User}, c, false)
+		return err
+	}
+	r.m.Connections.Inc()
+	return nil
+}
+
+// Closed unregisters a connection and its room memberships.
+func (r *Router) Closed(c *session.Conn, reason session.CloseReason) {
+	r.m.Connections.Dec()
+	r.m.Closes.WithLabelValues(reason.Label).Inc()
+	r.updateLocalAsync(Key{Name: c.User}, c, false)
+	for _, room := range c.Rooms() {
+		c.Leave(room)
+		r.updateLocalAsync(Key{Room: true, Name: room}, c, false)
+	}
+}
+
+// Locations answers where key's connections are, through its owner and
+// without caching: for the HTTP API.
+func (r *Router) Locations(ctx context.Context, key Key) ([]Location, error) {
+	owner := r.ring.Load().Owner(key.Name)
+	switch owner {
+	case "":
+		return nil, ErrNoRing
+	case r.cfg.Self:
+		return r.dir.Lookup(key, "", time.Time{}), nil
+	}
+	return r.askOwner(ctx, owner, key, false)
+}
+
+// Publish routes a message that comes from the HTTP API rather than from a
+// connection; it waits for the answer a client would get.
+func (r *Router) Publish(ctx context.Context, from, to, room, body string) (status string, recipients int, err error) {
+	m := session.Msg{Mid: r.newMid(), From: from, To: to, Room: room, Body: body, TS: time.Now().UnixMilli()}
+	frame := session.AppendMsg(nil, &m)
+	done := make(chan result, 1)
+	reply := func(res result) { done <- res }
+	if room != "" {
+		r.m.ChatMessages.WithLabelValues("room").Inc()
+		r.routeRoom(room, nil, frame, reply)
+	} else {
+		r.m.ChatMessages.WithLabelValues("direct").Inc()
+		r.routeDirect(from, to, nil, frame, reply)
+	}
+	select {
+	case res := <-done:
+		return res.status, res.recipients, res.err
+	case <-ctx.Done():
+		return "", 0, ctx.Err()
+	}
+}
+
+// routeDirect delivers a direct message to every connection of to, and a
+// copy to every connection of from but the sending one (sender, nil for the
+// API). done gets delivered when at least one connection of to got it.
+func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte, done func(result)) {
+	copyTo := from
+	if sender == nil {
+		copyTo = "" // the API's sender has no connections to copy to
+	}
+	var targets []string
+	if r.cfg.Mode == Broadcast {
+		targets = r.others()
+	} else {
+		locs, err := r.locate(Key{Name: to})
+		if err != nil {
+			done(result{err: err})
+			return
+		}
+		targets = r.appendRemote(targets, locs)
+		if copyTo != "" && copyTo != to {
+			// The sender's other devices: their node is usually this one.
+			if locs, err := r.locate(Key{Name: copyTo}); err == nil {
+				targets = r.appendRemote(targets, locs)
+			} else {
+				r.log.Debug("sender copies not routed", "user", copyTo, "err", err)
+			}
+		}
+	}
+	fan := &fanout{direct: true, done: done}
+	fan.add(r.deliverDirect(to, copyTo, sender, frame), nil)
+	if len(targets) == 0 {
+		fan.finish()
+		return
+	}
+	fan.expect(len(targets))
+	payload := (&forward{mode: forwardDirect, a: to, b: copyTo, frame: frame}).append(make([]byte, 0, len(frame)+len(to)+len(copyTo)+8))
+	for _, node := range targets {
+		r.links.Request(node, kindForward, 1, payload, fan.reply)
+	}
+}
+
+// routeRoom delivers a room message to every joined connection but the
+// sending one. done gets the number of connections it was written to.
+func (r *Router) routeRoom(room string, sender *session.Conn, frame []byte, done func(result)) {
+	var targets []string
+	if r.cfg.Mode == Broadcast {
+		targets = r.others()
+	} else {
+		locs, err := r.locate(Key{Room: true, Name: room})
+		if err != nil {
+			done(result{err: err})
+			return
+		}
+		targets = r.appendRemote(targets, locs)
+	}
+	fan := &fanout{done: done}
+	fan.add(r.deliverRoom(room, sender, frame), nil)
+	if len(targets) == 0 {
+		fan.finish()
+		return
+	}
+	fan.expect(len(targets))
+	sender0 := ""
+	if sender != nil {
+		sender0 = sender.User
+	}
+	payload := (&forward{mode: forwardRoom, a: room, b: sender0, frame: frame}).append(make([]byte, 0, len(frame)+len(room)+len(sender0)+8))
+	for _, node := range targets {
+		r.links.Request(node, kindForward, 1, payload, fan.reply)
+	}
+}
+
+// appendRemote adds the nodes of locs other than this one, once each.
+func (r *Router) appendRemote(targets []string, locs []Location) []string {
+next:
+	for _, l := range locs {
+		if l.Node == r.cfg.Self {
+			continue
+		}
+		for _, t := range targets {
+			if t == l.Node {
+				continue next
+			}
+		}
+		targets = append(targets, l.Node)
+	}
+	return targets
+}
+
+// others is every ring member but this node: the broadcast baseline.
+func (r *Router) others() []string {
+	members := r.ring.Load().Members()
+	out := members[:0]
+	for _, m := range members {
+		if m != r.cfg.Self {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// fanout gathers the answers of the nodes one message went to.
+type fanout struct {
+	direct bool
+	done   func(result)
+
+	mu        sync.Mutex
+	remaining int
+	count     int
+	failed    error
+}
+
+func (f *fanout) expect(n int) {
+	f.mu.Lock()
+	f.remaining = n
+	f.mu.Unlock()
+}
+
+func (f *fanout) add(n int, err error) {
+	f.mu.Lock()
+	f.count += n
+	if err != nil && f.failed == nil {
+		f.failed = err
+	}
+	f.mu.Unlock()
+}
+
+func (f *fanout) reply(p []byte, err error) {
+	n := 0
+	if err == nil {
+		v, m := binary.Uvarint(p)
+		if m <= 0 || m != len(p) {
+			err = fmt.Errorf("forward reply: %w", errMalformed)
+		}
+		n = int(v)
+	}
+	f.mu.Lock()
+	f.count += n
+	if err != nil && f.failed == nil {
+		f.failed = err
+	}
+	f.remaining--
+	last := f.remaining == 0
+	f.mu.Unlock()
+	if last {
+		f.finish()
+	}
+}
+
+func (f *fanout) finish() {
+	f.mu.Lock()
+	count, failed := f.count, f.failed
+	f.mu.Unlock()
+	switch {
+	case !f.direct:
+		// Recipients on a node that could not be reached are not counted:
+		// the number says who got it.
+		f.done(result{status: session.StatusSent, recipients: count})
+	case count > 0:
+		f.done(result{status: session.StatusDelivered})
+	case failed != nil:
+		f.done(result{err: failed})
+	default:
+		f.done(result{status: session.StatusOffline})
+	}
+}
+
+// locate returns the nodes that hold key's connections: from this node's
+// directory when it owns key, else from the cache or the owner.
+func (r *Router) locate(key Key) ([]Location, error) {
+	owner := r.ring.Load().Owner(key.Name)
+	switch owner {
+	case "":
+		return nil, ErrNoRing
+	case r.cfg.Self:
+		return r.dir.Lookup(key, "", time.Time{}), nil
+	}
+	now := time.Now()
+	locs, hit, f, leader := r.cache.get(key, now)
+	if hit {
+		r.m.LookupCache.WithLabelValues("hit").Inc()
+		return locs, nil
+	}
+	if !leader {
+		<-f.done // the leader always finishes: every request is answered or fails
+		return f.locs, f.err
+	}
+	r.m.LookupCache.WithLabelValues("miss").Inc()
+	locs, err := r.askOwner(context.Background(), owner, key, true)
+	r.cache.finish(key, f, locs, err, now.Add(r.cfg.CacheTTL))
+	return locs, err
+}
+
+// askOwner sends a lookup to owner and waits for its answer; with watch,
+// the owner will tell this node when the answer changes.
+func (r *Router) askOwner(ctx context.Context, owner string, key Key, watch bool) ([]Location, error) {
+	var flags byte
+	if watch {
+		flags = lookupWatch
+	}
+	payload := appendKey([]byte{flags}, key)
+	type answer struct {
+		p   []byte
+		err error
+	}
+	ch := make(chan answer, 1)
+	r.links.Request(owner, kindLookup, 1, payload, func(p []byte, err error) { ch <- answer{p, err} })
+	var a answer
+	select {
+	case a = <-ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if a.err != nil {
+		return nil, a.err
+	}
+	status, locs, err := decodeLocations(a.p)
+	if err != nil {
+		return nil, fmt.Errorf("lookup %s at %s: %w", key, owner, err)
+	}
+	switch status {
+	case lookupKnown:
+		return locs, nil
+	case lookupUnsettled:
+		return nil, ErrUnsettled
+	default:
+		return nil, ErrNotOwner
+	}
+}
+
+// handlePeer serves one request from another node. It runs on that link's
+// reader and never blocks: slow work answers later through reply.
+func (r *Router) handlePeer(from string, k kind, p []byte, reply func([]byte)) {
+	switch k {
+	case kindForward:
+		f, err := decodeForward(p)
+		if err != nil {
+			r.log.Warn("bad forward from peer", "peer", from, "err", err)
+			reply(nil)
+			return
+		}
+		var n int
+		if f.mode == forwardDirect {
+			n = r.deliverDirect(f.a, f.b, nil, f.frame)
+		} else {
+			n = r.deliverRoom(f.a, nil, f.frame)
+		}
+		reply(binary.AppendUvarint(nil, uint64(n)))
+	case kindLookup:
+		d := decoder{b: p}
+		if len(p) > 0 {
+			d.b = p[1:]
+		}
+		key := d.key()
+		if d.done() != nil {
+			r.log.Warn("bad lookup from peer", "peer", from)
+			reply(nil)
+			return
+		}
+		if r.ring.Load().Owner(key.Name) != r.cfg.Self {
+			reply(appendLocations(nil, lookupNotOwner, nil))
+			return
+		}
+		watcher, until := "", time.Time{}
+		if p[0]&lookupWatch != 0 {
+			watcher, until = from, time.Now().Add(r.cfg.CacheTTL+watchSlack)
+		}
+		reply(appendLocations(nil, lookupKnown, r.dir.Lookup(key, watcher, until)))
+	case kindRegister:
+		regs, err := decodeRegistrations(p)
+		if err != nil {
+			r.log.Warn("bad register from peer", "peer", from, "err", err)
+			reply(nil)
+			return
+		}
+		r.applyRegistrations(from, regs, func() { reply(nil) })
+	case kindInvalidate:
+		keys, err := decodeKeys(p)
+		if err != nil {
+			r.log.Warn("bad invalidate from peer", "peer", from, "err", err)
+		}
+		for _, key := range keys {
+			r.cache.invalidate(key)
+		}
+		reply(nil)
+	default:
+		r.log.Warn("unknown request from peer", "peer", from, "kind", k)
+		reply(nil)
+	}
+}
+
+// applyRegistrations records node's counts and calls done once every node
+// that cached an answer for one of those keys has dropped it: from then on
+// a message sent from any node finds the new state.
+func (r *Router) applyRegistrations(node string, regs []registration, done func()) {
+	now := time.Now()
+	tell := make(map[string][]Key)
+	for _, reg := range regs {
+		for _, w := range r.dir.Set(reg.key, node, reg.count, now) {
+			tell[w] = append(tell[w], reg.key)
+		}
+	}
+	if len(tell) == 0 {
+		done()
+		return
+	}
+	var left atomic.Int32
+	left.Store(int32(len(tell)))
+	for w, keys := range tell {
+		r.links.Request(w, kindInvalidate, len(keys), appendKeys(nil, keys), func([]byte, error) {
+			// A watcher that cannot be reached is gone, or will reset its
+			// cache when the ring drops it.
+			if left.Add(-1) == 0 {
+				done()
+			}
+		})
+	}
+}

@@ -1,0 +1,437 @@
+// Package session runs one client WebSocket connection: frames in, frames out,
+// limits and keepalive. It never decides where a message goes: that is the router's job.
+package session
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// Config holds the limits of one client connection.
+type Config struct {
+	// MaxFrame is the largest client frame in bytes; a larger one closes the
+	// connection with 1009. Default 65536.
+	MaxFrame int
+	// Rate is the number of client frames per second per connection; a
+	// token bucket with a burst of twice that, starting full. Default 200.
+	Rate int
+	// SendQueue is how many outgoing frames may wait; past that the
+	// connection is closed as a slow consumer (1008). Default 1024.
+	SendQueue int
+	// PingInterval is how often the server pings; a connection from which
+	// nothing arrives for twice as long is closed. Default 25s.
+	PingInterval time.Duration
+	// WriteTimeout bounds one write to the socket. Default 10s.
+	WriteTimeout time.Duration
+}
+
+// Defaults from SPEC section 2.
+const (
+	DefaultMaxFrame     = 65536
+	DefaultRate         = 200
+	DefaultSendQueue    = 1024
+	DefaultPingInterval = 25 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// WithDefaults fills the zero fields of c with the defaults.
+func (c Config) WithDefaults() Config {
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.Rate <= 0 {
+		c.Rate = DefaultRate
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = DefaultSendQueue
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	return c
+}
+
+// closeGrace bounds how long a close frame may take to leave: a peer that
+// cannot take it in a second is not reading at all.
+const closeGrace = time.Second
+
+// writeBatch bounds the frames gathered into one flush, so that a busy
+// connection still gets its pings written.
+const writeBatch = 64
+
+// Handler receives the frames that the router must act on: send, join and
+// leave. For each it must call Conn.Answer exactly once, from any goroutine.
+type Handler interface {
+	HandleFrame(c *Conn, f *Frame)
+	Closed(c *Conn, reason CloseReason)
+}
+
+// Conn is one client connection. Its reader runs in the goroutine that
+// calls Serve; a writer goroutine owns every data write.
+type Conn struct {
+	ID   uint64
+	User string
+
+	cfg     Config
+	ws      *websocket.Conn
+	raw     *CoalescingConn // nil when the listener does not coalesce
+	out     chan []byte
+	closing chan struct{}
+
+	mu       sync.Mutex
+	closed   bool
+	finished bool // Serve returned: the socket may be recycled, never touch it
+	reason   CloseReason
+	inflight int           // frames handed to the Handler and not yet answered
+	draining bool          // answer new frames with unavailable
+	drained  chan struct{} // closed when inflight drops to 0 while draining
+	rooms    map[string]struct{}
+
+	// Reader goroutine only.
+	tokens float64
+	refill time.Time
+
+	queued atomic.Int64 // for tests and metrics: frames written to out
+}
+
+// New prepares a connection before its socket exists, so that it can be
+// registered, and its welcome queued, before the upgrade. Nothing is written
+// before Serve, but Send may already queue frames.
+func New(id uint64, user string, cfg Config) *Conn {
+	cfg = cfg.WithDefaults()
+	return &Conn{
+		ID:      id,
+		User:    user,
+		cfg:     cfg,
+		out:     make(chan []byte, cfg.SendQueue),
+		closing: make(chan struct{}),
+		tokens:  float64(2 * cfg.Rate),
+		refill:  time.Now(),
+	}
+}
+
+// Send queues one frame without blocking. When the queue is full the
+// connection is closed as a slow consumer and Send returns false: one slow
+// reader never holds up anyone else.
+func (c *Conn) Send(frame []byte) bool {
+	select {
+	case <-c.closing:
+		return false
+	default:
+	}
+	select {
+	case c.out <- frame:
+		c.queued.Add(1)
+		return true
+	default:
+		c.Close(CloseSlowConsumer)
+		return false
+	}
+}
+
+// Answer queues the answer to a frame given to the Handler.
+func (c *Conn) Answer(frame []byte) {
+	c.Send(frame)
+	c.mu.Lock()
+	c.inflight--
+	if c.inflight == 0 && c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+	c.mu.Unlock()
+}
+
+// Close ends the connection for reason; the first reason wins. Safe from
+// any goroutine, at any time, also after the connection ended.
+func (c *Conn) Close(reason CloseReason) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.reason = reason
+	close(c.closing)
+	if reason == CloseSlowConsumer && c.ws != nil && !c.finished {
+		// The writer may be stuck in a write to a peer that does not read.
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
+	}
+}
+
+// Shutdown stops taking new frames, waits until every frame already read
+// has been answered (or ctx ends), then closes with reason.
+func (c *Conn) Shutdown(ctx context.Context, reason CloseReason) {
+	c.mu.Lock()
+	c.draining = true
+	var wait chan struct{}
+	if c.inflight > 0 {
+		if c.drained == nil {
+			c.drained = make(chan struct{})
+		}
+		wait = c.drained
+	}
+	c.mu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		}
+	}
+	c.Close(reason)
+}
+
+// Done is closed once the connection is closing.
+func (c *Conn) Done() <-chan struct{} { return c.closing }
+
+// Reason is why the connection closed; zero while it is open.
+func (c *Conn) Reason() CloseReason {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
+
+// Join records that this connection joined room and reports whether it was
+// new. Membership belongs to the connection and ends with it.
+func (c *Conn) Join(room string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.rooms[room]; ok {
+		return false
+	}
+	if c.rooms == nil {
+		c.rooms = make(map[string]struct{})
+	}
+	c.rooms[room] = struct{}{}
+	return true
+}
+
+// Leave forgets room and reports whether the connection had joined it.
+func (c *Conn) Leave(room string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.rooms[room]
+	delete(c.rooms, room)
+	return ok
+}
+
+// Joined reports whether the connection has joined room.
+func (c *Conn) Joined(room string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.rooms[room]
+	return ok
+}
+
+// Rooms returns the rooms the connection has joined.
+func (c *Conn) Rooms() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rooms := make([]string, 0, len(c.rooms))
+	for r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	return rooms
+}
+
+// Serve runs the connection on ws until it ends: it reads in the calling
+// goroutine, writes in another, and returns only when both have stopped, so
+// that the socket is never touched after the HTTP server recycles it. raw is
+// the connection under ws when the listener coalesces writes, else nil.
+func (c *Conn) Serve(ws *websocket.Conn, raw *CoalescingConn, h Handler) {
+	c.mu.Lock()
+	c.ws, c.raw = ws, raw
+	c.mu.Unlock()
+	c.ws.SetReadLimit(int64(c.cfg.MaxFrame))
+	c.ws.SetPongHandler(func(string) error { return c.extendDeadline() })
+	ping := c.ws.PingHandler()
+	c.ws.SetPingHandler(func(data string) error {
+		if err := c.extendDeadline(); err != nil {
+			return err
+		}
+		return ping(data)
+	})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	c.Close(c.readLoop(h))
+	h.Closed(c, c.Reason())
+	<-writerDone
+	c.mu.Lock()
+	c.finished = true
+	c.mu.Unlock()
+}
+
+func (c *Conn) extendDeadline() error {
+	return c.ws.SetReadDeadline(time.Now().Add(2 * c.cfg.PingInterval))
+}
+
+func (c *Conn) readLoop(h Handler) CloseReason {
+	if c.extendDeadline() != nil {
+		return CloseClientGone
+	}
+	var scratch []byte
+	for {
+		kind, p, err := c.ws.ReadMessage()
+		if err != nil {
+			return readErrorReason(err)
+		}
+		if c.extendDeadline() != nil {
+			return CloseClientGone
+		}
+		select {
+		case <-c.closing:
+			return CloseClientGone // already closing for another reason
+		default:
+		}
+		if kind != websocket.TextMessage {
+			c.Send(AppendError(nil, "", CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
+			continue
+		}
+		if !c.takeToken() {
+			f, _ := DecodeFrame(p)
+			id := f.ID
+			if !ValidID(id) {
+				id = ""
+			}
+			c.Send(AppendError(nil, id, CodeRateLimited, "more than the allowed frames per second; slow down"))
+			continue
+		}
+		f, ferr := DecodeFrame(p)
+		if ferr != nil {
+			c.Send(AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
+			continue
+		}
+		if f.Type == TypePing {
+			scratch = AppendPong(scratch[:0], f.ID)
+			c.Send(append([]byte(nil), scratch...))
+			continue
+		}
+		c.mu.Lock()
+		draining := c.draining
+		if !draining {
+			c.inflight++
+		}
+		c.mu.Unlock()
+		if draining {
+			c.Send(AppendError(nil, f.ID, CodeUnavailable, "this node is shutting down; reconnect"))
+			continue
+		}
+		h.HandleFrame(c, &f)
+	}
+}
+
+func readErrorReason(err error) CloseReason {
+	if errors.Is(err, websocket.ErrReadLimit) {
+		return CloseTooBig // the library has already sent 1009
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return CloseByClient
+	}
+	if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+		return CloseIdle
+	}
+	return CloseClientGone
+}
+
+// takeToken applies the rate limit; a refused frame takes no token.
+func (c *Conn) takeToken() bool {
+	now := time.Now()
+	rate := float64(c.cfg.Rate)
+	c.tokens += now.Sub(c.refill).Seconds() * rate
+	c.refill = now
+	if burst := 2 * rate; c.tokens > burst {
+		c.tokens = burst
+	}
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+func (c *Conn) writeLoop() {
+	ticker := time.NewTicker(c.cfg.PingInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-c.closing:
+			c.finish()
+			return
+		default:
+		}
+		select {
+		case f := <-c.out:
+			if c.writeBurst(f) != nil {
+				c.Close(CloseClientGone)
+			}
+		case <-ticker.C:
+			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout)) != nil {
+				c.Close(CloseClientGone)
+			}
+		case <-c.closing:
+			c.finish()
+			return
+		}
+	}
+}
+
+// writeBurst writes f and whatever else is queued, up to writeBatch frames,
+// in one flush.
+func (c *Conn) writeBurst(f []byte) error {
+	if c.raw != nil {
+		c.raw.Hold()
+	}
+	err := c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	for n := 0; err == nil; n++ {
+		err = c.ws.WriteMessage(websocket.TextMessage, f)
+		if err != nil || n+1 == writeBatch {
+			break
+		}
+		select {
+		case f = <-c.out:
+			continue
+		default:
+		}
+		break
+	}
+	if c.raw != nil {
+		if rerr := c.raw.Release(); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+// finish writes what a graceful close owes the client (the frames already
+// queued, then the close frame) and closes the socket, which ends the reader.
+func (c *Conn) finish() {
+	reason := c.Reason()
+	if reason.Code != 0 && reason != CloseSlowConsumer && reason != CloseTooBig {
+		for drained := false; !drained; {
+			select {
+			case f := <-c.out:
+				if c.writeBurst(f) != nil {
+					drained = true
+				}
+			default:
+				drained = true
+			}
+		}
+	}
+	if reason.Code != 0 && reason != CloseTooBig {
+		msg := websocket.FormatCloseMessage(reason.Code, reason.Text)
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	}
+	_ = c.ws.Close()
+}

@@ -1,0 +1,137 @@
+package session
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// Msg is a chat message as every recipient sees it. Exactly one of To and
+// Room is set.
+type Msg struct {
+	Mid  string
+	From string
+	To   string
+	Room string
+	Body string
+	TS   int64 // milliseconds since the epoch, stamped by the sender's node
+}
+
+// AppendMsg appends the `msg` frame for m to b. A message is encoded once
+// and the same bytes are queued to every recipient.
+func AppendMsg(b []byte, m *Msg) []byte {
+	b = append(b, `{"type":"msg","mid":`...)
+	b = appendString(b, m.Mid)
+	b = append(b, `,"from":`...)
+	b = appendString(b, m.From)
+	if m.Room != "" {
+		b = append(b, `,"room":`...)
+		b = appendString(b, m.Room)
+	} else {
+		b = append(b, `,"to":`...)
+		b = appendString(b, m.To)
+	}
+	b = append(b, `,"body":`...)
+	b = appendString(b, m.Body)
+	b = append(b, `,"ts":`...)
+	b = strconv.AppendInt(b, m.TS, 10)
+	return append(b, '}')
+}
+
+// AppendWelcome appends the first frame of every connection.
+func AppendWelcome(b []byte, user, node string) []byte {
+	b = append(b, `{"type":"welcome","user":`...)
+	b = appendString(b, user)
+	b = append(b, `,"node":`...)
+	b = appendString(b, node)
+	return append(b, '}')
+}
+
+// AppendAck appends an ack. recipients < 0 leaves the field out, which is
+// right for every status but `sent`.
+func AppendAck(b []byte, id, status string, recipients int) []byte {
+	b = append(b, `{"type":"ack"`...)
+	b = appendID(b, id)
+	b = append(b, `,"status":`...)
+	b = appendString(b, status)
+	if recipients >= 0 {
+		b = append(b, `,"recipients":`...)
+		b = strconv.AppendInt(b, int64(recipients), 10)
+	}
+	return append(b, '}')
+}
+
+// AppendPong appends the answer to an application-level ping.
+func AppendPong(b []byte, id string) []byte {
+	b = append(b, `{"type":"pong"`...)
+	b = appendID(b, id)
+	return append(b, '}')
+}
+
+// AppendError appends an error frame; id is left out when empty.
+func AppendError(b []byte, id, code, message string) []byte {
+	b = append(b, `{"type":"error"`...)
+	b = appendID(b, id)
+	b = append(b, `,"code":`...)
+	b = appendString(b, code)
+	b = append(b, `,"message":`...)
+	b = appendString(b, message)
+	return append(b, '}')
+}
+
+func appendID(b []byte, id string) []byte {
+	if id == "" {
+		return b
+	}
+	b = append(b, `,"id":`...)
+	return appendString(b, id)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. It escapes what JSON requires,
+// plus <, > and & and U+2028/U+2029 so that a frame is safe to embed in a
+// page, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == '\u2028' || r == '\u2029' || (r == utf8.RuneError && size == 1) {
+			b = append(b, s[start:i]...)
+			if r == utf8.RuneError {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			}
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

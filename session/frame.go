@@ -1,0 +1,309 @@
+package session
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// Client frame types (SPEC section 4).
+const (
+	TypeSend  = "send"
+	TypeJoin  = "join"
+	TypeLeave = "leave"
+	TypePing  = "ping"
+)
+
+// Error codes a client may see (SPEC section 4).
+const (
+	CodeBadRequest  = "bad_request"
+	CodeNotMember   = "not_member"
+	CodeRateLimited = "rate_limited"
+	CodeUnavailable = "unavailable"
+)
+
+// Ack statuses (SPEC section 4).
+const (
+	StatusDelivered = "delivered"
+	StatusOffline   = "offline"
+	StatusSent      = "sent"
+	StatusOK        = "ok"
+)
+
+// MaxIDLen bounds user ids, room names and client frame ids.
+const MaxIDLen = 64
+
+// Frame is one decoded client frame. Its strings may share memory with the
+// payload it was decoded from, which must therefore never be modified.
+type Frame struct {
+	Type string
+	ID   string
+	To   string
+	Room string
+	Body string
+}
+
+// FrameError says why a client frame was refused. ID is set when the frame
+// carried a well-formed id, so that the error can be matched by the client.
+type FrameError struct {
+	ID      string
+	Code    string
+	Message string
+}
+
+func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
+
+// ValidID reports whether s is a well-formed user id, room name or frame id:
+// 1 to 64 characters of A-Z a-z 0-9 _ . @ -.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '_', c == '.', c == '@', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// field presence bits, so that `"to":""` (malformed) differs from no `to`.
+const (
+	hasType = 1 << iota
+	hasID
+	hasTo
+	hasRoom
+	hasBody
+)
+
+// DecodeFrame parses and validates one client frame. Validation comes before
+// anything else: a frame that decodes is well-formed for its type.
+//
+// The payload must not be modified afterwards: the returned strings point
+// into it, which saves an allocation per field on the hot path.
+func DecodeFrame(p []byte) (Frame, *FrameError) {
+	var f Frame
+	if !utf8.Valid(p) {
+		return f, &FrameError{Code: CodeBadRequest, Message: "frame is not valid UTF-8"}
+	}
+	if !json.Valid(p) {
+		return f, &FrameError{Code: CodeBadRequest, Message: "frame is not valid JSON"}
+	}
+	s := unsafe.String(unsafe.SliceData(p), len(p))
+	seen, bad := scanObject(s, &f)
+	if bad != "" {
+		e := &FrameError{Code: CodeBadRequest, Message: bad}
+		if seen&hasID != 0 && ValidID(f.ID) {
+			e.ID = f.ID
+		}
+		return f, e
+	}
+	if seen&hasID != 0 && !ValidID(f.ID) {
+		return f, &FrameError{Code: CodeBadRequest, Message: "id must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"}
+	}
+	fail := func(msg string) (Frame, *FrameError) {
+		return f, &FrameError{ID: f.ID, Code: CodeBadRequest, Message: msg}
+	}
+	switch f.Type {
+	case TypeSend:
+		switch seen & (hasTo | hasRoom) {
+		case hasTo:
+			if !ValidID(f.To) {
+				return fail("to must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+			}
+		case hasRoom:
+			if !ValidID(f.Room) {
+				return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+			}
+		default:
+			return fail("send names exactly one of to and room")
+		}
+		if f.Body == "" {
+			return fail("body must be a non-empty string")
+		}
+	case TypeJoin, TypeLeave:
+		if seen&hasRoom == 0 || !ValidID(f.Room) {
+			return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+		}
+	case TypePing:
+	case "":
+		return fail("type is missing")
+	default:
+		return fail("unknown type " + strconv.Quote(f.Type))
+	}
+	return f, nil
+}
+
+// scanObject reads the known string fields of a JSON object that json.Valid
+// has already accepted, so it only has to find boundaries, not check syntax.
+// Unknown fields are skipped: clients may send more than this server knows.
+func scanObject(s string, f *Frame) (seen int, bad string) {
+	i := skipSpace(s, 0)
+	if s[i] != '{' {
+		return 0, "frame must be a JSON object"
+	}
+	i++
+	for {
+		i = skipSpace(s, i)
+		if s[i] == '}' {
+			return seen, ""
+		}
+		if s[i] == ',' {
+			i = skipSpace(s, i+1)
+		}
+		key, next := readString(s, i)
+		i = skipSpace(s, next)
+		i = skipSpace(s, i+1) // the colon
+		var dst *string
+		var bit int
+		switch key {
+		case "type":
+			dst, bit = &f.Type, hasType
+		case "id":
+			dst, bit = &f.ID, hasID
+		case "to":
+			dst, bit = &f.To, hasTo
+		case "room":
+			dst, bit = &f.Room, hasRoom
+		case "body":
+			dst, bit = &f.Body, hasBody
+		}
+		if dst == nil {
+			i = skipValue(s, i)
+			continue
+		}
+		if s[i] != '"' {
+			// Keep scanning so that a well-formed id can still be echoed.
+			if bad == "" {
+				bad = key + " must be a string"
+			}
+			i = skipValue(s, i)
+			continue
+		}
+		*dst, i = readString(s, i)
+		seen |= bit
+	}
+}
+
+func skipSpace(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value starting at s[i].
+func skipValue(s string, i int) int {
+	switch s[i] {
+	case '"':
+		_, i = readString(s, i)
+		return i
+	case '{', '[':
+		depth := 0
+		for i < len(s) {
+			switch s[i] {
+			case '"':
+				_, i = readString(s, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	default:
+		for i < len(s) && s[i] != ',' && s[i] != '}' && s[i] != ']' &&
+			s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' {
+			i++
+		}
+		return i
+	}
+}
+
+// readString decodes the JSON string starting at s[i] (a quote) and returns
+// it with the index past its closing quote. Without escapes it returns a
+// substring of s and allocates nothing.
+func readString(s string, i int) (string, int) {
+	start := i + 1
+	j := start
+	for j < len(s) && s[j] != '"' && s[j] != '\\' {
+		j++
+	}
+	if j < len(s) && s[j] == '"' {
+		return s[start:j], j + 1
+	}
+	buf := make([]byte, 0, j-start+16)
+	buf = append(buf, s[start:j]...)
+	for j < len(s) {
+		c := s[j]
+		if c == '"' {
+			return string(buf), j + 1
+		}
+		if c != '\\' {
+			buf = append(buf, c)
+			j++
+			continue
+		}
+		j++
+		switch s[j] {
+		case 'b':
+			buf = append(buf, '\b')
+		case 'f':
+			buf = append(buf, '\f')
+		case 'n':
+			buf = append(buf, '\n')
+		case 'r':
+			buf = append(buf, '\r')
+		case 't':
+			buf = append(buf, '\t')
+		case 'u':
+			r := hex4(s[j+1 : j+5])
+			j += 4
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if j+6 < len(s) && s[j+1] == '\\' && s[j+2] == 'u' {
+					r2 = hex4(s[j+3 : j+7])
+				}
+				if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+					r = dec
+					j += 6
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			buf = utf8.AppendRune(buf, r)
+		default: // '"', '\\', '/'
+			buf = append(buf, s[j])
+		}
+		j++
+	}
+	return string(buf), j
+}
+
+func hex4(s string) rune {
+	var r rune
+	for i := 0; i < 4; i++ {
+		c := s[i]
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c = c - 'a' + 10
+		default:
+			c = c - 'A' + 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
