@@ -73,18 +73,16 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 
 // readWelcome reads the first frame, which SPEC makes the welcome, within ctx.
 func readWelcome(ctx context.Context, ws *websocket.Conn) (Welcome, error) {
-	if d, ok := ctx.Deadline(); ok {
-		ws.SetReadDeadline(d)
-	}
+	// Cut the read when ctx ends (its deadline included), so that the error
+	// is ctx's and not a bare timeout.
 	stop := context.AfterFunc(ctx, func() { ws.NetConn().SetReadDeadline(aLongTimeAgo) })
 	typ, data, err := ws.ReadMessage()
-	if !stop() || ctx.Err() != nil {
-		return Welcome{}, fmt.Errorf("waiting for welcome: %w", context.Cause(ctx))
+	if !stop() {
+		return Welcome{}, fmt.Errorf("waiting for welcome: %w", ctx.Err())
 	}
 	if err != nil {
 		return Welcome{}, fmt.Errorf("waiting for welcome: %w", err)
 	}
-	ws.SetReadDeadline(time.Time{})
 	var f inbound
 	if typ != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type != "welcome" {
 		return Welcome{}, fmt.Errorf("first frame is not a welcome: %.100q", data)
@@ -255,8 +253,8 @@ func (cn *conn) request(ctx context.Context, f Frame, done func(Ack, error)) err
 }
 
 // write sends one text frame. The wait for the writer's turn ends with ctx;
-// the write itself with ctx too (which costs the connection, see request)
-// and at the latest after writeTimeout. started reports whether the write
+// the write itself with ctx too (which costs the connection, see request),
+// and after writeTimeout at the latest. started reports whether the write
 // began.
 func (cn *conn) write(ctx context.Context, data []byte) (started bool, err error) {
 	select {
@@ -270,14 +268,11 @@ func (cn *conn) write(ctx context.Context, data []byte) (started bool, err error
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	deadline := time.Now().Add(writeTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	cn.ws.SetWriteDeadline(deadline)
+	cn.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if ctx.Done() != nil {
 		// gorilla sets the socket's deadline before each write, so this
-		// only cuts a write that is under way.
+		// cuts a write under way; one that starts just as ctx ends still
+		// goes out, within writeTimeout.
 		stop := context.AfterFunc(ctx, func() { cn.ws.NetConn().SetWriteDeadline(aLongTimeAgo) })
 		defer stop()
 	}

@@ -63,7 +63,8 @@ func Start(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	if len(seeds) > 0 {
-		// disabled
+		g.wg.Add(1)
+		go g.resync()
 	}
 	return g, nil
 }
@@ -93,6 +94,7 @@ func (g *Gossip) join(seeds []string, timeout time.Duration) error {
 	backoff := joinBackoffMin
 	for attempt := 1; ; attempt++ {
 		n, err := g.ml.Join(seeds)
+		err = oneLine(err)
 		if cerr := g.view.conflictErr(); cerr != nil {
 			return fmt.Errorf("gossip: join %s: %w", list, cerr)
 		}
@@ -114,6 +116,20 @@ func (g *Gossip) join(seeds []string, timeout time.Duration) error {
 		time.Sleep(min(wait, left))
 		backoff = min(2*backoff, joinBackoffMax)
 	}
+}
+
+// oneLine renders memberlist's multierror ("1 error occurred:\n\t* failed to join ...")
+// as one line, so that the SPEC's one-line start-up error stays one line.
+func oneLine(err error) error {
+	var multi interface{ WrappedErrors() []error }
+	if !errors.As(err, &multi) {
+		return err
+	}
+	var msgs []string
+	for _, e := range multi.WrappedErrors() {
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // permanentJoinError reports errors that retrying cannot cure: a cluster key that does not

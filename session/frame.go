@@ -89,14 +89,15 @@ const (
 // into it, which saves an allocation per field on the hot path.
 func DecodeFrame(p []byte) (Frame, *FrameError) {
 	var f Frame
-	if !utf8.Valid(p) {
-		return f, &FrameError{Code: CodeBadRequest, Message: "frame is not valid UTF-8"}
-	}
 	if !json.Valid(p) {
 		return f, &FrameError{Code: CodeBadRequest, Message: "frame is not valid JSON"}
 	}
 	s := unsafe.String(unsafe.SliceData(p), len(p))
 	seen, bad := scanObject(s, &f)
+	if bad == "" && !utf8.Valid(p) {
+		// Checked after the scan, so that a well-formed id is echoed.
+		bad = "frame is not valid UTF-8"
+	}
 	if bad != "" {
 		e := &FrameError{Code: CodeBadRequest, Message: bad}
 		if seen&hasID != 0 && ValidID(f.ID) {
@@ -152,7 +153,7 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 	for {
 		i = skipSpace(s, i)
 		if s[i] == '}' {
-			return seen, ""
+			return seen, bad
 		}
 		if s[i] == ',' {
 			i = skipSpace(s, i+1)

@@ -1,0 +1,245 @@
+package node_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/node"
+)
+
+// rawConn is a WebSocket speaking whatever the test writes.
+type rawConn struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dialRaw(t *testing.T, c *testcluster.Cluster, i int, user string) *rawConn {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(c.URL(i)+"?user="+url.QueryEscape(user), nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { ws.Close() })
+	rc := &rawConn{t: t, ws: ws}
+	if f := rc.read(); f["type"] != "welcome" {
+		t.Fatalf("first frame %v, want welcome", f)
+	}
+	return rc
+}
+
+func (rc *rawConn) write(kind int, p string) {
+	rc.t.Helper()
+	if err := rc.ws.WriteMessage(kind, []byte(p)); err != nil {
+		rc.t.Fatalf("write: %v", err)
+	}
+}
+
+func (rc *rawConn) read() map[string]any {
+	rc.t.Helper()
+	rc.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, p, err := rc.ws.ReadMessage()
+	if err != nil {
+		rc.t.Fatalf("read: %v", err)
+	}
+	var f map[string]any
+	if err := json.Unmarshal(p, &f); err != nil {
+		rc.t.Fatalf("server sent a frame that is not JSON: %q", p)
+	}
+	return f
+}
+
+func TestBadFramesGetTheAnswerSpecGives(t *testing.T) {
+	c := testcluster.Start(t, 3, nil)
+	bystander := c.Dial(0, "bob")
+	friend := c.Dial(1, "alice")
+	mallory := dialRaw(t, c, 0, "mallory")
+
+	long := strings.Repeat("x", 65)
+	cases := []struct {
+		name, frame string
+		binary      bool
+		wantID      any // nil: the error must carry no id
+	}{
+		{"invalid JSON", `{"type":"send",`, false, nil},
+		{"not an object", `["send","bob"]`, false, nil},
+		{"invalid UTF-8", "{\"type\":\"send\",\"id\":\"u1\",\"to\":\"bob\",\"body\":\"\xff\xfe\"}", false, "u1"},
+		{"unknown type", `{"type":"fly","id":"c1"}`, false, "c1"},
+		{"missing type", `{"id":"c2"}`, false, "c2"},
+		{"send without to or room", `{"type":"send","id":"c3","body":"x"}`, false, "c3"},
+		{"send with to and room", `{"type":"send","id":"c4","to":"bob","room":"lobby","body":"x"}`, false, "c4"},
+		{"malformed to", `{"type":"send","id":"c5","to":"b o b","body":"x"}`, false, "c5"},
+		{"empty to", `{"type":"send","id":"c6","to":"","body":"x"}`, false, "c6"},
+		{"to too long", `{"type":"send","id":"c7","to":"` + long + `","body":"x"}`, false, "c7"},
+		{"to not a string", `{"type":"send","id":"c8","to":5,"body":"x"}`, false, "c8"},
+		{"empty body", `{"type":"send","id":"c9","to":"bob","body":""}`, false, "c9"},
+		{"missing body", `{"type":"send","id":"c10","to":"bob"}`, false, "c10"},
+		{"body not a string", `{"type":"send","id":"c11","to":"bob","body":{"a":1}}`, false, "c11"},
+		{"join without room", `{"type":"join","id":"c12"}`, false, "c12"},
+		{"malformed room", `{"type":"join","id":"c13","room":"#lobby"}`, false, "c13"},
+		{"malformed id", `{"type":"send","id":"no spaces","to":"bob","body":"x"}`, false, nil},
+		{"id not a string", `{"type":"send","id":7,"to":"bob","body":"x"}`, false, nil},
+		{"binary frame", `{"type":"ping","id":"b1"}`, true, nil},
+	}
+	for _, tc := range cases {
+		kind := websocket.TextMessage
+		if tc.binary {
+			kind = websocket.BinaryMessage
+		}
+		mallory.write(kind, tc.frame)
+		f := mallory.read()
+		if f["type"] != "error" || f["code"] != "bad_request" {
+			t.Errorf("%s: answer %v, want error bad_request", tc.name, f)
+			continue
+		}
+		if f["id"] != tc.wantID {
+			t.Errorf("%s: error id %v, want %v", tc.name, f["id"], tc.wantID)
+		}
+		if msg, _ := f["message"].(string); msg == "" {
+			t.Errorf("%s: error without a message", tc.name)
+		}
+	}
+	// Nothing bad reached bob, and the connection still works.
+	mallory.write(websocket.TextMessage, `{"type":"ping","id":"p1"}`)
+	if f := mallory.read(); f["type"] != "pong" || f["id"] != "p1" {
+		t.Fatalf("ping after bad frames: %v, want pong p1", f)
+	}
+	noMsg(t, bystander, "bob")
+
+	// An oversized frame closes the connection with 1009.
+	mallory.write(websocket.TextMessage, `{"type":"send","id":"big","to":"bob","body":"`+strings.Repeat("a", 70000)+`"}`)
+	mallory.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := mallory.ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+		t.Fatalf("after an oversized frame: %v, want close 1009", err)
+	}
+	// The node keeps serving everyone else.
+	sendOK(t, friend, "bob", "still here?", "delivered")
+	if m := recvMsg(t, bystander, "bob"); m.Body != "still here?" {
+		t.Fatalf("bob got %q", m.Body)
+	}
+}
+
+func TestMalformedUserInURLIsRefusedBeforeUpgrade(t *testing.T) {
+	c := testcluster.Start(t, 1, nil)
+	for _, q := range []string{"", "?user=", "?user=a%20b", "?user=" + strings.Repeat("u", 65), "?user=%C3%A9"} {
+		_, resp, err := websocket.DefaultDialer.Dial(c.URL(0)+q, nil)
+		if err == nil {
+			t.Fatalf("upgrade with %q succeeded, want 400", q)
+		}
+		if resp == nil || resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("upgrade with %q: %v, want 400", q, err)
+		}
+		assertErrorBody(t, resp, "bad_request")
+	}
+}
+
+func assertErrorBody(t *testing.T, resp *http.Response, code string) {
+	t.Helper()
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var body struct {
+		Error struct{ Code, Message string }
+	}
+	if err := json.Unmarshal(b, &body); err != nil || body.Error.Code != code || body.Error.Message == "" {
+		t.Fatalf("error body %q, want {\"error\":{\"code\":%q,\"message\":...}}", b, code)
+	}
+}
+
+func TestRateLimitRefusesFramesBeyondTheBucket(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.Session.Rate = 5 })
+	rc := dialRaw(t, c, 0, "flooder")
+	const frames = 40 // the bucket holds 2 x 5 = 10
+	for i := 0; i < frames; i++ {
+		rc.write(websocket.TextMessage, fmt.Sprintf(`{"type":"ping","id":"p%d"}`, i))
+	}
+	pongs, limited := 0, 0
+	for i := 0; i < frames; i++ {
+		switch f := rc.read(); {
+		case f["type"] == "pong":
+			pongs++
+		case f["type"] == "error" && f["code"] == "rate_limited" && f["id"] != nil:
+			limited++
+		default:
+			t.Fatalf("unexpected answer %v", f)
+		}
+	}
+	if pongs < 10 || pongs > 12 || limited != frames-pongs {
+		t.Fatalf("%d pongs and %d rate_limited of %d frames, want about 10 pongs (the burst) and the rest limited", pongs, limited, frames)
+	}
+	// The connection stays open and recovers as the bucket refills.
+	testcluster.CheckFor(t, 3*time.Second, 100*time.Millisecond, func() error {
+		rc.write(websocket.TextMessage, `{"type":"ping","id":"again"}`)
+		if f := rc.read(); f["type"] != "pong" {
+			return errors.New("still rate limited")
+		}
+		return nil
+	})
+}
+
+func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
+	c := testcluster.Start(t, 3, nil)
+	c.Dial(1, "bob")
+	rc := dialRaw(t, c, 0, "alice")
+	frames := []string{
+		`{"type":"send","id":"%s","to":"bob","body":"hi"}`,        // delivered, on another node
+		`{"type":"send","id":"%s","to":"nobody","body":"hi"}`,     // offline
+		`{"type":"join","id":"%s","room":"lobby"}`,                // ok
+		`{"type":"send","id":"%s","room":"lobby","body":"hi"}`,    // sent
+		`{"type":"send","id":"%s","room":"elsewhere","body":"x"}`, // not_member
+		`{"type":"leave","id":"%s","room":"lobby"}`,               // ok
+		`{"type":"ping","id":"%s"}`,                               // pong
+		`{"type":"warp","id":"%s"}`,                               // bad_request
+		`{"type":"send","id":"%s","to":"bob"}`,                    // bad_request
+	}
+	want := map[string]int{}
+	for i := 0; i < 150; i++ {
+		id := fmt.Sprintf("f%d", i)
+		want[id] = 0
+		rc.write(websocket.TextMessage, fmt.Sprintf(frames[i%len(frames)], id))
+	}
+	answered := 0
+	count := func(f map[string]any) {
+		id, _ := f["id"].(string)
+		if _, ok := want[id]; !ok {
+			t.Fatalf("answer %v carries an id that was never sent", f)
+		}
+		if want[id] == 0 {
+			answered++
+		}
+		want[id]++
+	}
+	for answered < len(want) {
+		if f := rc.read(); f["type"] != "msg" {
+			count(f)
+		}
+	}
+	// Every id has its answer; a ping round trip flushes any second one.
+	rc.write(websocket.TextMessage, `{"type":"ping","id":"last"}`)
+	for {
+		f := rc.read()
+		if f["type"] == "msg" {
+			continue
+		}
+		if f["id"] == "last" {
+			break
+		}
+		count(f)
+	}
+	for id, n := range want {
+		if n != 1 {
+			t.Errorf("frame %s was answered %d times, want exactly once", id, n)
+		}
+	}
+}
