@@ -29,7 +29,8 @@ type Config struct {
 	// Advertise is the host:port other nodes should use to reach this one, when it differs
 	// from Bind (NAT, or Bind 0.0.0.0). The host must be an IP address. Default: empty, which
 	// advertises Bind's address. Never leave it empty with Bind 0.0.0.0 on a multi-homed box:
-	// memberlist would then advertise the first private IP it finds, not loopback.
+	// memberlist would then advertise the first private IP it finds, not loopback. With Bind
+	// port 0, memberlist advertises the bound port whatever the port given here.
 	Advertise string
 
 	// Join lists gossip addresses (host:port) of existing members. Empty starts a new cluster.

@@ -194,7 +194,9 @@ func (g *Gossip) Members() []Member {
 }
 
 // Changes receives a signal, coalesced (capacity 1), after any member joins, leaves, fails or
-// changes its Meta. Read Alive or Members after receiving it; the channel is never closed.
+// changes its Meta. Read Alive or Members after receiving it. A signal is already pending when
+// Start returns (this node's own join), so a consumer builds its first ring from it. The
+// channel is never closed: select on it together with your own stop channel.
 func (g *Gossip) Changes() <-chan struct{} { return g.view.changes }
 
 // Leave says goodbye: it announces the intent to leave (so that peers list this node as left,
@@ -220,6 +222,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if err := g.ml.UpdateNode(timeout / 2); err != nil {
 		g.cfg.Logger.Debug("leave intent not confirmed; some peers may list this node dead, not left", "err", err)
 	}
+	intent := time.Since(start)
 
 	rest := time.Duration(0)
 	if timeout > 0 {
@@ -228,6 +231,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if err := g.ml.Leave(rest); err != nil {
 		return fmt.Errorf("gossip: leave: %w", err)
 	}
+	g.cfg.Logger.Debug("left the cluster", "intent", intent, "total", time.Since(start))
 	return nil
 }
 

@@ -119,7 +119,7 @@ func (v *view) nameClaimed(addr string) {
 	}
 	v.mu.Unlock()
 	if started {
-		v.logger.Warn("another node claims this node's name; it was refused", "peer", v.name, "addr", addr)
+		v.logger.Warn("refused a node that claims this node's name", "addr", addr)
 	}
 }
 

@@ -1,0 +1,44 @@
+# shard: build, run, test, bench, lint. `make help` lists the targets.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin/shard
+
+.PHONY: help build run test test-short deps bench lint fuzz clean
+
+help:
+	@echo "make run    - build and start a 3-node cluster behind nginx on loopback (Ctrl-C stops it)"
+	@echo "make test   - install what the tests need, then run every test with the race detector"
+	@echo "make bench  - hot-path benchmarks with allocations"
+	@echo "make lint   - gofmt and go vet"
+
+build:
+	$(GO) build -o $(BIN) ./cmd/shard
+
+run: build
+	scripts/deps.sh nginx
+	scripts/run-cluster.sh
+
+# Installs the system packages the tests drive for real, then runs them all.
+test: deps lint
+	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz
+
+deps:
+	scripts/deps.sh nginx chromium
+
+# A short run of each fuzzer on top of its committed seed corpus.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./session/
+	$(GO) test -run '^$$' -fuzz '^FuzzPeerFrame$$' -fuzztime $(FUZZTIME) ./router/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./session/ ./ring/ ./router/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would rewrite:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

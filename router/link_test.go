@@ -1,0 +1,163 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoLinks starts two Links, a and b, where b answers every request with
+// its payload.
+func echoLinks(t testing.TB, keyA, keyB []byte) (a, b *Links) {
+	t.Helper()
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnB, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := func(_ string, _ kind, p []byte, reply func([]byte)) { reply(p) }
+	a = NewLinks(LinkConfig{Self: "a", Key: keyA, RequestTimeout: time.Second}, lnA, echo)
+	b = NewLinks(LinkConfig{Self: "b", Key: keyB, RequestTimeout: time.Second}, lnB, echo)
+	a.SetPeers(map[string]string{"b": lnB.Addr().String()})
+	b.SetPeers(map[string]string{"a": lnA.Addr().String()})
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestLinkAnswersEveryRequestInOrder(t *testing.T) {
+	a, _ := echoLinks(t, []byte("k"), []byte("k"))
+	const n = 20000
+	var mu sync.Mutex
+	var got []uint64
+	done := make(chan struct{})
+	for i := uint64(0); i < n; i++ {
+		a.Request("b", kindForward, 1, binary.AppendUvarint(nil, i), func(p []byte, err error) {
+			if err != nil {
+				t.Errorf("request: %v", err)
+			}
+			v, _ := binary.Uvarint(p)
+			mu.Lock()
+			got = append(got, v)
+			if len(got) == n {
+				close(done)
+			}
+			mu.Unlock()
+		})
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("only %d of %d answers", len(got), n)
+	}
+	for i, v := range got {
+		if v != uint64(i) {
+			t.Fatalf("answer %d is for request %d: out of order", i, v)
+		}
+	}
+}
+
+func TestLinkRefusesAPeerWithoutTheClusterKey(t *testing.T) {
+	a, _ := echoLinks(t, []byte("right"), []byte("wrong"))
+	errc := make(chan error, 1)
+	a.Request("b", kindLookup, 1, []byte{0}, func(_ []byte, err error) { errc <- err })
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrPeerDown) {
+			t.Fatalf("request over an unauthenticated link: %v, want ErrPeerDown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("request over an unauthenticated link was never answered")
+	}
+}
+
+func TestLinkFailsPendingRequestsWhenThePeerGoes(t *testing.T) {
+	lnA, _ := net.Listen("tcp", "127.0.0.1:0")
+	lnB, _ := net.Listen("tcp", "127.0.0.1:0")
+	a := NewLinks(LinkConfig{Self: "a", RequestTimeout: 5 * time.Second}, lnA, nil)
+	defer a.Close()
+	held := make(chan func([]byte), 1)
+	// b never answers: it holds the reply until the test ends.
+	b := NewLinks(LinkConfig{Self: "b"}, lnB, func(_ string, _ kind, _ []byte, reply func([]byte)) { held <- reply })
+	a.SetPeers(map[string]string{"b": lnB.Addr().String()})
+	errc := make(chan error, 1)
+	a.Request("b", kindLookup, 1, []byte{0}, func(_ []byte, err error) { errc <- err })
+	<-held
+	b.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrPeerDown) {
+			t.Fatalf("pending request after the peer closed: %v, want ErrPeerDown", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a pending request to a peer that went away was never failed")
+	}
+	a.Request("nobody", kindLookup, 1, nil, func(_ []byte, err error) { errc <- err })
+	if err := <-errc; !errors.Is(err, ErrPeerUnknown) {
+		t.Fatalf("request to a non-member: %v, want ErrPeerUnknown", err)
+	}
+}
+
+func TestPeerPayloadsRoundTrip(t *testing.T) {
+	f := forward{mode: forwardDirect, a: "bob", b: "alice", frame: []byte(`{"type":"msg"}`)}
+	got, err := decodeForward(f.append(nil))
+	if err != nil || got.a != f.a || got.b != f.b || !bytes.Equal(got.frame, f.frame) || got.mode != f.mode {
+		t.Fatalf("forward round trip: %+v %v", got, err)
+	}
+	locs := []Location{{"n1", 2}, {"n3", 1}}
+	st, gotLocs, err := decodeLocations(appendLocations(nil, lookupKnown, locs))
+	if err != nil || st != lookupKnown || fmt.Sprint(gotLocs) != fmt.Sprint(locs) {
+		t.Fatalf("locations round trip: %v %v %v", st, gotLocs, err)
+	}
+	regs := []registration{{Key{Name: "bob"}, 2}, {Key{Room: true, Name: "lobby"}, 0}}
+	gotRegs, err := decodeRegistrations(appendRegistrations(nil, regs))
+	if err != nil || fmt.Sprint(gotRegs) != fmt.Sprint(regs) {
+		t.Fatalf("registrations round trip: %v %v", gotRegs, err)
+	}
+}
+
+// FuzzPeerFrame feeds arbitrary bytes to everything that parses what a peer
+// sends: none may panic, and a huge declared length must not allocate.
+func FuzzPeerFrame(f *testing.F) {
+	fw := forward{mode: forwardRoom, a: "lobby", b: "carol", frame: []byte(`{"type":"msg"}`)}
+	f.Add(fw.append(nil))
+	f.Add(appendLocations(nil, lookupKnown, []Location{{"n1", 3}}))
+	f.Add(appendRegistrations(nil, []registration{{Key{Name: "bob"}, 1}}))
+	f.Add(appendKeys(nil, []Key{{Room: true, Name: "lobby"}}))
+	f.Add([]byte{0, 0, 0, 5, byte(kindLookup), 1, 0, 'u', 0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		decodeForward(p)
+		decodeLocations(p)
+		decodeRegistrations(p)
+		decodeKeys(p)
+		d := decoder{b: p}
+		d.key()
+		d.done()
+		readFrame(bufio.NewReader(bytes.NewReader(p)))
+	})
+}
+
+func BenchmarkLinkRequest(b *testing.B) {
+	a, _ := echoLinks(b, nil, nil)
+	payload := (&forward{mode: forwardDirect, a: "bob", b: "alice", frame: make([]byte, 120)}).append(nil)
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		wg.Add(1)
+		a.Request("b", kindForward, 1, payload, func([]byte, error) { wg.Done() })
+		if i%1024 == 1023 {
+			wg.Wait() // stay within the link queue
+		}
+	}
+	wg.Wait()
+}
