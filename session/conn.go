@@ -5,6 +5,7 @@ package session
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -433,5 +434,17 @@ func (c *Conn) finish() {
 		msg := websocket.FormatCloseMessage(reason.Code, reason.Text)
 		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
 	}
-	_ = c.ws.Close()
+	c.closeSocket()
+}
+
+// closeSocket closes the TCP connection, which ends the reader. The
+// WebSocket's own Close does not: fasthttp's hijacked connection ignores
+// Close and closes the socket only after the handler returns.
+func (c *Conn) closeSocket() {
+	switch u := c.ws.NetConn().(type) {
+	case interface{ UnsafeConn() net.Conn }:
+		_ = u.UnsafeConn().Close()
+	default:
+		_ = c.ws.Close()
+	}
 }

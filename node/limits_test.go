@@ -1,0 +1,92 @@
+package node_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/node"
+)
+
+func TestSlowConsumerIsCutWithoutHoldingUpOthers(t *testing.T) {
+	c := testcluster.Start(t, 2, func(_ int, cfg *node.Config) {
+		cfg.Session.SendQueue = 32
+		cfg.Session.Rate = 100000
+	})
+	// The slow reader joins, then never reads again.
+	slow := dialRaw(t, c, 1, "sloth")
+	slow.write(websocket.TextMessage, `{"type":"join","id":"j","room":"firehose"}`)
+	if f := slow.read(); f["status"] != "ok" {
+		t.Fatalf("join: %v", f)
+	}
+	reader := c.Dial(1, "reader")
+	ctx := ctxFor(t)
+	if err := reader.Join(ctx, "firehose"); err != nil {
+		t.Fatal(err)
+	}
+	sender := c.Dial(0, "sender")
+	if err := sender.Join(ctx, "firehose"); err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat("x", 16000) // 24 MB in all: more than the socket buffers hold
+	const n = 1500
+	for i := 0; i < n; i++ {
+		if _, err := sender.SendRoom(ctx, "firehose", body); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-reader.Messages():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the reading member stalled at message %d", i)
+		}
+	}
+	testcluster.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if got := c.Counter(1, "shard_connections_closed_total", "reason=slow_consumer"); got != 1 {
+			return fmt.Errorf("%v slow consumers cut, want 1", got)
+		}
+		return nil
+	})
+	// What the slow client finally reads ends in a close, not in silence.
+	slow.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	for err == nil {
+		_, _, err = slow.ws.ReadMessage()
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) && ce.Code != websocket.ClosePolicyViolation && ce.Code != websocket.CloseAbnormalClosure {
+		t.Fatalf("slow consumer closed with %d, want 1008", ce.Code)
+	}
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the slow consumer's connection was never closed")
+	}
+}
+
+func TestSilentConnectionIsClosedAfterTwoPingIntervals(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.Session.PingInterval = 100 * time.Millisecond })
+	// gorilla answers pings only while reading: this client never reads.
+	silent, resp, err := websocket.DefaultDialer.Dial(c.URL(0)+"?user=ghost", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	defer silent.Close()
+	// A client that reads answers the pings and stays.
+	alive := c.Dial(0, "awake")
+	testcluster.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if got := c.Counter(0, "shard_connections_closed_total", "reason=ping_timeout"); got != 1 {
+			return fmt.Errorf("%v connections closed for silence, want 1", got)
+		}
+		return nil
+	})
+	// Both connected together, so the reading client has lived through the
+	// same two intervals; its ping still works.
+	if err := alive.Ping(ctxFor(t)); err != nil {
+		t.Fatalf("a client that answers pings was cut: %v", err)
+	}
+}
