@@ -14,6 +14,9 @@ import (
 type Meta struct {
 	HTTP string `json:"http"` // client listener address (SPEC --http)
 	Link string `json:"link"` // node-to-node data-plane address (SPEC --link)
+	// Inc is the incarnation: random per process start, so that a node
+	// restarted under the same name is not mistaken for its former self.
+	Inc string `json:"inc"`
 }
 
 // State is a member's state as this node knows it.
@@ -54,11 +57,12 @@ type wireMeta struct {
 	V       int    `json:"v"`
 	HTTP    string `json:"http,omitempty"`
 	Link    string `json:"link,omitempty"`
+	Inc     string `json:"inc,omitempty"`
 	Leaving bool   `json:"leaving,omitempty"`
 }
 
 func encodeMeta(m Meta, leaving bool) ([]byte, error) {
-	b, err := json.Marshal(wireMeta{V: metaVersion, HTTP: m.HTTP, Link: m.Link, Leaving: leaving})
+	b, err := json.Marshal(wireMeta{V: metaVersion, HTTP: m.HTTP, Link: m.Link, Inc: m.Inc, Leaving: leaving})
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +82,7 @@ func decodeMeta(b []byte) (meta Meta, leaving bool, ok bool) {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Meta{}, false, false
 	}
-	return Meta{HTTP: w.HTTP, Link: w.Link}, w.Leaving, true
+	return Meta{HTTP: w.HTTP, Link: w.Link, Inc: w.Inc}, w.Leaving, true
 }
 
 // nodeAddr formats a memberlist node's address. Call it only where reading n cannot race:

@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,8 +96,12 @@ func Start(cfg Config) (*Node, error) {
 		sum := sha256.Sum256([]byte("shard link key\x00" + cfg.ClusterKey))
 		clusterKey = sum[:]
 	}
+	var incBytes [8]byte
+	rand.Read(incBytes[:])
+	inc := hex.EncodeToString(incBytes[:])
 	n.router = router.New(router.Config{
-		Self:       n.name,
+		Self:        n.name,
+		Incarnation: inc,
 		Mode:       cfg.Routing,
 		ClusterKey: clusterKey,
 		Logger:     n.log,
@@ -125,7 +131,7 @@ func Start(cfg Config) (*Node, error) {
 		Join:        cfg.Join,
 		JoinTimeout: cfg.JoinTimeout,
 		ClusterKey:  cfg.ClusterKey,
-		Meta:        gossip.Meta{HTTP: n.httpLn.Addr().String(), Link: linkLn.Addr().String()},
+		Meta:        gossip.Meta{HTTP: n.httpLn.Addr().String(), Link: linkLn.Addr().String(), Inc: inc},
 		Logger:      n.log,
 	})
 	if err != nil {
@@ -158,13 +164,21 @@ func (n *Node) Router() *router.Router { return n.router }
 // Registry is the node's metrics registry.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
+// applyMembers hands the router the members it routes by: the alive ones,
+// and the ones that left but may still be draining their connections.
 func (n *Node) applyMembers() error {
-	alive := n.gossip.Alive()
-	n.members.Set(float64(len(alive)))
-	members := make([]router.Member, len(alive))
-	for i, m := range alive {
-		members[i] = router.Member{Name: m.Name, Link: m.Meta.Link}
+	var members []router.Member
+	alive := 0
+	for _, m := range n.gossip.Members() {
+		switch m.State {
+		case gossip.StateAlive, gossip.StateSuspect:
+			alive++
+			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc})
+		case gossip.StateLeft:
+			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Left: true})
+		}
 	}
+	n.members.Set(float64(alive))
 	return n.router.SetMembers(members)
 }
 
@@ -215,6 +229,12 @@ func (n *Node) Drain() error {
 	var err error
 	select {
 	case <-handlersDone:
+		// The closed connections' unregistrations must reach their owners
+		// before the links go, or owners would list them until we are
+		// forgotten.
+		if n.router.WaitRegistrations(ctx) != nil {
+			err = ErrDrainCut
+		}
 	case <-ctx.Done():
 		err = ErrDrainCut
 	}

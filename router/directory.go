@@ -16,8 +16,15 @@ type Directory struct {
 }
 
 type dirEntry struct {
-	counts   map[string]int       // node -> connections (> 0)
+	counts   map[string]holding   // node -> its connections of this key
 	watchers map[string]time.Time // node -> when its cached answer expires
+}
+
+// holding is one node's count for a key, with the incarnation of the process
+// that registered it: a restarted node's former self is told apart.
+type holding struct {
+	count int
+	inc   string
 }
 
 func newDirectory() *Directory {
@@ -44,17 +51,17 @@ func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) []Loca
 		return nil
 	}
 	locs := make([]Location, 0, len(e.counts))
-	for node, n := range e.counts {
-		locs = append(locs, Location{Node: node, Count: n})
+	for node, h := range e.counts {
+		locs = append(locs, Location{Node: node, Count: h.count})
 	}
 	sort.Slice(locs, func(i, j int) bool { return locs[i].Node < locs[j].Node })
 	return locs
 }
 
-// Set records that node holds count connections of key and returns the
-// watchers to tell, other than node itself. They are forgotten: their next
-// lookup watches again.
-func (d *Directory) Set(key Key, node string, count int, now time.Time) []string {
+// Set records that node (incarnation inc) holds count connections of key
+// and returns the watchers to tell, other than node itself. They are
+// forgotten: their next lookup watches again.
+func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.entries[key]
@@ -65,16 +72,16 @@ func (d *Directory) Set(key Key, node string, count int, now time.Time) []string
 		e = &dirEntry{}
 		d.entries[key] = e
 	}
-	if e.counts[node] == count {
+	if old, ok := e.counts[node]; ok == (count > 0) && old.count == count && old.inc == inc {
 		return nil
 	}
 	if count == 0 {
 		delete(e.counts, node)
 	} else {
 		if e.counts == nil {
-			e.counts = make(map[string]int)
+			e.counts = make(map[string]holding)
 		}
-		e.counts[node] = count
+		e.counts[node] = holding{count, inc}
 	}
 	var tell []string
 	for w, until := range e.watchers {
@@ -89,9 +96,10 @@ func (d *Directory) Set(key Key, node string, count int, now time.Time) []string
 	return tell
 }
 
-// Retain drops what a ring change made wrong: counts and watchers of nodes
-// that left, and the keys this node no longer owns.
-func (d *Directory) Retain(isMember func(node string) bool, owns func(Key) bool) {
+// Retain drops what a membership change made wrong: the counts of holders
+// that keep refuses (gone, or a former incarnation), watchers that are no
+// longer members, and the keys this node no longer owns.
+func (d *Directory) Retain(keep func(node, inc string) bool, owns func(Key) bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for key, e := range d.entries {
@@ -99,13 +107,13 @@ func (d *Directory) Retain(isMember func(node string) bool, owns func(Key) bool)
 			delete(d.entries, key)
 			continue
 		}
-		for node := range e.counts {
-			if !isMember(node) {
+		for node, h := range e.counts {
+			if !keep(node, h.inc) {
 				delete(e.counts, node)
 			}
 		}
 		for node := range e.watchers {
-			if !isMember(node) {
+			if !keep(node, "") {
 				delete(e.watchers, node)
 			}
 		}

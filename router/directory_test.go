@@ -10,26 +10,26 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	d := newDirectory()
 	now := time.Now()
 	bob := Key{Name: "bob"}
-	d.Set(bob, "n2", 1, now)
+	d.Set(bob, "n2", "i", 1, now)
 	if locs := d.Lookup(bob, "n1", now.Add(time.Minute)); len(locs) != 1 || locs[0] != (Location{"n2", 1}) {
 		t.Fatalf("lookup: %v", locs)
 	}
 	d.Lookup(bob, "n3", now.Add(-time.Second)) // an expired watch
-	if tell := d.Set(bob, "n2", 2, now); len(tell) != 1 || tell[0] != "n1" {
+	if tell := d.Set(bob, "n2", "i", 2, now); len(tell) != 1 || tell[0] != "n1" {
 		t.Fatalf("watchers told: %v, want [n1]", tell)
 	}
-	if tell := d.Set(bob, "n2", 1, now); len(tell) != 0 {
+	if tell := d.Set(bob, "n2", "i", 1, now); len(tell) != 0 {
 		t.Fatalf("watchers told twice: %v", tell)
 	}
 	d.Lookup(bob, "n1", now.Add(time.Minute))
-	if tell := d.Set(bob, "n1", 1, now); len(tell) != 0 {
+	if tell := d.Set(bob, "n1", "i", 1, now); len(tell) != 0 {
 		t.Fatalf("the registering node was told of its own change: %v", tell)
 	}
-	d.Retain(func(n string) bool { return n != "n2" }, func(Key) bool { return true })
+	d.Retain(func(n, _ string) bool { return n != "n2" }, func(Key) bool { return true })
 	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0].Node != "n1" {
 		t.Fatalf("after n2 left: %v, want only n1", locs)
 	}
-	d.Retain(func(string) bool { return true }, func(Key) bool { return false })
+	d.Retain(func(_, _ string) bool { return true }, func(Key) bool { return false })
 	if d.Len() != 0 {
 		t.Fatalf("entries for keys no longer owned: %d", d.Len())
 	}
@@ -54,7 +54,7 @@ func BenchmarkDirectoryLookup(b *testing.B) {
 	d := newDirectory()
 	now := time.Now()
 	for i := 0; i < 100000; i++ {
-		d.Set(Key{Name: fmt.Sprintf("user%d", i)}, fmt.Sprintf("n%d", i%5), 1, now)
+		d.Set(Key{Name: fmt.Sprintf("user%d", i)}, fmt.Sprintf("n%d", i%5), "i", 1, now)
 	}
 	k := Key{Name: "user4242"}
 	b.ReportAllocs()

@@ -27,6 +27,9 @@ var (
 type LinkConfig struct {
 	// Self is this node's name, sent in the hello.
 	Self string
+	// Inc is this process's incarnation, sent in the hello: owners tell a
+	// restarted node's registrations from its former self's.
+	Inc string
 	// Key authenticates links: both ends prove they hold it. Empty: links
 	// are not authenticated (development).
 	Key []byte
@@ -45,9 +48,15 @@ type LinkConfig struct {
 	Replied func(k kind)
 }
 
+// Peer is who sent a request: a node name and the incarnation of its process.
+type Peer struct {
+	Name string
+	Inc  string
+}
+
 // RequestHandler serves one request from a peer. It must not block: it calls
 // reply exactly once, now or later, from any goroutine.
-type RequestHandler func(from string, k kind, payload []byte, reply func([]byte))
+type RequestHandler func(from Peer, k kind, payload []byte, reply func([]byte))
 
 // Links holds one persistent TCP connection to each peer this node sends to,
 // and serves the connections peers opened to it. Requests to one peer go out
@@ -270,6 +279,7 @@ type call struct {
 type linkConn struct {
 	links *Links
 	peer  string
+	inc   string // the peer's incarnation, from its hello (accepted links)
 	addr  string
 	conn  net.Conn // set before the writer or reader starts
 	queue chan outFrame
@@ -401,7 +411,7 @@ func (lc *linkConn) serveAccepted() {
 		lc.conn.Close()
 		return
 	}
-	lc.peer = peer
+	lc.peer, lc.inc = peer.Name, peer.Inc
 	l.in[lc] = struct{}{}
 	l.mu.Unlock()
 	go lc.writeLoop()
@@ -432,6 +442,7 @@ func (lc *linkConn) clientHandshake(br *bufio.Reader) error {
 	rand.Read(nonce)
 	hello := binary.AppendUvarint(nil, linkVersion)
 	hello = appendStr(hello, lc.links.cfg.Self)
+	hello = appendStr(hello, lc.links.cfg.Inc)
 	hello = appendBytes(hello, nonce)
 	if err := writeFrame(lc.conn, kindHello, 0, hello); err != nil {
 		return err
@@ -451,43 +462,44 @@ func (lc *linkConn) clientHandshake(br *bufio.Reader) error {
 	return writeFrame(lc.conn, kindHello, 0, appendBytes(nil, lc.mac('c', theirNonce, nonce, lc.links.cfg.Self)))
 }
 
-func (lc *linkConn) serverHandshake(br *bufio.Reader) (string, error) {
+func (lc *linkConn) serverHandshake(br *bufio.Reader) (Peer, error) {
 	_ = lc.conn.SetDeadline(time.Now().Add(lc.links.cfg.DialTimeout))
 	defer lc.conn.SetDeadline(time.Time{})
 	k, _, p, err := readFrame(br)
 	if err != nil {
-		return "", err
+		return Peer{}, err
 	}
 	d := decoder{b: p}
 	version := d.uvarint()
+	if d.err == nil && version != linkVersion {
+		return Peer{}, fmt.Errorf("peer speaks link version %d, want %d", version, linkVersion)
+	}
 	name := d.string()
+	inc := d.string()
 	theirNonce := d.bytes()
 	if k != kindHello || d.done() != nil || len(theirNonce) != nonceLen {
-		return "", errMalformed
-	}
-	if version != linkVersion {
-		return "", fmt.Errorf("peer %s speaks link version %d, want %d", name, version, linkVersion)
+		return Peer{}, errMalformed
 	}
 	nonce := make([]byte, nonceLen)
 	rand.Read(nonce)
 	answer := appendBytes(nil, nonce)
 	answer = appendBytes(answer, lc.mac('s', theirNonce, nonce, lc.links.cfg.Self))
 	if err := writeFrame(lc.conn, kindHello, 0, answer); err != nil {
-		return "", err
+		return Peer{}, err
 	}
 	k, _, p, err = readFrame(br)
 	if err != nil {
-		return "", err
+		return Peer{}, err
 	}
 	d = decoder{b: p}
 	theirMAC := d.bytes()
 	if k != kindHello || d.done() != nil {
-		return "", errMalformed
+		return Peer{}, errMalformed
 	}
 	if !hmac.Equal(theirMAC, lc.mac('c', nonce, theirNonce, name)) {
-		return "", fmt.Errorf("peer %q does not hold the cluster key", name)
+		return Peer{}, fmt.Errorf("peer %q does not hold the cluster key", name)
 	}
-	return name, nil
+	return Peer{Name: name, Inc: inc}, nil
 }
 
 // writeLoop owns all writes: it drains the queue into a buffer and flushes
@@ -557,7 +569,7 @@ func (lc *linkConn) readRequests(br *bufio.Reader) {
 			return
 		}
 		replied := false
-		lc.links.handle(lc.peer, k, p, func(answer []byte) {
+		lc.links.handle(Peer{Name: lc.peer, Inc: lc.inc}, k, p, func(answer []byte) {
 			if replied {
 				panic("router: request answered twice")
 			}

@@ -24,7 +24,7 @@ func echoLinks(t testing.TB, keyA, keyB []byte) (a, b *Links) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echo := func(_ string, _ kind, p []byte, reply func([]byte)) { reply(p) }
+	echo := func(_ Peer, _ kind, p []byte, reply func([]byte)) { reply(p) }
 	a = NewLinks(LinkConfig{Self: "a", Key: keyA, RequestTimeout: time.Second}, lnA, echo)
 	b = NewLinks(LinkConfig{Self: "b", Key: keyB, RequestTimeout: time.Second}, lnB, echo)
 	a.SetPeers(map[string]string{"b": lnB.Addr().String()})
@@ -86,7 +86,7 @@ func TestLinkFailsPendingRequestsWhenThePeerGoes(t *testing.T) {
 	defer a.Close()
 	held := make(chan func([]byte), 1)
 	// b never answers: it holds the reply until the test ends.
-	b := NewLinks(LinkConfig{Self: "b"}, lnB, func(_ string, _ kind, _ []byte, reply func([]byte)) { held <- reply })
+	b := NewLinks(LinkConfig{Self: "b"}, lnB, func(_ Peer, _ kind, _ []byte, reply func([]byte)) { held <- reply })
 	a.SetPeers(map[string]string{"b": lnB.Addr().String()})
 	errc := make(chan error, 1)
 	a.Request("b", kindLookup, 1, []byte{0}, func(_ []byte, err error) { errc <- err })

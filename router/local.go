@@ -4,7 +4,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shardchat/shard/ring"
 	"github.com/shardchat/shard/session"
 )
 
@@ -49,25 +48,32 @@ func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan err
 	} else {
 		r.local.conns[key] = list
 	}
-	return r.registerLocked(r.ring.Load(), key, len(list))
-}
-
-// registerLocked sends this node's count for key to key's owner on rg. The
-// caller holds the index lock.
-func (r *Router) registerLocked(rg *ring.Ring, key Key, count int) <-chan error {
-	done := make(chan error, 1)
-	owner := rg.Owner(key.Name)
 	// Our own cached view of key is stale from now on.
 	r.cache.invalidate(key)
-	switch owner {
-	case "":
+	owner := r.view.Load().ring.Owner(key.Name)
+	if owner == "" {
+		done := make(chan error, 1)
 		done <- ErrNoRing
-	case r.cfg.Self:
-		r.applyRegistrations(r.cfg.Self, []registration{{key, count}}, func() { done <- nil })
-	default:
-		payload := appendRegistrations(nil, []registration{{key, count}})
-		r.links.Request(owner, kindRegister, 1, payload, func(_ []byte, err error) { done <- err })
+		return done
 	}
+	return r.registerLocked(owner, []registration{{key, len(list)}})
+}
+
+// registerLocked sends this node's counts to owner, itself included; the
+// caller holds the index lock. Registrations still in flight are counted, so
+// that a drain can wait for its last unregistrations to land.
+func (r *Router) registerLocked(owner string, regs []registration) <-chan error {
+	done := make(chan error, 1)
+	r.inflightRegs.Add(1)
+	finish := func(err error) {
+		done <- err
+		r.inflightRegs.Done()
+	}
+	if owner == r.cfg.Self {
+		r.applyRegistrations(r.self(), regs, func() { finish(nil) })
+		return done
+	}
+	r.links.Request(owner, kindRegister, len(regs), appendRegistrations(nil, regs), func(_ []byte, err error) { finish(err) })
 	return done
 }
 
@@ -106,84 +112,9 @@ func (r *Router) sendAll(conns []*session.Conn, skip *session.Conn, frame []byte
 	return got
 }
 
-// registerBatch bounds the keys in one register frame.
-const registerBatch = 1000
-
-// SetMembers installs the ring for a new set of live members. The caches go
-// (owners may have moved), the directory keeps only what this node still
-// owns from nodes still present, and every key whose owner changed is
-// registered with its new owner. It returns once those owners answered.
-func (r *Router) SetMembers(members []Member) error {
-	names := make([]string, len(members))
-	addrs := make(map[string]string, len(members))
-	for i, m := range members {
-		names[i] = m.Name
-		if m.Name != r.cfg.Self {
-			addrs[m.Name] = m.Link
-		}
-	}
-	rg, err := ring.New(names)
-	if err != nil {
-		return err
-	}
-	r.links.SetPeers(addrs)
-	old := r.ring.Load()
-	if old.Version() == rg.Version() {
-		return nil
-	}
-	r.m.RingChanges.Inc()
-	self := r.cfg.Self
-
-	// Swap the ring and collect the moved keys under the index lock, so
-	// that no registration slips between the two with the old owner.
-	r.local.mu.Lock()
-	r.ring.Store(rg)
-	r.cache.reset()
-	r.dir.Retain(rg.Has, func(k Key) bool { return rg.Owner(k.Name) == self })
-	batches := make(map[string][]registration)
-	for key, conns := range r.local.conns {
-		owner := rg.Owner(key.Name)
-		if owner == old.Owner(key.Name) && old.Has(owner) {
-			continue
-		}
-		batches[owner] = append(batches[owner], registration{key, len(conns)})
-	}
-	var waits []<-chan error
-	moved := 0
-	for owner, regs := range batches {
-		moved += len(regs)
-		for len(regs) > 0 {
-			n := min(len(regs), registerBatch)
-			waits = append(waits, r.registerBatchLocked(owner, regs[:n]))
-			regs = regs[n:]
-		}
-	}
-	r.local.mu.Unlock()
-
-	r.m.Reregistration.Add(float64(moved))
-	r.log.Info("ring changed", "members", rg.Len(), "version", rg.Version(), "reregistered", moved)
-	var firstErr error
-	for _, w := range waits {
-		if err := <-w; err != nil && firstErr == nil {
-			firstErr = err
-		}
-	}
-	return firstErr
-}
-
-func (r *Router) registerBatchLocked(owner string, regs []registration) <-chan error {
-	done := make(chan error, 1)
-	if owner == r.cfg.Self {
-		r.applyRegistrations(owner, regs, func() { done <- nil })
-		return done
-	}
-	r.links.Request(owner, kindRegister, len(regs), appendRegistrations(nil, regs), func(_ []byte, err error) { done <- err })
-	return done
-}
-
 // sweepCaches is run by the router's background loop.
 func (r *Router) sweepCaches(now time.Time) {
-	self, rg := r.cfg.Self, r.ring.Load()
+	self, rg := r.cfg.Self, r.view.Load().ring
 	r.dir.Sweep(now, func(k Key) bool { return rg.Owner(k.Name) == self })
 	r.cache.sweep(now)
 }

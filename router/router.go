@@ -57,6 +57,9 @@ func (m Mode) String() string {
 type Config struct {
 	// Self is this node's name, as in the ring.
 	Self string
+	// Incarnation is random per process start; it travels in the link
+	// hello so that owners tell this process from a former one.
+	Incarnation string
 	// Mode is owner (default) or broadcast routing.
 	Mode Mode
 	// ClusterKey authenticates node-to-node links; empty: not authenticated.
@@ -79,11 +82,10 @@ type Config struct {
 // keeps its cache entry, so that no change goes untold.
 const watchSlack = 5 * time.Second
 
-// Member is a node as the router needs it.
-type Member struct {
-	Name string
-	Link string // node-to-node address
-}
+// settleWait bounds how long a sender retries a lookup that the cluster
+// cannot answer yet (the owner is still rebuilding its directory, or the
+// owner just died) before it answers `unavailable`.
+const settleWait = 2 * time.Second
 
 // Errors behind an `unavailable` answer.
 var (
@@ -98,13 +100,18 @@ type Router struct {
 	log   *slog.Logger
 	m     *Metrics
 	links *Links
-	ring  atomic.Pointer[ring.Ring]
+	view  atomic.Pointer[view]
 	dir   *Directory
 	cache *locationCache
 	local localIndex
 
 	midPrefix string
 	midSeq    atomic.Uint64
+
+	membersMu    sync.Mutex        // serializes SetMembers
+	retired      map[string]string // node -> its last former incarnation
+	settle       settlement
+	inflightRegs sync.WaitGroup // registrations not yet answered
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -131,12 +138,14 @@ func New(cfg Config, ln net.Listener) *Router {
 		cache:     newLocationCache(cfg.CacheSize),
 		local:     newLocalIndex(),
 		midPrefix: base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:]) + "-",
+		retired:   make(map[string]string),
 		stop:      make(chan struct{}),
 	}
 	empty, _ := ring.New(nil)
-	r.ring.Store(empty)
+	r.view.Store(newView(nil, empty))
 	r.links = NewLinks(LinkConfig{
 		Self:           cfg.Self,
+		Inc:            cfg.Incarnation,
 		Key:            cfg.ClusterKey,
 		Queue:          cfg.LinkQueue,
 		RequestTimeout: cfg.RequestTimeout,
@@ -157,7 +166,25 @@ func (r *Router) Close() {
 }
 
 // Ring is the ring this node routes by now.
-func (r *Router) Ring() *ring.Ring { return r.ring.Load() }
+func (r *Router) Ring() *ring.Ring { return r.view.Load().ring }
+
+func (r *Router) self() Peer { return Peer{Name: r.cfg.Self, Inc: r.cfg.Incarnation} }
+
+// WaitRegistrations waits until every registration sent so far has been
+// answered, or ctx ends: a draining node's last unregistrations land first.
+func (r *Router) WaitRegistrations(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		r.inflightRegs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 func (r *Router) sweepLoop() {
 	defer r.wg.Done()
@@ -278,14 +305,17 @@ func (r *Router) Closed(c *session.Conn, reason session.CloseReason) {
 // Locations answers where key's connections are, through its owner and
 // without caching: for the HTTP API.
 func (r *Router) Locations(ctx context.Context, key Key) ([]Location, error) {
-	owner := r.ring.Load().Owner(key.Name)
-	switch owner {
-	case "":
-		return nil, ErrNoRing
-	case r.cfg.Self:
-		return r.dir.Lookup(key, "", time.Time{}), nil
-	}
-	return r.askOwner(ctx, owner, key, false)
+	return r.retryUnsettled(func() ([]Location, error) {
+		v := r.view.Load()
+		owner := v.ring.Owner(key.Name)
+		switch owner {
+		case "":
+			return nil, ErrNoRing
+		case r.cfg.Self:
+			return r.lookupOwned(key, "", time.Time{}, v.version)
+		}
+		return r.askOwner(ctx, owner, key, v.version, false)
+	})
 }
 
 // Publish routes a message that comes from the HTTP API rather than from a
@@ -400,7 +430,7 @@ next:
 
 // others is every ring member but this node: the broadcast baseline.
 func (r *Router) others() []string {
-	members := r.ring.Load().Members()
+	members := r.view.Load().ring.Members()
 	out := members[:0]
 	for _, m := range members {
 		if m != r.cfg.Self {
@@ -477,14 +507,20 @@ func (f *fanout) finish() {
 }
 
 // locate returns the nodes that hold key's connections: from this node's
-// directory when it owns key, else from the cache or the owner.
+// directory when it owns key, else from the cache or the owner. While the
+// cluster cannot tell (the ring just changed), it retries for settleWait.
 func (r *Router) locate(key Key) ([]Location, error) {
-	owner := r.ring.Load().Owner(key.Name)
+	return r.retryUnsettled(func() ([]Location, error) { return r.locateOnce(key) })
+}
+
+func (r *Router) locateOnce(key Key) ([]Location, error) {
+	v := r.view.Load()
+	owner := v.ring.Owner(key.Name)
 	switch owner {
 	case "":
 		return nil, ErrNoRing
 	case r.cfg.Self:
-		return r.dir.Lookup(key, "", time.Time{}), nil
+		return r.lookupOwned(key, "", time.Time{}, v.version)
 	}
 	now := time.Now()
 	locs, hit, f, leader := r.cache.get(key, now)
@@ -497,19 +533,54 @@ func (r *Router) locate(key Key) ([]Location, error) {
 		return f.locs, f.err
 	}
 	r.m.LookupCache.WithLabelValues("miss").Inc()
-	locs, err := r.askOwner(context.Background(), owner, key, true)
+	locs, err := r.askOwner(context.Background(), owner, key, v.version, true)
 	r.cache.finish(key, f, locs, err, now.Add(r.cfg.CacheTTL))
 	return locs, err
 }
 
+// retryUnsettled retries lookup while its error says the answer is only
+// not known yet, for at most settleWait.
+func (r *Router) retryUnsettled(lookup func() ([]Location, error)) ([]Location, error) {
+	deadline := time.Now().Add(settleWait)
+	backoff := 5 * time.Millisecond
+	for {
+		locs, err := lookup()
+		if err == nil || !retryable(err) || time.Now().Add(backoff).After(deadline) {
+			return locs, err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-r.stop:
+			return nil, err
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, ErrUnsettled) || errors.Is(err, ErrNotOwner) || errors.Is(err, ErrNoRing) ||
+		errors.Is(err, ErrPeerDown) || errors.Is(err, ErrPeerUnknown)
+}
+
+// lookupOwned answers a lookup of a key this node owns. A miss is an answer
+// only once every member has re-registered for the asker's membership.
+func (r *Router) lookupOwned(key Key, watcher string, until time.Time, version string) ([]Location, error) {
+	locs := r.dir.Lookup(key, watcher, until)
+	if len(locs) == 0 && !r.settle.settled(version, time.Now()) {
+		return nil, ErrUnsettled
+	}
+	return locs, nil
+}
+
 // askOwner sends a lookup to owner and waits for its answer; with watch,
 // the owner will tell this node when the answer changes.
-func (r *Router) askOwner(ctx context.Context, owner string, key Key, watch bool) ([]Location, error) {
+func (r *Router) askOwner(ctx context.Context, owner string, key Key, version string, watch bool) ([]Location, error) {
 	var flags byte
 	if watch {
 		flags = lookupWatch
 	}
 	payload := appendKey([]byte{flags}, key)
+	payload = appendStr(payload, version)
 	type answer struct {
 		p   []byte
 		err error
@@ -541,12 +612,12 @@ func (r *Router) askOwner(ctx context.Context, owner string, key Key, watch bool
 
 // handlePeer serves one request from another node. It runs on that link's
 // reader and never blocks: slow work answers later through reply.
-func (r *Router) handlePeer(from string, k kind, p []byte, reply func([]byte)) {
+func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 	switch k {
 	case kindForward:
 		f, err := decodeForward(p)
 		if err != nil {
-			r.log.Warn("bad forward from peer", "peer", from, "err", err)
+			r.log.Warn("bad forward from peer", "peer", from.Name, "err", err)
 			reply(nil)
 			return
 		}
@@ -563,24 +634,30 @@ func (r *Router) handlePeer(from string, k kind, p []byte, reply func([]byte)) {
 			d.b = p[1:]
 		}
 		key := d.key()
+		version := d.string()
 		if d.done() != nil {
-			r.log.Warn("bad lookup from peer", "peer", from)
+			r.log.Warn("bad lookup from peer", "peer", from.Name)
 			reply(nil)
 			return
 		}
-		if r.ring.Load().Owner(key.Name) != r.cfg.Self {
+		if r.view.Load().ring.Owner(key.Name) != r.cfg.Self {
 			reply(appendLocations(nil, lookupNotOwner, nil))
 			return
 		}
 		watcher, until := "", time.Time{}
 		if p[0]&lookupWatch != 0 {
-			watcher, until = from, time.Now().Add(r.cfg.CacheTTL+watchSlack)
+			watcher, until = from.Name, time.Now().Add(r.cfg.CacheTTL+watchSlack)
 		}
-		reply(appendLocations(nil, lookupKnown, r.dir.Lookup(key, watcher, until)))
+		locs, err := r.lookupOwned(key, watcher, until, version)
+		if err != nil {
+			reply(appendLocations(nil, lookupUnsettled, nil))
+			return
+		}
+		reply(appendLocations(nil, lookupKnown, locs))
 	case kindRegister:
 		regs, err := decodeRegistrations(p)
 		if err != nil {
-			r.log.Warn("bad register from peer", "peer", from, "err", err)
+			r.log.Warn("bad register from peer", "peer", from.Name, "err", err)
 			reply(nil)
 			return
 		}
@@ -588,14 +665,23 @@ func (r *Router) handlePeer(from string, k kind, p []byte, reply func([]byte)) {
 	case kindInvalidate:
 		keys, err := decodeKeys(p)
 		if err != nil {
-			r.log.Warn("bad invalidate from peer", "peer", from, "err", err)
+			r.log.Warn("bad invalidate from peer", "peer", from.Name, "err", err)
 		}
 		for _, key := range keys {
 			r.cache.invalidate(key)
 		}
 		reply(nil)
+	case kindSynced:
+		d := decoder{b: p}
+		version := d.string()
+		if d.done() != nil {
+			r.log.Warn("bad synced from peer", "peer", from.Name)
+		} else {
+			r.settle.synced(version, from.Name)
+		}
+		reply(nil)
 	default:
-		r.log.Warn("unknown request from peer", "peer", from, "kind", k)
+		r.log.Warn("unknown request from peer", "peer", from.Name, "kind", k)
 		reply(nil)
 	}
 }
@@ -603,11 +689,11 @@ func (r *Router) handlePeer(from string, k kind, p []byte, reply func([]byte)) {
 // applyRegistrations records node's counts and calls done once every node
 // that cached an answer for one of those keys has dropped it: from then on
 // a message sent from any node finds the new state.
-func (r *Router) applyRegistrations(node string, regs []registration, done func()) {
+func (r *Router) applyRegistrations(holder Peer, regs []registration, done func()) {
 	now := time.Now()
 	tell := make(map[string][]Key)
 	for _, reg := range regs {
-		for _, w := range r.dir.Set(reg.key, node, reg.count, now) {
+		for _, w := range r.dir.Set(reg.key, holder.Name, holder.Inc, reg.count, now) {
 			tell[w] = append(tell[w], reg.key)
 		}
 	}

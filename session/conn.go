@@ -5,6 +5,7 @@ package session
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -260,11 +261,14 @@ func (c *Conn) Serve(ws *websocket.Conn, raw *CoalescingConn, h Handler) {
 		return ping(data)
 	})
 	writerDone := make(chan struct{})
+	readerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		c.writeLoop()
+		c.writeLoop(readerDone)
 	}()
-	c.Close(c.readLoop(h))
+	reason := c.readLoop(h)
+	close(readerDone)
+	c.Close(reason)
 	h.Closed(c, c.Reason())
 	<-writerDone
 	c.mu.Lock()
@@ -361,13 +365,13 @@ func (c *Conn) takeToken() bool {
 	return true
 }
 
-func (c *Conn) writeLoop() {
+func (c *Conn) writeLoop(readerDone <-chan struct{}) {
 	ticker := time.NewTicker(c.cfg.PingInterval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-c.closing:
-			c.finish()
+			c.finish(readerDone)
 			return
 		default:
 		}
@@ -381,7 +385,7 @@ func (c *Conn) writeLoop() {
 				c.Close(CloseClientGone)
 			}
 		case <-c.closing:
-			c.finish()
+			c.finish(readerDone)
 			return
 		}
 	}
@@ -416,7 +420,7 @@ func (c *Conn) writeBurst(f []byte) error {
 
 // finish writes what a graceful close owes the client (the frames already
 // queued, then the close frame) and closes the socket, which ends the reader.
-func (c *Conn) finish() {
+func (c *Conn) finish(readerDone <-chan struct{}) {
 	reason := c.Reason()
 	if reason.Code != 0 && reason != CloseSlowConsumer && reason != CloseTooBig {
 		for drained := false; !drained; {
@@ -433,6 +437,21 @@ func (c *Conn) finish() {
 	if reason.Code != 0 && reason != CloseTooBig {
 		msg := websocket.FormatCloseMessage(reason.Code, reason.Text)
 		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	}
+	// Closing a socket with unread input resets it, and a reset can destroy
+	// the close frame before the client reads it. So let the client answer
+	// first: wait for its close (the reader ends), or, when the reader has
+	// already stopped at an oversized frame, read and discard the rest.
+	switch {
+	case reason == CloseTooBig:
+		nc := c.ws.NetConn()
+		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, int64(4*c.cfg.MaxFrame)))
+	case reason.Code != 0:
+		select {
+		case <-readerDone:
+		case <-time.After(closeGrace):
+		}
 	}
 	c.closeSocket()
 }

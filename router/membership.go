@@ -1,0 +1,212 @@
+package router
+
+import (
+	"encoding/hex"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/shardchat/shard/ring"
+)
+
+// Member is a node as the router needs it.
+type Member struct {
+	Name string
+	Link string // node-to-node address
+	Inc  string // incarnation of its process
+	// Left marks a member that left gracefully: it owns nothing any more,
+	// but it is still draining, so its connections stay reachable until it
+	// unregisters them.
+	Left bool
+}
+
+// view is one membership as the router routes by it; it is replaced whole.
+type view struct {
+	ring *ring.Ring
+	// version names the members and their incarnations: nodes that agree on
+	// it agree on every owner and on who must re-register.
+	version string
+	inc     map[string]string // alive and left members -> incarnation
+}
+
+func newView(members []Member, rg *ring.Ring) *view {
+	v := &view{ring: rg, inc: make(map[string]string, len(members))}
+	names := make([]string, 0, len(members))
+	for _, m := range members {
+		v.inc[m.Name] = m.Inc
+		if !m.Left {
+			names = append(names, m.Name+"\x00"+m.Inc)
+		}
+	}
+	sort.Strings(names)
+	h := xxhash.New()
+	for _, n := range names {
+		h.WriteString(n)
+		h.WriteString("\x01")
+	}
+	v.version = hex.EncodeToString(h.Sum(nil))
+	return v
+}
+
+// ownerInc is the incarnation of key's owner on this view: a key whose owner
+// restarted must be registered again, although its owner's name is the same.
+func (v *view) ownerInc(name string) (owner, inc string) {
+	owner = v.ring.Owner(name)
+	return owner, v.inc[owner]
+}
+
+// settleTimeout bounds how long an owner waits for members to report that
+// they re-registered: one that never reports is dead or cut off, and the
+// next membership change will say so.
+const settleTimeout = 5 * time.Second
+
+// settlement tracks, for the current membership version, which members have
+// re-registered their connections. Until all have, a directory miss means
+// "do not know yet", never "offline".
+type settlement struct {
+	mu       sync.Mutex
+	version  string
+	waiting  map[string]bool
+	deadline time.Time
+	early    map[string]map[string]bool // reports for versions not yet seen here
+}
+
+func (s *settlement) reset(version string, members []string, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.version = version
+	s.waiting = make(map[string]bool, len(members))
+	for _, m := range members {
+		if !s.early[version][m] {
+			s.waiting[m] = true
+		}
+	}
+	delete(s.early, version)
+	s.deadline = now.Add(settleTimeout)
+}
+
+// synced records that node finished re-registering for version.
+func (s *settlement) synced(version, node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version == s.version {
+		delete(s.waiting, node)
+		return
+	}
+	// A member may be ahead of us; keep a few versions, not a history.
+	if s.early == nil {
+		s.early = make(map[string]map[string]bool)
+	}
+	if len(s.early) >= 8 {
+		clear(s.early)
+	}
+	if s.early[version] == nil {
+		s.early[version] = make(map[string]bool)
+	}
+	s.early[version][node] = true
+}
+
+func (s *settlement) settled(version string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return version == s.version && (len(s.waiting) == 0 || now.After(s.deadline))
+}
+
+// registerBatch bounds the keys in one register frame.
+const registerBatch = 1000
+
+// SetMembers installs a new membership: the members that are alive form the
+// ring, left ones stay reachable while they drain. The location cache goes
+// (owners may have moved), the directory keeps only what this node still
+// owns from holders still present, and every key whose owner changed, or
+// whose owner restarted, is registered with its owner. Once those owners
+// answered, this node tells every member that it is in sync. It returns the
+// first registration error, if any.
+func (r *Router) SetMembers(members []Member) error {
+	r.membersMu.Lock()
+	defer r.membersMu.Unlock()
+	var names []string
+	addrs := make(map[string]string, len(members))
+	for _, m := range members {
+		if !m.Left {
+			names = append(names, m.Name)
+		}
+		if m.Name != r.cfg.Self {
+			addrs[m.Name] = m.Link
+		}
+	}
+	rg, err := ring.New(names)
+	if err != nil {
+		return err
+	}
+	r.links.SetPeers(addrs)
+	old := r.view.Load()
+	nv := newView(members, rg)
+	for name, inc := range old.inc {
+		if now, ok := nv.inc[name]; ok && now != inc {
+			r.retired[name] = inc
+		}
+	}
+	if old.version == nv.version {
+		r.view.Store(nv) // a member may have moved between alive and left
+		return nil
+	}
+	r.m.RingChanges.Inc()
+	self := r.cfg.Self
+	now := time.Now()
+	r.settle.reset(nv.version, rg.Members(), now)
+
+	// Swap the view and collect the moved keys under the index lock, so
+	// that no registration slips between the two with the old owner.
+	r.local.mu.Lock()
+	r.view.Store(nv)
+	r.cache.reset()
+	r.dir.Retain(func(node, inc string) bool {
+		current, ok := nv.inc[node]
+		return ok && (inc == "" || inc == current || inc != r.retired[node])
+	}, func(k Key) bool { return rg.Owner(k.Name) == self })
+	batches := make(map[string][]registration)
+	for key, conns := range r.local.conns {
+		owner, inc := nv.ownerInc(key.Name)
+		if oldOwner, oldInc := old.ownerInc(key.Name); owner == oldOwner && inc == oldInc {
+			continue
+		}
+		batches[owner] = append(batches[owner], registration{key, len(conns)})
+	}
+	var waits []<-chan error
+	moved := 0
+	for owner, regs := range batches {
+		moved += len(regs)
+		for len(regs) > 0 {
+			n := min(len(regs), registerBatch)
+			waits = append(waits, r.registerLocked(owner, regs[:n]))
+			regs = regs[n:]
+		}
+	}
+	r.local.mu.Unlock()
+
+	r.m.Reregistration.Add(float64(moved))
+	r.log.Info("membership changed", "members", rg.Len(), "version", nv.version, "reregistered", moved)
+	var firstErr error
+	for _, w := range waits {
+		if err := <-w; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	r.announceSynced(nv)
+	return firstErr
+}
+
+// announceSynced tells every member that this node's registrations for
+// version are in place.
+func (r *Router) announceSynced(v *view) {
+	r.settle.synced(v.version, r.cfg.Self)
+	payload := appendStr(nil, v.version)
+	for _, m := range v.ring.Members() {
+		if m != r.cfg.Self {
+			r.links.Request(m, kindSynced, 1, payload, func([]byte, error) {})
+		}
+	}
+}
