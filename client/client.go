@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,8 +29,9 @@ var ErrNotConnected = errors.New("client: not connected")
 // disconnect when Options.Reconnect is set. Its methods are safe for
 // concurrent use.
 type Client struct {
-	opts     Options
-	endpoint string // URL with the user or token in its query
+	opts      Options
+	endpoints []string     // URL, then Fallbacks, with the user or token in their query
+	attempts  atomic.Int64 // connects so far: picks the next endpoint
 
 	msgs chan Msg      // see Options.MessageBuffer; closed when the client stops
 	done chan struct{} // closed when the client has stopped for good
@@ -60,17 +62,17 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	endpoint, err := o.endpoint()
+	endpoints, err := o.endpoints()
 	if err != nil {
 		return nil, err
 	}
 	c := &Client{
-		opts:     o,
-		endpoint: endpoint,
-		msgs:     make(chan Msg, o.MessageBuffer),
-		done:     make(chan struct{}),
-		changed:  make(chan struct{}),
-		rooms:    make(map[string]struct{}),
+		opts:      o,
+		endpoints: endpoints,
+		msgs:      make(chan Msg, o.MessageBuffer),
+		done:      make(chan struct{}),
+		changed:   make(chan struct{}),
+		rooms:     make(map[string]struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cn, err := c.connect(ctx)

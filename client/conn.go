@@ -43,7 +43,9 @@ type conn struct {
 
 // connect dials, waits for the welcome and starts the reader.
 func (c *Client) connect(ctx context.Context) (*conn, error) {
-	ws, resp, err := c.opts.Dialer.DialContext(ctx, c.endpoint, nil)
+	// Each attempt after the first goes to the next endpoint in turn.
+	endpoint := c.endpoints[int(c.attempts.Add(1)-1)%len(c.endpoints)]
+	ws, resp, err := c.opts.Dialer.DialContext(ctx, endpoint, nil)
 	if err != nil {
 		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
 			return nil, handshakeError(resp.StatusCode, resp.Body)
@@ -51,12 +53,12 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("client: dial %s: %w", c.opts.URL, err)
+		return nil, fmt.Errorf("client: dial %s: %w", endpoint, err)
 	}
 	w, err := readWelcome(ctx, ws)
 	if err != nil {
 		ws.Close()
-		return nil, fmt.Errorf("client: dial %s: %w", c.opts.URL, err)
+		return nil, fmt.Errorf("client: dial %s: %w", endpoint, err)
 	}
 	cn := &conn{
 		c:       c,

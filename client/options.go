@@ -41,6 +41,11 @@ type Options struct {
 	// to its query; other query parameters are kept. Required.
 	URL string
 
+	// Fallbacks are further endpoints, like URL, that reconnects try in
+	// turn after URL: the nodes of a cluster without a load balancer in
+	// front. Default none: every attempt goes to URL.
+	Fallbacks []string
+
 	// User is the user id for a server in development mode (no
 	// --auth-secret), sent as ?user=. Ignored when Token is set. Default
 	// empty.
@@ -115,11 +120,24 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// endpoint is URL with the user or the token in its query.
-func (o Options) endpoint() (string, error) {
-	u, err := url.Parse(o.URL)
+// endpoints are URL and the Fallbacks, each with the user or the token in
+// its query.
+func (o Options) endpoints() ([]string, error) {
+	var out []string
+	for _, raw := range append([]string{o.URL}, o.Fallbacks...) {
+		e, err := o.endpoint(raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (o Options) endpoint(raw string) (string, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("client: Options.URL: %w", err)
+		return "", fmt.Errorf("client: endpoint %q: %w", raw, err)
 	}
 	q := u.Query()
 	if o.Token != "" {
