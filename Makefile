@@ -25,7 +25,7 @@ test: deps lint
 	$(MAKE) fuzz
 
 deps:
-	scripts/deps.sh nginx chromium
+	scripts/deps.sh nginx chromium curl iproute2
 
 # A short run of each fuzzer on top of its committed seed corpus.
 FUZZTIME ?= 10s

@@ -66,7 +66,46 @@ func Start(cfg Config) (*Gossip, error) {
 		g.wg.Add(1)
 		go g.resync()
 	}
+	g.wg.Add(1)
+	go g.reconnect()
 	return g, nil
+}
+
+// reconnectInterval is how often members declared dead are asked to join
+// again. memberlist gossips to the dead only for GossipToTheDeadTime (15 s):
+// after a longer partition both sides would stay split for good. This is
+// what serf's reconnect does, at a pace fit for a few nodes on a LAN.
+const reconnectInterval = 2 * time.Second
+
+// reconnect tries, every reconnectInterval, to join the members this node
+// saw die (not the ones that left: they said goodbye). A partition heals
+// into one cluster once the network returns.
+func (g *Gossip) reconnect() {
+	defer g.wg.Done()
+	t := time.NewTicker(reconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		var dead []string
+		for _, m := range g.Members() {
+			if m.State == StateDead && m.Addr != "" {
+				dead = append(dead, m.Addr)
+			}
+		}
+		g.lifeMu.Lock()
+		done := g.left || g.shut
+		g.lifeMu.Unlock()
+		if done || len(dead) == 0 {
+			continue
+		}
+		if n, err := g.ml.Join(dead); err == nil && n > 0 {
+			g.cfg.Logger.Info("rejoined members thought dead", "answered", n)
+		}
+	}
 }
 
 // seeds drops our own address from the seed list: contacting ourselves "succeeds" and

@@ -349,25 +349,34 @@ func (lc *linkConn) close(err error) {
 	if conn != nil {
 		conn.Close()
 	}
-	lc.links.forget(lc, err != ErrPeerDown)
+	lc.links.forget(lc, err != ErrPeerDown && !errors.Is(err, ErrTimeout))
 	for _, c := range pending {
-		c.cb(nil, fmt.Errorf("%w: %s: %v", ErrPeerDown, lc.peer, err))
+		if errors.Is(err, ErrTimeout) {
+			c.cb(nil, err)
+		} else {
+			c.cb(nil, fmt.Errorf("%w: %s: %v", ErrPeerDown, lc.peer, err))
+		}
 	}
 	// Requests still queued were never sent; their callers were in pending.
 }
 
+// expire fails the requests that waited too long. A peer that does not
+// answer in time is cut off or stuck: the connection is closed too, so the
+// next request dials afresh instead of queueing behind a dead TCP stream
+// that may take seconds of retransmission backoff to recover.
 func (lc *linkConn) expire(now time.Time) {
-	var late []call
 	lc.mu.Lock()
-	for id, c := range lc.pending {
+	late := false
+	for _, c := range lc.pending {
 		if now.After(c.deadline) {
-			late = append(late, c)
-			delete(lc.pending, id)
+			late = true
+			break
 		}
 	}
 	lc.mu.Unlock()
-	for _, c := range late {
-		c.cb(nil, fmt.Errorf("%w: %s", ErrTimeout, lc.peer))
+	if late {
+		lc.links.cfg.Logger.Warn("link timed out, reconnecting", "peer", lc.peer)
+		lc.close(fmt.Errorf("%w: %s", ErrTimeout, lc.peer))
 	}
 }
 

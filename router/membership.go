@@ -196,7 +196,49 @@ func (r *Router) SetMembers(members []Member) error {
 		}
 	}
 	r.announceSynced(nv)
+	r.askResync(old, nv)
 	return firstErr
+}
+
+// askResync asks each member that is new in this view to register again
+// what it holds that this node owns. A member that comes back after a
+// partition never saw this node leave its own view, so it would not
+// re-register on its own, yet this node dropped its entries when it
+// declared it dead. For a member that is simply new it costs one message.
+func (r *Router) askResync(old, nv *view) {
+	payload := appendStr(nil, nv.version)
+	for _, m := range nv.ring.Members() {
+		if m == r.cfg.Self || (old.ring.Has(m) && old.inc[m] == nv.inc[m]) {
+			continue
+		}
+		r.links.Request(m, kindResync, 1, payload, func([]byte, error) {})
+	}
+}
+
+// resync registers with owner, again, every key this node holds that owner
+// owns on this node's view, then reports this node's version to it.
+func (r *Router) resync(owner string) {
+	r.local.mu.Lock()
+	v := r.view.Load()
+	var regs []registration
+	for key, conns := range r.local.conns {
+		if v.ring.Owner(key.Name) == owner {
+			regs = append(regs, registration{key, len(conns)})
+		}
+	}
+	var waits []<-chan error
+	for len(regs) > 0 {
+		n := min(len(regs), registerBatch)
+		waits = append(waits, r.registerLocked(owner, regs[:n]))
+		regs = regs[n:]
+	}
+	r.local.mu.Unlock()
+	for _, w := range waits {
+		if err := <-w; err != nil {
+			r.log.Warn("resync incomplete", "peer", owner, "err", err)
+		}
+	}
+	r.links.Request(owner, kindSynced, 1, appendStr(nil, v.version), func([]byte, error) {})
 }
 
 // announceSynced tells every member that this node's registrations for

@@ -680,6 +680,15 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 			r.settle.synced(version, from.Name)
 		}
 		reply(nil)
+	case kindResync:
+		// Registering waits for answers: not on the link's reader. Resyncs
+		// come one per membership change per member, so this is bounded.
+		reply(nil)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.resync(from.Name)
+		}()
 	default:
 		r.log.Warn("unknown request from peer", "peer", from.Name, "kind", k)
 		reply(nil)

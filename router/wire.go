@@ -22,6 +22,7 @@ const (
 	kindRegister   kind = 5 // this node now holds these counts for these keys
 	kindInvalidate kind = 6 // drop cached locations of these keys
 	kindSynced     kind = 7 // this node has re-registered for this ring version
+	kindResync     kind = 8 // register again what you hold that I own (I dropped it)
 )
 
 // String is the `kind` label of the peer message metrics.
@@ -41,6 +42,8 @@ func (k kind) String() string {
 		return "invalidate"
 	case kindSynced:
 		return "synced"
+	case kindResync:
+		return "resync"
 	}
 	return fmt.Sprintf("kind%d", byte(k))
 }

@@ -7,6 +7,7 @@ for pkg in "$@"; do
   case "$pkg" in
     nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
     chromium) command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
+    iproute2) command -v ip >/dev/null 2>&1 || missing+=(iproute2) ;;
     *) command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg") ;;
   esac
 done

@@ -89,7 +89,14 @@ func ProcessAddrs(t testing.TB, host string) (http, gossip, link string) {
 // the test ends, if it still runs. It does not wait for readiness.
 func StartProcess(t testing.TB, name string, args ...string) *Process {
 	t.Helper()
-	cmd := exec.Command(Binary(t), args...)
+	return StartCommand(t, name, Binary(t), args...)
+}
+
+// StartCommand is StartProcess for a command that runs the shard binary
+// itself, such as `ip netns exec NS shard ...`: args must hold its --http.
+func StartCommand(t testing.TB, name, command string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(command, args...)
 	p := &Process{Name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	for i, a := range args {
 		if i+1 < len(args) {
