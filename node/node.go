@@ -102,10 +102,10 @@ func Start(cfg Config) (*Node, error) {
 	n.router = router.New(router.Config{
 		Self:        n.name,
 		Incarnation: inc,
-		Mode:       cfg.Routing,
-		ClusterKey: clusterKey,
-		Logger:     n.log,
-		Metrics:    n.rm,
+		Mode:        cfg.Routing,
+		ClusterKey:  clusterKey,
+		Logger:      n.log,
+		Metrics:     n.rm,
 	}, linkLn)
 
 	n.server = &fasthttp.Server{

@@ -50,9 +50,9 @@ func newTestNet(t *testing.T) *testNet {
 	}
 	id := os.Getpid() % 100000
 	n := &testNet{
-		ns:     fmt.Sprintf("shardpart%d", id),
-		hostIf: fmt.Sprintf("shph%d", id),
-		nsIf:   fmt.Sprintf("shpn%d", id),
+		ns:       fmt.Sprintf("shardpart%d", id),
+		hostIf:   fmt.Sprintf("shph%d", id),
+		nsIf:     fmt.Sprintf("shpn%d", id),
 		hostIP:   "10.77.0.1",
 		nsIP:     "10.77.0.2",
 		hostSink: fmt.Sprintf("shsh%d", id),
