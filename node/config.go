@@ -47,7 +47,19 @@ type Config struct {
 	Session session.Config
 	// DrainTimeout bounds a graceful shutdown. Default 10s.
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// Origins lists the browser origins (scheme://host[:port]) allowed to
+	// open a WebSocket; "*" allows any. Empty: same origin only, the Origin
+	// must name the host the request was sent to. Requests without an
+	// Origin (non-browser clients) are always allowed.
+	Origins []string
+	// MaxConns caps the client connections of this node; past it upgrades
+	// are refused with 503. Default 50000.
+	MaxConns int
+	// HandshakeTimeout bounds reading an HTTP request, the WebSocket
+	// upgrade included: a half-open handshake is dropped after it.
+	// Default 5s.
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
 }
 
 // Defaults of SPEC section 2.
@@ -56,6 +68,8 @@ const (
 	DefaultGossip       = "127.0.0.1:7946"
 	DefaultJoinTimeout  = 30 * time.Second
 	DefaultDrainTimeout = 10 * time.Second
+	DefaultMaxConns     = 50000
+	DefaultHandshake    = 5 * time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -70,6 +84,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshake
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

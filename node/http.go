@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -88,6 +89,27 @@ var upgrader = websocket.FastHTTPUpgrader{
 	Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
 		writeError(ctx, status, "bad_request", reason.Error())
 	},
+	// serveWS has checked the origin against --origins already.
+	CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
+}
+
+// originAllowed applies --origins: a browser's Origin must be listed, or,
+// with no list, name the host the request was sent to.
+func (n *Node) originAllowed(ctx *fasthttp.RequestCtx) bool {
+	origin := string(ctx.Request.Header.Peek("Origin"))
+	if origin == "" {
+		return true // not a browser: nothing to protect against
+	}
+	if len(n.cfg.Origins) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, string(ctx.Host()))
+	}
+	for _, o := range n.cfg.Origins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
 }
 
 // serveWS authenticates, registers the connection with its owner, queues
@@ -107,10 +129,14 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "expected a WebSocket upgrade")
 		return
 	}
+	if !n.originAllowed(ctx) {
+		writeError(ctx, fasthttp.StatusForbidden, "forbidden", "this page's origin may not open a connection here")
+		return
+	}
 	c := session.New(n.connSeq.Add(1), user, n.cfg.Session)
 	c.Send(session.AppendWelcome(nil, user, n.name))
 	if !n.addConn(c) {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "this node is draining")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "this node is draining or at its connection limit; try another")
 		return
 	}
 	if err := n.router.Attach(c); err != nil {

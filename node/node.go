@@ -29,6 +29,7 @@ type Node struct {
 	log    *slog.Logger
 	name   string
 	httpLn net.Listener
+	link   string // bound node-to-node address
 	server *fasthttp.Server
 	router *router.Router
 	gossip *gossip.Gossip
@@ -84,6 +85,7 @@ func Start(cfg Config) (*Node, error) {
 		n.httpLn.Close()
 		return nil, fmt.Errorf("listen link %s: %w", link, err)
 	}
+	n.link = linkLn.Addr().String()
 
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -109,10 +111,13 @@ func Start(cfg Config) (*Node, error) {
 	}, linkLn)
 
 	n.server = &fasthttp.Server{
-		Handler:               n.serveHTTP,
-		Name:                  "shard",
-		ReadTimeout:           10 * time.Second,
-		IdleTimeout:           60 * time.Second,
+		Handler:     n.serveHTTP,
+		Name:        "shard",
+		ReadTimeout: cfg.HandshakeTimeout,
+		IdleTimeout: 60 * time.Second,
+		// Room for the WebSockets plus the API, and a bound on what
+		// half-open handshakes can hold.
+		Concurrency:           cfg.MaxConns + 1024,
 		NoDefaultServerHeader: true,
 		ReduceMemoryUsage:     true,
 		Logger:                fasthttpLogger{n.log},
@@ -154,6 +159,9 @@ func (n *Node) Name() string { return n.name }
 
 // HTTPAddr is the bound client listener address.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// LinkAddr is the bound node-to-node address.
+func (n *Node) LinkAddr() string { return n.link }
 
 // GossipAddr is the bound gossip address, for others to join through.
 func (n *Node) GossipAddr() string { return n.gossip.LocalAddr() }
@@ -282,11 +290,12 @@ func (n *Node) connCount() int {
 	return len(n.conns)
 }
 
-// addConn records a connection for the drain; false once draining.
+// addConn records a connection for the drain; false once draining or at
+// the connection cap.
 func (n *Node) addConn(c *session.Conn) bool {
 	n.connMu.Lock()
 	defer n.connMu.Unlock()
-	if n.draining.Load() {
+	if n.draining.Load() || len(n.conns) >= n.cfg.MaxConns {
 		return false
 	}
 	n.conns[c] = struct{}{}

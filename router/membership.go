@@ -156,7 +156,16 @@ func (r *Router) SetMembers(members []Member) error {
 	r.m.RingChanges.Inc()
 	self := r.cfg.Self
 	now := time.Now()
-	r.settle.reset(nv.version, rg.Members(), now)
+	// Wait for the members of the new ring, and for a member that is
+	// leaving just now: it still holds connections and re-registers them
+	// with their new owners while it drains.
+	awaited := rg.Members()
+	for _, m := range members {
+		if m.Left && old.ring.Has(m.Name) {
+			awaited = append(awaited, m.Name)
+		}
+	}
+	r.settle.reset(nv.version, awaited, now)
 
 	// Swap the view and collect the moved keys under the index lock, so
 	// that no registration slips between the two with the old owner.

@@ -234,7 +234,12 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 		r.routeDirect(c.User, f.To, c, frame, answer)
 	case session.TypeJoin:
 		room := strings.Clone(f.Room) // kept for the life of the membership
-		if !c.Join(room) {
+		added, err := c.Join(room)
+		if err != nil {
+			answer(result{err: err})
+			return
+		}
+		if !added {
 			answer(result{status: session.StatusOK})
 			return
 		}
@@ -264,6 +269,9 @@ func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 	case res.err == errNotMember:
 		r.m.answerStatus.WithLabelValues(session.CodeNotMember).Inc()
 		frame = session.AppendError(nil, id, session.CodeNotMember, "join the room before sending to it")
+	case res.err == session.ErrTooManyRooms:
+		r.m.answerStatus.WithLabelValues(session.CodeBadRequest).Inc()
+		frame = session.AppendError(nil, id, session.CodeBadRequest, res.err.Error())
 	case res.err != nil:
 		r.m.answerStatus.WithLabelValues(session.CodeUnavailable).Inc()
 		r.log.Debug("answered unavailable", "user", c.User, "conn", c.ID, "type", typ, "err", res.err)

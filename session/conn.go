@@ -30,6 +30,9 @@ type Config struct {
 	PingInterval time.Duration
 	// WriteTimeout bounds one write to the socket. Default 10s.
 	WriteTimeout time.Duration
+	// MaxRooms bounds the rooms one connection may have joined at once, so
+	// that a client cannot grow the room index without bound. Default 256.
+	MaxRooms int
 }
 
 // Defaults from SPEC section 2.
@@ -39,6 +42,7 @@ const (
 	DefaultSendQueue    = 1024
 	DefaultPingInterval = 25 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
+	DefaultMaxRooms     = 256
 )
 
 // WithDefaults fills the zero fields of c with the defaults.
@@ -57,6 +61,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxRooms <= 0 {
+		c.MaxRooms = DefaultMaxRooms
 	}
 	return c
 }
@@ -200,19 +207,25 @@ func (c *Conn) Reason() CloseReason {
 	return c.reason
 }
 
+// ErrTooManyRooms is returned by Join past Config.MaxRooms.
+var ErrTooManyRooms = errors.New("this connection has joined the most rooms allowed; leave one first")
+
 // Join records that this connection joined room and reports whether it was
 // new. Membership belongs to the connection and ends with it.
-func (c *Conn) Join(room string) bool {
+func (c *Conn) Join(room string) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.rooms[room]; ok {
-		return false
+		return false, nil
+	}
+	if len(c.rooms) >= c.cfg.MaxRooms {
+		return false, ErrTooManyRooms
 	}
 	if c.rooms == nil {
 		c.rooms = make(map[string]struct{})
 	}
 	c.rooms[room] = struct{}{}
-	return true
+	return true, nil
 }
 
 // Leave forgets room and reports whether the connection had joined it.

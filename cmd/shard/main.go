@@ -63,6 +63,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 		join     string
 		routing  string
 		logLevel string
+		origins  string
 	)
 	fs.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (default: derived from the http host and port)")
 	fs.StringVar(&cfg.HTTP, "http", node.DefaultHTTP, "client listener: WebSocket, chat page, HTTP API")
@@ -81,6 +82,10 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.DurationVar(&cfg.Session.PingInterval, "ping-interval", session.DefaultPingInterval, "server ping period; silence for twice as long closes a connection")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", node.DefaultDrainTimeout, "longest a graceful shutdown may take")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect (scheme://host[:port], or *); empty: same origin only")
+	fs.IntVar(&cfg.MaxConns, "max-conns", node.DefaultMaxConns, "client connections this node accepts; past it upgrades get 503")
+	fs.IntVar(&cfg.Session.MaxRooms, "max-rooms", session.DefaultMaxRooms, "rooms one connection may have joined at once")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", node.DefaultHandshake, "longest an HTTP request or WebSocket handshake may take to arrive")
 
 	// The environment fills what the command line does not set.
 	set := map[string]bool{}
@@ -114,6 +119,11 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 			}
 		}
 	}
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.Origins = append(cfg.Origins, o)
+		}
+	}
 	var err error
 	if cfg.Routing, err = router.ParseMode(routing); err != nil {
 		return cfg, 0, err
@@ -122,12 +132,14 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return cfg, 0, fmt.Errorf("log-level %q: want debug, info, warn or error", logLevel)
 	}
-	for name, v := range map[string]int{"max-frame": cfg.Session.MaxFrame, "rate": cfg.Session.Rate, "send-queue": cfg.Session.SendQueue} {
+	for name, v := range map[string]int{"max-frame": cfg.Session.MaxFrame, "rate": cfg.Session.Rate, "send-queue": cfg.Session.SendQueue,
+		"max-conns": cfg.MaxConns, "max-rooms": cfg.Session.MaxRooms} {
 		if v <= 0 {
 			return cfg, 0, fmt.Errorf("%s must be positive, got %d", name, v)
 		}
 	}
-	for name, v := range map[string]time.Duration{"ping-interval": cfg.Session.PingInterval, "drain-timeout": cfg.DrainTimeout, "join-timeout": cfg.JoinTimeout} {
+	for name, v := range map[string]time.Duration{"ping-interval": cfg.Session.PingInterval, "drain-timeout": cfg.DrainTimeout,
+		"join-timeout": cfg.JoinTimeout, "handshake-timeout": cfg.HandshakeTimeout} {
 		if v <= 0 {
 			return cfg, 0, fmt.Errorf("%s must be positive, got %s", name, v)
 		}

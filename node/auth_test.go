@@ -1,0 +1,147 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+
+	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/node"
+)
+
+func token(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestTokensAreVerifiedBeforeTheUpgrade(t *testing.T) {
+	secret := []byte("correct horse battery staple")
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.AuthSecret = string(secret) })
+	future := time.Now().Add(time.Hour).Unix()
+	good := token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": future})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, client.Options{URL: c.URL(0), Token: good})
+	if err != nil {
+		t.Fatalf("a valid token was refused: %v", err)
+	}
+	if cl.Welcome().User != "alice" {
+		t.Fatalf("welcome for %q, want the token's sub alice", cl.Welcome().User)
+	}
+	cl.Close()
+
+	for name, q := range map[string]string{
+		"no token":        "?user=alice",
+		"bad signature":   "?token=" + token(t, jwt.SigningMethodHS256, []byte("wrong"), jwt.MapClaims{"sub": "alice", "exp": future}),
+		"expired":         "?token=" + token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()}),
+		"no expiry":       "?token=" + token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice"}),
+		"no subject":      "?token=" + token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": future}),
+		"malformed sub":   "?token=" + token(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "al ice", "exp": future}),
+		"alg none":        "?token=" + token(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "alice", "exp": future}),
+		"other HMAC alg":  "?token=" + token(t, jwt.SigningMethodHS512, secret, jwt.MapClaims{"sub": "alice", "exp": future}),
+		"not a token":     "?token=" + url.QueryEscape("hello.world.x"),
+		"token and empty": "?token=",
+	} {
+		_, resp, err := websocket.DefaultDialer.Dial(c.URL(0)+q, nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: %v, want 401", name, err)
+			continue
+		}
+		assertErrorBody(t, resp, "unauthorized")
+	}
+}
+
+func TestOriginsAreChecked(t *testing.T) {
+	c := testcluster.Start(t, 2, func(i int, cfg *node.Config) {
+		if i == 1 {
+			cfg.Origins = []string{"https://chat.example.org"}
+		}
+	})
+	try := func(i int, origin string) int {
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		ws, resp, err := websocket.DefaultDialer.Dial(c.URL(i)+"?user=alice", h)
+		if err == nil {
+			ws.Close()
+			return http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			t.Fatalf("dial: %v", err)
+		}
+		return resp.StatusCode
+	}
+	self := "http://" + c.Nodes[0].HTTPAddr()
+	for _, tc := range []struct {
+		node         int
+		origin       string
+		wantUpgraded bool
+	}{
+		{0, "", true},                                 // not a browser
+		{0, self, true},                               // same origin
+		{0, "https://evil.example", false},            // another site's page
+		{1, "https://chat.example.org", true},         // listed
+		{1, "http://" + c.Nodes[1].HTTPAddr(), false}, // same origin, but a list was given
+	} {
+		got := try(tc.node, tc.origin)
+		if (got == http.StatusSwitchingProtocols) != tc.wantUpgraded {
+			t.Errorf("node %d, Origin %q: status %d, upgraded want %v", tc.node, tc.origin, got, tc.wantUpgraded)
+		}
+		if !tc.wantUpgraded && got != http.StatusForbidden {
+			t.Errorf("node %d, Origin %q: status %d, want 403", tc.node, tc.origin, got)
+		}
+	}
+}
+
+func TestConnectionCapRefusesWith503(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.MaxConns = 2 })
+	a := c.Dial(0, "a")
+	c.Dial(0, "b")
+	_, resp, err := websocket.DefaultDialer.Dial(c.URL(0)+"?user=c", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third connection over a cap of 2: %v, want 503", err)
+	}
+	assertErrorBody(t, resp, "unavailable")
+	a.Close()
+	testcluster.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		ws, _, err := websocket.DefaultDialer.Dial(c.URL(0)+"?user=c", nil)
+		if err != nil {
+			return err
+		}
+		ws.Close()
+		return nil
+	})
+}
+
+func TestRoomsPerConnectionAreCapped(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.Session.MaxRooms = 2 })
+	cl := c.Dial(0, "joiner")
+	ctx := ctxFor(t)
+	for _, room := range []string{"r1", "r2", "r1"} {
+		if err := cl.Join(ctx, room); err != nil {
+			t.Fatalf("join %s: %v", room, err)
+		}
+	}
+	var e *client.Error
+	if err := cl.Join(ctx, "r3"); !errors.As(err, &e) || e.Code != "bad_request" {
+		t.Fatalf("a third room over a cap of 2: %v, want bad_request", err)
+	}
+	if err := cl.Leave(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Join(ctx, "r3"); err != nil {
+		t.Fatalf("join after a leave made room: %v", err)
+	}
+}
