@@ -110,6 +110,18 @@ func Start(cfg Config) (*Node, error) {
 		Metrics:     n.rm,
 	}, linkLn)
 
+	sizes := func(pick func(queued, keys, cached int) int) func() float64 {
+		return func() float64 { return float64(pick(n.router.Sizes())) }
+	}
+	n.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shard_link_queued_frames", Help: "Frames waiting in the node-to-node link queues."},
+			sizes(func(q, _, _ int) int { return q })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shard_directory_keys", Help: "Users and rooms with an entry in this node's directory."},
+			sizes(func(_, k, _ int) int { return k })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shard_location_cache_keys", Help: "Locations this node caches as a sender."},
+			sizes(func(_, _, c int) int { return c })),
+	)
+
 	n.server = &fasthttp.Server{
 		Handler:     n.serveHTTP,
 		Name:        "shard",

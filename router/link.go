@@ -144,6 +144,20 @@ func (l *Links) Request(peer string, k kind, n int, payload []byte, cb func([]by
 	}
 }
 
+// Queued is the number of frames waiting in all link queues.
+func (l *Links) Queued() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, lc := range l.out {
+		n += len(lc.queue)
+	}
+	for lc := range l.in {
+		n += len(lc.queue)
+	}
+	return n
+}
+
 // Close stops the listener and every link, failing pending requests.
 func (l *Links) Close() {
 	l.mu.Lock()

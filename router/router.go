@@ -168,6 +168,12 @@ func (r *Router) Close() {
 // Ring is the ring this node routes by now.
 func (r *Router) Ring() *ring.Ring { return r.view.Load().ring }
 
+// Sizes reports the router's bounded structures, for the metrics: frames
+// queued on links, directory keys owned here, cached locations.
+func (r *Router) Sizes() (linkQueued, directoryKeys, cachedLocations int) {
+	return r.links.Queued(), r.dir.Len(), r.cache.len()
+}
+
 func (r *Router) self() Peer { return Peer{Name: r.cfg.Self, Inc: r.cfg.Incarnation} }
 
 // WaitRegistrations waits until every registration sent so far has been
@@ -357,6 +363,7 @@ func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte
 		copyTo = "" // the API's sender has no connections to copy to
 	}
 	var targets []string
+	holders := 0
 	if r.cfg.Mode == Broadcast {
 		targets = r.others()
 	} else {
@@ -366,6 +373,7 @@ func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte
 			return
 		}
 		targets = r.appendRemote(targets, locs)
+		holders = len(targets) // the nodes that hold `to`, by the answer we used
 		if copyTo != "" && copyTo != to {
 			// The sender's other devices: their node is usually this one.
 			if locs, err := r.locate(Key{Name: copyTo}); err == nil {
@@ -383,8 +391,19 @@ func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte
 	}
 	fan.expect(len(targets))
 	payload := (&forward{mode: forwardDirect, a: to, b: copyTo, frame: frame}).append(make([]byte, 0, len(frame)+len(to)+len(copyTo)+8))
-	for _, node := range targets {
-		r.links.Request(node, kindForward, 1, payload, fan.reply)
+	for i, node := range targets {
+		if i >= holders {
+			r.links.Request(node, kindForward, 1, payload, fan.reply)
+			continue
+		}
+		// A holder that has no connection of `to` proves the answer wrong
+		// (its owner's word of the change was lost): ask afresh next time.
+		r.links.Request(node, kindForward, 1, payload, func(p []byte, err error) {
+			if n, m := binary.Uvarint(p); err == nil && m > 0 && n == 0 {
+				r.cache.invalidate(Key{Name: to})
+			}
+			fan.reply(p, err)
+		})
 	}
 }
 
