@@ -79,37 +79,42 @@ func (r *Router) registerLocked(owner string, regs []registration) <-chan error 
 
 // deliverDirect queues frame to every local connection of to, and of
 // copyTo (the sender's other devices) when set, except skip. It returns how
-// many connections of to got it.
-func (r *Router) deliverDirect(to, copyTo string, skip *session.Conn, frame []byte) int {
+// many connections of to got it, and how many refused it because they are
+// closing: their user is about to reconnect, not offline.
+func (r *Router) deliverDirect(to, copyTo string, skip *session.Conn, frame []byte) (got, refused int) {
 	r.local.mu.RLock()
-	got := r.sendAll(r.local.conns[Key{Name: to}], skip, frame)
+	got, refused = r.sendAll(r.local.conns[Key{Name: to}], skip, frame)
 	if copyTo != "" && copyTo != to {
 		r.sendAll(r.local.conns[Key{Name: copyTo}], skip, frame)
 	}
 	r.local.mu.RUnlock()
-	return got
+	return got, refused
 }
 
 // deliverRoom queues frame to every local connection that joined room,
 // except skip, and returns how many got it.
 func (r *Router) deliverRoom(room string, skip *session.Conn, frame []byte) int {
 	r.local.mu.RLock()
-	got := r.sendAll(r.local.conns[Key{Room: true, Name: room}], skip, frame)
+	got, _ := r.sendAll(r.local.conns[Key{Room: true, Name: room}], skip, frame)
 	r.local.mu.RUnlock()
 	return got
 }
 
-func (r *Router) sendAll(conns []*session.Conn, skip *session.Conn, frame []byte) int {
-	got := 0
+func (r *Router) sendAll(conns []*session.Conn, skip *session.Conn, frame []byte) (got, refused int) {
 	for _, c := range conns {
-		if c != skip && c.Send(frame) {
+		if c == skip {
+			continue
+		}
+		if c.Send(frame) {
 			got++
+		} else {
+			refused++
 		}
 	}
 	if got > 0 {
 		r.m.Deliveries.Add(float64(got))
 	}
-	return got
+	return got, refused
 }
 
 // sweepCaches is run by the router's background loop.

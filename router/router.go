@@ -384,7 +384,7 @@ func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte
 		}
 	}
 	fan := &fanout{direct: true, done: done}
-	fan.add(r.deliverDirect(to, copyTo, sender, frame), nil)
+	fan.add(r.deliverDirect(to, copyTo, sender, frame))
 	if len(targets) == 0 {
 		fan.finish()
 		return
@@ -399,7 +399,7 @@ func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte
 		// A holder that has no connection of `to` proves the answer wrong
 		// (its owner's word of the change was lost): ask afresh next time.
 		r.links.Request(node, kindForward, 1, payload, func(p []byte, err error) {
-			if n, m := binary.Uvarint(p); err == nil && m > 0 && n == 0 {
+			if got, refused, derr := decodeDelivered(p); err == nil && derr == nil && got == 0 && refused == 0 {
 				r.cache.invalidate(Key{Name: to})
 			}
 			fan.reply(p, err)
@@ -422,7 +422,7 @@ func (r *Router) routeRoom(room string, sender *session.Conn, frame []byte, done
 		targets = r.appendRemote(targets, locs)
 	}
 	fan := &fanout{done: done}
-	fan.add(r.deliverRoom(room, sender, frame), nil)
+	fan.add(r.deliverRoom(room, sender, frame), 0)
 	if len(targets) == 0 {
 		fan.finish()
 		return
@@ -474,7 +474,8 @@ type fanout struct {
 
 	mu        sync.Mutex
 	remaining int
-	count     int
+	count     int // connections that got it
+	refused   int // connections of the recipient that were closing
 	failed    error
 }
 
@@ -484,26 +485,36 @@ func (f *fanout) expect(n int) {
 	f.mu.Unlock()
 }
 
-func (f *fanout) add(n int, err error) {
+func (f *fanout) add(got, refused int) {
 	f.mu.Lock()
-	f.count += n
-	if err != nil && f.failed == nil {
-		f.failed = err
-	}
+	f.count += got
+	f.refused += refused
 	f.mu.Unlock()
 }
 
+// The answer to a forward: how many connections got the message, and how
+// many refused it because they were closing.
+func appendDelivered(b []byte, got, refused int) []byte {
+	b = binary.AppendUvarint(b, uint64(got))
+	return binary.AppendUvarint(b, uint64(refused))
+}
+
+func decodeDelivered(p []byte) (got, refused int, err error) {
+	d := decoder{b: p}
+	got, refused = int(d.uvarint()), int(d.uvarint())
+	return got, refused, d.done()
+}
+
 func (f *fanout) reply(p []byte, err error) {
-	n := 0
+	got, refused := 0, 0
 	if err == nil {
-		v, m := binary.Uvarint(p)
-		if m <= 0 || m != len(p) {
-			err = fmt.Errorf("forward reply: %w", errMalformed)
+		if got, refused, err = decodeDelivered(p); err != nil {
+			err = fmt.Errorf("forward reply: %w", err)
 		}
-		n = int(v)
 	}
 	f.mu.Lock()
-	f.count += n
+	f.count += got
+	f.refused += refused
 	if err != nil && f.failed == nil {
 		f.failed = err
 	}
@@ -517,7 +528,7 @@ func (f *fanout) reply(p []byte, err error) {
 
 func (f *fanout) finish() {
 	f.mu.Lock()
-	count, failed := f.count, f.failed
+	count, refused, failed := f.count, f.refused, f.failed
 	f.mu.Unlock()
 	switch {
 	case !f.direct:
@@ -528,10 +539,16 @@ func (f *fanout) finish() {
 		f.done(result{status: session.StatusDelivered})
 	case failed != nil:
 		f.done(result{err: failed})
+	case refused > 0:
+		// The recipient is connected but moving (its node is draining, or
+		// it was just cut): not offline, retry shortly.
+		f.done(result{err: errRecipientMoving})
 	default:
 		f.done(result{status: session.StatusOffline})
 	}
 }
+
+var errRecipientMoving = errors.New("the recipient's connection is closing")
 
 // locate returns the nodes that hold key's connections: from this node's
 // directory when it owns key, else from the cache or the owner. While the
@@ -648,13 +665,13 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 			reply(nil)
 			return
 		}
-		var n int
+		var got, refused int
 		if f.mode == forwardDirect {
-			n = r.deliverDirect(f.a, f.b, nil, f.frame)
+			got, refused = r.deliverDirect(f.a, f.b, nil, f.frame)
 		} else {
-			n = r.deliverRoom(f.a, nil, f.frame)
+			got = r.deliverRoom(f.a, nil, f.frame)
 		}
-		reply(binary.AppendUvarint(nil, uint64(n)))
+		reply(appendDelivered(nil, got, refused))
 	case kindLookup:
 		d := decoder{b: p}
 		if len(p) > 0 {

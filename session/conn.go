@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,7 +109,12 @@ type Conn struct {
 	tokens float64
 	refill time.Time
 
-	queued atomic.Int64 // for tests and metrics: frames written to out
+	// sealed stops Send. A graceful close seals only when its close frame
+	// is about to be written, so that a frame sent while the client still
+	// listens is written before the close, not refused; sending counts the
+	// Sends in progress, which the writer waits out after sealing.
+	sealed  atomic.Bool
+	sending atomic.Int32
 }
 
 // New prepares a connection before its socket exists, so that it can be
@@ -131,19 +137,24 @@ func New(id uint64, user string, cfg Config) *Conn {
 // connection is closed as a slow consumer and Send returns false: one slow
 // reader never holds up anyone else.
 func (c *Conn) Send(frame []byte) bool {
-	select {
-	case <-c.closing:
+	c.sending.Add(1)
+	defer c.sending.Add(-1)
+	if c.sealed.Load() {
 		return false
-	default:
 	}
 	select {
 	case c.out <- frame:
-		c.queued.Add(1)
 		return true
 	default:
 		c.Close(CloseSlowConsumer)
 		return false
 	}
+}
+
+// graceful reports whether a close owes the client the frames queued
+// before it: a restart or a normal close does, a cut does not.
+func (r CloseReason) graceful() bool {
+	return r.Code != 0 && r != CloseSlowConsumer && r != CloseTooBig
 }
 
 // Answer queues the answer to a frame given to the Handler.
@@ -168,6 +179,9 @@ func (c *Conn) Close(reason CloseReason) {
 	}
 	c.closed = true
 	c.reason = reason
+	if !reason.graceful() {
+		c.sealed.Store(true)
+	}
 	close(c.closing)
 	if reason == CloseSlowConsumer && c.ws != nil && !c.finished {
 		// The writer may be stuck in a write to a peer that does not read.
@@ -435,17 +449,13 @@ func (c *Conn) writeBurst(f []byte) error {
 // queued, then the close frame) and closes the socket, which ends the reader.
 func (c *Conn) finish(readerDone <-chan struct{}) {
 	reason := c.Reason()
-	if reason.Code != 0 && reason != CloseSlowConsumer && reason != CloseTooBig {
-		for drained := false; !drained; {
-			select {
-			case f := <-c.out:
-				if c.writeBurst(f) != nil {
-					drained = true
-				}
-			default:
-				drained = true
-			}
+	if reason.graceful() {
+		c.flushQueued()
+		c.sealed.Store(true)
+		for c.sending.Load() != 0 { // a Send between the flush and the seal
+			runtime.Gosched()
 		}
+		c.flushQueued()
 	}
 	if reason.Code != 0 && reason != CloseTooBig {
 		msg := websocket.FormatCloseMessage(reason.Code, reason.Text)
@@ -467,6 +477,21 @@ func (c *Conn) finish(readerDone <-chan struct{}) {
 		}
 	}
 	c.closeSocket()
+}
+
+// flushQueued writes what is queued, until the queue is empty or a write
+// fails.
+func (c *Conn) flushQueued() {
+	for {
+		select {
+		case f := <-c.out:
+			if c.writeBurst(f) != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
 }
 
 // closeSocket closes the TCP connection, which ends the reader. The
