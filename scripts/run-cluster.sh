@@ -8,6 +8,9 @@ BIN=${BIN:-bin/shard}
 LISTEN=${LISTEN:-127.0.0.1:8000}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 DIR=$(mktemp -d /tmp/shard-run.XXXXXX)
+# nginx started as root hands its temp directories to an unprivileged worker,
+# which must be able to reach them.
+chmod 755 "$DIR"
 pids=()
 
 stop() {
