@@ -259,7 +259,7 @@ func (n *Node) Drain() error {
 		err = ErrDrainCut
 	}
 	n.closeAll()
-	n.log.Info("drained", "took", time.Since(start).Round(time.Millisecond), "cut", err != nil)
+	n.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String(), "cut", err != nil)
 	return err
 }
 
