@@ -22,3 +22,9 @@ var (
 	CloseRestart      = CloseReason{websocket.CloseServiceRestart, "service restart", "service_restart"}
 	CloseInternal     = CloseReason{websocket.CloseInternalServerErr, "internal error", "internal_error"}
 )
+
+// graceful reports whether a close owes the client the frames queued
+// before it: a restart or a normal close does, a cut does not.
+func (r CloseReason) graceful() bool {
+	return r.Code != 0 && r != CloseSlowConsumer && r != CloseTooBig
+}

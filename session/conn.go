@@ -5,11 +5,7 @@ package session
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -73,10 +69,6 @@ func (c Config) WithDefaults() Config {
 // cannot take it in a second is not reading at all.
 const closeGrace = time.Second
 
-// writeBatch bounds the frames gathered into one flush, so that a busy
-// connection still gets its pings written.
-const writeBatch = 64
-
 // Handler receives the frames that the router must act on: send, join and
 // leave. For each it must call Conn.Answer exactly once, from any goroutine.
 type Handler interface {
@@ -85,7 +77,10 @@ type Handler interface {
 }
 
 // Conn is one client connection. Its reader runs in the goroutine that
-// calls Serve; a writer goroutine owns every data write.
+// calls Serve. Writes happen in a writer goroutine that runs only while
+// frames are queued, and pings come from a timer: an idle connection costs
+// one goroutine and no queue, which is what lets one node hold tens of
+// thousands of them (see writer.go).
 type Conn struct {
 	ID   uint64
 	User string
@@ -93,28 +88,30 @@ type Conn struct {
 	cfg     Config
 	ws      *websocket.Conn
 	raw     *CoalescingConn // nil when the listener does not coalesce
-	out     chan []byte
-	closing chan struct{}
+	closing chan struct{}   // closed by Close
+	done    chan struct{}   // closed once the close sequence has closed the socket
 
 	mu       sync.Mutex
 	closed   bool
-	finished bool // Serve returned: the socket may be recycled, never touch it
 	reason   CloseReason
+	queue    [][]byte      // frames waiting for the writer, at most cfg.SendQueue
+	spare    [][]byte      // a small drained queue kept for reuse
+	writing  bool          // a writer goroutine owns the socket's data writes
+	sealed   bool          // Send refuses: the close frame is on its way
+	serving  bool          // Serve has set ws: writers may run
+	finished bool          // Serve returned: the socket may be recycled, never touch it
 	inflight int           // frames handed to the Handler and not yet answered
 	draining bool          // answer new frames with unavailable
 	drained  chan struct{} // closed when inflight drops to 0 while draining
 	rooms    map[string]struct{}
 
+	readerDone chan struct{} // closed when the reader has stopped
+	pingTimer  *time.Timer
+	pings      sync.WaitGroup // pings being written
+
 	// Reader goroutine only.
 	tokens float64
 	refill time.Time
-
-	// sealed stops Send. A graceful close seals only when its close frame
-	// is about to be written, so that a frame sent while the client still
-	// listens is written before the close, not refused; sending counts the
-	// Sends in progress, which the writer waits out after sealing.
-	sealed  atomic.Bool
-	sending atomic.Int32
 }
 
 // New prepares a connection before its socket exists, so that it can be
@@ -123,38 +120,15 @@ type Conn struct {
 func New(id uint64, user string, cfg Config) *Conn {
 	cfg = cfg.WithDefaults()
 	return &Conn{
-		ID:      id,
-		User:    user,
-		cfg:     cfg,
-		out:     make(chan []byte, cfg.SendQueue),
-		closing: make(chan struct{}),
-		tokens:  float64(2 * cfg.Rate),
-		refill:  time.Now(),
+		ID:         id,
+		User:       user,
+		cfg:        cfg,
+		closing:    make(chan struct{}),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		tokens:     float64(2 * cfg.Rate),
+		refill:     time.Now(),
 	}
-}
-
-// Send queues one frame without blocking. When the queue is full the
-// connection is closed as a slow consumer and Send returns false: one slow
-// reader never holds up anyone else.
-func (c *Conn) Send(frame []byte) bool {
-	c.sending.Add(1)
-	defer c.sending.Add(-1)
-	if c.sealed.Load() {
-		return false
-	}
-	select {
-	case c.out <- frame:
-		return true
-	default:
-		c.Close(CloseSlowConsumer)
-		return false
-	}
-}
-
-// graceful reports whether a close owes the client the frames queued
-// before it: a restart or a normal close does, a cut does not.
-func (r CloseReason) graceful() bool {
-	return r.Code != 0 && r != CloseSlowConsumer && r != CloseTooBig
 }
 
 // Answer queues the answer to a frame given to the Handler.
@@ -173,19 +147,25 @@ func (c *Conn) Answer(frame []byte) {
 // any goroutine, at any time, also after the connection ended.
 func (c *Conn) Close(reason CloseReason) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return
 	}
 	c.closed = true
 	c.reason = reason
 	if !reason.graceful() {
-		c.sealed.Store(true)
+		c.sealed = true
+		c.queue = nil
 	}
 	close(c.closing)
 	if reason == CloseSlowConsumer && c.ws != nil && !c.finished {
 		// The writer may be stuck in a write to a peer that does not read.
 		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
+	}
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	if start {
+		go c.write()
 	}
 }
 
@@ -270,37 +250,39 @@ func (c *Conn) Rooms() []string {
 	return rooms
 }
 
-// Serve runs the connection on ws until it ends: it reads in the calling
-// goroutine, writes in another, and returns only when both have stopped, so
+// Serve runs the connection on ws until it ends. It reads in the calling
+// goroutine and returns only when the writer and the pings have stopped, so
 // that the socket is never touched after the HTTP server recycles it. raw is
 // the connection under ws when the listener coalesces writes, else nil.
 func (c *Conn) Serve(ws *websocket.Conn, raw *CoalescingConn, h Handler) {
-	c.mu.Lock()
-	c.ws, c.raw = ws, raw
-	c.mu.Unlock()
-	c.ws.SetReadLimit(int64(c.cfg.MaxFrame))
-	c.ws.SetPongHandler(func(string) error { return c.extendDeadline() })
-	ping := c.ws.PingHandler()
-	c.ws.SetPingHandler(func(data string) error {
+	ws.SetReadLimit(int64(c.cfg.MaxFrame))
+	ws.SetPongHandler(func(string) error { return c.extendDeadline() })
+	ping := ws.PingHandler()
+	ws.SetPingHandler(func(data string) error {
 		if err := c.extendDeadline(); err != nil {
 			return err
 		}
 		return ping(data)
 	})
-	writerDone := make(chan struct{})
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop(readerDone)
-	}()
+	c.mu.Lock()
+	c.ws, c.raw = ws, raw
+	c.serving = true
+	c.pingTimer = time.AfterFunc(c.cfg.PingInterval, c.ping)
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	if start {
+		go c.write()
+	}
 	reason := c.readLoop(h)
-	close(readerDone)
+	close(c.readerDone)
 	c.Close(reason)
 	h.Closed(c, c.Reason())
-	<-writerDone
+	<-c.done
 	c.mu.Lock()
 	c.finished = true
 	c.mu.Unlock()
+	c.pingTimer.Stop()
+	c.pings.Wait()
 }
 
 func (c *Conn) extendDeadline() error {
@@ -390,118 +372,4 @@ func (c *Conn) takeToken() bool {
 	}
 	c.tokens--
 	return true
-}
-
-func (c *Conn) writeLoop(readerDone <-chan struct{}) {
-	ticker := time.NewTicker(c.cfg.PingInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-c.closing:
-			c.finish(readerDone)
-			return
-		default:
-		}
-		select {
-		case f := <-c.out:
-			if c.writeBurst(f) != nil {
-				c.Close(CloseClientGone)
-			}
-		case <-ticker.C:
-			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout)) != nil {
-				c.Close(CloseClientGone)
-			}
-		case <-c.closing:
-			c.finish(readerDone)
-			return
-		}
-	}
-}
-
-// writeBurst writes f and whatever else is queued, up to writeBatch frames,
-// in one flush.
-func (c *Conn) writeBurst(f []byte) error {
-	if c.raw != nil {
-		c.raw.Hold()
-	}
-	err := c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	for n := 0; err == nil; n++ {
-		err = c.ws.WriteMessage(websocket.TextMessage, f)
-		if err != nil || n+1 == writeBatch {
-			break
-		}
-		select {
-		case f = <-c.out:
-			continue
-		default:
-		}
-		break
-	}
-	if c.raw != nil {
-		if rerr := c.raw.Release(); err == nil {
-			err = rerr
-		}
-	}
-	return err
-}
-
-// finish writes what a graceful close owes the client (the frames already
-// queued, then the close frame) and closes the socket, which ends the reader.
-func (c *Conn) finish(readerDone <-chan struct{}) {
-	reason := c.Reason()
-	if reason.graceful() {
-		c.flushQueued()
-		c.sealed.Store(true)
-		for c.sending.Load() != 0 { // a Send between the flush and the seal
-			runtime.Gosched()
-		}
-		c.flushQueued()
-	}
-	if reason.Code != 0 && reason != CloseTooBig {
-		msg := websocket.FormatCloseMessage(reason.Code, reason.Text)
-		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
-	}
-	// Closing a socket with unread input resets it, and a reset can destroy
-	// the close frame before the client reads it. So let the client answer
-	// first: wait for its close (the reader ends), or, when the reader has
-	// already stopped at an oversized frame, read and discard the rest.
-	switch {
-	case reason == CloseTooBig:
-		nc := c.ws.NetConn()
-		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
-		_, _ = io.Copy(io.Discard, io.LimitReader(nc, int64(4*c.cfg.MaxFrame)))
-	case reason.Code != 0:
-		select {
-		case <-readerDone:
-		case <-time.After(closeGrace):
-		}
-	}
-	c.closeSocket()
-}
-
-// flushQueued writes what is queued, until the queue is empty or a write
-// fails.
-func (c *Conn) flushQueued() {
-	for {
-		select {
-		case f := <-c.out:
-			if c.writeBurst(f) != nil {
-				return
-			}
-		default:
-			return
-		}
-	}
-}
-
-// closeSocket closes the TCP connection, which ends the reader. The
-// WebSocket's own Close does not: fasthttp's hijacked connection ignores
-// Close and closes the socket only after the handler returns.
-func (c *Conn) closeSocket() {
-	switch u := c.ws.NetConn().(type) {
-	case interface{ UnsafeConn() net.Conn }:
-		_ = u.UnsafeConn().Close()
-	default:
-		_ = c.ws.Close()
-	}
 }

@@ -1,0 +1,187 @@
+package session
+
+import (
+	"io"
+	"net"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// The write side of a connection. Frames wait in a slice that grows only
+// while frames wait, and a writer goroutine runs only while there is
+// something to write: a channel of --send-queue slots and a goroutine per
+// connection would cost an idle connection 24 KiB and 8 KiB, more than all
+// the rest of it.
+
+// spareLimit bounds the drained queue a connection keeps for reuse: a burst
+// may grow the queue to --send-queue, but an idle connection keeps little.
+const spareLimit = 64
+
+// Send queues one frame without blocking. When the queue is full the
+// connection is closed as a slow consumer and Send returns false: one slow
+// reader never holds up anyone else.
+func (c *Conn) Send(frame []byte) bool {
+	c.mu.Lock()
+	if c.sealed {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.cfg.SendQueue {
+		c.mu.Unlock()
+		c.Close(CloseSlowConsumer)
+		return false
+	}
+	if c.queue == nil {
+		c.queue, c.spare = c.spare, nil
+	}
+	c.queue = append(c.queue, frame)
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	if start {
+		go c.write()
+	}
+	return true
+}
+
+// startWriterLocked reports whether the caller must start a writer: there
+// is work (frames, or a close to carry out) and none is running.
+func (c *Conn) startWriterLocked() bool {
+	if !c.serving || c.writing || (len(c.queue) == 0 && !c.closed) {
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// write is the writer goroutine: it writes what is queued, in bursts, and
+// exits when the queue is empty, or carries out the close once closed.
+func (c *Conn) write() {
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue = nil
+		if len(batch) == 0 {
+			if c.closed {
+				c.mu.Unlock()
+				c.finish()
+				return // writing stays set: no writer after the close
+			}
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		err := c.writeBurst(batch)
+		clear(batch) // let the frames go
+		c.mu.Lock()
+		if cap(batch) <= spareLimit {
+			c.spare = batch[:0]
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.Close(CloseClientGone)
+		}
+	}
+}
+
+// writeBurst writes frames with one deadline and, when the listener allows,
+// one system call.
+func (c *Conn) writeBurst(frames [][]byte) error {
+	if c.raw != nil {
+		c.raw.Hold()
+	}
+	err := c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	for _, f := range frames {
+		if err != nil {
+			break
+		}
+		err = c.ws.WriteMessage(websocket.TextMessage, f)
+	}
+	if c.raw != nil {
+		if rerr := c.raw.Release(); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+// ping runs on the ping timer. Control frames may be written concurrently
+// with the writer's data frames.
+func (c *Conn) ping() {
+	c.mu.Lock()
+	if c.closed || c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.pings.Add(1)
+	c.mu.Unlock()
+	err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout))
+	c.pings.Done()
+	if err != nil {
+		c.Close(CloseClientGone)
+		return
+	}
+	c.pingTimer.Reset(c.cfg.PingInterval)
+}
+
+// finish writes what a graceful close owes the client (the frames queued
+// before it, then the close frame) and closes the socket, which ends the
+// reader. It runs once, in the last writer.
+func (c *Conn) finish() {
+	defer close(c.done)
+	reason := c.Reason()
+	if reason.graceful() {
+		for {
+			c.mu.Lock()
+			batch := c.queue
+			c.queue = nil
+			if len(batch) == 0 {
+				// Sealed only now: a frame sent while the client still
+				// listens is written before the close, not refused.
+				c.sealed = true
+				c.mu.Unlock()
+				break
+			}
+			c.mu.Unlock()
+			if c.writeBurst(batch) != nil {
+				c.mu.Lock()
+				c.sealed, c.queue = true, nil
+				c.mu.Unlock()
+				break
+			}
+		}
+	}
+	if reason.Code != 0 && reason != CloseTooBig {
+		msg := websocket.FormatCloseMessage(reason.Code, reason.Text)
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	}
+	// Closing a socket with unread input resets it, and a reset can destroy
+	// the close frame before the client reads it. So let the client answer
+	// first: wait for its close (the reader ends), or, when the reader has
+	// already stopped at an oversized frame, read and discard the rest.
+	switch {
+	case reason == CloseTooBig:
+		nc := c.ws.NetConn()
+		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, int64(4*c.cfg.MaxFrame)))
+	case reason.Code != 0:
+		select {
+		case <-c.readerDone:
+		case <-time.After(closeGrace):
+		}
+	}
+	c.closeSocket()
+}
+
+// closeSocket closes the TCP connection, which ends the reader. The
+// WebSocket's own Close does not: fasthttp's hijacked connection ignores
+// Close and closes the socket only after the handler returns.
+func (c *Conn) closeSocket() {
+	switch u := c.ws.NetConn().(type) {
+	case interface{ UnsafeConn() net.Conn }:
+		_ = u.UnsafeConn().Close()
+	default:
+		_ = c.ws.Close()
+	}
+}
