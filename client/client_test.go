@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/shardchat/shard/internal/wait"
 )
 
 // testTimeout bounds every wait of these tests: generous, since a loopback
@@ -199,23 +201,6 @@ func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	case <-ch:
 	case <-time.After(testTimeout):
 		t.Fatalf("timed out after %v waiting for %s", testTimeout, what)
-	}
-}
-
-// checkFor polls f until it returns nil, failing the test with its last
-// error after total.
-func checkFor(t *testing.T, total, interval time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(interval)
 	}
 }
 
@@ -688,7 +673,7 @@ func TestCloseIsIdempotentAndStopsEveryGoroutine(t *testing.T) {
 	}
 
 	s.close()
-	checkFor(t, testTimeout, 10*time.Millisecond, func() error {
+	wait.For(t, testTimeout, 10*time.Millisecond, func() error {
 		if n := runtime.NumGoroutine(); n > base {
 			buf := make([]byte, 1<<16)
 			return fmt.Errorf("%d goroutines, %d before the test:\n%s", n, base, buf[:runtime.Stack(buf, true)])

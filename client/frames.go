@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // Frame types a client sends (SPEC section 4).
@@ -31,9 +33,6 @@ const (
 	CodeUnavailable  = "unavailable"  // retry later
 	CodeUnauthorized = "unauthorized" // only on a refused upgrade
 )
-
-// maxIDLen bounds user ids, room names and frame ids (SPEC section 3).
-const maxIDLen = 64
 
 // Frame is one outgoing client frame. ID is filled in ("c1", "c2", ...) when
 // empty; a given one must be a valid id (see ValidID) not already awaiting an
@@ -105,21 +104,7 @@ func (e *HandshakeError) Error() string {
 
 // ValidID reports whether s is a well-formed user id, room name or frame id:
 // 1 to 64 characters of A-Z a-z 0-9 _ . @ - (SPEC section 3).
-func ValidID(s string) bool {
-	if len(s) == 0 || len(s) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '_', c == '.', c == '@', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+func ValidID(s string) bool { return protocol.ValidID(s) }
 
 // inbound is any server frame; Type says which fields mean something.
 type inbound struct {

@@ -9,24 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// checkFor polls f every interval until it returns nil, and fails the test with f's last
-// error if that has not happened within total (after nats-server's test helper).
-func checkFor(t testing.TB, total, interval time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still not true after %v: %v", total, err)
-		}
-		time.Sleep(interval)
-	}
-}
+	"github.com/shardchat/shard/internal/wait"
+)
 
 // syncBuffer collects one node's log; it is printed only when the test fails.
 type syncBuffer struct {
@@ -82,7 +67,7 @@ func cluster(t testing.TB, n int) []*Gossip {
 	for i := 2; i <= n; i++ {
 		nodes = append(nodes, start(t, testConfig(t, fmt.Sprintf("n%d", i), nodes[0].LocalAddr())))
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		for _, g := range nodes {
 			if got := names(g.Alive()); len(got) != n {
 				return fmt.Errorf("%s sees alive %v, want %d members", g.LocalName(), got, n)
@@ -171,7 +156,7 @@ func TestGracefulLeaveIsListedLeftAndLeavesTheRing(t *testing.T) {
 		t.Errorf("Leave after Shutdown returned nil, want an error (and no panic)")
 	}
 
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 2*time.Second, 10*time.Millisecond, func() error {
 		for _, g := range nodes[:2] {
 			if m, ok := find(g.Members(), "n3"); !ok || m.State != StateLeft {
 				return fmt.Errorf("%s lists n3 as %+v, want left", g.LocalName(), m)
@@ -195,7 +180,7 @@ func TestCrashIsListedDeadWithinFiveSeconds(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	seen := map[string]time.Duration{}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		var err error
 		for _, g := range nodes[:2] {
 			if _, ok := seen[g.LocalName()]; ok {
@@ -329,7 +314,7 @@ func TestSeedThatStartsLateIsJoined(t *testing.T) {
 		t.Fatalf("Start retrying a late seed: %v", r.err)
 	}
 	t.Cleanup(func() { _ = r.g.Shutdown() })
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 2*time.Second, 10*time.Millisecond, func() error {
 		if _, ok := find(seed.Alive(), "early"); !ok {
 			return fmt.Errorf("seed sees %v, want early among them", names(seed.Alive()))
 		}
@@ -361,7 +346,7 @@ func TestWrongClusterKeyCannotJoin(t *testing.T) {
 	cfg = testConfig(t, "friend", keeper.LocalAddr())
 	cfg.ClusterKey = "right"
 	start(t, cfg)
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 2*time.Second, 10*time.Millisecond, func() error {
 		if got := names(keeper.Alive()); strings.Join(got, ",") != "friend,keeper" {
 			return fmt.Errorf("keeper sees %v, want friend,keeper", got)
 		}
@@ -417,7 +402,7 @@ func TestRestartUnderSameNameAtNewAddressIsReadmitted(t *testing.T) {
 	nodes := cluster(t, 3)
 	oldAddr := nodes[2].LocalAddr()
 	_ = nodes[2].Shutdown()
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		for _, g := range nodes[:2] {
 			if m, _ := find(g.Members(), "n3"); m.State != StateDead {
 				return fmt.Errorf("%s lists n3 as %q, want dead", g.LocalName(), m.State)
@@ -431,7 +416,7 @@ func TestRestartUnderSameNameAtNewAddressIsReadmitted(t *testing.T) {
 	if n3.LocalAddr() == oldAddr {
 		t.Skipf("port 0 gave the old port back (%s); nothing to test", oldAddr)
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for _, g := range append(nodes[:2:2], n3) {
 			m, ok := find(g.Alive(), "n3")
 			if !ok || m.Addr != n3.LocalAddr() {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 )
 
@@ -185,7 +186,7 @@ func TestMetricsExposeTheSpecCounters(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	testcluster.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 2*time.Second, 10*time.Millisecond, func() error {
 		if got := c.Counter(1, "shard_deliveries_total"); got != 1 {
 			return fmt.Errorf("node 1 counts %v deliveries, want 1", got)
 		}

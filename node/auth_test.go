@@ -13,6 +13,7 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 )
 
@@ -115,7 +116,7 @@ func TestConnectionCapRefusesWith503(t *testing.T) {
 	}
 	assertErrorBody(t, resp, "unavailable")
 	a.Close()
-	testcluster.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 20*time.Millisecond, func() error {
 		ws, _, err := websocket.DefaultDialer.Dial(c.URL(0)+"?user=c", nil)
 		if err != nil {
 			return err

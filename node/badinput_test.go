@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 )
 
@@ -179,7 +180,7 @@ func TestRateLimitRefusesFramesBeyondTheBucket(t *testing.T) {
 		t.Fatalf("%d pongs and %d rate_limited of %d frames, want about 10 pongs (the burst) and the rest limited", pongs, limited, frames)
 	}
 	// The connection stays open and recovers as the bucket refills.
-	testcluster.CheckFor(t, 3*time.Second, 100*time.Millisecond, func() error {
+	wait.For(t, 3*time.Second, 100*time.Millisecond, func() error {
 		rc.write(websocket.TextMessage, `{"type":"ping","id":"again"}`)
 		if f := rc.read(); f["type"] != "pong" {
 			return errors.New("still rate limited")

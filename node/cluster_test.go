@@ -9,6 +9,7 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 )
 
@@ -93,7 +94,7 @@ func TestDirectMessageToUserWithNoConnectionIsOffline(t *testing.T) {
 		sendOK(t, alice, "bob", "now?", "delivered")
 		recvMsg(t, bob, "bob")
 		bob.Close()
-		testcluster.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			ack, err := alice.Send(ctxFor(t), "bob", "gone?")
 			if err != nil {
 				return err
@@ -230,7 +231,7 @@ func TestLeaveStopsRoomMessages(t *testing.T) {
 	}
 	// Closing a connection ends its membership.
 	stays.Close()
-	testcluster.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		ack, err := sender.SendRoom(ctx, "lobby", "anyone left?")
 		if err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 )
 
@@ -275,7 +276,7 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	c.WaitRing(3)
 
 	// Goroutines and memory come back to their level.
-	testcluster.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+	wait.For(t, 20*time.Second, 100*time.Millisecond, func() error {
 		if g := runtime.NumGoroutine(); g > goroutines0+10 {
 			var b strings.Builder
 			pprof.Lookup("goroutine").WriteTo(&b, 1)

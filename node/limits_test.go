@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 )
 
@@ -45,7 +46,7 @@ func TestSlowConsumerIsCutWithoutHoldingUpOthers(t *testing.T) {
 			t.Fatalf("the reading member stalled at message %d", i)
 		}
 	}
-	testcluster.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if got := c.Counter(1, "shard_connections_closed_total", "reason=slow_consumer"); got != 1 {
 			return fmt.Errorf("%v slow consumers cut, want 1", got)
 		}
@@ -78,7 +79,7 @@ func TestSilentConnectionIsClosedAfterTwoPingIntervals(t *testing.T) {
 	defer silent.Close()
 	// A client that reads answers the pings and stays.
 	alive := c.Dial(0, "awake")
-	testcluster.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if got := c.Counter(0, "shard_connections_closed_total", "reason=ping_timeout"); got != 1 {
 			return fmt.Errorf("%v connections closed for silence, want 1", got)
 		}

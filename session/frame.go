@@ -6,6 +6,8 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // Client frame types (SPEC section 4).
@@ -32,9 +34,6 @@ const (
 	StatusOK        = "ok"
 )
 
-// MaxIDLen bounds user ids, room names and client frame ids.
-const MaxIDLen = 64
-
 // Frame is one decoded client frame. Its strings may share memory with the
 // payload it was decoded from, which must therefore never be modified.
 type Frame struct {
@@ -55,23 +54,8 @@ type FrameError struct {
 
 func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
 
-// ValidID reports whether s is a well-formed user id, room name or frame id:
-// 1 to 64 characters of A-Z a-z 0-9 _ . @ -.
-func ValidID(s string) bool {
-	if len(s) == 0 || len(s) > MaxIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '_', c == '.', c == '@', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidID reports whether s is a well-formed user id, room name or frame id.
+func ValidID(s string) bool { return protocol.ValidID(s) }
 
 // field presence bits, so that `"to":""` (malformed) differs from no `to`.
 const (

@@ -23,6 +23,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 )
 
 // TestBrowserChatThroughNginxSurvivesDrainAndCrash is what a person does with the
@@ -176,7 +177,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	// What went over the wire so far, bob's drained socket included: every
 	// frame the pages sent carries an id, and each id got exactly one answer.
 	for _, p := range pages {
-		testcluster.CheckFor(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
+		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
 		p.checkNoExceptions()
 		t.Logf("%s's page: %s, each id answered once", p.name, p.frameSummary())
 	}
@@ -268,7 +269,7 @@ func startCluster(t *testing.T) []*testcluster.Process {
 		p.WaitReady(t)
 	}
 	for _, p := range procs {
-		testcluster.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 			v, err := p.Cluster()
 			if err != nil {
 				return err
@@ -336,7 +337,7 @@ func startNginx(t *testing.T, nginx string, procs []*testcluster.Process) string
 		}
 	})
 	base := "http://" + listen
-	testcluster.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case err := <-done:
 			log, _ := os.ReadFile(errLog)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/router"
 )
 
@@ -104,7 +105,7 @@ func TestThreeProcessesFormOneCluster(t *testing.T) {
 		procs = append(procs, p)
 	}
 	for _, p := range procs {
-		testcluster.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 			v, err := p.Cluster()
 			if err != nil {
 				return err
@@ -149,7 +150,7 @@ func TestThreeProcessesFormOneCluster(t *testing.T) {
 	if code := procs[1].Wait(10 * time.Second); code != 0 {
 		t.Fatalf("n2 exited %d after SIGTERM, want 0\n%s", code, procs[1].Output())
 	}
-	testcluster.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+	wait.For(t, 5*time.Second, 50*time.Millisecond, func() error {
 		v, err := procs[0].Cluster()
 		if err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 )
 
 // clusterNode is one shard process of a membership test, restartable under
@@ -146,7 +147,7 @@ func TestRollingChangesLoseNothingSilently(t *testing.T) {
 	nodes[1].start(t, nodes[0].gossipAddr)
 	nodes[2].start(t, nodes[0].gossipAddr)
 	waitRing := func(want int, who []*clusterNode) {
-		testcluster.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		wait.For(t, 20*time.Second, 50*time.Millisecond, func() error {
 			for _, n := range who {
 				if got := ringSize(n); got != want {
 					return fmt.Errorf("%s routes by a ring of %d, want %d", n.name, got, want)
@@ -318,7 +319,7 @@ func TestRollingChangesLoseNothingSilently(t *testing.T) {
 	close(stop)
 	<-trafficDone
 	// Let the last answers and deliveries arrive.
-	testcluster.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		led.mu.Lock()
 		defer led.mu.Unlock()
 		for _, s := range led.sends {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 )
 
 // testNet is a network namespace joined to the host by a veth pair: a
@@ -144,7 +145,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 	all := []*clusterNode{n1, n2, n3}
 	waitRing := func(want int, who []*clusterNode, within time.Duration) {
 		t.Helper()
-		testcluster.CheckFor(t, within, 50*time.Millisecond, func() error {
+		wait.For(t, within, 50*time.Millisecond, func() error {
 			version := ""
 			for _, n := range who {
 				v, err := n.proc.Cluster()
@@ -206,7 +207,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 	// The cut-off side sees the others die too. Hold the cut past
 	// memberlist's GossipToTheDeadTime (15 s), after which neither side
 	// gossips to the other any more: only the reconnect loop can heal it.
-	testcluster.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+	wait.For(t, 15*time.Second, 200*time.Millisecond, func() error {
 		out, err := exec.Command("ip", "netns", "exec", tn.ns, "curl", "-s", "http://"+n3.http+"/api/cluster").Output()
 		if err != nil {
 			return fmt.Errorf("ask n3 inside its namespace: %v", err)
@@ -235,7 +236,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 	// Directories are right again: every node, asked about every user, names
 	// the node that holds the user's connection now, and messages arrive.
 	users := map[string]*client.Client{"alice": alice, "bob": bob, "dave": dave}
-	testcluster.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+	wait.For(t, 30*time.Second, 100*time.Millisecond, func() error {
 		for name, cl := range users {
 			want := cl.Welcome().Node // of the current connection, or of the last one
 			for _, n := range all {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shardchat/shard/internal/wait"
 )
 
 var (
@@ -153,7 +155,7 @@ func (p *Process) Output() string { return p.out.String() }
 // WaitReady polls /readyz until it answers 200.
 func (p *Process) WaitReady(t testing.TB) {
 	t.Helper()
-	CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+	wait.For(t, 20*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case <-p.done:
 			t.Fatalf("%s exited: %v\n%s", p.Name, p.err, p.Output())

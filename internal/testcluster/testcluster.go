@@ -15,25 +15,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 )
-
-// CheckFor polls f every interval until it returns nil, and fails the test
-// with f's last error once total has passed.
-func CheckFor(t testing.TB, total, interval time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", total, err)
-		}
-		time.Sleep(interval)
-	}
-}
 
 // Cluster is a set of in-process nodes that joined each other.
 type Cluster struct {
@@ -91,7 +75,7 @@ func Start(t testing.TB, n int, edit func(i int, cfg *node.Config)) *Cluster {
 // members.
 func (c *Cluster) WaitRing(want int) {
 	c.t.Helper()
-	CheckFor(c.t, 15*time.Second, 20*time.Millisecond, func() error {
+	wait.For(c.t, 15*time.Second, 20*time.Millisecond, func() error {
 		version := ""
 		for _, nd := range c.Nodes {
 			rg := nd.Router().Ring()
