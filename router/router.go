@@ -352,17 +352,7 @@ func (r *Router) Closed(c *session.Conn, reason session.CloseReason) {
 // Locations answers where key's connections are, through its owner and
 // without caching: for the HTTP API.
 func (r *Router) Locations(ctx context.Context, key Key) ([]Location, error) {
-	return r.retryUnsettled(func() ([]Location, error) {
-		v := r.view.Load()
-		owner := v.ring.Owner(key.Name)
-		switch owner {
-		case "":
-			return nil, ErrNoRing
-		case r.cfg.Self:
-			return r.lookupOwned(key, "", time.Time{}, v.version)
-		}
-		return r.askOwner(ctx, owner, key, v.version, false)
-	})
+	return r.retryUnsettled(func() ([]Location, error) { return r.locateOnce(ctx, key, false) })
 }
 
 // Publish routes a message that comes from the HTTP API rather than from a
@@ -587,10 +577,12 @@ var errRecipientMoving = errors.New("the recipient's connection is closing")
 // directory when it owns key, else from the cache or the owner. While the
 // cluster cannot tell (the ring just changed), it retries for settleWait.
 func (r *Router) locate(key Key) ([]Location, error) {
-	return r.retryUnsettled(func() ([]Location, error) { return r.locateOnce(key) })
+	return r.retryUnsettled(func() ([]Location, error) { return r.locateOnce(context.Background(), key, true) })
 }
 
-func (r *Router) locateOnce(key Key) ([]Location, error) {
+// locateOnce asks once: this node's directory, or the cache (when cached
+// answers will do), or the owner.
+func (r *Router) locateOnce(ctx context.Context, key Key, useCache bool) ([]Location, error) {
 	v := r.view.Load()
 	owner := v.ring.Owner(key.Name)
 	switch owner {
@@ -598,6 +590,9 @@ func (r *Router) locateOnce(key Key) ([]Location, error) {
 		return nil, ErrNoRing
 	case r.cfg.Self:
 		return r.lookupOwned(key, "", time.Time{}, v.version)
+	}
+	if !useCache {
+		return r.askOwner(ctx, owner, key, v.version, false)
 	}
 	now := time.Now()
 	locs, hit, f, leader := r.cache.get(key, now)
@@ -610,7 +605,7 @@ func (r *Router) locateOnce(key Key) ([]Location, error) {
 		return f.locs, f.err
 	}
 	r.m.LookupCache.WithLabelValues("miss").Inc()
-	locs, err := r.askOwner(context.Background(), owner, key, v.version, true)
+	locs, err := r.askOwner(ctx, owner, key, v.version, true)
 	r.cache.finish(key, f, locs, err, now.Add(r.cfg.CacheTTL))
 	return locs, err
 }
