@@ -256,6 +256,8 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 			return
 		}
 		answer(result{status: session.StatusOK})
+	case session.TypeSync:
+		answer(result{err: errNoStore})
 	case session.TypeLeave:
 		if c.Leave(f.Room) {
 			if err := r.updateLocal(Key{Room: true, Name: f.Room}, c, false); err != nil {
@@ -267,7 +269,10 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 	}
 }
 
-var errNotMember = errors.New("not a member")
+var (
+	errNotMember = errors.New("not a member")
+	errNoStore   = errors.New("this cluster keeps no history: it runs without a message store")
+)
 
 func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 	var frame []byte
@@ -275,6 +280,9 @@ func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 	case res.err == errNotMember:
 		r.m.answerStatus.WithLabelValues(session.CodeNotMember).Inc()
 		frame = session.AppendError(nil, id, session.CodeNotMember, "join the room before sending to it")
+	case res.err == errNoStore:
+		r.m.answerStatus.WithLabelValues(session.CodeUnavailable).Inc()
+		frame = session.AppendError(nil, id, session.CodeUnavailable, res.err.Error())
 	case res.err == session.ErrTooManyRooms:
 		r.m.answerStatus.WithLabelValues(session.CodeBadRequest).Inc()
 		frame = session.AppendError(nil, id, session.CodeBadRequest, res.err.Error())

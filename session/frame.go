@@ -16,6 +16,7 @@ const (
 	TypeJoin  = "join"
 	TypeLeave = "leave"
 	TypePing  = "ping"
+	TypeSync  = "sync"
 )
 
 // Error codes a client may see (SPEC section 4).
@@ -42,6 +43,12 @@ type Frame struct {
 	To   string
 	Room string
 	Body string
+	Key  string // send: idempotency key, optional
+	// After (sync) and Since (join) are stream offsets; HasSince tells a
+	// join that asks for a replay from one that does not.
+	After    int64
+	Since    int64
+	HasSince bool
 }
 
 // FrameError says why a client frame was refused. ID is set when the frame
@@ -64,6 +71,9 @@ const (
 	hasTo
 	hasRoom
 	hasBody
+	hasKey
+	hasAfter
+	hasSince
 )
 
 // DecodeFrame parses and validates one client frame. Validation comes before
@@ -112,11 +122,15 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		if f.Body == "" {
 			return fail("body must be a non-empty string")
 		}
+		if seen&hasKey != 0 && !ValidID(f.Key) {
+			return fail("key must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+		}
 	case TypeJoin, TypeLeave:
 		if seen&hasRoom == 0 || !ValidID(f.Room) {
 			return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		}
-	case TypePing:
+		f.HasSince = f.Type == TypeJoin && seen&hasSince != 0
+	case TypePing, TypeSync:
 	case "":
 		return fail("type is missing")
 	default:
@@ -158,6 +172,23 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 			dst, bit = &f.Room, hasRoom
 		case "body":
 			dst, bit = &f.Body, hasBody
+		case "key":
+			dst, bit = &f.Key, hasKey
+		case "after", "since":
+			n, next, ok := readOffset(s, i)
+			i = next
+			if !ok {
+				if bad == "" {
+					bad = key + " must be a non-negative integer"
+				}
+				continue
+			}
+			if key == "after" {
+				f.After, seen = n, seen|hasAfter
+			} else {
+				f.Since, seen = n, seen|hasSince
+			}
+			continue
 		}
 		if dst == nil {
 			i = skipValue(s, i)
@@ -174,6 +205,27 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 		*dst, i = readString(s, i)
 		seen |= bit
 	}
+}
+
+// maxOffset bounds offsets to what a JavaScript number holds exactly.
+const maxOffset = 1<<53 - 1
+
+// readOffset reads a non-negative integer at s[i]; anything else (a
+// string, a fraction, an exponent, a sign) is refused but skipped.
+func readOffset(s string, i int) (int64, int, bool) {
+	end := skipValue(s, i)
+	var n int64
+	if i == end {
+		return 0, end, false
+	}
+	for j := i; j < end; j++ {
+		c := s[j]
+		if c < '0' || c > '9' || n > (maxOffset-int64(c-'0'))/10 {
+			return 0, end, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, end, true
 }
 
 func skipSpace(s string, i int) int {

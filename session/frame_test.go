@@ -18,6 +18,9 @@ func TestDecodeFrameAcceptsEveryClientFrame(t *testing.T) {
 		{`{"type":"leave","id":"c4","room":"lobby"}`, Frame{Type: "leave", ID: "c4", Room: "lobby"}},
 		{`{"type":"ping","id":"c5"}`, Frame{Type: "ping", ID: "c5"}},
 		{`{"type":"ping"}`, Frame{Type: "ping"}},
+		{`{"type":"sync","id":"s1","after":41}`, Frame{Type: "sync", ID: "s1", After: 41}},
+		{`{"type":"join","id":"j","room":"r","since":0}`, Frame{Type: "join", ID: "j", Room: "r", HasSince: true}},
+		{`{"type":"send","to":"b","body":"x","key":"k-1"}`, Frame{Type: "send", To: "b", Body: "x", Key: "k-1"}},
 		// Unknown fields are skipped, whatever their shape.
 		{` { "x" : [1, {"y": "}"}], "type" : "ping", "z": null, "n": -1.5e3 } `, Frame{Type: "ping"}},
 		// Escapes are decoded.
@@ -120,7 +123,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			if !ValidID(fr.Room) {
 				t.Fatalf("accepted %s %+v", fr.Type, fr)
 			}
-		case TypePing:
+		case TypePing, TypeSync:
 		default:
 			t.Fatalf("accepted type %q", fr.Type)
 		}
@@ -151,5 +154,22 @@ func BenchmarkEncodeMsg(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = AppendMsg(buf[:0], m)
+	}
+}
+
+func TestDecodeFrameRefusesBadOffsetsAndKeys(t *testing.T) {
+	for _, in := range []string{
+		`{"type":"sync","id":"s","after":-1}`,
+		`{"type":"sync","id":"s","after":1.5}`,
+		`{"type":"sync","id":"s","after":"4"}`,
+		`{"type":"sync","id":"s","after":1e3}`,
+		`{"type":"sync","id":"s","after":9007199254740992}`,
+		`{"type":"join","id":"s","room":"r","since":null}`,
+		`{"type":"send","id":"s","to":"b","body":"x","key":"has space"}`,
+		`{"type":"send","id":"s","to":"b","body":"x","key":""}`,
+	} {
+		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != CodeBadRequest {
+			t.Errorf("%s: %v, want bad_request with id s", in, err)
+		}
 	}
 }
