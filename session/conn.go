@@ -104,6 +104,8 @@ type Conn struct {
 	draining bool          // answer new frames with unavailable
 	drained  chan struct{} // closed when inflight drops to 0 while draining
 	rooms    map[string]struct{}
+	replays  map[string][]heldFrame // rooms being replayed: live messages held meanwhile
+	space    chan struct{}          // signalled when the writer empties the queue
 
 	readerDone chan struct{} // closed when the reader has stopped
 	pingTimer  *time.Timer
@@ -126,6 +128,7 @@ func New(id uint64, user string, cfg Config) *Conn {
 		closing:    make(chan struct{}),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		space:      make(chan struct{}, 1),
 		tokens:     float64(2 * cfg.Rate),
 		refill:     time.Now(),
 	}

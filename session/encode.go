@@ -14,6 +14,7 @@ type Msg struct {
 	Room string
 	Body string
 	TS   int64 // milliseconds since the epoch, stamped by the sender's node
+	Seq  int64 // offset in the stream the recipient reads it from; 0 without a store
 }
 
 // AppendMsg appends the `msg` frame for m to b. A message is encoded once
@@ -34,6 +35,10 @@ func AppendMsg(b []byte, m *Msg) []byte {
 	b = appendString(b, m.Body)
 	b = append(b, `,"ts":`...)
 	b = strconv.AppendInt(b, m.TS, 10)
+	if m.Seq > 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendInt(b, m.Seq, 10)
+	}
 	return append(b, '}')
 }
 
@@ -46,16 +51,42 @@ func AppendWelcome(b []byte, user, node string) []byte {
 	return append(b, '}')
 }
 
-// AppendAck appends an ack. recipients < 0 leaves the field out, which is
-// right for every status but `sent`.
+// Ack is an answer that accepts a frame.
+type Ack struct {
+	ID         string
+	Status     string
+	Recipients int   // room sends; < 0 leaves it out, right for every status but `sent`
+	Seq        int64 // with a store: the message's offset; 0 leaves it out
+	Last       int64 // sync: the newest offset of the stream
+	More       bool  // sync: offsets after the page remain
+	Page       bool  // sync: write last and more
+}
+
+// AppendAck appends an ack without optional fields but recipients, which
+// recipients < 0 leaves out.
 func AppendAck(b []byte, id, status string, recipients int) []byte {
+	return AppendAckFrame(b, &Ack{ID: id, Status: status, Recipients: recipients})
+}
+
+// AppendAckFrame appends a.
+func AppendAckFrame(b []byte, a *Ack) []byte {
 	b = append(b, `{"type":"ack"`...)
-	b = appendID(b, id)
+	b = appendID(b, a.ID)
 	b = append(b, `,"status":`...)
-	b = appendString(b, status)
-	if recipients >= 0 {
+	b = appendString(b, a.Status)
+	if a.Recipients >= 0 {
 		b = append(b, `,"recipients":`...)
-		b = strconv.AppendInt(b, int64(recipients), 10)
+		b = strconv.AppendInt(b, int64(a.Recipients), 10)
+	}
+	if a.Seq > 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendInt(b, a.Seq, 10)
+	}
+	if a.Page {
+		b = append(b, `,"last":`...)
+		b = strconv.AppendInt(b, a.Last, 10)
+		b = append(b, `,"more":`...)
+		b = strconv.AppendBool(b, a.More)
 	}
 	return append(b, '}')
 }

@@ -33,6 +33,7 @@ const (
 	StatusOffline   = "offline"
 	StatusSent      = "sent"
 	StatusOK        = "ok"
+	StatusStored    = "stored" // with a store: no connection got it now; it waits in the inbox
 )
 
 // Frame is one decoded client frame. Its strings may share memory with the

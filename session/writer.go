@@ -1,8 +1,11 @@
 package session
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
+	"sort"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -23,25 +26,118 @@ const spareLimit = 64
 // reader never holds up anyone else.
 func (c *Conn) Send(frame []byte) bool {
 	c.mu.Lock()
+	ok, full := c.queueLocked(frame)
+	start := ok && c.startWriterLocked()
+	c.mu.Unlock()
+	c.afterQueue(start, full)
+	return ok
+}
+
+// queueLocked adds frame to the queue, unless sealed or full.
+func (c *Conn) queueLocked(frame []byte) (ok, full bool) {
 	if c.sealed {
-		c.mu.Unlock()
-		return false
+		return false, false
 	}
 	if len(c.queue) >= c.cfg.SendQueue {
-		c.mu.Unlock()
-		c.Close(CloseSlowConsumer)
-		return false
+		return false, true
 	}
 	if c.queue == nil {
 		c.queue, c.spare = c.spare, nil
 	}
 	c.queue = append(c.queue, frame)
-	start := c.startWriterLocked()
-	c.mu.Unlock()
+	return true, false
+}
+
+func (c *Conn) afterQueue(start, full bool) {
+	if full {
+		c.Close(CloseSlowConsumer)
+	}
 	if start {
 		go c.write()
 	}
+}
+
+// heldFrame is a live room message that arrived while the room's history
+// was being replayed to this connection.
+type heldFrame struct {
+	seq   int64
+	frame []byte
+}
+
+// BeginReplay makes live messages of room wait until EndReplay, so that a
+// replay of the room's history hands over to live delivery with no gap and
+// no duplicate.
+func (c *Conn) BeginReplay(room string) {
+	c.mu.Lock()
+	if c.replays == nil {
+		c.replays = make(map[string][]heldFrame)
+	}
+	c.replays[room] = []heldFrame{}
+	c.mu.Unlock()
+}
+
+// SendRoom queues a live message of room whose offset in the room's stream
+// is seq (0 without a store). During a replay of room it waits instead.
+func (c *Conn) SendRoom(room string, seq int64, frame []byte) bool {
+	c.mu.Lock()
+	held, replaying := c.replays[room]
+	if !replaying {
+		ok, full := c.queueLocked(frame)
+		start := ok && c.startWriterLocked()
+		c.mu.Unlock()
+		c.afterQueue(start, full)
+		return ok
+	}
+	if c.sealed || len(held) >= c.cfg.SendQueue {
+		full := !c.sealed
+		c.mu.Unlock()
+		c.afterQueue(false, full)
+		return false
+	}
+	c.replays[room] = append(held, heldFrame{seq, frame})
+	c.mu.Unlock()
 	return true
+}
+
+// EndReplay ends the replay of room, which wrote offsets up to through: the
+// live messages held meanwhile are queued in offset order, those the replay
+// already wrote left out.
+func (c *Conn) EndReplay(room string, through int64) {
+	c.mu.Lock()
+	held := c.replays[room]
+	delete(c.replays, room)
+	sort.Slice(held, func(i, j int) bool { return held[i].seq < held[j].seq })
+	ok, full := true, false
+	for _, h := range held {
+		if h.seq > through && ok {
+			ok, full = c.queueLocked(h.frame)
+		}
+	}
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	c.afterQueue(start, full)
+}
+
+// WaitQueue waits until at most n frames are queued: a replay writes page
+// after page without ever tripping the slow-consumer limit.
+func (c *Conn) WaitQueue(ctx context.Context, n int) error {
+	for {
+		c.mu.Lock()
+		queued, closed := len(c.queue), c.closed
+		c.mu.Unlock()
+		switch {
+		case closed:
+			return errors.New("connection closed")
+		case queued <= n:
+			return nil
+		}
+		select {
+		case <-c.space:
+		case <-c.closing:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // startWriterLocked reports whether the caller must start a writer: there
@@ -72,6 +168,10 @@ func (c *Conn) write() {
 			return
 		}
 		c.mu.Unlock()
+		select { // the queue is empty now: tell a waiting replay
+		case c.space <- struct{}{}:
+		default:
+		}
 		err := c.writeBurst(batch)
 		clear(batch) // let the frames go
 		c.mu.Lock()
