@@ -77,26 +77,34 @@ func (r *Router) registerLocked(owner string, regs []registration) <-chan error 
 	return done
 }
 
-// deliverDirect queues frame to every local connection of to, and of
-// copyTo (the sender's other devices) when set, except skip. It returns how
-// many connections of to got it, and how many refused it because they are
-// closing: their user is about to reconnect, not offline.
-func (r *Router) deliverDirect(to, copyTo string, skip *session.Conn, frame []byte) (got, refused int) {
+// deliverDirect queues frame to every local connection of to, and copy to
+// those of copyTo (the sender's other devices) when set, except skip. It
+// returns how many connections of to got it, and how many refused it
+// because they are closing: their user is about to reconnect, not offline.
+func (r *Router) deliverDirect(to, copyTo string, skip *session.Conn, frame, copy []byte) (got, refused int) {
 	r.local.mu.RLock()
 	got, refused = r.sendAll(r.local.conns[Key{Name: to}], skip, frame)
 	if copyTo != "" && copyTo != to {
-		r.sendAll(r.local.conns[Key{Name: copyTo}], skip, frame)
+		r.sendAll(r.local.conns[Key{Name: copyTo}], skip, copy)
 	}
 	r.local.mu.RUnlock()
 	return got, refused
 }
 
-// deliverRoom queues frame to every local connection that joined room,
-// except skip, and returns how many got it.
-func (r *Router) deliverRoom(room string, skip *session.Conn, frame []byte) int {
+// deliverRoom queues frame (offset seq in the room's stream) to every local
+// connection that joined room, except skip, and returns how many got it.
+func (r *Router) deliverRoom(room string, seq int64, skip *session.Conn, frame []byte) int {
 	r.local.mu.RLock()
-	got, _ := r.sendAll(r.local.conns[Key{Room: true, Name: room}], skip, frame)
+	got := 0
+	for _, c := range r.local.conns[Key{Room: true, Name: room}] {
+		if c != skip && c.SendRoom(room, seq, frame) {
+			got++
+		}
+	}
 	r.local.mu.RUnlock()
+	if got > 0 {
+		r.m.Deliveries.Add(float64(got))
+	}
 	return got
 }
 

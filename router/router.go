@@ -233,11 +233,11 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 				return
 			}
 			r.m.ChatMessages.WithLabelValues("room").Inc()
-			r.routeRoom(f.Room, c, frame, answer)
+			r.routeRoom(&forward{a: f.Room, b: c.User, frame: frame}, c, answer)
 			return
 		}
 		r.m.ChatMessages.WithLabelValues("direct").Inc()
-		r.routeDirect(c.User, f.To, c, frame, answer)
+		r.routeDirect(&forward{a: f.To, b: c.User, frame: frame, copy: frame}, c, answer)
 	case session.TypeJoin:
 		room := strings.Clone(f.Room) // kept for the life of the membership
 		added, err := c.Join(room)
@@ -372,10 +372,10 @@ func (r *Router) Publish(ctx context.Context, from, to, room, body string) (stat
 	reply := func(res result) { done <- res }
 	if room != "" {
 		r.m.ChatMessages.WithLabelValues("room").Inc()
-		r.routeRoom(room, nil, frame, reply)
+		r.routeRoom(&forward{a: room, b: from, frame: frame}, nil, reply)
 	} else {
 		r.m.ChatMessages.WithLabelValues("direct").Inc()
-		r.routeDirect(from, to, nil, frame, reply)
+		r.routeDirect(&forward{a: to, frame: frame}, nil, reply)
 	}
 	select {
 	case res := <-done:
@@ -385,14 +385,13 @@ func (r *Router) Publish(ctx context.Context, from, to, room, body string) (stat
 	}
 }
 
-// routeDirect delivers a direct message to every connection of to, and a
-// copy to every connection of from but the sending one (sender, nil for the
-// API). done gets delivered when at least one connection of to got it.
-func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte, done func(result)) {
-	copyTo := from
-	if sender == nil {
-		copyTo = "" // the API's sender has no connections to copy to
-	}
+// routeDirect delivers a direct message (f.a is the recipient) to every
+// connection of the recipient, and f.copy to every connection of f.b, the
+// sender, but the sending one (sender; the API's sender has none, and f.b
+// is empty then). done gets delivered when at least one connection of the
+// recipient got it.
+func (r *Router) routeDirect(f *forward, sender *session.Conn, done func(result)) {
+	to, copyTo := f.a, f.b
 	var targets []string
 	holders := 0
 	if r.cfg.Mode == Broadcast {
@@ -415,13 +414,14 @@ func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte
 		}
 	}
 	fan := &fanout{direct: true, done: done}
-	fan.add(r.deliverDirect(to, copyTo, sender, frame))
+	fan.add(r.deliverDirect(to, copyTo, sender, f.frame, f.copy))
 	if len(targets) == 0 {
 		fan.finish()
 		return
 	}
 	fan.expect(len(targets))
-	payload := (&forward{mode: forwardDirect, a: to, b: copyTo, frame: frame}).append(make([]byte, 0, len(frame)+len(to)+len(copyTo)+8))
+	f.mode = forwardDirect
+	payload := f.append(make([]byte, 0, len(f.frame)+len(f.copy)+len(to)+len(copyTo)+16))
 	for i, node := range targets {
 		if i >= holders {
 			r.links.Request(node, kindForward, 1, payload, fan.reply)
@@ -438,9 +438,11 @@ func (r *Router) routeDirect(from, to string, sender *session.Conn, frame []byte
 	}
 }
 
-// routeRoom delivers a room message to every joined connection but the
-// sending one. done gets the number of connections it was written to.
-func (r *Router) routeRoom(room string, sender *session.Conn, frame []byte, done func(result)) {
+// routeRoom delivers a room message (f.a is the room, f.b the sender's user)
+// to every joined connection but the sending one. done gets the number of
+// connections it was written to.
+func (r *Router) routeRoom(f *forward, sender *session.Conn, done func(result)) {
+	room := f.a
 	var targets []string
 	if r.cfg.Mode == Broadcast {
 		targets = r.others()
@@ -453,17 +455,14 @@ func (r *Router) routeRoom(room string, sender *session.Conn, frame []byte, done
 		targets = r.appendRemote(targets, locs)
 	}
 	fan := &fanout{done: done}
-	fan.add(r.deliverRoom(room, sender, frame), 0)
+	fan.add(r.deliverRoom(room, f.seq, sender, f.frame), 0)
 	if len(targets) == 0 {
 		fan.finish()
 		return
 	}
 	fan.expect(len(targets))
-	sender0 := ""
-	if sender != nil {
-		sender0 = sender.User
-	}
-	payload := (&forward{mode: forwardRoom, a: room, b: sender0, frame: frame}).append(make([]byte, 0, len(frame)+len(room)+len(sender0)+8))
+	f.mode = forwardRoom
+	payload := f.append(make([]byte, 0, len(f.frame)+len(room)+len(f.b)+16))
 	for _, node := range targets {
 		r.links.Request(node, kindForward, 1, payload, fan.reply)
 	}
@@ -703,9 +702,9 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 		}
 		var got, refused int
 		if f.mode == forwardDirect {
-			got, refused = r.deliverDirect(f.a, f.b, nil, f.frame)
+			got, refused = r.deliverDirect(f.a, f.b, nil, f.frame, f.copy)
 		} else {
-			got = r.deliverRoom(f.a, nil, f.frame)
+			got = r.deliverRoom(f.a, f.seq, nil, f.frame)
 		}
 		reply(appendDelivered(nil, got, refused))
 	case kindLookup:

@@ -132,13 +132,28 @@ type forward struct {
 	mode  byte
 	a, b  string // direct: to, from; room: room, sender user
 	frame []byte // the encoded `msg` frame, written as is to each connection
+	// copy is the frame for the sender's other devices when it differs
+	// from frame (with a store, each inbox has its own offset); empty: the
+	// same frame.
+	copy []byte
+	seq  int64 // room: the message's offset in the room's stream (0: none)
 }
 
 func (f *forward) append(b []byte) []byte {
 	b = append(b, f.mode)
 	b = appendStr(b, f.a)
 	b = appendStr(b, f.b)
-	return appendBytes(b, f.frame)
+	b = appendBytes(b, f.frame)
+	if sameBytes(f.copy, f.frame) {
+		b = appendBytes(b, nil) // the receiver takes frame for both
+	} else {
+		b = appendBytes(b, f.copy)
+	}
+	return binary.AppendUvarint(b, uint64(f.seq))
+}
+
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func decodeForward(p []byte) (forward, error) {
@@ -152,11 +167,16 @@ func decodeForward(p []byte) (forward, error) {
 	f.a = d.string()
 	f.b = d.string()
 	f.frame = d.bytes()
+	f.copy = d.bytes()
+	f.seq = int64(d.uvarint())
 	if err := d.done(); err != nil {
 		return f, err
 	}
 	if f.mode != forwardDirect && f.mode != forwardRoom {
 		return f, errMalformed
+	}
+	if len(f.copy) == 0 {
+		f.copy = f.frame
 	}
 	return f, nil
 }
