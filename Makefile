@@ -4,12 +4,13 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin/shard
 
-.PHONY: help build run test test-short deps bench lint fuzz clean
+.PHONY: help build run test deps bench bench-hot lint fuzz clean
 
 help:
 	@echo "make run    - build and start a 3-node cluster behind nginx on loopback (Ctrl-C stops it)"
 	@echo "make test   - install what the tests need, then run every test with the race detector"
-	@echo "make bench  - hot-path benchmarks with allocations"
+	@echo "make bench      - load generator: local 3-node cluster, 300 users, 2,000 msg/s, 10 s (BENCH_ARGS adds flags)"
+	@echo "make bench-hot  - hot-path benchmarks with allocations"
 	@echo "make lint   - gofmt and go vet"
 
 build:
@@ -33,7 +34,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./session/
 	$(GO) test -run '^$$' -fuzz '^FuzzPeerFrame$$' -fuzztime $(FUZZTIME) ./router/
 
+BENCH_ARGS ?=
 bench:
+	$(GO) run ./bench --nodes 3 --users 300 --rate 2000 --duration 10s $(BENCH_ARGS)
+
+bench-hot:
 	$(GO) test -run '^$$' -bench . -benchmem ./session/ ./ring/ ./router/
 
 lint:

@@ -1,0 +1,20 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+	"syscall"
+	"time"
+)
+
+var errNotLinux = errors.New("only on linux")
+
+func setBindNoPort(uintptr) error        { return nil }
+func raiseNofile() (uint64, error)       { return 0, nil }
+func cpuTime() time.Duration             { return 0 }
+func procRSS(int) (int64, error)         { return 0, errNotLinux }
+func procCPU(int) (time.Duration, error) { return 0, errNotLinux }
+func childAttr() *syscall.SysProcAttr    { return nil }
+
+func loadAvg() float64 { return 0 }
