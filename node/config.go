@@ -55,6 +55,9 @@ type Config struct {
 	// MaxConns caps the client connections of this node; past it upgrades
 	// are refused with 503. Default 50000.
 	MaxConns int
+	// Pprof, when set, serves net/http/pprof on this address (keep it on
+	// loopback: it exposes the process). Default empty: off.
+	Pprof string
 	// HandshakeTimeout bounds reading an HTTP request, the WebSocket
 	// upgrade included: a half-open handshake is dropped after it.
 	// Default 5s.

@@ -83,7 +83,7 @@ func writeError(ctx *fasthttp.RequestCtx, status int, code, message string) {
 
 var upgrader = websocket.FastHTTPUpgrader{
 	HandshakeTimeout: upgradeTimeout,
-	ReadBufferSize:   1024,
+	ReadBufferSize:   512, // most chat frames fit; larger ones take more reads
 	WriteBufferSize:  1024,
 	WriteBufferPool:  &sync.Pool{}, // a buffer only while a frame is being written
 	Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
@@ -147,8 +147,10 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	}
 	raw, _ := ctx.Conn().(*session.CoalescingConn)
 	err := upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
-		defer n.removeConn(c)
-		c.Serve(ws, raw, n.router)
+		go func() {
+			defer n.removeConn(c)
+			c.Serve(ws, raw, n.router)
+		}()
 	})
 	if err != nil {
 		n.router.Closed(c, session.CloseClientGone)

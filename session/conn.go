@@ -105,7 +105,7 @@ type Conn struct {
 	drained  chan struct{} // closed when inflight drops to 0 while draining
 	rooms    map[string]struct{}
 	replays  map[string][]heldFrame // rooms being replayed: live messages held meanwhile
-	space    chan struct{}          // signalled when the writer empties the queue
+	space    chan struct{}          // signalled when the writer empties the queue; made by WaitQueue
 
 	readerDone chan struct{} // closed when the reader has stopped
 	pingTimer  *time.Timer
@@ -128,7 +128,6 @@ func New(id uint64, user string, cfg Config) *Conn {
 		closing:    make(chan struct{}),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
-		space:      make(chan struct{}, 1),
 		tokens:     float64(2 * cfg.Rate),
 		refill:     time.Now(),
 	}

@@ -124,6 +124,10 @@ func (c *Conn) WaitQueue(ctx context.Context, n int) error {
 	for {
 		c.mu.Lock()
 		queued, closed := len(c.queue), c.closed
+		if c.space == nil {
+			c.space = make(chan struct{}, 1)
+		}
+		space := c.space
 		c.mu.Unlock()
 		switch {
 		case closed:
@@ -132,7 +136,7 @@ func (c *Conn) WaitQueue(ctx context.Context, n int) error {
 			return nil
 		}
 		select {
-		case <-c.space:
+		case <-space:
 		case <-c.closing:
 		case <-ctx.Done():
 			return ctx.Err()
@@ -167,10 +171,13 @@ func (c *Conn) write() {
 			c.mu.Unlock()
 			return
 		}
+		space := c.space
 		c.mu.Unlock()
-		select { // the queue is empty now: tell a waiting replay
-		case c.space <- struct{}{}:
-		default:
+		if space != nil {
+			select { // the queue is empty now: tell a waiting replay
+			case space <- struct{}{}:
+			default:
+			}
 		}
 		err := c.writeBurst(batch)
 		clear(batch) // let the frames go

@@ -85,6 +85,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect (scheme://host[:port], or *); empty: same origin only")
 	fs.IntVar(&cfg.MaxConns, "max-conns", node.DefaultMaxConns, "client connections this node accepts; past it upgrades get 503")
 	fs.IntVar(&cfg.Session.MaxRooms, "max-rooms", session.DefaultMaxRooms, "rooms one connection may have joined at once")
+	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; keep it on loopback; empty: off")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", node.DefaultHandshake, "longest an HTTP request or WebSocket handshake may take to arrive")
 
 	// The environment fills what the command line does not set.
