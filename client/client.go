@@ -8,6 +8,8 @@ package client
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/base32"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -123,14 +125,41 @@ func (c *Client) LastDisconnect() (Disconnected, bool) {
 // connection ended before the answer. While the client is reconnecting,
 // Send waits for the new connection; ctx bounds every wait.
 func (c *Client) Send(ctx context.Context, to, body string) (Ack, error) {
-	return c.do(ctx, Frame{Type: TypeSend, To: to, Body: body}, nil)
+	return c.do(ctx, Frame{Type: TypeSend, To: to, Body: body, Key: newKey()}, nil)
 }
 
 // SendRoom sends body to room, which this client must have joined, and waits
 // for the answer: an Ack with status sent and the number of recipients, or
 // an *Error (not_member, ...). Otherwise as Send.
 func (c *Client) SendRoom(ctx context.Context, room, body string) (Ack, error) {
-	return c.do(ctx, Frame{Type: TypeSend, Room: room, Body: body}, nil)
+	return c.do(ctx, Frame{Type: TypeSend, Room: room, Body: body, Key: newKey()}, nil)
+}
+
+// Sync asks for one page of this user's inbox after offset after: the
+// messages arrive on Messages, in order, before the Ack, whose Last is the
+// newest offset and More whether another page follows (sync again after the
+// last Seq received). It needs a cluster with a message store.
+func (c *Client) Sync(ctx context.Context, after int64) (Ack, error) {
+	return c.do(ctx, Frame{Type: TypeSync, After: after}, nil)
+}
+
+// JoinSince joins room and asks for its messages after offset since first:
+// they arrive on Messages before live ones, with no gap and no duplicate
+// between the two. Without a store it is Join.
+func (c *Client) JoinSince(ctx context.Context, room string, since int64) error {
+	_, err := c.do(ctx, Frame{Type: TypeJoin, Room: room, Since: &since}, func(Ack) {
+		c.mu.Lock()
+		c.rooms[room] = struct{}{}
+		c.mu.Unlock()
+	})
+	return err
+}
+
+// newKey is a random idempotency key: 16 characters of [0-9a-v].
+func newKey() string {
+	var b [10]byte
+	crand.Read(b[:])
+	return base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
 }
 
 // Join joins room and waits for the owner's ok. A joined room is remembered
@@ -182,6 +211,9 @@ func (c *Client) Ping(ctx context.Context) error {
 func (c *Client) SendAsync(f Frame, done func(Ack, error)) error {
 	if done == nil {
 		done = func(Ack, error) {}
+	}
+	if f.Type == TypeSend && f.Key == "" {
+		f.Key = newKey()
 	}
 	c.mu.Lock()
 	cn, closed := c.conn, c.closing || c.stopped

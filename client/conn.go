@@ -137,7 +137,7 @@ func (cn *conn) read() {
 			case <-cn.c.ctx.Done(): // closing: nobody is owed more messages
 			}
 		case "ack":
-			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients}, nil)
+			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More}, nil)
 		case "pong":
 			cn.answer(f.ID, Ack{ID: f.ID, Status: StatusPong}, nil)
 		case "error":

@@ -14,6 +14,7 @@ const (
 	TypeJoin  = "join"
 	TypeLeave = "leave"
 	TypePing  = "ping"
+	TypeSync  = "sync"
 )
 
 // Ack statuses (SPEC section 4), plus StatusPong for the answer to a ping.
@@ -22,6 +23,7 @@ const (
 	StatusOffline   = "offline"   // direct: the recipient has no connection anywhere
 	StatusSent      = "sent"      // room: written to Ack.Recipients connections
 	StatusOK        = "ok"        // join or leave recorded by the room's owner
+	StatusStored    = "stored"    // direct, with a store: no connection got it now; it waits in the inbox
 	StatusPong      = "pong"      // not a SPEC status: the client's name for a pong frame
 )
 
@@ -43,6 +45,15 @@ type Frame struct {
 	To   string `json:"to,omitempty"`
 	Room string `json:"room,omitempty"`
 	Body string `json:"body,omitempty"`
+	// Key is a send's idempotency key: a resend with the same key within 5
+	// minutes is answered like the first and stored once (with a store).
+	// Send, SendRoom and SendAsync set a random one when it is empty.
+	Key string `json:"key,omitempty"`
+	// After is a sync's offset: the page starts after it.
+	After int64 `json:"after,omitempty"`
+	// Since, on a join, asks for the room's messages after that offset
+	// before live ones.
+	Since *int64 `json:"since,omitempty"`
 }
 
 // Welcome is the first frame of every connection: the user the server took
@@ -72,6 +83,13 @@ type Ack struct {
 	ID         string
 	Status     string
 	Recipients int
+	// Seq is, with a store, the message's offset: in the recipient's inbox
+	// (direct) or in the room's stream.
+	Seq int64
+	// Last and More answer a sync: the newest offset of the inbox, and
+	// whether messages remain after this page.
+	Last int64
+	More bool
 }
 
 // Error is an error frame: the server refused the request with ID.
@@ -121,6 +139,8 @@ type inbound struct {
 	Seq        int64  `json:"seq"`
 	Status     string `json:"status"`
 	Recipients int    `json:"recipients"`
+	Last       int64  `json:"last"`
+	More       bool   `json:"more"`
 	Code       string `json:"code"`
 	Message    string `json:"message"`
 }

@@ -196,3 +196,11 @@ func TestMetricsExposeTheSpecCounters(t *testing.T) {
 		return nil
 	})
 }
+
+func decodeJSON(resp *http.Response, v any) error {
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	return json.Unmarshal(b, v)
+}

@@ -55,6 +55,16 @@ type Config struct {
 	// MaxConns caps the client connections of this node; past it upgrades
 	// are refused with 503. Default 50000.
 	MaxConns int
+	// Data is a directory for the embedded message store (one node). Store
+	// wins when both are set. Neither: no store, live delivery only.
+	Data string
+	// Store is the URL of a shared message store (postgres://...) that
+	// every node of a cluster uses.
+	Store string
+	// RetainCount keeps at most this many messages per stream; 0: all.
+	RetainCount int
+	// RetainAge removes messages older than this; 0: keep.
+	RetainAge time.Duration
 	// Pprof, when set, serves net/http/pprof on this address (keep it on
 	// loopback: it exposes the process). Default empty: off.
 	Pprof string

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/shardchat/shard/router"
 	"github.com/shardchat/shard/session"
+	"github.com/shardchat/shard/store"
 	"github.com/shardchat/shard/web"
 )
 
@@ -49,6 +51,10 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 		n.metricsHandler()(ctx)
 	case path == "/api/cluster":
 		n.serveCluster(ctx)
+	case strings.HasPrefix(path, "/api/users/") && strings.HasSuffix(path, "/messages"):
+		n.serveHistory(ctx, false, strings.TrimSuffix(strings.TrimPrefix(path, "/api/users/"), "/messages"))
+	case strings.HasPrefix(path, "/api/rooms/") && strings.HasSuffix(path, "/messages"):
+		n.serveHistory(ctx, true, strings.TrimSuffix(strings.TrimPrefix(path, "/api/rooms/"), "/messages"))
 	case strings.HasPrefix(path, "/api/users/"):
 		n.serveLocations(ctx, false, strings.TrimPrefix(path, "/api/users/"))
 	case strings.HasPrefix(path, "/api/rooms/"):
@@ -212,6 +218,7 @@ func (n *Node) serveCluster(ctx *fasthttp.RequestCtx) {
 		"members": out,
 		"ring":    map[string]any{"members": rg.Len(), "version": rg.Version()},
 		"routing": n.cfg.Routing.String(),
+		"store":   n.storeKind,
 	})
 }
 
@@ -262,19 +269,89 @@ type sendRequest struct {
 	Body string `json:"body"`
 }
 
-func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
+// apiKeyOK guards the endpoints behind --api-key: 404 without one (the
+// endpoint is off), 401 for a wrong or missing key.
+func (n *Node) apiKeyOK(ctx *fasthttp.RequestCtx, method string) bool {
 	if n.cfg.APIKey == "" {
-		writeError(ctx, fasthttp.StatusNotFound, "not_found", "POST /api/send is disabled: the node has no --api-key")
-		return
+		writeError(ctx, fasthttp.StatusNotFound, "not_found", string(ctx.Path())+" is disabled: the node has no --api-key")
+		return false
 	}
-	if !ctx.IsPost() {
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use POST")
-		return
+	if string(ctx.Method()) != method {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use "+method)
+		return false
 	}
 	auth := string(ctx.Request.Header.Peek("Authorization"))
 	given, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(n.cfg.APIKey)) != 1 {
 		writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer <api-key> header is required")
+		return false
+	}
+	return true
+}
+
+type historyMessage struct {
+	Seq  int64  `json:"seq"`
+	Mid  string `json:"mid"`
+	From string `json:"from"`
+	To   string `json:"to,omitempty"`
+	Room string `json:"room,omitempty"`
+	Body string `json:"body"`
+	TS   int64  `json:"ts"`
+}
+
+// serveHistory answers GET /api/users/{id}/messages and
+// /api/rooms/{room}/messages: a page of the stream after ?after=N, at most
+// ?limit=M messages.
+func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
+	if !n.apiKeyOK(ctx, fasthttp.MethodGet) {
+		return
+	}
+	if n.store == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "not_found", "this cluster keeps no history: it runs without a message store")
+		return
+	}
+	if !session.ValidID(name) {
+		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "the name must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+		return
+	}
+	args := ctx.QueryArgs()
+	after, limit := int64(0), 100
+	if v := args.Peek("after"); len(v) > 0 {
+		a, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil || a < 0 {
+			writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "after must be a non-negative integer")
+			return
+		}
+		after = a
+	}
+	if v := args.Peek("limit"); len(v) > 0 {
+		l, err := strconv.Atoi(string(v))
+		if err != nil || l < 1 || l > store.MaxReadLimit {
+			writeError(ctx, fasthttp.StatusBadRequest, "bad_request", fmt.Sprintf("limit must be 1 to %d", store.MaxReadLimit))
+			return
+		}
+		limit = l
+	}
+	stream := store.Inbox(name)
+	if room {
+		stream = store.RoomStream(name)
+	}
+	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	msgs, last, more, err := n.store.Read(c, stream, after, limit)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the message store cannot be read right now")
+		return
+	}
+	out := make([]historyMessage, len(msgs))
+	for i, m := range msgs {
+		out[i] = historyMessage{Seq: m.Seq, Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"messages": out, "last": last, "more": more})
+}
+
+func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
+	if !n.apiKeyOK(ctx, fasthttp.MethodPost) {
 		return
 	}
 	var req sendRequest
@@ -301,7 +378,7 @@ func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	status, recipients, err := n.router.Publish(c, req.From, req.To, req.Room, req.Body)
+	status, recipients, seq, err := n.router.Publish(c, req.From, req.To, req.Room, req.Body)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the cluster cannot route this right now; retry later")
 		return
@@ -309,6 +386,9 @@ func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
 	ack := map[string]any{"type": "ack", "status": status}
 	if req.Room != "" {
 		ack["recipients"] = recipients
+	}
+	if seq > 0 {
+		ack["seq"] = seq
 	}
 	writeJSON(ctx, fasthttp.StatusOK, ack)
 }

@@ -23,20 +23,23 @@ import (
 	"github.com/shardchat/shard/gossip"
 	"github.com/shardchat/shard/router"
 	"github.com/shardchat/shard/session"
+	"github.com/shardchat/shard/store"
 )
 
 // Node is one running shard node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	name   string
-	httpLn net.Listener
-	link   string // bound node-to-node address
-	server *fasthttp.Server
-	router *router.Router
-	gossip *gossip.Gossip
-	reg    *prometheus.Registry
-	rm     *router.Metrics
+	cfg       Config
+	log       *slog.Logger
+	name      string
+	httpLn    net.Listener
+	link      string // bound node-to-node address
+	server    *fasthttp.Server
+	router    *router.Router
+	gossip    *gossip.Gossip
+	reg       *prometheus.Registry
+	rm        *router.Metrics
+	store     store.Store // nil: none
+	storeKind string
 
 	members prometheus.Gauge
 
@@ -100,6 +103,12 @@ func Start(cfg Config) (*Node, error) {
 		sum := sha256.Sum256([]byte("shard link key\x00" + cfg.ClusterKey))
 		clusterKey = sum[:]
 	}
+	if err := n.openStore(); err != nil {
+		linkLn.Close()
+		n.httpLn.Close()
+		return nil, err
+	}
+
 	var incBytes [8]byte
 	rand.Read(incBytes[:])
 	inc := hex.EncodeToString(incBytes[:])
@@ -108,6 +117,7 @@ func Start(cfg Config) (*Node, error) {
 		Incarnation: inc,
 		Mode:        cfg.Routing,
 		ClusterKey:  clusterKey,
+		Store:       n.store,
 		Logger:      n.log,
 		Metrics:     n.rm,
 	}, linkLn)
@@ -299,6 +309,11 @@ func (n *Node) closeAll() {
 		_ = n.server.Shutdown()
 		<-n.serveDone
 		n.router.Close()
+		if n.store != nil {
+			if err := n.store.Close(); err != nil {
+				n.log.Warn("store close", "err", err)
+			}
+		}
 		// Hijacked connections outlive the server's shutdown: wait for
 		// their handlers, which end once their sockets close.
 		n.connMu.Lock()
@@ -334,6 +349,28 @@ func (n *Node) removeConn(c *session.Conn) {
 	delete(n.conns, c)
 	n.connMu.Unlock()
 	n.handlers.Done()
+}
+
+// openStore opens --store, else --data, else nothing, and says which.
+func (n *Node) openStore() error {
+	url, kind := n.cfg.Store, "postgres"
+	if url == "" {
+		url, kind = n.cfg.Data, "embedded"
+	}
+	if url == "" {
+		n.storeKind = "none"
+		n.log.Info("no message store: live delivery only, at most once; a message to an offline user is dropped")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, url, store.Options{MaxPerStream: n.cfg.RetainCount, MaxAge: n.cfg.RetainAge, Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	n.store, n.storeKind = st, kind
+	n.log.Info("message store open", "kind", kind)
+	return nil
 }
 
 // servePprof serves the Go profiler on its own listener, never on the

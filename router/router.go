@@ -21,6 +21,7 @@ import (
 
 	"github.com/shardchat/shard/ring"
 	"github.com/shardchat/shard/session"
+	"github.com/shardchat/shard/store"
 )
 
 // Mode is how a node finds the nodes that hold a message's recipients.
@@ -74,8 +75,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// LinkQueue bounds the frames waiting for one peer. Default 16384.
 	LinkQueue int
-	Logger    *slog.Logger
-	Metrics   *Metrics
+	// Store keeps messages; nil: live delivery only, at most once.
+	Store   store.Store
+	Logger  *slog.Logger
+	Metrics *Metrics
 }
 
 // watchSlack is how much longer an owner keeps a watcher than the watcher
@@ -112,6 +115,8 @@ type Router struct {
 	retired      map[string]string // node -> its last former incarnation
 	settle       settlement
 	inflightRegs sync.WaitGroup // registrations not yet answered
+	answers      chan recordedAnswer
+	keys         keyedSends
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -155,6 +160,11 @@ func New(cfg Config, ln net.Listener) *Router {
 	}, ln, r.handlePeer)
 	r.wg.Add(1)
 	go r.sweepLoop()
+	if cfg.Store != nil {
+		r.answers = make(chan recordedAnswer, answerQueue)
+		r.wg.Add(1)
+		go r.recordLoop()
+	}
 	return r
 }
 
@@ -215,6 +225,10 @@ type result struct {
 	status     string // an ack status, or "" with err set
 	recipients int
 	err        error
+	seq        int64 // with a store: the message's offset
+	page       bool  // a sync page: last and more are set
+	last       int64
+	more       bool
 }
 
 // HandleFrame acts on a send, join or leave from a client connection. It
@@ -225,19 +239,12 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 	answer := func(res result) { r.answer(c, id, typ, res) }
 	switch f.Type {
 	case session.TypeSend:
-		m := session.Msg{Mid: r.newMid(), From: c.User, To: f.To, Room: f.Room, Body: f.Body, TS: time.Now().UnixMilli()}
-		frame := session.AppendMsg(make([]byte, 0, 128+len(f.Body)), &m)
-		if f.Room != "" {
-			if !c.Joined(f.Room) {
-				answer(result{err: errNotMember})
-				return
-			}
-			r.m.ChatMessages.WithLabelValues("room").Inc()
-			r.routeRoom(&forward{a: f.Room, b: c.User, frame: frame}, c, answer)
+		if f.Room != "" && !c.Joined(f.Room) {
+			answer(result{err: errNotMember})
 			return
 		}
-		r.m.ChatMessages.WithLabelValues("direct").Inc()
-		r.routeDirect(&forward{a: f.To, b: c.User, frame: frame, copy: frame}, c, answer)
+		r.route(store.Append{Mid: r.newMid(), From: c.User, To: f.To, Room: f.Room, Body: f.Body,
+			TS: time.Now().UnixMilli(), Key: f.Key}, c, answer)
 	case session.TypeJoin:
 		room := strings.Clone(f.Room) // kept for the life of the membership
 		added, err := c.Join(room)
@@ -249,7 +256,21 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 			answer(result{status: session.StatusOK})
 			return
 		}
-		if err := r.updateLocal(Key{Room: true, Name: room}, c, true); err != nil {
+		replay := f.HasSince && r.cfg.Store != nil
+		if replay {
+			// Live messages wait from before the registration, so that
+			// none falls between the replay and live delivery.
+			c.BeginReplay(room)
+		}
+		err = r.updateLocal(Key{Room: true, Name: room}, c, true)
+		through := f.Since
+		if err == nil && replay {
+			through, err = r.replayRoom(c, room, f.Since)
+		}
+		if replay {
+			c.EndReplay(room, through)
+		}
+		if err != nil {
 			c.Leave(room)
 			_ = r.updateLocal(Key{Room: true, Name: room}, c, false)
 			answer(result{err: err})
@@ -257,7 +278,11 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 		}
 		answer(result{status: session.StatusOK})
 	case session.TypeSync:
-		answer(result{err: errNoStore})
+		if r.cfg.Store == nil {
+			answer(result{err: errNoStore})
+			return
+		}
+		r.sync(c, f.After, answer)
 	case session.TypeLeave:
 		if c.Leave(f.Room) {
 			if err := r.updateLocal(Key{Room: true, Name: f.Room}, c, false); err != nil {
@@ -296,7 +321,8 @@ func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 		if res.status == session.StatusSent {
 			n = res.recipients
 		}
-		frame = session.AppendAck(nil, id, res.status, n)
+		frame = session.AppendAckFrame(nil, &session.Ack{ID: id, Status: res.status, Recipients: n,
+			Seq: res.seq, Page: res.page, Last: res.last, More: res.more})
 	}
 	c.Answer(frame)
 }
@@ -365,24 +391,42 @@ func (r *Router) Locations(ctx context.Context, key Key) ([]Location, error) {
 
 // Publish routes a message that comes from the HTTP API rather than from a
 // connection; it waits for the answer a client would get.
-func (r *Router) Publish(ctx context.Context, from, to, room, body string) (status string, recipients int, err error) {
-	m := session.Msg{Mid: r.newMid(), From: from, To: to, Room: room, Body: body, TS: time.Now().UnixMilli()}
-	frame := session.AppendMsg(nil, &m)
+func (r *Router) Publish(ctx context.Context, from, to, room, body string) (status string, recipients int, seq int64, err error) {
 	done := make(chan result, 1)
-	reply := func(res result) { done <- res }
-	if room != "" {
-		r.m.ChatMessages.WithLabelValues("room").Inc()
-		r.routeRoom(&forward{a: room, b: from, frame: frame}, nil, reply)
-	} else {
-		r.m.ChatMessages.WithLabelValues("direct").Inc()
-		r.routeDirect(&forward{a: to, frame: frame}, nil, reply)
-	}
+	// The API's sender is not a user: no copy to an inbox or to devices.
+	r.route(store.Append{Mid: r.newMid(), From: from, To: to, Room: room, Body: body,
+		TS: time.Now().UnixMilli(), NoSenderCopy: true}, nil, func(res result) { done <- res })
 	select {
 	case res := <-done:
-		return res.status, res.recipients, res.err
+		return res.status, res.recipients, res.seq, res.err
 	case <-ctx.Done():
-		return "", 0, ctx.Err()
+		return "", 0, 0, ctx.Err()
 	}
+}
+
+// route sends one chat message from sender (nil for the API): stored first
+// when there is a store, then to its recipients' nodes.
+func (r *Router) route(a store.Append, sender *session.Conn, done func(result)) {
+	if a.Room != "" {
+		r.m.ChatMessages.WithLabelValues("room").Inc()
+	} else {
+		r.m.ChatMessages.WithLabelValues("direct").Inc()
+	}
+	if r.cfg.Store != nil {
+		r.storeAndRoute(a, sender, done)
+		return
+	}
+	m := session.Msg{Mid: a.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: a.TS}
+	frame := session.AppendMsg(make([]byte, 0, 128+len(a.Body)), &m)
+	if a.Room != "" {
+		r.routeRoom(&forward{a: a.Room, b: a.From, frame: frame}, sender, done)
+		return
+	}
+	f := &forward{a: a.To, frame: frame, copy: frame}
+	if sender != nil {
+		f.b = a.From
+	}
+	r.routeDirect(f, sender, done)
 }
 
 // routeDirect delivers a direct message (f.a is the recipient) to every

@@ -292,3 +292,7 @@ func (c *Conn) closeSocket() {
 		_ = c.ws.Close()
 	}
 }
+
+// QueueLimit is the --send-queue bound of this connection: a replay writes
+// pages well under it.
+func (c *Conn) QueueLimit() int { return c.cfg.SendQueue }

@@ -85,6 +85,10 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect (scheme://host[:port], or *); empty: same origin only")
 	fs.IntVar(&cfg.MaxConns, "max-conns", node.DefaultMaxConns, "client connections this node accepts; past it upgrades get 503")
 	fs.IntVar(&cfg.Session.MaxRooms, "max-rooms", session.DefaultMaxRooms, "rooms one connection may have joined at once")
+	fs.StringVar(&cfg.Data, "data", "", "directory of the embedded message store (one node): history, offline messages, sync")
+	fs.StringVar(&cfg.Store, "store", "", "URL of the message store every node shares (postgres://...); wins over --data")
+	fs.IntVar(&cfg.RetainCount, "retain-count", 0, "messages kept per inbox or room stream; 0: all")
+	fs.DurationVar(&cfg.RetainAge, "retain-age", 0, "messages older than this are removed; 0: kept")
 	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; keep it on loopback; empty: off")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", node.DefaultHandshake, "longest an HTTP request or WebSocket handshake may take to arrive")
 

@@ -1,0 +1,236 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/shardchat/shard/session"
+	"github.com/shardchat/shard/store"
+)
+
+// The message path with a store: a message is appended to its streams
+// before anyone is told anything, then routed live as without a store, and
+// the offsets it got travel in the `msg` frames and in the ack.
+
+// storeTimeout bounds one store call made for a client frame.
+const storeTimeout = 5 * time.Second
+
+// maxPage bounds the messages one sync answer or one replay step writes.
+const maxPage = 100
+
+// pageSize keeps a page well under the connection's queue bound, so that a
+// replay never trips the slow-consumer cut.
+func pageSize(c *session.Conn) int {
+	return max(1, min(maxPage, c.QueueLimit()/4))
+}
+
+// storeAndRoute appends a and routes it. sender is the sending connection,
+// nil for the HTTP API.
+func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(result)) {
+	if a.Key != "" {
+		if first, ok := r.keys.wait(a.From, a.Key); ok {
+			done(first) // a resend while this node still knows the first answer
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ap, err := r.cfg.Store.Append(ctx, a)
+	cancel()
+	if err != nil {
+		done(result{err: fmt.Errorf("store: %w", err)})
+		return
+	}
+	if ap.Duplicate {
+		res := result{seq: ap.Seq, status: session.StatusStored}
+		if a.Room != "" {
+			res.status = session.StatusSent
+		}
+		if ap.Answer != nil {
+			res.status, res.recipients = ap.Answer.Status, ap.Answer.Recipients
+		}
+		done(res)
+		return
+	}
+	if a.Key != "" {
+		r.keys.start(a.From, a.Key)
+	}
+	m := session.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
+	frame := session.AppendMsg(make([]byte, 0, 160+len(a.Body)), &m)
+	finish := func(res result) {
+		if a.Room == "" && res.status != session.StatusDelivered {
+			// No connection got it now, or the route failed: it waits in
+			// the inbox either way, for the next sync.
+			res = result{status: session.StatusStored}
+		}
+		res.seq = ap.Seq
+		if a.Key != "" {
+			r.keys.finish(a.From, a.Key, res)
+			r.recordAnswer(a.From, a.Key, res)
+		}
+		done(res)
+	}
+	if a.Room != "" {
+		r.routeRoom(&forward{a: a.Room, b: a.From, frame: frame, seq: ap.Seq}, sender, finish)
+		return
+	}
+	f := &forward{a: a.To, frame: frame, copy: frame}
+	if sender != nil {
+		f.b = a.From
+		if ap.SenderSeq > 0 {
+			m.Seq = ap.SenderSeq // the sender's devices read it from their own inbox
+			f.copy = session.AppendMsg(make([]byte, 0, 160+len(a.Body)), &m)
+		}
+	}
+	r.routeDirect(f, sender, finish)
+}
+
+// keyedSends are the keyed sends of this node still being routed, so that a
+// resend arriving meanwhile (a client retrying at once) is answered with the
+// first answer rather than before it exists.
+type keyedSends struct {
+	mu      sync.Mutex
+	pending map[string]*keyedSend
+}
+
+type keyedSend struct {
+	done chan struct{}
+	res  result
+}
+
+func (k *keyedSends) start(from, key string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.pending == nil {
+		k.pending = make(map[string]*keyedSend)
+	}
+	k.pending[from+"\x00"+key] = &keyedSend{done: make(chan struct{})}
+}
+
+// finish publishes the first answer. It stays until the store holds it
+// (forget), so that no resend falls between the two.
+func (k *keyedSends) finish(from, key string, res result) {
+	k.mu.Lock()
+	ks := k.pending[from+"\x00"+key]
+	k.mu.Unlock()
+	if ks != nil {
+		ks.res = res
+		close(ks.done)
+	}
+}
+
+func (k *keyedSends) forget(from, key string) {
+	k.mu.Lock()
+	delete(k.pending, from+"\x00"+key)
+	k.mu.Unlock()
+}
+
+// wait returns the answer of the first send with key, if it is being
+// routed by this node now, once it is known.
+func (k *keyedSends) wait(from, key string) (result, bool) {
+	k.mu.Lock()
+	ks := k.pending[from+"\x00"+key]
+	k.mu.Unlock()
+	if ks == nil {
+		return result{}, false
+	}
+	select {
+	case <-ks.done:
+		return ks.res, true
+	case <-time.After(storeTimeout):
+		return result{}, false
+	}
+}
+
+type recordedAnswer struct {
+	from, key string
+	ans       store.Answer
+}
+
+// answerQueue bounds the answers waiting to be recorded. When it is full an
+// answer is not recorded, and a resend of that key is answered `stored` or
+// `sent` instead of the exact first answer.
+const answerQueue = 4096
+
+// recordAnswer queues the answer to a keyed send; answers are recorded by
+// one goroutine because the caller runs on a link reader, which must not
+// wait for the store.
+func (r *Router) recordAnswer(from, key string, res result) {
+	select {
+	case r.answers <- recordedAnswer{from, key, store.Answer{Status: res.status, Recipients: res.recipients}}:
+	default:
+		r.keys.forget(from, key)
+		r.log.Warn("answer not recorded: queue full", "user", from)
+	}
+}
+
+func (r *Router) recordLoop() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case a := <-r.answers:
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			if err := r.cfg.Store.RecordAnswer(ctx, a.from, a.key, a.ans); err != nil {
+				r.log.Warn("answer not recorded", "user", a.from, "err", err)
+			}
+			cancel()
+			r.keys.forget(a.from, a.key)
+		}
+	}
+}
+
+// historyFrame is a stored message as a `msg` frame.
+func historyFrame(m *store.Message) []byte {
+	return session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &session.Msg{
+		Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS, Seq: m.Seq})
+}
+
+// sync writes one page of c's inbox after offset after and answers with the
+// newest offset and whether more follow.
+func (r *Router) sync(c *session.Conn, after int64, done func(result)) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := c.WaitQueue(ctx, c.QueueLimit()/2); err != nil {
+		done(result{err: err})
+		return
+	}
+	msgs, last, more, err := r.cfg.Store.Read(ctx, store.Inbox(c.User), after, pageSize(c))
+	if err != nil {
+		done(result{err: fmt.Errorf("store: %w", err)})
+		return
+	}
+	for i := range msgs {
+		c.Send(historyFrame(&msgs[i]))
+	}
+	done(result{status: session.StatusOK, page: true, last: last, more: more})
+}
+
+// replayRoom writes room's stream after offset since to c, page by page,
+// and returns the last offset written. The caller holds c's live messages
+// of room meanwhile (BeginReplay).
+func (r *Router) replayRoom(c *session.Conn, room string, since int64) (int64, error) {
+	through := since
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		err := c.WaitQueue(ctx, c.QueueLimit()/2)
+		var msgs []store.Message
+		var more bool
+		if err == nil {
+			msgs, _, more, err = r.cfg.Store.Read(ctx, store.RoomStream(room), through, pageSize(c))
+		}
+		cancel()
+		if err != nil {
+			return through, err
+		}
+		for i := range msgs {
+			c.Send(historyFrame(&msgs[i]))
+			through = msgs[i].Seq
+		}
+		if !more {
+			return through, nil
+		}
+	}
+}

@@ -1,0 +1,263 @@
+// Package store keeps chat messages durably and gives each one a gap-free
+// offset in every stream it is appended to: a user's inbox or a room.
+// It never routes, delivers or encodes a frame: the router does, with the
+// offsets that Append returns.
+//
+// Two engines sit behind one interface: an embedded one for a single node
+// (`shard --data DIR`, see embedded.go) and PostgreSQL for a cluster whose
+// nodes share one database (`--store postgres://...`, see postgres.go).
+// Open picks one by its URL. storetest.Run is the conformance suite both
+// pass.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/shardchat/shard/protocol"
+)
+
+// Stream is one ordered log of messages: a user's inbox (Room false) or a
+// room's stream.
+type Stream struct {
+	Room bool
+	Name string
+}
+
+// Inbox is the stream of user's direct messages, both received and sent.
+func Inbox(user string) Stream { return Stream{Name: user} }
+
+// RoomStream is the stream of room's messages.
+func RoomStream(room string) Stream { return Stream{Room: true, Name: room} }
+
+func (s Stream) String() string {
+	if s.Room {
+		return "room:" + s.Name
+	}
+	return "inbox:" + s.Name
+}
+
+// Message is a stored message as a reader of one stream sees it.
+type Message struct {
+	Stream Stream
+	Seq    int64 // its offset in Stream: 1, 2, 3, ...
+
+	// As in the `msg` frame: exactly one of To and Room is set.
+	Mid, From, To, Room, Body string
+	TS                        int64 // ms since the epoch
+}
+
+// Append is a message to store. Exactly one of To and Room is set.
+type Append struct {
+	Mid, From, To, Room, Body string
+	TS                        int64 // ms since the epoch, stamped by the sender's node
+
+	// Key is From's optional idempotency key (the syntax of an id). The same
+	// Key from the same From within Options.KeyWindow stores nothing and
+	// returns the first append's result.
+	Key string
+
+	// NoSenderCopy leaves a direct message out of From's inbox: for senders
+	// that are not users, such as the HTTP API's.
+	NoSenderCopy bool
+}
+
+// Appended is the result of an Append.
+type Appended struct {
+	// Seq is the message's offset in To's inbox for a direct message, in the
+	// room's stream for a room message: the `seq` of the `msg` frame its
+	// recipients get.
+	Seq int64
+	// SenderSeq is its offset in From's inbox (the copy for the sender's
+	// other devices and history); 0 for a room message, a message to
+	// oneself, or NoSenderCopy.
+	SenderSeq int64
+
+	// Duplicate: Key was seen from From within the window. Nothing was
+	// stored now; Seq, SenderSeq, Mid and TS are the first append's.
+	Duplicate bool
+	Mid       string
+	TS        int64
+	// Answer is, for a duplicate, what RecordAnswer recorded for the first
+	// append; nil when nothing was recorded (yet).
+	Answer *Answer
+}
+
+// Answer is the ack a sender got for a keyed message, so that a resend can
+// be answered alike.
+type Answer struct {
+	Status     string
+	Recipients int
+}
+
+// Store is a message store. Its methods are safe for concurrent use.
+type Store interface {
+	// Append stores a in every stream it belongs to, atomically: all or
+	// none. A direct message goes to To's inbox and to From's (unless From
+	// == To or NoSenderCopy); a room message to the room's stream. It returns
+	// once the message is durable. An error does not prove that nothing was
+	// stored (the commit may have landed as ctx ended): a retry with the
+	// same Key is safe.
+	Append(ctx context.Context, a Append) (Appended, error)
+
+	// RecordAnswer records the answer given to from's append with key, for
+	// duplicates to return. A key that is unknown or past its window is
+	// ignored.
+	RecordAnswer(ctx context.Context, from, key string, ans Answer) error
+
+	// Read returns up to limit messages of s with an offset above after, in
+	// order (after 0 starts at the oldest kept). last is the newest offset
+	// ever given in s (0 for a stream never written), more whether messages
+	// follow the page. limit is capped at MaxReadLimit and must be >= 1.
+	// Retention may have removed the oldest messages: the first offset
+	// returned can then be above after+1.
+	Read(ctx context.Context, s Stream, after int64, limit int) (msgs []Message, last int64, more bool, err error)
+
+	// Trim runs retention now (Options.MaxPerStream, MaxAge, and the expiry
+	// of idempotency keys past their window) until nothing is left to
+	// remove, in small steps that appends interleave with, and returns how
+	// much it removed. The store calls it every Options.TrimInterval by
+	// itself; tests and tools may call it directly.
+	Trim(ctx context.Context) (removed int, err error)
+
+	// Close stops the background work, waits for appends under way, and
+	// closes the engine. Methods called after Close return ErrClosed.
+	Close() error
+}
+
+// Options tune a store. The zero value is usable: keep everything, the
+// default key window and trim interval.
+type Options struct {
+	// MaxPerStream keeps at most this many newest messages per stream;
+	// 0 keeps all. Offsets of the messages kept never change.
+	MaxPerStream int
+	// MaxAge removes messages whose ts is older than this; 0 keeps all.
+	MaxAge time.Duration
+
+	// KeyWindow is how long an idempotency key deduplicates. Default 5
+	// minutes (the protocol's promise); tests shorten it.
+	KeyWindow time.Duration
+	// TrimInterval is how often retention runs in the background. Default
+	// 30s; negative: never (Trim only when called).
+	TrimInterval time.Duration
+	// MaxBatch bounds how many appends commit in one transaction (group
+	// commit: appends waiting while a commit runs go together in the next).
+	// Default 256; 1 commits each append on its own.
+	MaxBatch int
+	// Now is the clock for key windows and age retention. Default time.Now.
+	Now func() time.Time
+
+	Logger *slog.Logger
+}
+
+// Defaults and bounds.
+const (
+	// DefaultKeyWindow is the protocol's deduplication window (issue 7).
+	DefaultKeyWindow = 5 * time.Minute
+	// DefaultTrimInterval: retention is a matter of hours or days, and a
+	// pass over many streams is not free.
+	DefaultTrimInterval = 30 * time.Second
+	// DefaultMaxBatch: 256 appends of about 1 KiB is a 256 KiB commit,
+	// past which a bigger group buys no fewer syncs worth having.
+	DefaultMaxBatch = 256
+	// MaxReadLimit caps one Read page: well under the 1024 frames of the
+	// default --send-queue, so that a page never trips the slow-consumer
+	// limit on its own.
+	MaxReadLimit = 500
+	// trimStep bounds the rows one retention step removes or examines: a
+	// step is one transaction, and appends wait for it at most that long.
+	trimStep = 512
+	// queueLen bounds the appends waiting for a commit on one node; past it
+	// Append waits (for ctx) for room: back-pressure, never a drop.
+	queueLen = 4096
+)
+
+// Errors.
+var (
+	ErrClosed  = errors.New("store: closed")
+	ErrInvalid = errors.New("store: invalid argument")
+)
+
+func (o Options) withDefaults() Options {
+	if o.KeyWindow <= 0 {
+		o.KeyWindow = DefaultKeyWindow
+	}
+	if o.TrimInterval == 0 {
+		o.TrimInterval = DefaultTrimInterval
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Open opens the store that url names:
+//
+//   - "postgres://..." or "postgresql://...": PostgreSQL, shared by every
+//     node of a cluster. The URL is pgx's (pgxpool): pool_max_conns and
+//     other pool settings may be given as query parameters. Open creates or
+//     migrates the schema.
+//   - "file:DIR" or a directory path: the embedded engine, for one process.
+//     DIR is created if missing.
+func Open(ctx context.Context, url string, opts Options) (Store, error) {
+	opts = opts.withDefaults()
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return openPostgres(ctx, url, opts)
+	case strings.HasPrefix(url, "file:"):
+		return openEmbedded(filepath.Clean(strings.TrimPrefix(url, "file:")), opts)
+	case url == "" || strings.Contains(url, "://"):
+		return nil, fmt.Errorf("store %q: want postgres://..., file:DIR or a directory: %w", url, ErrInvalid)
+	}
+	return openEmbedded(filepath.Clean(url), opts)
+}
+
+// check validates an append: the ids as the protocol defines them, exactly
+// one of To and Room, a body.
+func (a *Append) check() error {
+	switch {
+	case a.Mid == "":
+		return fmt.Errorf("append: empty mid: %w", ErrInvalid)
+	case !protocol.ValidID(a.From):
+		return fmt.Errorf("append: from %q: %w", a.From, ErrInvalid)
+	case (a.To == "") == (a.Room == ""):
+		return fmt.Errorf("append: want exactly one of to and room: %w", ErrInvalid)
+	case a.To != "" && !protocol.ValidID(a.To), a.Room != "" && !protocol.ValidID(a.Room):
+		return fmt.Errorf("append: to %q room %q: %w", a.To, a.Room, ErrInvalid)
+	case a.Key != "" && !protocol.ValidID(a.Key):
+		return fmt.Errorf("append: key %q: %w", a.Key, ErrInvalid)
+	case a.Body == "":
+		return fmt.Errorf("append: empty body: %w", ErrInvalid)
+	}
+	return nil
+}
+
+// streams lists the streams a goes to: the first is the one Seq names, the
+// second (if any) the sender's inbox.
+func (a *Append) streams() (first Stream, sender Stream, copy bool) {
+	if a.Room != "" {
+		return RoomStream(a.Room), Stream{}, false
+	}
+	return Inbox(a.To), Inbox(a.From), a.From != a.To && !a.NoSenderCopy
+}
+
+func checkRead(s Stream, limit int) (int, error) {
+	if !protocol.ValidID(s.Name) {
+		return 0, fmt.Errorf("read %s: %w", s, ErrInvalid)
+	}
+	if limit < 1 {
+		return 0, fmt.Errorf("read %s: limit %d: %w", s, limit, ErrInvalid)
+	}
+	return min(limit, MaxReadLimit), nil
+}

@@ -1,0 +1,80 @@
+package storetest
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/shardchat/shard/store"
+)
+
+// BenchAppend measures the append path of an engine: one appender at a
+// time (each append waits for its own commit), and many at once (as the
+// connections of a busy node do), each with group commit (the default)
+// and without it (MaxBatch 1). Every append is a direct message of 100
+// bytes with an idempotency key, as the page and the Go client send
+// them. It reports appends/s and the latency of one append (p50, p99).
+func BenchAppend(b *testing.B, fresh func(testing.TB) string) {
+	for _, mode := range []struct {
+		name  string
+		batch int
+	}{{"batched", 0}, {"unbatched", 1}} {
+		for _, par := range []int{1, 16, 64} {
+			b.Run(mode.name+"/appenders="+strconv.Itoa(par), func(b *testing.B) {
+				benchAppend(b, fresh(b), store.Options{MaxBatch: mode.batch, TrimInterval: -1}, par)
+			})
+		}
+	}
+}
+
+var body = strings.Repeat("x", 100)
+
+func benchAppend(b *testing.B, url string, opts store.Options, appenders int) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, url, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var (
+		next   atomic.Int64
+		n      atomic.Int64
+		mu     sync.Mutex
+		merged = hdrhistogram.New(1, int64(10*time.Second/time.Microsecond), 2)
+		wg     sync.WaitGroup
+	)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for g := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := hdrhistogram.New(1, int64(10*time.Second/time.Microsecond), 2)
+			from, to := "u"+strconv.Itoa(g), "u"+strconv.Itoa((g+1)%appenders)
+			for n.Add(1) <= int64(b.N) {
+				i := next.Add(1)
+				a := store.Append{Mid: "m" + strconv.FormatInt(i, 36), From: from, To: to, Body: body, TS: time.Now().UnixMilli(), Key: "k" + strconv.FormatInt(i, 36)}
+				start := time.Now()
+				if _, err := st.Append(ctx, a); err != nil {
+					b.Error(err)
+					return
+				}
+				h.RecordValue(time.Since(start).Microseconds())
+			}
+			mu.Lock()
+			merged.Merge(h)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+	b.ReportMetric(float64(merged.ValueAtQuantile(50)), "p50-µs")
+	b.ReportMetric(float64(merged.ValueAtQuantile(99)), "p99-µs")
+}
