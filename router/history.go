@@ -50,6 +50,7 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 		if ap.Answer != nil {
 			res.status, res.recipients = ap.Answer.Status, ap.Answer.Recipients
 		}
+		res.mid = ap.Mid
 		done(res)
 		return
 	}
@@ -64,7 +65,7 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 			// the inbox either way, for the next sync.
 			res = result{status: session.StatusStored}
 		}
-		res.seq = ap.Seq
+		res.seq, res.mid = ap.Seq, ap.Mid
 		if a.Key != "" {
 			r.keys.finish(a.From, a.Key, res)
 			r.recordAnswer(a.From, a.Key, res)

@@ -225,8 +225,9 @@ type result struct {
 	status     string // an ack status, or "" with err set
 	recipients int
 	err        error
-	seq        int64 // with a store: the message's offset
-	page       bool  // a sync page: last and more are set
+	seq        int64  // with a store: the message's offset
+	mid        string // a send's message id, so that a client matches its own copies
+	page       bool   // a sync page: last and more are set
 	last       int64
 	more       bool
 }
@@ -322,7 +323,7 @@ func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 			n = res.recipients
 		}
 		frame = session.AppendAckFrame(nil, &session.Ack{ID: id, Status: res.status, Recipients: n,
-			Seq: res.seq, Page: res.page, Last: res.last, More: res.more})
+			Seq: res.seq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more})
 	}
 	c.Answer(frame)
 }
@@ -415,6 +416,11 @@ func (r *Router) route(a store.Append, sender *session.Conn, done func(result)) 
 	if r.cfg.Store != nil {
 		r.storeAndRoute(a, sender, done)
 		return
+	}
+	answer := done
+	done = func(res result) {
+		res.mid = a.Mid
+		answer(res)
 	}
 	m := session.Msg{Mid: a.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: a.TS}
 	frame := session.AppendMsg(make([]byte, 0, 128+len(a.Body)), &m)

@@ -55,11 +55,12 @@ func AppendWelcome(b []byte, user, node string) []byte {
 type Ack struct {
 	ID         string
 	Status     string
-	Recipients int   // room sends; < 0 leaves it out, right for every status but `sent`
-	Seq        int64 // with a store: the message's offset; 0 leaves it out
-	Last       int64 // sync: the newest offset of the stream
-	More       bool  // sync: offsets after the page remain
-	Page       bool  // sync: write last and more
+	Recipients int    // room sends; < 0 leaves it out, right for every status but `sent`
+	Seq        int64  // with a store: the message's offset; 0 leaves it out
+	Mid        string // a send's message id; empty leaves it out
+	Last       int64  // sync: the newest offset of the stream
+	More       bool   // sync: offsets after the page remain
+	Page       bool   // sync: write last and more
 }
 
 // AppendAck appends an ack without optional fields but recipients, which
@@ -81,6 +82,10 @@ func AppendAckFrame(b []byte, a *Ack) []byte {
 	if a.Seq > 0 {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendInt(b, a.Seq, 10)
+	}
+	if a.Mid != "" {
+		b = append(b, `,"mid":`...)
+		b = appendString(b, a.Mid)
 	}
 	if a.Page {
 		b = append(b, `,"last":`...)

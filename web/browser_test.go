@@ -56,12 +56,19 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	})
 
 	// Alice and Bob must sit on different nodes, as the pages say. nginx
-	// picks round robin, so a reload moves Bob along.
+	// picks round robin over every request, so a reload moves Bob along;
+	// a few requests of our own first shift the phase, in case a page load
+	// makes a multiple of 3 requests.
 	aliceNode := alice.connectedNode(10 * time.Second)
 	bobNode := bob.connectedNode(10 * time.Second)
 	for tries := 0; bobNode == aliceNode; tries++ {
 		if tries == 8 {
 			t.Fatalf("after %d reloads bob's page still shows node %s, the same as alice's", tries, bobNode)
+		}
+		for range tries%3 + 1 {
+			if resp, err := http.Get(base + "/healthz"); err == nil {
+				resp.Body.Close()
+			}
 		}
 		bob.do(chromedp.Reload())
 		bobNode = bob.connectedNode(10 * time.Second)
@@ -176,10 +183,22 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 
 	// What went over the wire so far, bob's drained socket included: every
 	// frame the pages sent carries an id, and each id got exactly one answer.
+	// This cluster keeps no messages (GET /api/cluster says so), so the
+	// pages must not ask for a sync, and their joins carry no since.
+	var cluster struct{ Store string }
+	getJSON(t, base+"/api/cluster", &cluster)
+	if cluster.Store != "none" {
+		t.Fatalf("GET /api/cluster: store %q, want none", cluster.Store)
+	}
 	for _, p := range pages {
 		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
 		p.checkNoExceptions()
-		t.Logf("%s's page: %s, each id answered once", p.name, p.frameSummary())
+		for _, f := range p.sentFrames() {
+			if f.Type == "sync" || f.Since != nil {
+				t.Fatalf("%s's page sent %s to a cluster without a store", p.name, f.text)
+			}
+		}
+		t.Logf("%s's page: %s, each id answered once, every send keyed", p.name, p.frameSummary())
 	}
 
 	// A crash, not a drain: kill -9 the node serving alice. Her page sees
@@ -236,6 +255,151 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	alice.screenshot("alice-dark.png")
 	for _, p := range pages {
 		p.checkNoExceptions()
+	}
+}
+
+// TestBrowserChatKeepsHistoryWithAStore is the page on a node that keeps
+// messages (--data, the embedded store): a message to someone who has never
+// connected is acked "stored" and reaches them when they do; a person who
+// leaves the page and comes back gets what was sent meanwhile, in the room
+// (join since) and directly (sync), and nothing twice; and after the node
+// restarts, a page that syncs again does not show its own messages twice.
+func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
+	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
+	start := time.Now()
+	phase := func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
+
+	httpAddr, gossipAddr, linkAddr := testcluster.ProcessAddrs(t, "127.0.0.5")
+	args := []string{"--name", "n1", "--http", httpAddr, "--gossip", gossipAddr, "--link", linkAddr,
+		"--data", t.TempDir(), "--drain-timeout", "5s"}
+	node := testcluster.StartProcess(t, "n1", args...)
+	node.WaitReady(t)
+	base := "http://" + httpAddr
+	var cluster struct{ Store string }
+	getJSON(t, base+"/api/cluster", &cluster)
+	if cluster.Store != "embedded" {
+		t.Fatalf("GET /api/cluster: store %q, want embedded", cluster.Store)
+	}
+	phase("1 node with the embedded store ready")
+
+	browser := startBrowser(t, chromium)
+	alice := openPage(t, browser, "alice", base+"/?user=alice")
+	pages := []*page{alice}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range pages {
+				p.dump()
+			}
+		}
+	})
+	alice.connectedNode(10 * time.Second)
+
+	// Bob has never connected: the message waits in his inbox.
+	d1 := "Bob, this waits for you"
+	alice.enterText("new-chat", "bob")
+	alice.waitFor("alice's page to open the conversation with bob",
+		`document.querySelector('#conv-title')?.textContent === 'bob'`)
+	alice.sendMessage(d1)
+	alice.waitStatus(d1, "stored", "stored ✓")
+	alice.enterText("new-chat", "#lobby")
+	alice.waitFor("alice's page to join #lobby", `document.querySelector('[data-conv="#lobby"]')?.dataset.joined === 'true'`)
+	phase("alice -> bob (never connected) stored")
+
+	bob := openPage(t, browser, "bob", base+"/?user=bob")
+	pages = append(pages, bob)
+	bob.connectedNode(10 * time.Second)
+	bob.waitFor("bob's page to count alice's stored message as unread",
+		`document.querySelector('[data-conv="@alice"] [data-testid=unread]')?.textContent === '1'`)
+	bob.do(chromedp.Click(chromedp.CSS(`[data-conv="@alice"]`)))
+	bob.waitMessage(d1, "alice")
+	bob.enterText("new-chat", "#lobby")
+	bob.waitFor("bob's page to join #lobby", `document.querySelector('[data-conv="#lobby"]')?.dataset.joined === 'true'`)
+	r1 := "First in the lobby"
+	alice.sendMessage(r1)
+	alice.waitStatus(r1, "sent", "sent to 1")
+	bob.waitMessage(r1, "alice")
+	phase("bob synced his inbox and got the room live")
+
+	// Bob leaves the page (this tab keeps its sessionStorage); what is sent
+	// meanwhile comes back when he returns, and what he had seen does not.
+	bob.do(chromedp.Navigate("about:blank"))
+	wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var v struct {
+			Online      bool
+			Connections int
+		}
+		getJSON(t, base+"/api/users/bob", &v)
+		if v.Online {
+			return fmt.Errorf("bob still online: %+v; bob's page: %s; %s", v, bob.frameSummary(), bob.eval("location.href"))
+		}
+		return nil
+	})
+	r2 := "While you were out, bob"
+	alice.sendMessage(r2)
+	alice.waitStatus(r2, "sent", "sent to 0")
+	d2 := "Call me when you are back"
+	alice.do(chromedp.Click(chromedp.CSS(`[data-conv="@bob"]`)))
+	alice.sendMessage(d2)
+	alice.waitStatus(d2, "stored", "stored ✓")
+	bob.do(chromedp.Navigate(base + "/?user=bob"))
+	bob.connectedNode(10 * time.Second)
+	bob.waitFor("bob's page to count only the new direct message as unread",
+		`document.querySelector('[data-conv="@alice"] [data-testid=unread]')?.textContent === '1'`)
+	bob.do(chromedp.Click(chromedp.CSS(`[data-conv="#lobby"]`)))
+	bob.waitMessage(r2, "alice")
+	bob.do(chromedp.Click(chromedp.CSS(`[data-conv="@alice"]`)))
+	bob.waitMessage(d2, "alice")
+	for _, body := range []string{r1, d1} {
+		if n := bob.countMessages(body); n != 0 {
+			t.Fatalf("bob's page shows %q %d time(s) after coming back; it was seen before he left", body, n)
+		}
+	}
+	var joinedSince, syncedAfter bool
+	for _, f := range bob.sentFrames() {
+		joinedSince = joinedSince || (f.Type == "join" && f.Since != nil && *f.Since > 0)
+		syncedAfter = syncedAfter || (f.Type == "sync" && f.After != nil && *f.After > 0)
+	}
+	if !joinedSince || !syncedAfter {
+		t.Fatalf("bob's page came back without join since (%v) or sync after (%v) past what it had seen", joinedSince, syncedAfter)
+	}
+	phase("bob came back: the room (join since) and his inbox (sync) caught up, nothing twice")
+
+	// The node restarts. Both pages reconnect and sync: alice's inbox holds
+	// the copies of what she sent, which she must not see twice.
+	connects := alice.eval(`document.querySelector('#conn').dataset.connects`)
+	node.Signal(syscall.SIGTERM)
+	if code := node.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("n1 exited %d after SIGTERM, want 0", code)
+	}
+	node = testcluster.StartProcess(t, "n1", args...)
+	node.WaitReady(t)
+	alice.waitForLong(20*time.Second, "alice's page to reconnect after the restart",
+		fmt.Sprintf(`document.querySelector('#conn').dataset.state === 'open' && document.querySelector('#conn').dataset.connects !== %q`, connects))
+	bob.connectedNode(20 * time.Second)
+	wait.For(t, 10*time.Second, 50*time.Millisecond, alice.synced)
+	alice.waitFor("alice's page to join #lobby again", `document.querySelector('[data-conv="#lobby"]')?.dataset.joined === 'true'`)
+	for _, body := range []string{d1, d2} {
+		if n := alice.countMessages(body); n != 1 {
+			t.Fatalf("alice's page shows her message %q %d times after syncing, want 1", body, n)
+		}
+	}
+	reply := "Back, and after the restart too"
+	bob.sendMessage(reply)
+	bob.waitStatus(reply, "delivered", "delivered")
+	alice.waitMessage(reply, "bob")
+	alice.do(chromedp.Click(chromedp.CSS(`[data-conv="#lobby"]`)))
+	for _, body := range []string{r1, r2} {
+		if n := alice.countMessages(body); n != 1 {
+			t.Fatalf("alice's page shows her room message %q %d times after joining again, want 1", body, n)
+		}
+	}
+	phase("after the restart: no message twice, bob -> alice delivered")
+	alice.screenshot("history-alice.png")
+
+	for _, p := range pages {
+		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
+		p.checkNoExceptions()
+		t.Logf("%s's page: %s, each id answered once, every send keyed", p.name, p.frameSummary())
 	}
 }
 
@@ -468,15 +632,18 @@ var frameID = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,64}$`)
 
 // checkFrames checks the page's side of the protocol on every socket so far:
 // the first frame is a welcome, every client frame has a well-formed id of
-// its own, and every id got exactly one ack, pong or error.
+// its own, and every id got exactly one ack, pong or error. Every send
+// carries an idempotency key, and a key names one message: resends of a
+// message (on any socket) reuse its key, and no two messages share one.
 func (p *page) checkFrames() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.sockets) == 0 {
 		return fmt.Errorf("%s's page opened no WebSocket that DevTools saw", p.name)
 	}
+	keyed := map[string]string{} // key -> to or room, and body
 	for i, s := range p.sockets {
-		type frame struct{ Type, ID string }
+		type frame struct{ Type, ID, Key, To, Room, Body string }
 		sentIDs := map[string]bool{}
 		for _, text := range s.sent {
 			var f frame
@@ -487,6 +654,17 @@ func (p *page) checkFrames() error {
 				return fmt.Errorf("%s's page sent a frame without an id of its own on socket %d: %s", p.name, i, text)
 			}
 			sentIDs[f.ID] = true
+			if f.Type != "send" {
+				continue
+			}
+			if !frameID.MatchString(f.Key) {
+				return fmt.Errorf("%s's page sent a send without a well-formed key on socket %d: %s", p.name, i, text)
+			}
+			what := f.To + "#" + f.Room + "\x00" + f.Body
+			if prev, ok := keyed[f.Key]; ok && prev != what {
+				return fmt.Errorf("%s's page used key %s for two different messages: %s", p.name, f.Key, text)
+			}
+			keyed[f.Key] = what
 		}
 		answers := map[string]int{}
 		for j, text := range s.received {
@@ -514,6 +692,58 @@ func (p *page) checkFrames() error {
 		}
 	}
 	return nil
+}
+
+// sentFrame is a client frame as the page sent it.
+type sentFrame struct {
+	Type, ID, Key, To, Room, Body string
+	Since, After                  *int64
+	socket                        int
+	text                          string
+}
+
+// sentFrames returns every frame the page sent so far, on every socket.
+func (p *page) sentFrames() []sentFrame {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []sentFrame
+	for i, s := range p.sockets {
+		for _, text := range s.sent {
+			var f sentFrame
+			_ = json.Unmarshal([]byte(text), &f)
+			f.socket, f.text = i, text
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// synced reports whether the page's newest socket has finished an inbox
+// sync: a sync frame answered by an ack with "more":false.
+func (p *page) synced() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.sockets) == 0 {
+		return errors.New("no socket yet")
+	}
+	s := p.sockets[len(p.sockets)-1]
+	syncs := map[string]bool{}
+	for _, text := range s.sent {
+		var f struct{ Type, ID string }
+		if json.Unmarshal([]byte(text), &f) == nil && f.Type == "sync" {
+			syncs[f.ID] = true
+		}
+	}
+	for _, text := range s.received {
+		var f struct {
+			Type, ID, Status string
+			More             *bool
+		}
+		if json.Unmarshal([]byte(text), &f) == nil && f.Type == "ack" && syncs[f.ID] && f.More != nil && !*f.More {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s's page has not finished a sync on its socket %d", p.name, len(p.sockets)-1)
 }
 
 func (p *page) frameSummary() string {
@@ -666,6 +896,18 @@ func (p *page) waitMessage(body, from string) {
 				.filter((m) => m.querySelector('[data-testid=msg-body]').textContent === body);
 			return ms.length === 1 && ms[0].dataset.from === from && !ms[0].classList.contains('own');
 		}`, chromedp.WithPollingArgs(body, from), chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(stepTimeout)))
+}
+
+// countMessages counts the messages with this body in the open conversation.
+func (p *page) countMessages(body string) int {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, stepTimeout)
+	defer cancel()
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf(`[...document.querySelectorAll('#messages [data-testid=msg-body]')].filter((b) => b.textContent === %q).length`, body)))
+	if err != nil {
+		p.t.Fatalf("%s's page: count %q: %v", p.name, body, err)
+	}
+	return n
 }
 
 func artifactsDir(t *testing.T) string {

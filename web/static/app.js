@@ -29,6 +29,12 @@
   // Bounds on what a long-open tab keeps in memory.
   const MAX_MSGS_PER_CONV = 500;
   const MAX_SEEN_MIDS = 10000;
+  // Stream offsets received above a gap that has not filled; past this many
+  // the gap is given up on (the next sync or join since refills it anyway).
+  const MAX_GAP_SEQS = 1000;
+  // A send lost with its connection is sent again by itself, with the same
+  // key, while the server still deduplicates that key (5 minutes).
+  const AUTO_RESEND_MS = 4 * 60 * 1000;
   // The node's default --max-frame; a larger frame would close the socket (1009).
   const MAX_FRAME_BYTES = 65536;
 
@@ -72,6 +78,16 @@
     stopped: true,
     cluster: null,      // names of the alive nodes, for the empty view
     lost: '',           // why the last connection ended, until the next welcome
+    gen: 0,             // welcomes on this page: the socket a frame went out on
+    store: null,        // GET /api/cluster's store once known: 'none', 'embedded', 'postgres'
+    storeAsked: false,  // that question is under way
+    hold: false,        // the outbox waits: store check or inbox sync under way
+    syncing: null,      // {after, min} while an inbox sync is under way
+    syncFails: 0,
+    streams: null,      // {inbox, rooms: Map} offsets received, for sync and join since
+    streamsUser: '',
+    saveTimer: 0,
+    parked: false,      // in the back/forward cache: no connection until shown again
   };
 
   // ---------- small helpers ----------
@@ -166,15 +182,20 @@
       ws.onmessage = ws.onclose = ws.onerror = null;
       try { ws.close(); } catch (e) { /* already closing */ }
     }
-    for (const name of ['ping', 'pong', 'stable']) clearTimer(name);
+    for (const name of ['ping', 'pong', 'stable', 'sync']) clearTimer(name);
+    S.syncing = null;
     $('conn').dataset.lastClose = String(code);
     // Keep the first reason through the failed attempts that follow it.
     if (welcomed || !S.lost) S.lost = lostText(code, S.node, welcomed);
     // Frames in flight will never be answered on this socket.
     const lost = [...S.pending.values()];
     S.pending.clear();
+    const waiting = S.outbox.length;
     for (const p of lost) p.lost(code);
-    for (const c of S.convs.values()) if (c.kind === 'room') { c.joined = false; c.joining = false; }
+    // Sends queued again by their lost() go first, in the order they were sent.
+    if (S.outbox.length > waiting) S.outbox = S.outbox.slice(waiting).concat(S.outbox.slice(0, waiting));
+    for (const c of S.convs.values()) if (c.kind === 'room') { c.joined = false; c.joining = false; c.replay = null; }
+    saveStreams();
     renderHeader();
     if (S.stopped) return;
     if (!welcomed) {
@@ -282,8 +303,10 @@
   function onWelcome(f) {
     const before = S.node;
     S.open = true;
+    S.gen++;
     S.node = String(f.node || '');
     if (f.user) S.me = String(f.user);
+    if (S.streamsUser !== S.me) loadStreams();
     S.connects++;
     S.lost = '';
     $('conn').dataset.connects = String(S.connects);
@@ -296,9 +319,200 @@
     S.timers.stable = setTimeout(() => { S.attempt = 0; }, STABLE_MS);
     S.timers.ping = setInterval(ping, PING_EVERY_MS);
     for (const c of S.convs.values()) if (c.kind === 'room' && c.wanted) join(c);
-    flush();
+    // The outbox waits until the inbox is synced, so that a sync never
+    // brings back the copy of a message this page has just sent.
+    S.hold = true;
+    S.syncFails = 0;
+    afterWelcome();
     refreshPresence(S.active);
     refreshListPresence();
+  }
+
+  // ---------- history: the store, inbox sync, room offsets ----------
+
+  function hasStore() { return !!S.store && S.store !== 'none'; }
+
+  // afterWelcome learns once whether the cluster keeps messages, then syncs
+  // the inbox (with a store) and lets the outbox go.
+  function afterWelcome() {
+    if (!S.open) return;
+    if (S.store === null) {
+      if (S.storeAsked) return;
+      S.storeAsked = true;
+      refreshCluster(true).finally(() => {
+        S.storeAsked = false;
+        // (A welcome that came meanwhile found the question under way and
+        // left its socket to this answer.)
+        if (!S.open) return;
+        if (S.store === null) release(); // unknown: live messages only, this time
+        else afterWelcome();
+      });
+      return;
+    }
+    if (hasStore()) syncInbox();
+    else release();
+  }
+
+  // release lets the outbox go on the current socket.
+  function release() {
+    S.hold = false;
+    flush();
+  }
+
+  // A stream's offsets as this page received them. last: every offset up to
+  // it was received (or is gone from the store); above: those received
+  // beyond a gap; hi: the highest; seenBefore: hi when the page loaded, so
+  // that what is fetched again after a reload is not counted as unread.
+  function newStream(saved) {
+    const last = saved && Number.isSafeInteger(saved.last) && saved.last >= 0 ? saved.last : 0;
+    const hi = saved && Number.isSafeInteger(saved.hi) && saved.hi >= last ? saved.hi : last;
+    return { last, hi, seenBefore: hi, above: new Set(), based: !!saved };
+  }
+
+  function loadStreams() {
+    let saved = null;
+    try { saved = JSON.parse(sessionStorage.getItem('shard.seq.' + S.me) || 'null'); } catch (e) { saved = null; }
+    if (!saved || typeof saved !== 'object') saved = {};
+    // The inbox is synced from its start: its base is known, 0.
+    const inbox = newStream(saved.inbox || { last: 0, hi: 0 });
+    const rooms = new Map();
+    for (const [name, v] of Object.entries(saved.rooms && typeof saved.rooms === 'object' ? saved.rooms : {})) {
+      if (ID_RE.test(name) && v && typeof v === 'object') rooms.set(name, newStream(v));
+    }
+    S.streams = { inbox, rooms };
+    S.streamsUser = S.me;
+  }
+
+  function saveStreams() {
+    clearTimeout(S.saveTimer);
+    S.saveTimer = 0;
+    if (!S.streams || !S.streamsUser) return;
+    const rooms = {};
+    for (const [name, st] of S.streams.rooms) if (st.based) rooms[name] = { last: st.last, hi: st.hi };
+    const v = { inbox: { last: S.streams.inbox.last, hi: S.streams.inbox.hi }, rooms };
+    try { sessionStorage.setItem('shard.seq.' + S.streamsUser, JSON.stringify(v)); } catch (e) { /* private mode */ }
+  }
+
+  function saveStreamsSoon() {
+    if (!S.saveTimer) S.saveTimer = setTimeout(saveStreams, 250);
+  }
+
+  function roomStream(name, create) {
+    if (!S.streams) return null;
+    let st = S.streams.rooms.get(name);
+    if (!st && create) {
+      st = newStream(null);
+      S.streams.rooms.set(name, st);
+    }
+    return st || null;
+  }
+
+  // received records offset seq of st.
+  function received(st, seq) {
+    if (seq > st.hi) st.hi = seq;
+    if (!st.based) {
+      // A room joined without since: its history before this is not ours.
+      st.based = true;
+      st.last = seq - 1;
+    }
+    if (seq <= st.last) return;
+    st.above.add(seq);
+    advance(st);
+  }
+
+  function advance(st) {
+    while (st.above.has(st.last + 1)) st.above.delete(++st.last);
+    if (st.above.size > MAX_GAP_SEQS) {
+      st.last = Math.min(...st.above) - 1;
+      advance(st);
+    }
+    saveStreamsSoon();
+  }
+
+  // replayed: a sync page or a join's replay began at offset min and held
+  // every message kept from there on; a gap below min is retention.
+  function replayed(st, min) {
+    if (min !== Infinity && min > st.last + 1) moveTo(st, min - 1);
+  }
+
+  function moveTo(st, last) {
+    if (last <= st.last) return;
+    st.last = last;
+    if (last > st.hi) st.hi = last;
+    for (const seq of st.above) if (seq <= last) st.above.delete(seq);
+    advance(st);
+  }
+
+  // syncInbox asks for one page of the inbox after the last offset received,
+  // and for the next page while the server says there are more.
+  function syncInbox() {
+    if (!S.open || S.syncing || !S.streams) return;
+    clearTimer('sync');
+    const st = S.streams.inbox;
+    const sync = { after: st.last, min: Infinity };
+    const ok = transmit({ type: 'sync', after: sync.after }, {
+      answer: (f) => {
+        if (S.syncing !== sync) return;
+        S.syncing = null;
+        if (f.type !== 'ack') {
+          // Not now: live messages go on, the outbox too; ask again soon.
+          release();
+          if (f.code === 'unavailable' && ++S.syncFails < 5) {
+            S.timers.sync = setTimeout(syncInbox, 1000 + Math.random() * 1000 * S.syncFails);
+          }
+          return;
+        }
+        const last = Number(f.last) || 0;
+        if (last < sync.after) {
+          // The store does not go as far as this page has seen: it is not
+          // the one these offsets came from. Start over from its beginning.
+          S.streams.inbox = newStream({ last: 0, hi: 0 });
+          saveStreams();
+          syncInbox();
+          return;
+        }
+        replayed(st, sync.min);
+        if (f.more) {
+          if (st.last > sync.after) syncInbox();
+          else release(); // no progress: leave the rest to the next connection
+          return;
+        }
+        moveTo(st, last);
+        settleOwn((c) => c.kind === 'dm');
+        release();
+      },
+      lost: () => { if (S.syncing === sync) S.syncing = null; },
+    });
+    if (ok) S.syncing = sync;
+  }
+
+  // Messages this page sent on an earlier socket can come back, from a sync
+  // or a join's replay, as the copy the server keeps for the sender. Once
+  // the replay is done, what has not come back never will.
+  function settleOwn(which) {
+    for (const c of S.convs.values()) {
+      if (!which(c)) continue;
+      for (const m of c.msgs) if (m.own && !m.mid && m.lastGen && m.lastGen < S.gen) m.settled = true;
+    }
+  }
+
+  // ownCopy finds the page's own message that a msg frame from S.me is the
+  // server's copy of: in a room by its offset (the ack gave it), else by
+  // body among those sent on an earlier socket and not yet settled.
+  function ownCopy(c, f, seq) {
+    if (!hasStore()) return null;
+    if (c.kind === 'room' && seq) {
+      const m = c.msgs.find((x) => x.own && !x.mid && x.seq === seq);
+      if (m) return m;
+    }
+    return c.msgs.find((x) => x.own && !x.mid && !x.settled && x.lastGen && x.lastGen < S.gen &&
+      !(c.kind === 'room' && x.seq) && x.body === f.body) || null;
+  }
+
+  function renderStoreText() {
+    $('empty-fine').textContent = hasStore()
+      ? 'Messages are kept: someone who is not connected gets them when they come back.'
+      : 'Messages are delivered live to whoever is connected; nothing is stored.';
   }
 
   function ping() {
@@ -436,7 +650,9 @@
     box.replaceChildren();
     box.appendChild(h('p', 'intro', c.kind === 'room'
       ? `Messages in #${c.name} go to everyone connected in the room right now.`
-      : `Messages to ${c.name} reach every device they have connected right now.`));
+      : hasStore()
+        ? `Messages to ${c.name} reach every device they have connected, or wait until one connects.`
+        : `Messages to ${c.name} reach every device they have connected right now.`));
     for (const m of c.msgs) box.appendChild(m.el);
     box.scrollTop = box.scrollHeight;
     $('jump').hidden = true;
@@ -530,11 +746,17 @@
     if (c === S.active) renderHeader();
   }
 
-  async function refreshCluster() {
-    if (document.hidden) return;
+  // refreshCluster reads GET /api/cluster: the nodes for the empty view,
+  // and once whether the cluster keeps messages (see afterWelcome).
+  async function refreshCluster(force) {
+    if (document.hidden && !force) return;
     try {
       const v = await getJSON('api/cluster');
       S.cluster = (v.members || []).filter((m) => m.state === 'alive').map((m) => String(m.name)).sort();
+      if (S.store === null) {
+        S.store = typeof v.store === 'string' ? v.store : 'none';
+        renderStoreText();
+      }
     } catch (e) {
       S.cluster = null;
     }
@@ -542,7 +764,7 @@
   }
 
   function refreshListPresence() {
-    refreshCluster();
+    if (!S.storeAsked) refreshCluster(); // (else under way already)
     for (const c of S.convs.values()) if (c.kind === 'dm' && c.li && c !== S.active) refreshPresence(c);
   }
 
@@ -556,11 +778,27 @@
     c.joining = true;
     c.joinError = '';
     renderItem(c);
-    transmit({ type: 'join', room: c.name }, {
+    // With offsets from before, the room's messages since then come first
+    // (a cluster without a store ignores since).
+    const st = roomStream(c.name, false);
+    const frame = { type: 'join', room: c.name };
+    if (st && st.based) {
+      frame.since = st.last;
+      c.replay = { min: Infinity };
+    } else {
+      c.replay = null;
+    }
+    transmit(frame, {
       answer: (f) => {
         c.joining = false;
+        const replay = c.replay;
+        c.replay = null;
         if (f.type === 'ack') {
           c.joined = true;
+          if (replay && st === roomStream(c.name, false)) {
+            replayed(st, replay.min);
+            settleOwn((x) => x === c);
+          }
           flush();
           refreshPresence(c);
         } else {
@@ -573,13 +811,14 @@
         renderItem(c);
         if (c === S.active) renderHeader();
       },
-      lost: () => { c.joining = false; },
+      lost: () => { c.joining = false; c.replay = null; },
     });
   }
 
   function leave(c) {
     c.wanted = false;
     saveRooms();
+    if (S.streams && S.streams.rooms.delete(c.name)) saveStreams();
     if (c.joined) transmit({ type: 'leave', room: c.name }, { answer: () => {}, lost: () => {} });
     c.joined = false;
     S.outbox = S.outbox.filter((it) => {
@@ -609,39 +848,84 @@
 
   function onMsg(f) {
     if (typeof f.body !== 'string' || typeof f.from !== 'string') return;
-    if (f.mid && !remember(String(f.mid))) return; // shown already
+    // seq: the offset in this user's inbox, or in the room's stream; only
+    // when the cluster has a store.
+    const seq = Number.isSafeInteger(f.seq) && f.seq > 0 ? f.seq : 0;
     let c;
+    let st = null;
     if (f.room) {
       c = S.convs.get(key('room', f.room));
       if (!c || !c.wanted) return; // left a moment ago
-    } else {
+      st = seq ? roomStream(c.name, true) : null;
+      if (st && c.replay && seq > st.last) c.replay.min = Math.min(c.replay.min, seq);
+    } else if (seq && S.streams) {
+      st = S.streams.inbox;
+      if (S.syncing && seq > S.syncing.after) S.syncing.min = Math.min(S.syncing.min, seq);
+    }
+    const old = !!st && seq <= st.seenBefore; // seen before a reload
+    if (st) received(st, seq);
+    if (f.mid && S.seen.has(String(f.mid))) return; // shown already
+    if (!f.room) {
       const other = f.from === S.me ? f.to : f.from;
-      if (typeof other !== 'string' || !other) return;
+      if (typeof other !== 'string' || !ID_RE.test(other)) return;
       c = ensureConv('dm', other);
-      if (f.from !== S.me) c.presence = Object.assign({}, c.presence, { online: true });
+      if (f.from !== S.me && !old) c.presence = Object.assign({}, c.presence, { online: true });
     }
     const own = f.from === S.me;
-    const m = { mid: f.mid, from: f.from, body: f.body, ts: Number(f.ts) || Date.now(), own, status: own ? 'elsewhere' : '' };
+    if (own) {
+      const mine = ownCopy(c, f, seq);
+      if (mine) {
+        // The server's copy of a message this page sent: shown already.
+        if (f.mid) setMid(mine, String(f.mid));
+        return;
+      }
+    }
+    if (f.mid) remember(String(f.mid));
+    // Own messages from a sync or a replay are history, not news from
+    // another device.
+    const history = !!seq && (f.room ? !!c.replay : !!S.syncing);
+    const status = own ? (history ? 'history' : 'elsewhere') : '';
+    const m = { mid: f.mid, from: f.from, body: f.body, ts: Number(f.ts) || Date.now(), own, seq, status };
     addMsg(c, m);
-    if (!own && (c !== S.active || document.hidden)) {
+    if (!own && !old && (c !== S.active || document.hidden)) {
       c.unread++;
       renderItem(c);
       renderTitle();
     }
   }
 
-  function msgEl(c, m) {
-    const prev = c.msgs[c.msgs.length - 1];
-    const first = !prev || prev.from !== m.from || prev.note || m.ts - prev.ts > 5 * 60 * 1000;
-    const row = h('div', 'msg' + (m.own ? ' own' : '') + (first ? ' first' : ''));
+  function setMid(m, mid) {
+    m.mid = mid;
+    remember(mid);
+    if (m.el) m.el.dataset.mid = mid;
+  }
+
+  // A message opens a group unless it follows one from the same sender.
+  function opensGroup(prev, m) {
+    return !prev || prev.from !== m.from || !!prev.note || m.ts - prev.ts > 5 * 60 * 1000;
+  }
+
+  // group marks m as opening a group or not, with the sender's name above
+  // it in a room.
+  function group(c, m, first) {
+    if (m.note || !m.el) return;
+    m.el.classList.toggle('first', first);
+    const label = m.el.querySelector(':scope > .from');
+    const want = first && !m.own && c.kind === 'room';
+    if (want && !label) {
+      const from = h('div', 'from', m.from);
+      from.style.color = `hsl(${hue(m.from)} 55% 45%)`;
+      m.el.prepend(from);
+    } else if (!want && label) {
+      label.remove();
+    }
+  }
+
+  function msgEl(m) {
+    const row = h('div', 'msg' + (m.own ? ' own' : ''));
     row.dataset.testid = 'msg';
     row.dataset.from = m.from;
     if (m.mid) row.dataset.mid = m.mid;
-    if (first && !m.own && c.kind === 'room') {
-      const from = h('div', 'from', m.from);
-      from.style.color = `hsl(${hue(m.from)} 55% 45%)`;
-      row.appendChild(from);
-    }
     const bubble = h('div', 'bubble', m.body);
     bubble.dataset.testid = 'msg-body';
     const meta = h('div', 'meta');
@@ -658,18 +942,32 @@
   }
 
   function addMsg(c, m) {
-    msgEl(c, m);
-    c.msgs.push(m);
+    msgEl(m);
+    // A message from the store (it has an offset) may be older than what is
+    // shown already, after a sync: it goes in its place by time.
+    let i = c.msgs.length;
+    if (m.seq) while (i > 0 && c.msgs[i - 1].ts > m.ts) i--;
+    const next = c.msgs[i];
+    c.msgs.splice(i, 0, m);
+    group(c, m, opensGroup(c.msgs[i - 1], m));
+    if (next) group(c, next, opensGroup(m, next));
     if (c.msgs.length > MAX_MSGS_PER_CONV) {
-      const old = c.msgs.shift();
-      old.el.remove();
+      const gone = c.msgs.shift();
+      gone.el.remove();
+      if (c.msgs[0]) group(c, c.msgs[0], true);
+      if (gone === m) return;
     }
-    c.last = m;
+    if (!next) c.last = m;
     showInList(c);
     renderItem(c);
     if (c !== S.active) return;
     const box = $('messages');
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    if (next) {
+      box.insertBefore(m.el, next.el);
+      if (atBottom) box.scrollTop = box.scrollHeight;
+      return;
+    }
     box.appendChild(m.el);
     if (atBottom || m.own) {
       box.scrollTop = box.scrollHeight;
@@ -691,7 +989,7 @@
     }
   }
 
-  // status: queued, sending, delivered, offline, sent, error, lost, elsewhere
+  // status: queued, sending, delivered, stored, offline, sent, error, lost, elsewhere
   function setStatus(m, status, detail) {
     m.status = status;
     m.detail = detail;
@@ -711,11 +1009,13 @@
       case 'queued': text = 'waiting for connection'; kind = 'warn'; break;
       case 'sending': text = 'sending…'; break;
       case 'delivered': text = 'delivered ✓'; kind = 'ok'; break;
+      case 'stored': text = 'stored ✓ — delivered when they connect'; kind = 'ok'; break;
       case 'offline': text = 'not delivered: offline'; kind = 'warn'; retry = true; break;
       case 'sent': text = `sent to ${m.detail}`; kind = m.detail > 0 ? 'ok' : 'warn'; break;
       case 'error': text = `error: ${m.detail}`; kind = 'err'; retry = m.retryable !== false; break;
       case 'lost': text = 'connection lost, not confirmed'; kind = 'err'; retry = true; break;
       case 'elsewhere': text = 'sent from another device'; break;
+      case 'history': text = ''; break;
       default: text = ''; break;
     }
     if (m.message) st.title = m.message;
@@ -738,7 +1038,7 @@
   }
 
   function flush() {
-    if (!S.open) return;
+    if (!S.open || S.hold) return;
     const keep = [];
     for (const it of S.outbox) {
       if (it.conv.kind === 'room' && !it.conv.joined) { keep.push(it); continue; }
@@ -747,21 +1047,42 @@
     S.outbox = keep;
   }
 
+  // A random idempotency key: a resend with it within 5 minutes is answered
+  // like the first and stored once.
+  function newKey() {
+    const b = new Uint8Array(12);
+    crypto.getRandomValues(b);
+    return 'k' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
+
   function sendNow({ conv: c, m }) {
+    // The key is the message's: every attempt at it (Retry, the resend
+    // after a reconnect) carries the same one.
+    if (!m.key) m.key = newKey();
     const frame = c.kind === 'room'
-      ? { type: 'send', room: c.name, body: m.body }
-      : { type: 'send', to: c.name, body: m.body };
+      ? { type: 'send', room: c.name, body: m.body, key: m.key }
+      : { type: 'send', to: c.name, body: m.body, key: m.key };
     setStatus(m, 'sending');
     const ok = transmit(frame, {
       answer: (f) => {
         if (f.type === 'ack') {
+          const seq = Number.isSafeInteger(f.seq) && f.seq > 0 ? f.seq : 0;
+          // A room send's seq is its offset in the room's stream, which
+          // this page now holds; a direct one's is in the recipient's inbox.
+          if (seq && c.kind === 'room') {
+            m.seq = seq;
+            const rs = c.wanted ? roomStream(c.name, true) : null;
+            if (rs) received(rs, seq);
+          }
+          if (typeof f.mid === 'string' && f.mid && !m.mid) setMid(m, f.mid);
           if (f.status === 'delivered') setStatus(m, 'delivered');
+          else if (f.status === 'stored') setStatus(m, 'stored');
           else if (f.status === 'offline') setStatus(m, 'offline');
           else if (f.status === 'sent') setStatus(m, 'sent', Number(f.recipients) || 0);
           else setStatus(m, 'error', f.status || 'unknown');
           if (c.kind === 'dm') {
             c.presence = Object.assign({}, c.presence, { online: f.status === 'delivered' });
-            if (f.status === 'offline') c.presence.connections = 0;
+            if (f.status === 'offline' || f.status === 'stored') c.presence.connections = 0;
             renderItem(c);
             if (c === S.active) refreshPresence(c);
           }
@@ -780,13 +1101,28 @@
         m.retryable = f.code !== 'bad_request';
         setStatus(m, 'error', f.code || 'error');
       },
-      lost: () => setStatus(m, 'lost'),
+      lost: () => {
+        // With a store the key makes a resend safe: the server answers it
+        // like the first attempt and stores the message once.
+        if (hasStore() && Date.now() - m.firstSent < AUTO_RESEND_MS && (c.kind === 'dm' || c.wanted)) {
+          setStatus(m, 'queued');
+          S.outbox.push({ conv: c, m });
+          return;
+        }
+        setStatus(m, 'lost');
+      },
       tooBig: () => {
         m.retryable = false;
         setStatus(m, 'error', 'too long');
       },
     });
-    if (!ok) setStatus(m, 'queued');
+    if (!ok) {
+      setStatus(m, 'queued');
+    } else {
+      if (!m.firstSent) m.firstSent = Date.now();
+      m.lastGen = S.gen;
+      m.settled = false;
+    }
     return ok;
   }
 
@@ -835,6 +1171,7 @@
       }
     }
     if (!S.active) closeConv();
+    renderStoreText();
     connect();
     S.timers.listPresence = setInterval(refreshListPresence, PRESENCE_LIST_MS);
     $('new-chat').focus();
@@ -994,6 +1331,27 @@
     renderItem(S.active);
     renderTitle();
     refreshPresence(S.active);
+  });
+
+  // Offsets are saved shortly after they change, and when the tab goes. A
+  // page kept in the back/forward cache lets its connection go: frozen, it
+  // would still count as online, and take messages it cannot show. It
+  // connects again (and catches up, with a store) when it is shown again.
+  window.addEventListener('pagehide', (e) => {
+    saveStreams();
+    if (!e.persisted || S.stopped) return;
+    S.parked = true;
+    S.stopped = true;
+    clearTimer('retry');
+    clearTimer('countdown');
+    if (S.ws) dropped(1001, S.open);
+  });
+  window.addEventListener('pageshow', (e) => {
+    if (!e.persisted || !S.parked) return;
+    S.parked = false;
+    S.stopped = false;
+    S.attempt = 0;
+    connect();
   });
 
   // The network came back: do not wait out the backoff.
