@@ -105,6 +105,7 @@ type Conn struct {
 	drained  chan struct{} // closed when inflight drops to 0 while draining
 	rooms    map[string]struct{}
 	replays  map[string][]heldFrame // rooms being replayed: live messages held meanwhile
+	replayed map[string]int64       // rooms replayed: the last offset the replay wrote
 	space    chan struct{}          // signalled when the writer empties the queue; made by WaitQueue
 
 	readerDone chan struct{} // closed when the reader has stopped
@@ -230,6 +231,7 @@ func (c *Conn) Leave(room string) bool {
 	defer c.mu.Unlock()
 	_, ok := c.rooms[room]
 	delete(c.rooms, room)
+	delete(c.replayed, room)
 	return ok
 }
 

@@ -80,6 +80,12 @@ func (c *Conn) BeginReplay(room string) {
 // is seq (0 without a store). During a replay of room it waits instead.
 func (c *Conn) SendRoom(room string, seq int64, frame []byte) bool {
 	c.mu.Lock()
+	if seq > 0 && seq <= c.replayed[room] {
+		// Stored before the replay read it, routed after the replay ended:
+		// the replay has written it already.
+		c.mu.Unlock()
+		return true
+	}
 	held, replaying := c.replays[room]
 	if !replaying {
 		ok, full := c.queueLocked(frame)
@@ -106,6 +112,10 @@ func (c *Conn) EndReplay(room string, through int64) {
 	c.mu.Lock()
 	held := c.replays[room]
 	delete(c.replays, room)
+	if c.replayed == nil {
+		c.replayed = make(map[string]int64)
+	}
+	c.replayed[room] = through
 	sort.Slice(held, func(i, j int) bool { return held[i].seq < held[j].seq })
 	ok, full := true, false
 	for _, h := range held {
