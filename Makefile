@@ -17,7 +17,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/shard
 
 run: build
-	scripts/deps.sh nginx
+	scripts/deps.sh nginx postgresql
 	scripts/run-cluster.sh
 
 # Installs the system packages the tests drive for real, then runs them all.
@@ -26,7 +26,7 @@ test: deps lint
 	$(MAKE) fuzz
 
 deps:
-	scripts/deps.sh nginx chromium curl iproute2
+	scripts/deps.sh nginx chromium curl iproute2 postgresql
 
 # A short run of each fuzzer on top of its committed seed corpus.
 FUZZTIME ?= 10s

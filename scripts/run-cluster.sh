@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts a 3-node shard cluster on loopback with nginx in front of it, prints
-# the URL, and stops everything on Ctrl-C. `make run` calls it after building.
+# Starts a 3-node shard cluster on loopback with nginx in front of it and a
+# PostgreSQL server as its shared message store, prints the URL, and stops
+# everything on Ctrl-C. `make run` calls it after building.
 #   BIN=bin/shard  LISTEN=127.0.0.1:8000  scripts/run-cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +20,30 @@ stop() {
   # SIGTERM drains each node (close 1012) and stops nginx.
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  declare -F stop_pg >/dev/null && stop_pg
   rm -rf "$DIR"
 }
 trap stop INT TERM EXIT
 
 [ -x "$BIN" ] || { echo "no $BIN: run 'make build' first" >&2; exit 1; }
+
+# PostgreSQL for the message store: a throwaway cluster in $DIR, run as the
+# postgres user (the server refuses root), on a unix socket and 127.0.0.1.
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+store=()
+if [ -n "$PGBIN" ] && id postgres >/dev/null 2>&1; then
+  PGPORT=${PGPORT:-5499}
+  mkdir -p "$DIR/pg" && chown postgres "$DIR/pg"
+  as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  as_pg "$PGBIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 --no-locale >"$DIR/pg.log" 2>&1
+  as_pg "$PGBIN/pg_ctl" -D "$DIR/pg/data" -l "$DIR/pg/server.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -c port=$PGPORT -c unix_socket_directories=$DIR/pg" start >>"$DIR/pg.log" 2>&1
+  stop_pg() { as_pg "$PGBIN/pg_ctl" -D "$DIR/pg/data" -m fast stop >/dev/null 2>&1 || true; }
+  store=(--store "postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable")
+  echo "PostgreSQL on 127.0.0.1:$PGPORT keeps the messages"
+else
+  echo "PostgreSQL not found (scripts/deps.sh postgresql): running without a message store" >&2
+fi
 [ -x "$NGINX" ] || { echo "nginx not found: run 'scripts/deps.sh nginx'" >&2; exit 1; }
 
 nodes=()
@@ -32,7 +52,7 @@ for i in 1 2 3; do
   gossip="127.0.0.1:79${i}6"
   join=()
   [ "$i" -gt 1 ] && join=(--join 127.0.0.1:7916)
-  "$BIN" --name "n$i" --http "$http" --gossip "$gossip" "${join[@]}" 2>"$DIR/n$i.log" &
+  "$BIN" --name "n$i" --http "$http" --gossip "$gossip" "${join[@]}" "${store[@]}" 2>"$DIR/n$i.log" &
   pids+=($!)
   nodes+=("$http")
   ready=""

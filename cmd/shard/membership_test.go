@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/store"
 	"github.com/shardchat/shard/internal/wait"
 )
 
@@ -23,6 +26,7 @@ type clusterNode struct {
 	name                   string
 	host                   string
 	http, gossipAddr, link string
+	extra                  []string // more flags, e.g. --store
 	proc                   *testcluster.Process
 }
 
@@ -31,6 +35,7 @@ func (n *clusterNode) url() string { return "ws://" + n.http + "/ws" }
 func (n *clusterNode) start(t *testing.T, seed string) {
 	args := []string{"--name", n.name, "--http", n.http, "--gossip", n.gossipAddr, "--link", n.link,
 		"--drain-timeout", "5s", "--join-timeout", "20s", "--log-level", "info"}
+	args = append(args, n.extra...)
 	if seed != "" {
 		args = append(args, "--join", seed)
 	}
@@ -131,6 +136,13 @@ func TestRollingChangesLoseNothingSilently(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level membership test")
 	}
+	rollingChanges(t, "")
+}
+
+// rollingChanges runs the scenario; with storeURL every node uses that
+// message store, and the end also checks that every message acked
+// `delivered` or `stored` is in its recipient's inbox.
+func rollingChanges(t *testing.T, storeURL string) {
 	const (
 		users       = 300
 		rooms       = 10
@@ -142,6 +154,13 @@ func TestRollingChangesLoseNothingSilently(t *testing.T) {
 		newClusterNode(t, "n1", "127.0.0.2"),
 		newClusterNode(t, "n2", "127.0.0.3"),
 		newClusterNode(t, "n3", "127.0.0.4"),
+	}
+	var extra []string
+	if storeURL != "" {
+		extra = []string{"--store", storeURL, "--api-key", "test-key"}
+	}
+	for _, n := range nodes {
+		n.extra = extra
 	}
 	nodes[0].start(t, "")
 	nodes[1].start(t, nodes[0].gossipAddr)
@@ -272,6 +291,7 @@ func TestRollingChangesLoseNothingSilently(t *testing.T) {
 
 	// A 4th node joins.
 	n4 := newClusterNode(t, "n4", "127.0.0.5")
+	n4.extra = extra
 	start := time.Now()
 	n4.start(t, nodes[0].gossipAddr)
 	nodes = append(nodes, n4)
@@ -442,6 +462,13 @@ func TestRollingChangesLoseNothingSilently(t *testing.T) {
 	for _, ev := range led.events {
 		fmt.Fprintf(&report, "  event %-28s %s .. %s\n", ev.what, ev.from.Format("15:04:05.000"), ev.to.Format("15:04:05.000"))
 	}
+	if storeURL != "" {
+		stored, missing := checkInboxes(t, "http://"+nodes[0].http, led.sends)
+		fmt.Fprintf(&report, "  acked delivered or stored, checked in the recipients' inboxes: %d, missing: %d\n", stored, len(missing))
+		for _, m := range missing {
+			violate("%s", m)
+		}
+	}
 	t.Log("\n" + report.String())
 	for _, v := range violations {
 		t.Error(v)
@@ -457,4 +484,57 @@ func tail(s string) string {
 		lines = lines[len(lines)-30:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// checkInboxes reads every recipient's inbox through the history API and
+// returns how many direct messages acked delivered or stored it checked,
+// and those missing from their recipient's inbox.
+func checkInboxes(t *testing.T, api string, sends []*sendRecord) (checked int, missing []string) {
+	inboxes := map[string]map[string]bool{}
+	read := func(user string) map[string]bool {
+		if got, ok := inboxes[user]; ok {
+			return got
+		}
+		got := map[string]bool{}
+		for after, more := int64(0), true; more; {
+			var page struct {
+				Messages []struct {
+					Seq  int64  `json:"seq"`
+					Body string `json:"body"`
+				} `json:"messages"`
+				More bool `json:"more"`
+			}
+			req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/users/%s/messages?after=%d&limit=%d", api, user, after, store.MaxReadLimit), nil)
+			req.Header.Set("Authorization", "Bearer test-key")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("read %s's inbox: %v", user, err)
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("read %s's inbox: %s", user, resp.Status)
+			}
+			err = json.NewDecoder(resp.Body).Decode(&page)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("read %s's inbox: %v", user, err)
+			}
+			for _, m := range page.Messages {
+				got[m.Body] = true
+				after = m.Seq
+			}
+			more = page.More && len(page.Messages) > 0
+		}
+		inboxes[user] = got
+		return got
+	}
+	for _, s := range sends {
+		if s.to == "" || (s.status != "delivered" && s.status != "stored") {
+			continue
+		}
+		checked++
+		if !read(s.to)[s.tag] {
+			missing = append(missing, fmt.Sprintf("%s acked %s but missing from %s's inbox", s.tag, s.status, s.to))
+		}
+	}
+	return checked, missing
 }
