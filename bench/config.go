@@ -85,12 +85,13 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var urls, metrics, sizes, nodeArgs listFlag
-	var nodeArgLine string
+	var nodeArgLine, storeURL string
 
 	fs.IntVar(&c.Nodes, "nodes", 3, "start a local cluster of this many shard processes on 127.0.0.2, .3, ... (ignored with --url)")
 	fs.StringVar(&c.Routing, "routing", "owner", "routing of the local cluster: owner or broadcast")
 	fs.StringVar(&c.ShardBin, "shard-bin", "", "shard binary for the local cluster (default: go build ./cmd/shard into a temporary directory)")
 	fs.StringVar(&nodeArgLine, "node-args", "", "extra flags for every local node, space-separated, e.g. \"--rate 1000\"")
+	fs.StringVar(&storeURL, "store", "", "message store URL for every local node (postgres://...): what durability costs, against a run without it")
 	fs.Var(&urls, "url", "target these WebSocket URLs instead (ws://host:port/ws, nodes or nginx); repeatable or comma-separated")
 	fs.Var(&metrics, "metrics-url", "with --url: the nodes' HTTP base URLs to read /metrics from (default: the members listed by /api/cluster of the first --url)")
 	fs.Var(&sizes, "sizes", "sweep: run the workload on local clusters of these sizes, e.g. 3,5,8")
@@ -136,6 +137,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	c.URLs, c.MetricsURL = urls, metrics
 	for _, a := range strings.Fields(nodeArgLine) {
 		nodeArgs = append(nodeArgs, a)
+	}
+	if storeURL != "" {
+		nodeArgs = append(nodeArgs, "--store", storeURL)
 	}
 	c.NodeArgs = nodeArgs
 	for _, s := range sizes {

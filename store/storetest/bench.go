@@ -20,14 +20,17 @@ import (
 // and without it (MaxBatch 1). Every append is a direct message of 100
 // bytes with an idempotency key, as the page and the Go client send
 // them. It reports appends/s and the latency of one append (p50, p99).
+// The answered runs also record each append's answer, as the router does
+// for every keyed send (the latency is still the append's alone).
 func BenchAppend(b *testing.B, fresh func(testing.TB) string) {
 	for _, mode := range []struct {
-		name  string
-		batch int
-	}{{"batched", 0}, {"unbatched", 1}} {
+		name     string
+		batch    int
+		answered bool
+	}{{"batched", 0, false}, {"unbatched", 1, false}, {"batched+answers", 0, true}} {
 		for _, par := range []int{1, 16, 64} {
 			b.Run(mode.name+"/appenders="+strconv.Itoa(par), func(b *testing.B) {
-				benchAppend(b, fresh(b), store.Options{MaxBatch: mode.batch, TrimInterval: -1}, par)
+				benchAppend(b, fresh(b), store.Options{MaxBatch: mode.batch, TrimInterval: -1}, par, mode.answered)
 			})
 		}
 	}
@@ -35,7 +38,7 @@ func BenchAppend(b *testing.B, fresh func(testing.TB) string) {
 
 var body = strings.Repeat("x", 100)
 
-func benchAppend(b *testing.B, url string, opts store.Options, appenders int) {
+func benchAppend(b *testing.B, url string, opts store.Options, appenders int, answered bool) {
 	ctx := context.Background()
 	st, err := store.Open(ctx, url, opts)
 	if err != nil {
@@ -66,6 +69,12 @@ func benchAppend(b *testing.B, url string, opts store.Options, appenders int) {
 					return
 				}
 				h.RecordValue(time.Since(start).Microseconds())
+				if answered {
+					if err := st.RecordAnswer(ctx, from, a.Key, store.Answer{Status: "delivered"}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
 			}
 			mu.Lock()
 			merged.Merge(h)
