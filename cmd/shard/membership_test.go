@@ -16,8 +16,8 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
-	"github.com/shardchat/shard/store"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/store"
 )
 
 // clusterNode is one shard process of a membership test, restartable under
