@@ -9,6 +9,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/protocol"
 )
 
 // connTable knows, for every local connection, whether it is up and how many
@@ -169,7 +170,7 @@ func (p *phase) answered(seq int64, a client.Ack, err error) {
 	var e *client.Error
 	kind := answerOK
 	switch {
-	case err == nil && a.Status == client.StatusOffline:
+	case err == nil && a.Status == protocol.StatusOffline:
 		kind = answerOffline
 	case errors.As(err, &e):
 		kind = answerRefused

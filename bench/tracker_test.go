@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/protocol"
 )
 
 // newTestPhase is a phase with n connections all up, a window of 10 s and
@@ -23,7 +24,7 @@ func TestLossCountsOnlyRecipientsConnectedThroughout(t *testing.T) {
 	p, conns := newTestPhase(5, 0, 7)
 	conns.disconnected(0) // connection 0 is down from the start
 	at := func(d time.Duration) time.Time { return p.base.Add(d) }
-	ok := client.Ack{Status: client.StatusDelivered}
+	ok := client.Ack{Status: protocol.StatusDelivered}
 
 	// 0: to 1 and 2; 1 gets it, 2 stays connected and never does: lost.
 	p.expect(0, 0, []int32{1, 2})
@@ -36,7 +37,7 @@ func TestLossCountsOnlyRecipientsConnectedThroughout(t *testing.T) {
 	conns.connected(3)
 	// 2: refused by the server: the sender was told, nothing is owed.
 	p.expect(2, 20*time.Millisecond, []int32{1})
-	p.answered(2, client.Ack{}, &client.Error{Code: client.CodeRateLimited})
+	p.answered(2, client.Ack{}, &client.Error{Code: protocol.CodeRateLimited})
 	// 3: the sender was reconnecting, so it never went out.
 	p.expect(3, 30*time.Millisecond, []int32{2})
 	p.notSent(3)
@@ -47,7 +48,7 @@ func TestLossCountsOnlyRecipientsConnectedThroughout(t *testing.T) {
 	p.received(1, 4, at(46*time.Millisecond))
 	// 5: to 0, which is down: not expected; its arrival anyway is unexpected.
 	p.expect(5, 50*time.Millisecond, []int32{0, 4})
-	p.answered(5, client.Ack{Status: client.StatusSent, Recipients: 2}, nil)
+	p.answered(5, client.Ack{Status: protocol.StatusSent, Recipients: 2}, nil)
 	p.received(4, 5, at(52*time.Millisecond))
 	p.received(0, 5, at(53*time.Millisecond))
 	// 6: the sender's connection ended before the answer: not lost either.
@@ -79,8 +80,8 @@ func TestWarmupMessagesAreDeliveredButNotCounted(t *testing.T) {
 	p, _ := newTestPhase(2, time.Second, 2)
 	p.expect(0, 500*time.Millisecond, []int32{1}) // warm-up
 	p.expect(1, 1500*time.Millisecond, []int32{1})
-	p.answered(0, client.Ack{Status: client.StatusDelivered}, nil)
-	p.answered(1, client.Ack{Status: client.StatusDelivered}, nil)
+	p.answered(0, client.Ack{Status: protocol.StatusDelivered}, nil)
+	p.answered(1, client.Ack{Status: protocol.StatusDelivered}, nil)
 	p.received(1, 0, p.base.Add(501*time.Millisecond))
 	p.received(1, 1, p.base.Add(1502*time.Millisecond))
 	c := p.finish(2)
@@ -106,8 +107,8 @@ func TestSettledWaitsOnlyForWhatCanStillArrive(t *testing.T) {
 	if p.settled() {
 		t.Fatal("settled with two sends unanswered")
 	}
-	p.answered(0, client.Ack{Status: client.StatusSent, Recipients: 2}, nil)
-	p.answered(1, client.Ack{}, &client.Error{Code: client.CodeUnavailable})
+	p.answered(0, client.Ack{Status: protocol.StatusSent, Recipients: 2}, nil)
+	p.answered(1, client.Ack{}, &client.Error{Code: protocol.CodeUnavailable})
 	p.received(1, 0, p.base)
 	if p.settled() {
 		t.Fatal("settled while connection 2 still owes a delivery")
@@ -146,7 +147,7 @@ func TestConcurrentDeliveriesAreEachCountedOnce(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for s := int64(0); s < msgs; s++ {
-			p.answered(s, client.Ack{Status: client.StatusSent, Recipients: conns}, nil)
+			p.answered(s, client.Ack{Status: protocol.StatusSent, Recipients: conns}, nil)
 		}
 	}()
 	wg.Wait()

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/protocol"
 )
 
 // A worker holds the client connections of one slice of the workload (see
@@ -517,7 +518,7 @@ func (w *worker) sender(p *phase, sched schedule, jobs <-chan job, lag *hdrhisto
 		rcpts = w.plan.recipients(j.pk, rcpts[:0])
 		p.expect(j.seq, intended, rcpts)
 		body = appendBody(body[:0], p.id, j.seq, int64(intended), w.cfg.Body)
-		f := client.Frame{Type: client.TypeSend, Body: string(body)}
+		f := client.Frame{Type: protocol.TypeSend, Body: string(body)}
 		if j.pk.room {
 			f.Room = w.plan.rooms[j.pk.to]
 		} else {

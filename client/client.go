@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // ErrClosed answers a request whose connection ended before its answer came
@@ -125,14 +127,14 @@ func (c *Client) LastDisconnect() (Disconnected, bool) {
 // connection ended before the answer. While the client is reconnecting,
 // Send waits for the new connection; ctx bounds every wait.
 func (c *Client) Send(ctx context.Context, to, body string) (Ack, error) {
-	return c.do(ctx, Frame{Type: TypeSend, To: to, Body: body, Key: newKey()}, nil)
+	return c.do(ctx, Frame{Type: protocol.TypeSend, To: to, Body: body, Key: newKey()}, nil)
 }
 
 // SendRoom sends body to room, which this client must have joined, and waits
 // for the answer: an Ack with status sent and the number of recipients, or
 // an *Error (not_member, ...). Otherwise as Send.
 func (c *Client) SendRoom(ctx context.Context, room, body string) (Ack, error) {
-	return c.do(ctx, Frame{Type: TypeSend, Room: room, Body: body, Key: newKey()}, nil)
+	return c.do(ctx, Frame{Type: protocol.TypeSend, Room: room, Body: body, Key: newKey()}, nil)
 }
 
 // Sync asks for one page of this user's inbox after offset after: the
@@ -140,14 +142,14 @@ func (c *Client) SendRoom(ctx context.Context, room, body string) (Ack, error) {
 // newest offset and More whether another page follows (sync again after the
 // last Seq received). It needs a cluster with a message store.
 func (c *Client) Sync(ctx context.Context, after int64) (Ack, error) {
-	return c.do(ctx, Frame{Type: TypeSync, After: after}, nil)
+	return c.do(ctx, Frame{Type: protocol.TypeSync, After: after}, nil)
 }
 
 // JoinSince joins room and asks for its messages after offset since first:
 // they arrive on Messages before live ones, with no gap and no duplicate
 // between the two. Without a store it is Join.
 func (c *Client) JoinSince(ctx context.Context, room string, since int64) error {
-	_, err := c.do(ctx, Frame{Type: TypeJoin, Room: room, Since: &since}, func(Ack) {
+	_, err := c.do(ctx, Frame{Type: protocol.TypeJoin, Room: room, Since: &since}, func(Ack) {
 		c.mu.Lock()
 		c.rooms[room] = struct{}{}
 		c.mu.Unlock()
@@ -165,7 +167,7 @@ func newKey() string {
 // Join joins room and waits for the owner's ok. A joined room is remembered
 // and joined again after each reconnect, until Leave. Otherwise as Send.
 func (c *Client) Join(ctx context.Context, room string) error {
-	_, err := c.do(ctx, Frame{Type: TypeJoin, Room: room}, func(Ack) {
+	_, err := c.do(ctx, Frame{Type: protocol.TypeJoin, Room: room}, func(Ack) {
 		// Called by the reader before the connection can be seen to end,
 		// so that a reconnect right after finds the room.
 		c.mu.Lock()
@@ -182,14 +184,14 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 	c.mu.Lock()
 	delete(c.rooms, room)
 	c.mu.Unlock()
-	_, err := c.do(ctx, Frame{Type: TypeLeave, Room: room}, nil)
+	_, err := c.do(ctx, Frame{Type: protocol.TypeLeave, Room: room}, nil)
 	return err
 }
 
 // Ping sends an application-level ping and waits for the pong. Otherwise as
 // Send.
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.do(ctx, Frame{Type: TypePing}, nil)
+	_, err := c.do(ctx, Frame{Type: protocol.TypePing}, nil)
 	return err
 }
 
@@ -212,7 +214,7 @@ func (c *Client) SendAsync(f Frame, done func(Ack, error)) error {
 	if done == nil {
 		done = func(Ack, error) {}
 	}
-	if f.Type == TypeSend && f.Key == "" {
+	if f.Type == protocol.TypeSend && f.Key == "" {
 		f.Key = newKey()
 	}
 	c.mu.Lock()
@@ -460,7 +462,7 @@ func (c *Client) rejoinRoom(cn *conn, room string) error {
 		if !errors.As(err, &e) {
 			return err
 		}
-		if e.Code != CodeRateLimited && e.Code != CodeUnavailable {
+		if e.Code != protocol.CodeRateLimited && e.Code != protocol.CodeUnavailable {
 			c.mu.Lock()
 			delete(c.rooms, room)
 			c.mu.Unlock()
@@ -486,7 +488,7 @@ func (c *Client) joinOn(cn *conn, room string) error {
 	ctx, cancel := context.WithTimeout(c.ctx, rejoinTimeout)
 	defer cancel()
 	ch := make(chan error, 1)
-	err := cn.request(ctx, Frame{Type: TypeJoin, Room: room}, func(_ Ack, err error) { ch <- err })
+	err := cn.request(ctx, Frame{Type: protocol.TypeJoin, Room: room}, func(_ Ack, err error) { ch <- err })
 	if errors.Is(err, errConnGone) {
 		return ErrClosed
 	}

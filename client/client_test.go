@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 )
 
 // testTimeout bounds every wait of these tests: generous, since a loopback
@@ -149,20 +150,20 @@ func (fc *fakeConn) ack(id, status string) {
 // answer is what a healthy server would say.
 func (fc *fakeConn) answer(f Frame) {
 	switch f.Type {
-	case TypeJoin:
+	case protocol.TypeJoin:
 		fc.mu.Lock()
 		fc.rooms = append(fc.rooms, f.Room)
 		fc.mu.Unlock()
-		fc.ack(f.ID, StatusOK)
-	case TypeLeave:
-		fc.ack(f.ID, StatusOK)
-	case TypePing:
+		fc.ack(f.ID, protocol.StatusOK)
+	case protocol.TypeLeave:
+		fc.ack(f.ID, protocol.StatusOK)
+	case protocol.TypePing:
 		fc.send(map[string]any{"type": "pong", "id": f.ID})
-	case TypeSend:
+	case protocol.TypeSend:
 		if f.Room != "" {
-			fc.send(map[string]any{"type": "ack", "id": f.ID, "status": StatusSent, "recipients": 0})
+			fc.send(map[string]any{"type": "ack", "id": f.ID, "status": protocol.StatusSent, "recipients": 0})
 		} else {
-			fc.ack(f.ID, StatusDelivered)
+			fc.ack(f.ID, protocol.StatusDelivered)
 		}
 	}
 }
@@ -353,11 +354,11 @@ func TestAcksReachTheirRequestsWhateverTheirOrder(t *testing.T) {
 	for _, f := range slices.Backward(frames) {
 		switch {
 		case f.To == "bob":
-			fc.ack(f.ID, StatusDelivered)
+			fc.ack(f.ID, protocol.StatusDelivered)
 		case f.To == "carol":
-			fc.ack(f.ID, StatusOffline)
+			fc.ack(f.ID, protocol.StatusOffline)
 		case f.Room == "lobby":
-			fc.send(map[string]any{"type": "ack", "id": f.ID, "status": StatusSent, "recipients": 7})
+			fc.send(map[string]any{"type": "ack", "id": f.ID, "status": protocol.StatusSent, "recipients": 7})
 		}
 	}
 	for _, tc := range []struct {
@@ -365,7 +366,7 @@ func TestAcksReachTheirRequestsWhateverTheirOrder(t *testing.T) {
 		ch         chan res
 		status     string
 		recipients int
-	}{{"bob", bob, StatusDelivered, 0}, {"carol", carol, StatusOffline, 0}, {"lobby", lobby, StatusSent, 7}} {
+	}{{"bob", bob, protocol.StatusDelivered, 0}, {"carol", carol, protocol.StatusOffline, 0}, {"lobby", lobby, protocol.StatusSent, 7}} {
 		r := recv(t, tc.ch, "answer for "+tc.name)
 		if r.err != nil || r.ack.Status != tc.status || r.ack.Recipients != tc.recipients || !ids[r.ack.ID] {
 			t.Errorf("send to %s got (%+v, %v), want status %s with %d recipients",
@@ -380,14 +381,14 @@ func TestErrorFrameIsReturnedAsError(t *testing.T) {
 	fc := recv(t, s.conns, "connection")
 	go func() {
 		f := <-fc.in
-		fc.send(map[string]any{"type": "error", "id": f.ID, "code": CodeNotMember, "message": "join lobby first"})
+		fc.send(map[string]any{"type": "error", "id": f.ID, "code": protocol.CodeNotMember, "message": "join lobby first"})
 	}()
 	_, err := c.SendRoom(testCtx(t), "lobby", "hi")
 	var e *Error
 	if !errors.As(err, &e) {
 		t.Fatalf("SendRoom error = %v (%T), want *Error", err, err)
 	}
-	if e.Code != CodeNotMember || e.Message != "join lobby first" || e.ID == "" {
+	if e.Code != protocol.CodeNotMember || e.Message != "join lobby first" || e.ID == "" {
 		t.Errorf("error = %+v, want not_member with its id", e)
 	}
 	if got := err.Error(); got != "not_member: join lobby first" {
@@ -416,16 +417,16 @@ func TestSendAsyncIDs(t *testing.T) {
 
 	called := make(chan Ack, 4)
 	never := func(Ack, error) { t.Error("done called for a frame SendAsync refused") }
-	if err := c.SendAsync(Frame{Type: TypePing, ID: "bad id"}, never); err == nil {
+	if err := c.SendAsync(Frame{Type: protocol.TypePing, ID: "bad id"}, never); err == nil {
 		t.Error("SendAsync accepted a malformed id")
 	}
-	if err := c.SendAsync(Frame{Type: TypePing, ID: "c1"}, func(a Ack, _ error) { called <- a }); err != nil {
+	if err := c.SendAsync(Frame{Type: protocol.TypePing, ID: "c1"}, func(a Ack, _ error) { called <- a }); err != nil {
 		t.Fatalf("SendAsync with id c1: %v", err)
 	}
-	if err := c.SendAsync(Frame{Type: TypePing, ID: "c1"}, never); err == nil {
+	if err := c.SendAsync(Frame{Type: protocol.TypePing, ID: "c1"}, never); err == nil {
 		t.Error("SendAsync accepted an id that already awaits an answer")
 	}
-	if err := c.SendAsync(Frame{Type: TypePing}, func(a Ack, _ error) { called <- a }); err != nil {
+	if err := c.SendAsync(Frame{Type: protocol.TypePing}, func(a Ack, _ error) { called <- a }); err != nil {
 		t.Fatalf("SendAsync: %v", err)
 	}
 	if f := recv(t, fc.in, "first ping"); f.ID != "c1" {
@@ -455,7 +456,7 @@ func TestRequestWaitsEndWithTheirContext(t *testing.T) {
 	}
 	// The late ok still counts: the server did record the join.
 	late := recv(t, fc.in, "join frame")
-	fc.ack(late.ID, StatusOK)
+	fc.ack(late.ID, protocol.StatusOK)
 	go func() {
 		f := <-fc.in
 		fc.send(map[string]any{"type": "pong", "id": f.ID})
@@ -480,7 +481,7 @@ func TestPendingRequestsGetErrClosedWhenTheServerDrops(t *testing.T) {
 
 	var asyncCalls atomic.Int32
 	asyncErr := make(chan error, 2)
-	if err := c.SendAsync(Frame{Type: TypeSend, To: "bob", Body: "x"}, func(_ Ack, err error) {
+	if err := c.SendAsync(Frame{Type: protocol.TypeSend, To: "bob", Body: "x"}, func(_ Ack, err error) {
 		asyncCalls.Add(1)
 		asyncErr <- err
 	}); err != nil {
@@ -516,7 +517,7 @@ func TestPendingRequestsGetErrClosedWhenTheServerDrops(t *testing.T) {
 	if _, err := c.Send(ctx, "bob", "z"); !errors.Is(err, ErrClosed) {
 		t.Errorf("Send after the end returned %v, want ErrClosed", err)
 	}
-	if err := c.SendAsync(Frame{Type: TypePing}, nil); !errors.Is(err, ErrClosed) {
+	if err := c.SendAsync(Frame{Type: protocol.TypePing}, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("SendAsync after the end returned %v, want ErrClosed", err)
 	}
 }
@@ -544,7 +545,7 @@ func TestReconnectsAfterServiceRestartAndRejoinsRooms(t *testing.T) {
 
 	// The node drains: it refuses new upgrades and closes with 1012.
 	s.set(func(s *fakeServer) {
-		s.refuse = &refusal{http.StatusServiceUnavailable, CodeUnavailable, "draining"}
+		s.refuse = &refusal{http.StatusServiceUnavailable, protocol.CodeUnavailable, "draining"}
 		s.node = "n2"
 	})
 	fc1.closeWith(websocket.CloseServiceRestart, "service restart")
@@ -561,7 +562,7 @@ func TestReconnectsAfterServiceRestartAndRejoinsRooms(t *testing.T) {
 		r := nextState[Reconnecting](t, states)
 		var he *HandshakeError
 		if errors.As(r.Err, &he) {
-			if he.Status != http.StatusServiceUnavailable || he.Code != CodeUnavailable {
+			if he.Status != http.StatusServiceUnavailable || he.Code != protocol.CodeUnavailable {
 				t.Errorf("refusal reported as %+v", he)
 			}
 			break
@@ -578,7 +579,7 @@ func TestReconnectsAfterServiceRestartAndRejoinsRooms(t *testing.T) {
 	if conn.Welcome.Node != "n2" || c.Welcome().Node != "n2" {
 		t.Errorf("welcome after reconnect: state %+v, Welcome() %+v; want node n2", conn.Welcome, c.Welcome())
 	}
-	if a, err := c.SendRoom(ctx, "lobby", "back"); err != nil || a.Status != StatusSent {
+	if a, err := c.SendRoom(ctx, "lobby", "back"); err != nil || a.Status != protocol.StatusSent {
 		t.Errorf("SendRoom on the new connection: %+v, %v", a, err)
 	}
 }
@@ -586,9 +587,9 @@ func TestReconnectsAfterServiceRestartAndRejoinsRooms(t *testing.T) {
 func TestRefusedUpgradeReportsStatusAndCode(t *testing.T) {
 	s := newFakeServer(t)
 	for _, r := range []refusal{
-		{http.StatusServiceUnavailable, CodeUnavailable, "node is draining"},
-		{http.StatusUnauthorized, CodeUnauthorized, "bad token"},
-		{http.StatusBadRequest, CodeBadRequest, "user must be 1 to 64 characters"},
+		{http.StatusServiceUnavailable, protocol.CodeUnavailable, "node is draining"},
+		{http.StatusUnauthorized, protocol.CodeUnauthorized, "bad token"},
+		{http.StatusBadRequest, protocol.CodeBadRequest, "user must be 1 to 64 characters"},
 	} {
 		s.set(func(s *fakeServer) { s.refuse = &r })
 		c, err := Dial(testCtx(t), Options{URL: s.url(), User: "alice"})
@@ -639,7 +640,9 @@ func TestCloseIsIdempotentAndStopsEveryGoroutine(t *testing.T) {
 		o.BackoffMin, o.BackoffMax = time.Millisecond, 5*time.Millisecond
 	})
 	retryingConn := recv(t, s.conns, "retrying connection")
-	s.set(func(s *fakeServer) { s.refuse = &refusal{http.StatusServiceUnavailable, CodeUnavailable, "draining"} })
+	s.set(func(s *fakeServer) {
+		s.refuse = &refusal{http.StatusServiceUnavailable, protocol.CodeUnavailable, "draining"}
+	})
 	retryingConn.ws.NetConn().Close()
 	for nextState[Reconnecting](t, states).Err == nil {
 	}
@@ -725,7 +728,7 @@ func BenchmarkSendAsync(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		wg.Add(1)
-		err := c.SendAsync(Frame{Type: TypeSend, To: "bob", Body: "hello"}, func(_ Ack, err error) {
+		err := c.SendAsync(Frame{Type: protocol.TypeSend, To: "bob", Body: "hello"}, func(_ Ack, err error) {
 			if err != nil {
 				b.Error(err)
 			}

@@ -8,33 +8,10 @@ import (
 	"github.com/shardchat/shard/protocol"
 )
 
-// Frame types a client sends (SPEC section 4).
-const (
-	TypeSend  = "send"
-	TypeJoin  = "join"
-	TypeLeave = "leave"
-	TypePing  = "ping"
-	TypeSync  = "sync"
-)
-
-// Ack statuses (SPEC section 4), plus StatusPong for the answer to a ping.
-const (
-	StatusDelivered = "delivered" // direct: at least one connection of the recipient got it
-	StatusOffline   = "offline"   // direct: the recipient has no connection anywhere
-	StatusSent      = "sent"      // room: written to Ack.Recipients connections
-	StatusOK        = "ok"        // join or leave recorded by the room's owner
-	StatusStored    = "stored"    // direct, with a store: no connection got it now; it waits in the inbox
-	StatusPong      = "pong"      // not a SPEC status: the client's name for a pong frame
-)
-
-// Error codes (SPEC sections 3 and 4).
-const (
-	CodeBadRequest   = "bad_request"
-	CodeNotMember    = "not_member"
-	CodeRateLimited  = "rate_limited"
-	CodeUnavailable  = "unavailable"  // retry later
-	CodeUnauthorized = "unauthorized" // only on a refused upgrade
-)
+// StatusPong is not a SPEC status: it is the client's name for the answer to
+// a ping, so that pings are answered like any request. Frame types, the
+// other statuses and error codes are the protocol package's.
+const StatusPong = "pong"
 
 // Frame is one outgoing client frame. ID is filled in ("c1", "c2", ...) when
 // empty; a given one must be a valid id (see ValidID) not already awaiting an

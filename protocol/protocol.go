@@ -1,6 +1,35 @@
 // Package protocol holds what both ends of a client connection must agree on
-// byte for byte: the syntax of ids. It imports nothing and does nothing else.
+// byte for byte: frame types, statuses, error codes and the syntax of ids.
+// It imports nothing and does nothing else.
 package protocol
+
+// Frame types a client sends (SPEC section 4, and sync from the history
+// additions).
+const (
+	TypeSend  = "send"
+	TypeJoin  = "join"
+	TypeLeave = "leave"
+	TypePing  = "ping"
+	TypeSync  = "sync"
+)
+
+// Ack statuses.
+const (
+	StatusDelivered = "delivered" // direct: at least one connection of the recipient got it
+	StatusOffline   = "offline"   // direct: the recipient has no connection anywhere
+	StatusSent      = "sent"      // room: written to `recipients` connections
+	StatusOK        = "ok"        // join or leave recorded by the room's owner; a sync page
+	StatusStored    = "stored"    // direct, with a store: no connection got it now; it waits in the inbox
+)
+
+// Error codes.
+const (
+	CodeBadRequest   = "bad_request"  // invalid JSON or UTF-8, unknown type, missing or malformed field
+	CodeNotMember    = "not_member"   // send to a room this connection has not joined
+	CodeRateLimited  = "rate_limited" // over the frame rate; the frame was not processed
+	CodeUnavailable  = "unavailable"  // the cluster cannot do it right now: retry later
+	CodeUnauthorized = "unauthorized" // a refused upgrade: missing or bad token
+)
 
 // MaxIDLen bounds user ids, room names and client frame ids (SPEC section 3).
 const MaxIDLen = 64

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/session"
 	"github.com/shardchat/shard/store"
 )
@@ -43,9 +44,9 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 		return
 	}
 	if ap.Duplicate {
-		res := result{seq: ap.Seq, status: session.StatusStored}
+		res := result{seq: ap.Seq, status: protocol.StatusStored}
 		if a.Room != "" {
-			res.status = session.StatusSent
+			res.status = protocol.StatusSent
 		}
 		if ap.Answer != nil {
 			res.status, res.recipients = ap.Answer.Status, ap.Answer.Recipients
@@ -60,10 +61,10 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 	m := session.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
 	frame := session.AppendMsg(make([]byte, 0, 160+len(a.Body)), &m)
 	finish := func(res result) {
-		if a.Room == "" && res.status != session.StatusDelivered {
+		if a.Room == "" && res.status != protocol.StatusDelivered {
 			// No connection got it now, or the route failed: it waits in
 			// the inbox either way, for the next sync.
-			res = result{status: session.StatusStored}
+			res = result{status: protocol.StatusStored}
 		}
 		res.seq, res.mid = ap.Seq, ap.Mid
 		if a.Key != "" {
@@ -206,7 +207,7 @@ func (r *Router) sync(c *session.Conn, after int64, done func(result)) {
 	for i := range msgs {
 		c.Send(historyFrame(&msgs[i]))
 	}
-	done(result{status: session.StatusOK, page: true, last: last, more: more})
+	done(result{status: protocol.StatusOK, page: true, last: last, more: more})
 }
 
 // replayRoom writes room's stream after offset since to c, page by page,

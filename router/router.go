@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/ring"
 	"github.com/shardchat/shard/session"
 	"github.com/shardchat/shard/store"
@@ -239,14 +240,14 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 	id, typ := f.ID, f.Type // f is reused by the reader once this returns
 	answer := func(res result) { r.answer(c, id, typ, res) }
 	switch f.Type {
-	case session.TypeSend:
+	case protocol.TypeSend:
 		if f.Room != "" && !c.Joined(f.Room) {
 			answer(result{err: errNotMember})
 			return
 		}
 		r.route(store.Append{Mid: r.newMid(), From: c.User, To: f.To, Room: f.Room, Body: f.Body,
 			TS: time.Now().UnixMilli(), Key: f.Key}, c, answer)
-	case session.TypeJoin:
+	case protocol.TypeJoin:
 		room := strings.Clone(f.Room) // kept for the life of the membership
 		added, err := c.Join(room)
 		if err != nil {
@@ -254,7 +255,7 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 			return
 		}
 		if !added {
-			answer(result{status: session.StatusOK})
+			answer(result{status: protocol.StatusOK})
 			return
 		}
 		replay := f.HasSince && r.cfg.Store != nil
@@ -277,21 +278,21 @@ func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
 			answer(result{err: err})
 			return
 		}
-		answer(result{status: session.StatusOK})
-	case session.TypeSync:
+		answer(result{status: protocol.StatusOK})
+	case protocol.TypeSync:
 		if r.cfg.Store == nil {
 			answer(result{err: errNoStore})
 			return
 		}
 		r.sync(c, f.After, answer)
-	case session.TypeLeave:
+	case protocol.TypeLeave:
 		if c.Leave(f.Room) {
 			if err := r.updateLocal(Key{Room: true, Name: f.Room}, c, false); err != nil {
 				answer(result{err: err})
 				return
 			}
 		}
-		answer(result{status: session.StatusOK})
+		answer(result{status: protocol.StatusOK})
 	}
 }
 
@@ -304,22 +305,22 @@ func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 	var frame []byte
 	switch {
 	case res.err == errNotMember:
-		r.m.answerStatus.WithLabelValues(session.CodeNotMember).Inc()
-		frame = session.AppendError(nil, id, session.CodeNotMember, "join the room before sending to it")
+		r.m.answerStatus.WithLabelValues(protocol.CodeNotMember).Inc()
+		frame = session.AppendError(nil, id, protocol.CodeNotMember, "join the room before sending to it")
 	case res.err == errNoStore:
-		r.m.answerStatus.WithLabelValues(session.CodeUnavailable).Inc()
-		frame = session.AppendError(nil, id, session.CodeUnavailable, res.err.Error())
+		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
+		frame = session.AppendError(nil, id, protocol.CodeUnavailable, res.err.Error())
 	case res.err == session.ErrTooManyRooms:
-		r.m.answerStatus.WithLabelValues(session.CodeBadRequest).Inc()
-		frame = session.AppendError(nil, id, session.CodeBadRequest, res.err.Error())
+		r.m.answerStatus.WithLabelValues(protocol.CodeBadRequest).Inc()
+		frame = session.AppendError(nil, id, protocol.CodeBadRequest, res.err.Error())
 	case res.err != nil:
-		r.m.answerStatus.WithLabelValues(session.CodeUnavailable).Inc()
+		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
 		r.log.Debug("answered unavailable", "user", c.User, "conn", c.ID, "type", typ, "err", res.err)
-		frame = session.AppendError(nil, id, session.CodeUnavailable, "the cluster cannot route this right now; retry later")
+		frame = session.AppendError(nil, id, protocol.CodeUnavailable, "the cluster cannot route this right now; retry later")
 	default:
 		r.m.answerStatus.WithLabelValues(res.status).Inc()
 		n := -1
-		if res.status == session.StatusSent {
+		if res.status == protocol.StatusSent {
 			n = res.recipients
 		}
 		frame = session.AppendAckFrame(nil, &session.Ack{ID: id, Status: res.status, Recipients: n,
@@ -614,9 +615,9 @@ func (f *fanout) finish() {
 	case !f.direct:
 		// Recipients on a node that could not be reached are not counted:
 		// the number says who got it.
-		f.done(result{status: session.StatusSent, recipients: count})
+		f.done(result{status: protocol.StatusSent, recipients: count})
 	case count > 0:
-		f.done(result{status: session.StatusDelivered})
+		f.done(result{status: protocol.StatusDelivered})
 	case failed != nil:
 		f.done(result{err: failed})
 	case refused > 0:
@@ -624,7 +625,7 @@ func (f *fanout) finish() {
 		// it was just cut): not offline, retry shortly.
 		f.done(result{err: errRecipientMoving})
 	default:
-		f.done(result{status: session.StatusOffline})
+		f.done(result{status: protocol.StatusOffline})
 	}
 }
 

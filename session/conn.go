@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // Config holds the limits of one client connection.
@@ -312,7 +314,7 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 		default:
 		}
 		if kind != websocket.TextMessage {
-			c.Send(AppendError(nil, "", CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
+			c.Send(AppendError(nil, "", protocol.CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
 			continue
 		}
 		if !c.takeToken() {
@@ -321,7 +323,7 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 			if !ValidID(id) {
 				id = ""
 			}
-			c.Send(AppendError(nil, id, CodeRateLimited, "more than the allowed frames per second; slow down"))
+			c.Send(AppendError(nil, id, protocol.CodeRateLimited, "more than the allowed frames per second; slow down"))
 			continue
 		}
 		f, ferr := DecodeFrame(p)
@@ -329,7 +331,7 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 			c.Send(AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
 			continue
 		}
-		if f.Type == TypePing {
+		if f.Type == protocol.TypePing {
 			scratch = AppendPong(scratch[:0], f.ID)
 			c.Send(append([]byte(nil), scratch...))
 			continue
@@ -341,7 +343,7 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 		}
 		c.mu.Unlock()
 		if draining {
-			c.Send(AppendError(nil, f.ID, CodeUnavailable, "this node is shutting down; reconnect"))
+			c.Send(AppendError(nil, f.ID, protocol.CodeUnavailable, "this node is shutting down; reconnect"))
 			continue
 		}
 		h.HandleFrame(c, &f)

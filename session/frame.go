@@ -10,32 +10,6 @@ import (
 	"github.com/shardchat/shard/protocol"
 )
 
-// Client frame types (SPEC section 4).
-const (
-	TypeSend  = "send"
-	TypeJoin  = "join"
-	TypeLeave = "leave"
-	TypePing  = "ping"
-	TypeSync  = "sync"
-)
-
-// Error codes a client may see (SPEC section 4).
-const (
-	CodeBadRequest  = "bad_request"
-	CodeNotMember   = "not_member"
-	CodeRateLimited = "rate_limited"
-	CodeUnavailable = "unavailable"
-)
-
-// Ack statuses (SPEC section 4).
-const (
-	StatusDelivered = "delivered"
-	StatusOffline   = "offline"
-	StatusSent      = "sent"
-	StatusOK        = "ok"
-	StatusStored    = "stored" // with a store: no connection got it now; it waits in the inbox
-)
-
 // Frame is one decoded client frame. Its strings may share memory with the
 // payload it was decoded from, which must therefore never be modified.
 type Frame struct {
@@ -85,7 +59,7 @@ const (
 func DecodeFrame(p []byte) (Frame, *FrameError) {
 	var f Frame
 	if !json.Valid(p) {
-		return f, &FrameError{Code: CodeBadRequest, Message: "frame is not valid JSON"}
+		return f, &FrameError{Code: protocol.CodeBadRequest, Message: "frame is not valid JSON"}
 	}
 	s := unsafe.String(unsafe.SliceData(p), len(p))
 	seen, bad := scanObject(s, &f)
@@ -94,20 +68,20 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		bad = "frame is not valid UTF-8"
 	}
 	if bad != "" {
-		e := &FrameError{Code: CodeBadRequest, Message: bad}
+		e := &FrameError{Code: protocol.CodeBadRequest, Message: bad}
 		if seen&hasID != 0 && ValidID(f.ID) {
 			e.ID = f.ID
 		}
 		return f, e
 	}
 	if seen&hasID != 0 && !ValidID(f.ID) {
-		return f, &FrameError{Code: CodeBadRequest, Message: "id must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"}
+		return f, &FrameError{Code: protocol.CodeBadRequest, Message: "id must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"}
 	}
 	fail := func(msg string) (Frame, *FrameError) {
-		return f, &FrameError{ID: f.ID, Code: CodeBadRequest, Message: msg}
+		return f, &FrameError{ID: f.ID, Code: protocol.CodeBadRequest, Message: msg}
 	}
 	switch f.Type {
-	case TypeSend:
+	case protocol.TypeSend:
 		switch seen & (hasTo | hasRoom) {
 		case hasTo:
 			if !ValidID(f.To) {
@@ -126,12 +100,12 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		if seen&hasKey != 0 && !ValidID(f.Key) {
 			return fail("key must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		}
-	case TypeJoin, TypeLeave:
+	case protocol.TypeJoin, protocol.TypeLeave:
 		if seen&hasRoom == 0 || !ValidID(f.Room) {
 			return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		}
-		f.HasSince = f.Type == TypeJoin && seen&hasSince != 0
-	case TypePing, TypeSync:
+		f.HasSince = f.Type == protocol.TypeJoin && seen&hasSince != 0
+	case protocol.TypePing, protocol.TypeSync:
 	case "":
 		return fail("type is missing")
 	default:

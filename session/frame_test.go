@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 func TestDecodeFrameAcceptsEveryClientFrame(t *testing.T) {
@@ -67,17 +69,17 @@ func TestEncodedFramesAreJSON(t *testing.T) {
 	}
 	for _, frame := range [][]byte{
 		AppendWelcome(nil, "alice", "n1"),
-		AppendAck(nil, "c1", StatusSent, 0),
-		AppendAck(nil, "", StatusDelivered, -1),
+		AppendAck(nil, "c1", protocol.StatusSent, 0),
+		AppendAck(nil, "", protocol.StatusDelivered, -1),
 		AppendPong(nil, "p1"),
-		AppendError(nil, "c1", CodeBadRequest, "bad \"thing\""),
+		AppendError(nil, "c1", protocol.CodeBadRequest, "bad \"thing\""),
 	} {
 		if !json.Valid(frame) {
 			t.Errorf("%s is not JSON", frame)
 		}
 	}
 	var ack map[string]any
-	json.Unmarshal(AppendAck(nil, "c2", StatusSent, 0), &ack)
+	json.Unmarshal(AppendAck(nil, "c2", protocol.StatusSent, 0), &ack)
 	if ack["recipients"] != 0.0 {
 		t.Errorf("room ack %v lacks recipients 0", ack)
 	}
@@ -99,7 +101,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		fr, ferr := DecodeFrame(p)
 		if ferr != nil {
-			if ferr.Code != CodeBadRequest || ferr.Message == "" {
+			if ferr.Code != protocol.CodeBadRequest || ferr.Message == "" {
 				t.Fatalf("error %+v", ferr)
 			}
 			if ferr.ID != "" && !ValidID(ferr.ID) {
@@ -115,15 +117,15 @@ func FuzzDecodeFrame(f *testing.F) {
 			t.Fatalf("accepted malformed id %q", fr.ID)
 		}
 		switch fr.Type {
-		case TypeSend:
+		case protocol.TypeSend:
 			if (fr.To == "") == (fr.Room == "") || fr.Body == "" {
 				t.Fatalf("accepted send %+v", fr)
 			}
-		case TypeJoin, TypeLeave:
+		case protocol.TypeJoin, protocol.TypeLeave:
 			if !ValidID(fr.Room) {
 				t.Fatalf("accepted %s %+v", fr.Type, fr)
 			}
-		case TypePing, TypeSync:
+		case protocol.TypePing, protocol.TypeSync:
 		default:
 			t.Fatalf("accepted type %q", fr.Type)
 		}
@@ -168,7 +170,7 @@ func TestDecodeFrameRefusesBadOffsetsAndKeys(t *testing.T) {
 		`{"type":"send","id":"s","to":"b","body":"x","key":"has space"}`,
 		`{"type":"send","id":"s","to":"b","body":"x","key":""}`,
 	} {
-		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != CodeBadRequest {
+		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != protocol.CodeBadRequest {
 			t.Errorf("%s: %v, want bad_request with id s", in, err)
 		}
 	}
