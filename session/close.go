@@ -13,14 +13,12 @@ type CloseReason struct {
 // The reasons a connection ends. A peer that stopped answering, or that
 // went away, is owed no close frame (Code 0).
 var (
-	CloseNormal       = CloseReason{websocket.CloseNormalClosure, "", "normal"}
 	CloseClientGone   = CloseReason{0, "", "client_gone"}
 	CloseByClient     = CloseReason{0, "", "client_closed"} // the library echoes the client's close frame
 	CloseSlowConsumer = CloseReason{websocket.ClosePolicyViolation, "slow consumer", "slow_consumer"}
 	CloseTooBig       = CloseReason{websocket.CloseMessageTooBig, "frame too large", "frame_too_large"}
 	CloseIdle         = CloseReason{0, "", "ping_timeout"}
 	CloseRestart      = CloseReason{websocket.CloseServiceRestart, "service restart", "service_restart"}
-	CloseInternal     = CloseReason{websocket.CloseInternalServerErr, "internal error", "internal_error"}
 )
 
 // graceful reports whether a close owes the client the frames queued

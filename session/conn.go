@@ -196,9 +196,6 @@ func (c *Conn) Shutdown(ctx context.Context, reason CloseReason) {
 	c.Close(reason)
 }
 
-// Done is closed once the connection is closing.
-func (c *Conn) Done() <-chan struct{} { return c.closing }
-
 // Reason is why the connection closed; zero while it is open.
 func (c *Conn) Reason() CloseReason {
 	c.mu.Lock()
