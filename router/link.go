@@ -106,9 +106,12 @@ func NewLinks(cfg LinkConfig, ln net.Listener, handle RequestHandler) *Links {
 	return l
 }
 
-// SetPeers replaces the set of peers and their link addresses. Links to
-// peers no longer listed, or listed at another address, are closed, failing
-// their pending requests with ErrPeerDown.
+// SetPeers replaces the set of peers and their link addresses. Links we
+// dialed to peers no longer listed, or listed at another address, are
+// closed, failing their pending requests with ErrPeerDown. Links peers
+// dialed to us stay: a peer may know of us before we know of it (it joined
+// a moment ago), and closing its link would fail its requests for nothing;
+// a peer that goes away closes its own.
 func (l *Links) SetPeers(addrs map[string]string) {
 	l.mu.Lock()
 	var stale []*linkConn
@@ -116,11 +119,6 @@ func (l *Links) SetPeers(addrs map[string]string) {
 		if addrs[name] != lc.addr {
 			stale = append(stale, lc)
 			delete(l.out, name)
-		}
-	}
-	for lc := range l.in {
-		if _, ok := addrs[lc.peer]; !ok {
-			stale = append(stale, lc)
 		}
 	}
 	l.addrs = addrs
@@ -186,6 +184,10 @@ func (l *Links) Close() {
 // once instead of dialing again: a dead peer costs one dial per interval,
 // not one per message.
 const failFast = 200 * time.Millisecond
+
+// errDialFailed marks a link that never connected: only that starts the
+// fail-fast interval, not a link that worked and then closed.
+var errDialFailed = errors.New("dial failed")
 
 func (l *Links) dialed(peer string) (*linkConn, error) {
 	l.mu.Lock()
@@ -363,7 +365,7 @@ func (lc *linkConn) close(err error) {
 	if conn != nil {
 		conn.Close()
 	}
-	lc.links.forget(lc, err != ErrPeerDown && !errors.Is(err, ErrTimeout))
+	lc.links.forget(lc, errors.Is(err, errDialFailed))
 	for _, c := range pending {
 		if errors.Is(err, ErrTimeout) {
 			c.cb(nil, err)
@@ -398,7 +400,7 @@ func (lc *linkConn) dialAndRun() {
 	conn, err := net.DialTimeout("tcp", lc.addr, lc.links.cfg.DialTimeout)
 	if err != nil {
 		lc.links.cfg.Logger.Warn("link dial failed", "peer", lc.peer, "addr", lc.addr, "err", err)
-		lc.close(fmt.Errorf("dial %s: %w", lc.addr, err))
+		lc.close(fmt.Errorf("%w: %s: %v", errDialFailed, lc.addr, err))
 		return
 	}
 	lc.mu.Lock()

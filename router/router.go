@@ -843,9 +843,12 @@ func (r *Router) applyRegistrations(holder Peer, regs []registration, done func(
 	var left atomic.Int32
 	left.Store(int32(len(tell)))
 	for w, keys := range tell {
-		r.links.Request(w, kindInvalidate, len(keys), appendKeys(nil, keys), func([]byte, error) {
+		r.links.Request(w, kindInvalidate, len(keys), appendKeys(nil, keys), func(_ []byte, err error) {
 			// A watcher that cannot be reached is gone, or will reset its
 			// cache when the ring drops it.
+			if err != nil {
+				r.log.Warn("watcher not told of a change", "peer", w, "err", err)
+			}
 			if left.Add(-1) == 0 {
 				done()
 			}
