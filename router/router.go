@@ -842,10 +842,16 @@ func (r *Router) applyRegistrations(holder Peer, regs []registration, done func(
 	}
 	var left atomic.Int32
 	left.Store(int32(len(tell)))
-	for w, keys := range tell {
-		r.links.Request(w, kindInvalidate, len(keys), appendKeys(nil, keys), func(_ []byte, err error) {
-			// A watcher that cannot be reached is gone, or will reset its
-			// cache when the ring drops it.
+	var invalidate func(w string, payload []byte, n, attempt int)
+	invalidate = func(w string, payload []byte, n, attempt int) {
+		r.links.Request(w, kindInvalidate, n, payload, func(_ []byte, err error) {
+			// A watcher still in the cluster must hear of the change, or
+			// it would route by a stale answer for up to CacheTTL: try a
+			// few times. One that is gone resets its cache anyway.
+			if err != nil && attempt < 3 && r.view.Load().inc[w] != "" {
+				time.AfterFunc(50*time.Millisecond<<attempt, func() { invalidate(w, payload, n, attempt+1) })
+				return
+			}
 			if err != nil {
 				r.log.Warn("watcher not told of a change", "peer", w, "err", err)
 			}
@@ -853,5 +859,8 @@ func (r *Router) applyRegistrations(holder Peer, regs []registration, done func(
 				done()
 			}
 		})
+	}
+	for w, keys := range tell {
+		invalidate(w, appendKeys(nil, keys), len(keys), 0)
 	}
 }
