@@ -17,7 +17,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/shard
 
 run: build
-	scripts/deps.sh nginx postgresql
+	scripts/deps.sh nginx postgresql curl
 	scripts/run-cluster.sh
 
 # Installs the system packages the tests drive for real, then runs them all.
