@@ -64,10 +64,10 @@ func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan err
 // that a drain can wait for its last unregistrations to land.
 func (r *Router) registerLocked(owner string, regs []registration) <-chan error {
 	done := make(chan error, 1)
-	r.inflightRegs.Add(1)
+	r.registrationStarted()
 	finish := func(err error) {
 		done <- err
-		r.inflightRegs.Done()
+		r.registrationDone()
 	}
 	if owner == r.cfg.Self {
 		r.applyRegistrations(r.self(), regs, func() { finish(nil) })

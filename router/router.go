@@ -112,12 +112,16 @@ type Router struct {
 	midPrefix string
 	midSeq    atomic.Uint64
 
-	membersMu    sync.Mutex        // serializes SetMembers
-	retired      map[string]string // node -> its last former incarnation
-	settle       settlement
-	inflightRegs sync.WaitGroup // registrations not yet answered
-	answers      chan recordedAnswer
-	keys         keyedSends
+	membersMu   sync.Mutex        // serializes SetMembers
+	retired     map[string]string // node -> its last former incarnation
+	settle      settlement
+	regsMu      sync.Mutex
+	regsPending int           // registrations not yet answered
+	regsIdle    chan struct{} // closed when regsPending drops to 0; made by WaitRegistrations
+	answers     chan recordedAnswer
+	resyncMu    sync.Mutex
+	resyncs     map[string]bool // peers with a resync running -> asked again meanwhile
+	keys        keyedSends
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -145,6 +149,7 @@ func New(cfg Config, ln net.Listener) *Router {
 		local:     newLocalIndex(),
 		midPrefix: base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:]) + "-",
 		retired:   make(map[string]string),
+		resyncs:   make(map[string]bool),
 		stop:      make(chan struct{}),
 	}
 	empty, _ := ring.New(nil)
@@ -190,17 +195,40 @@ func (r *Router) self() Peer { return Peer{Name: r.cfg.Self, Inc: r.cfg.Incarnat
 // WaitRegistrations waits until every registration sent so far has been
 // answered, or ctx ends: a draining node's last unregistrations land first.
 func (r *Router) WaitRegistrations(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		r.inflightRegs.Wait()
-		close(done)
-	}()
+	r.regsMu.Lock()
+	if r.regsPending == 0 {
+		r.regsMu.Unlock()
+		return nil
+	}
+	if r.regsIdle == nil {
+		r.regsIdle = make(chan struct{})
+	}
+	idle := r.regsIdle
+	r.regsMu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// A WaitGroup does not fit here: registrations start at any time, also
+// while a drain waits for them.
+func (r *Router) registrationStarted() {
+	r.regsMu.Lock()
+	r.regsPending++
+	r.regsMu.Unlock()
+}
+
+func (r *Router) registrationDone() {
+	r.regsMu.Lock()
+	r.regsPending--
+	if r.regsPending == 0 && r.regsIdle != nil {
+		close(r.regsIdle)
+		r.regsIdle = nil
+	}
+	r.regsMu.Unlock()
 }
 
 func (r *Router) sweepLoop() {
@@ -345,6 +373,8 @@ func (r *Router) Attach(c *session.Conn) error {
 		select {
 		case <-time.After(backoff):
 		case <-r.stop:
+			_ = r.updateLocal(key, c, false)
+			return err
 		}
 		err = <-r.registerCurrent(key)
 	}
@@ -811,13 +841,33 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 		}
 		reply(nil)
 	case kindResync:
-		// Registering waits for answers: not on the link's reader. Resyncs
-		// come one per membership change per member, so this is bounded.
+		// Registering waits for answers: not on the link's reader. One
+		// resync per peer runs at a time; asks meanwhile fold into one more.
 		reply(nil)
+		r.resyncMu.Lock()
+		_, running := r.resyncs[from.Name]
+		r.resyncs[from.Name] = running // true: run once more after this one
+		r.resyncMu.Unlock()
+		if running {
+			return
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.resync(from.Name)
+			for {
+				r.resync(from.Name)
+				r.resyncMu.Lock()
+				again := r.resyncs[from.Name]
+				if !again {
+					delete(r.resyncs, from.Name)
+				} else {
+					r.resyncs[from.Name] = false
+				}
+				r.resyncMu.Unlock()
+				if !again {
+					return
+				}
+			}
 		}()
 	default:
 		r.log.Warn("unknown request from peer", "peer", from.Name, "kind", k)
@@ -856,7 +906,9 @@ func (r *Router) applyRegistrations(holder Peer, regs []registration, done func(
 				r.log.Warn("watcher not told of a change", "peer", w, "err", err)
 			}
 			if left.Add(-1) == 0 {
-				done()
+				// This runs on the reader of the link to w; done may
+				// answer another peer and wait for room in that link.
+				go done()
 			}
 		})
 	}

@@ -307,7 +307,21 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 		}
 		select {
 		case <-c.closing:
-			return CloseClientGone // already closing for another reason
+			// Closing already (a drain, a cut): the frame is not acted on,
+			// but a frame with an id is still owed its answer. Keep reading
+			// until the client's close, so the socket ends without a reset.
+			switch f, ferr := DecodeFrame(p); {
+			case ferr != nil:
+				if ferr.ID != "" {
+					c.Send(AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
+				}
+			case f.ID == "":
+			case f.Type == protocol.TypePing:
+				c.Send(AppendPong(nil, f.ID))
+			default:
+				c.Send(AppendError(nil, f.ID, protocol.CodeUnavailable, "this connection is closing; reconnect"))
+			}
+			continue
 		default:
 		}
 		if kind != websocket.TextMessage {
