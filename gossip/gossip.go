@@ -96,13 +96,7 @@ func (g *Gossip) reconnect() {
 				dead = append(dead, m.Addr)
 			}
 		}
-		g.lifeMu.Lock()
-		done := g.left || g.shut
-		g.lifeMu.Unlock()
-		if done || len(dead) == 0 {
-			continue
-		}
-		if n, err := g.ml.Join(dead); err == nil && n > 0 {
+		if n, err := g.joinRunning(dead); err == nil && n > 0 {
 			g.cfg.Logger.Info("rejoined members thought dead", "answered", n)
 		}
 	}
@@ -202,15 +196,21 @@ func (g *Gossip) resync() {
 			peers = append(peers, m.Addr)
 		}
 	}
+	if _, err := g.joinRunning(peers); err != nil {
+		g.cfg.Logger.Debug("resync push/pull failed", "err", err)
+	}
+}
+
+// joinRunning exchanges state with addrs unless there are none or this node
+// has left or shut down (memberlist panics on a join after Shutdown).
+func (g *Gossip) joinRunning(addrs []string) (int, error) {
 	g.lifeMu.Lock()
 	done := g.left || g.shut
 	g.lifeMu.Unlock()
-	if done || len(peers) == 0 {
-		return
+	if done || len(addrs) == 0 {
+		return 0, nil
 	}
-	if _, err := g.ml.Join(peers); err != nil {
-		g.cfg.Logger.Debug("resync push/pull failed", "err", err)
-	}
+	return g.ml.Join(addrs)
 }
 
 // LocalName is this node's name.
