@@ -55,7 +55,7 @@ func (rc *rawConn) read() map[string]any {
 	}
 	var f map[string]any
 	if err := json.Unmarshal(p, &f); err != nil {
-		rc.t.Fatalf("server sent a frame that is not JSON: %q", p)
+		rc.t.Fatalf("server sent a frame that is not JSON: %.200q", p)
 	}
 	return f
 }

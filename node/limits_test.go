@@ -91,3 +91,32 @@ func TestSilentConnectionIsClosedAfterTwoPingIntervals(t *testing.T) {
 		t.Fatalf("a client that answers pings was cut: %v", err)
 	}
 }
+
+// A recipient that stops reading until its socket is full gets, once it
+// reads again, every message whole and in order: frames written at once by
+// the sending goroutine, the tail of one the socket could not take, and the
+// frames queued behind it.
+func TestLateReaderGetsEveryLargeMessageWholeAndInOrder(t *testing.T) {
+	c := testcluster.Start(t, 2, func(_ int, cfg *node.Config) { cfg.Session.Rate = 100000 })
+	bob := dialRaw(t, c, 1, "bob")
+	for _, from := range []int{0, 1} { // through a link, and from bob's own node
+		alice := dialRaw(t, c, from, fmt.Sprintf("alice%d", from))
+		const n = 300 // 300 x 32 KiB: more than loopback's socket buffers hold
+		filler := strings.Repeat("x", 32<<10)
+		for i := 0; i < n; i++ {
+			alice.write(websocket.TextMessage, fmt.Sprintf(`{"type":"send","id":"%d","to":"bob","body":"%d %s"}`, i, i, filler))
+		}
+		for i := 0; i < n; i++ {
+			if a := alice.read(); a["status"] != "delivered" {
+				t.Fatalf("send %d answered %v, want delivered", i, a)
+			}
+		}
+		for i := 0; i < n; i++ {
+			m := bob.read()
+			want := fmt.Sprintf("%d %s", i, filler)
+			if body, _ := m["body"].(string); body != want {
+				t.Fatalf("message %d from node %d arrived as %.20q (%d bytes), want number %d whole", i, from, body, len(body), i)
+			}
+		}
+	}
+}

@@ -2,8 +2,12 @@ package session
 
 import (
 	"bufio"
+	"encoding/binary"
+	"errors"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 )
 
 // CoalescingListener wraps a listener so that a connection's writer can
@@ -31,8 +35,10 @@ var coalesceBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil
 // length of one burst, so an idle connection costs no buffer.
 type CoalescingConn struct {
 	net.Conn
-	mu  sync.Mutex
-	buf *bufio.Writer // non-nil while held
+	mu      sync.Mutex
+	buf     *bufio.Writer   // non-nil while held
+	tail    []byte          // what WriteTextNow left unwritten: the next write sends it first
+	rawConn syscall.RawConn // made by the first WriteTextNow
 }
 
 // Write implements net.Conn.
@@ -42,15 +48,26 @@ func (c *CoalescingConn) Write(p []byte) (int, error) {
 	if c.buf != nil {
 		return c.buf.Write(p)
 	}
+	if len(c.tail) > 0 {
+		if _, err := c.Conn.Write(c.tail); err != nil {
+			return 0, err
+		}
+		c.tail = nil
+	}
 	return c.Conn.Write(p)
 }
 
-// Hold starts gathering writes.
+// Hold starts gathering writes. Set the write deadline first: the tail of
+// an earlier frame may be written at once.
 func (c *CoalescingConn) Hold() {
 	c.mu.Lock()
 	if c.buf == nil {
 		c.buf = coalesceBuffers.Get().(*bufio.Writer)
 		c.buf.Reset(c.Conn)
+		if len(c.tail) > 0 {
+			_, _ = c.buf.Write(c.tail) // an error stays in buf and Release returns it
+			c.tail = nil
+		}
 	}
 	c.mu.Unlock()
 }
@@ -67,4 +84,103 @@ func (c *CoalescingConn) Release() error {
 	coalesceBuffers.Put(c.buf)
 	c.buf = nil
 	return err
+}
+
+// errNoRawConn: the socket offers no raw access; queue instead.
+var errNoRawConn = errors.New("no raw socket access")
+
+// WriteTextNow writes payload as one WebSocket text frame with a single
+// non-blocking system call, from the caller's goroutine. This spares a
+// delivery to an idle connection the hand-off to a writer goroutine, which
+// costs more than the write itself. The caller must own the connection's
+// data writes and have nothing queued before this frame.
+//
+// It returns taken false when it cannot try (a burst is being gathered, an
+// earlier tail is unwritten, or the socket gives no raw access): queue the
+// frame. With taken true the frame is written, or the socket was full and
+// its tail waits here (tail true): a writer must then call Hold and
+// Release, which send it before anything else.
+func (c *CoalescingConn) WriteTextNow(payload []byte) (taken, tail bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf != nil || len(c.tail) > 0 {
+		return false, false, nil
+	}
+	if c.rawConn == nil {
+		sc, ok := c.Conn.(syscall.Conn)
+		if !ok || !canWriteFD {
+			return false, false, nil
+		}
+		if c.rawConn, err = sc.SyscallConn(); err != nil {
+			return false, false, nil
+		}
+	}
+	w := frameWrites.Get().(*frameWrite)
+	defer w.release()
+	w.b = appendTextFrame(w.b[:0], payload)
+	if err := c.rawConn.Write(w.fn); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The last burst's deadline has passed: the frame must wait
+			// for a writer, which sets a new one.
+			return false, false, nil
+		}
+		return true, false, err
+	}
+	if w.err != nil && w.err != syscall.EAGAIN && w.err != syscall.EINTR {
+		return true, false, w.err
+	}
+	if w.n < 0 {
+		w.n = 0
+	}
+	if w.n < len(w.b) {
+		c.tail = append([]byte(nil), w.b[w.n:]...)
+		return true, true, nil
+	}
+	return true, false, nil
+}
+
+// frameWrite is one attempt at a non-blocking write. Pooled, so that neither
+// its buffer nor the callback handed to the runtime allocates per frame.
+type frameWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var frameWrites = sync.Pool{New: func() any {
+	w := &frameWrite{b: make([]byte, 0, 512)}
+	w.fn = w.write
+	return w
+}}
+
+// write makes one attempt and never waits for the socket to drain.
+func (w *frameWrite) write(fd uintptr) bool {
+	w.n, w.err = writeFD(fd, w.b)
+	return true
+}
+
+func (w *frameWrite) release() {
+	if cap(w.b) > 8<<10 {
+		return // a rare large frame: do not keep its buffer
+	}
+	w.err = nil
+	frameWrites.Put(w)
+}
+
+// appendTextFrame appends a final, unmasked text frame (RFC 6455 5.2): what
+// a server sends.
+func appendTextFrame(b, payload []byte) []byte {
+	const finText = 0x81
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, finText, byte(n))
+	case n <= 0xFFFF:
+		b = append(b, finText, 126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, finText, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }

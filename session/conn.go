@@ -98,7 +98,8 @@ type Conn struct {
 	reason   CloseReason
 	queue    [][]byte      // frames waiting for the writer, at most cfg.SendQueue
 	spare    [][]byte      // a small drained queue kept for reuse
-	writing  bool          // a writer goroutine owns the socket's data writes
+	writing  bool          // a writer goroutine, or writeNow, owns the socket's data writes
+	tail     bool          // raw holds the unwritten tail of a frame writeNow began
 	sealed   bool          // Send refuses: the close frame is on its way
 	serving  bool          // Serve has set ws: writers may run
 	finished bool          // Serve returned: the socket may be recycled, never touch it

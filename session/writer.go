@@ -26,11 +26,45 @@ const spareLimit = 64
 // reader never holds up anyone else.
 func (c *Conn) Send(frame []byte) bool {
 	c.mu.Lock()
+	return c.sendUnlock(frame)
+}
+
+// sendUnlock writes frame at once when nothing is queued or being written,
+// else queues it; it unlocks c.mu.
+func (c *Conn) sendUnlock(frame []byte) bool {
+	if c.raw != nil && c.serving && !c.writing && !c.closed && !c.sealed && len(c.queue) == 0 {
+		c.writing = true // own the socket's data writes, as a writer would
+		c.mu.Unlock()
+		c.writeNow(frame)
+		return true
+	}
 	ok, full := c.queueLocked(frame)
 	start := ok && c.startWriterLocked()
 	c.mu.Unlock()
 	c.afterQueue(start, full)
 	return ok
+}
+
+// writeNow writes frame from the caller's goroutine, without waiting for
+// the socket: most deliveries find their connection idle, and a writer
+// goroutine per frame costs more than the write. What the socket cannot
+// take at once, and whatever was queued or closed meanwhile, is left to a
+// writer.
+func (c *Conn) writeNow(frame []byte) {
+	taken, tail, err := c.raw.WriteTextNow(frame)
+	c.mu.Lock()
+	full := false
+	if !taken {
+		_, full = c.queueLocked(frame)
+	}
+	c.tail = tail
+	c.writing = false
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	if err != nil {
+		c.Close(CloseClientGone)
+	}
+	c.afterQueue(start, full)
 }
 
 // queueLocked adds frame to the queue, unless sealed or full.
@@ -88,11 +122,7 @@ func (c *Conn) SendRoom(room string, seq int64, frame []byte) bool {
 	}
 	held, replaying := c.replays[room]
 	if !replaying {
-		ok, full := c.queueLocked(frame)
-		start := ok && c.startWriterLocked()
-		c.mu.Unlock()
-		c.afterQueue(start, full)
-		return ok
+		return c.sendUnlock(frame)
 	}
 	if c.sealed || len(held) >= c.cfg.SendQueue {
 		full := !c.sealed
@@ -155,9 +185,10 @@ func (c *Conn) WaitQueue(ctx context.Context, n int) error {
 }
 
 // startWriterLocked reports whether the caller must start a writer: there
-// is work (frames, or a close to carry out) and none is running.
+// is work (frames, the tail of one, or a close to carry out) and none is
+// running.
 func (c *Conn) startWriterLocked() bool {
-	if !c.serving || c.writing || (len(c.queue) == 0 && !c.closed) {
+	if !c.serving || c.writing || (len(c.queue) == 0 && !c.tail && !c.closed) {
 		return false
 	}
 	c.writing = true
@@ -171,7 +202,9 @@ func (c *Conn) write() {
 		c.mu.Lock()
 		batch := c.queue
 		c.queue = nil
-		if len(batch) == 0 {
+		tail := c.tail
+		c.tail = false
+		if len(batch) == 0 && !tail {
 			if c.closed {
 				c.mu.Unlock()
 				c.finish()
@@ -205,10 +238,10 @@ func (c *Conn) write() {
 // writeBurst writes frames with one deadline and, when the listener allows,
 // one system call.
 func (c *Conn) writeBurst(frames [][]byte) error {
-	if c.raw != nil {
-		c.raw.Hold()
-	}
 	err := c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	if c.raw != nil {
+		c.raw.Hold() // after the deadline: Hold may write a frame's tail
+	}
 	for _, f := range frames {
 		if err != nil {
 			break
