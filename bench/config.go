@@ -42,16 +42,17 @@ type Config struct {
 	DialConcurrency int
 
 	// Modes and output.
-	Compare  bool
-	Max      bool
-	MaxP99   time.Duration
-	MaxStep  float64
-	MaxSteps int
-	Chart    string
-	Replot   string
-	KeepLogs bool
-	JSON     bool
-	Progress string
+	Compare    bool
+	Max        bool
+	MaxP99     time.Duration
+	MaxStep    float64
+	MaxSteps   int
+	MaxRetries int
+	Chart      string
+	Replot     string
+	KeepLogs   bool
+	JSON       bool
+	Progress   string
 }
 
 // Local reports whether bench starts the cluster itself.
@@ -122,6 +123,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.DurationVar(&c.MaxP99, "max-p99", 50*time.Millisecond, "with --max: the p99 send-to-delivery bound")
 	fs.Float64Var(&c.MaxStep, "max-step", 1.5, "with --max: factor between steps (then two bisection steps)")
 	fs.IntVar(&c.MaxSteps, "max-steps", 12, "with --max: at most this many steps")
+	fs.IntVar(&c.MaxRetries, "max-retries", 1, "with --max: run a rate that fails again this many times; it fails only if every run does (a shared machine has blips)")
 	fs.StringVar(&c.Chart, "chart", "", "write SVG charts into this directory: latency over time per run (and owner against broadcast with --compare), p99 against rate with --max, throughput, node-to-node messages and CPU against cluster size with --sizes")
 	fs.BoolVar(&c.KeepLogs, "keep-logs", false, "keep the local nodes' logs (warn level and up) and say where; they are kept anyway when a case fails")
 	fs.StringVar(&c.Replot, "replot", "", "measure nothing: read a report written by --json from this file and print it again (tables, or --json), with --chart its charts")
@@ -186,8 +188,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("--src %q: want an IPv4 loopback address", c.SrcBase)
 	case c.DialConcurrency < 1:
 		return errors.New("--dial-concurrency must be at least 1")
-	case c.Max && (c.MaxStep <= 1 || c.MaxSteps < 1 || c.MaxP99 <= 0):
-		return errors.New("--max needs --max-step > 1, --max-steps >= 1 and a positive --max-p99")
+	case c.Max && (c.MaxStep <= 1 || c.MaxSteps < 1 || c.MaxP99 <= 0 || c.MaxRetries < 0):
+		return errors.New("--max needs --max-step > 1, --max-steps >= 1, --max-retries >= 0 and a positive --max-p99")
 	case c.Progress != "auto" && c.Progress != "line" && c.Progress != "plain" && c.Progress != "none":
 		return fmt.Errorf("--progress %q: want auto, line, plain or none", c.Progress)
 	}

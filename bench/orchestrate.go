@@ -596,14 +596,13 @@ func (b *bench) sustained(r *RunReport) (bool, string) {
 	return false, strings.Join(why, "; ")
 }
 
-// maxSearch raises the rate by --max-step while each step is sustained, then
-// bisects between the last good and the first bad rate.
+// maxSearch runs the --max search on a cluster: see rateSearch.
 func (b *bench) maxSearch(ctx context.Context, set *workerSet, nodes []node, cr *CaseReport) error {
 	cfg := b.cfg
 	cr.Max = &MaxReport{P99Bound: float64(cfg.MaxP99) / 1e6, Best: -1}
-	rate, good, bad := cfg.Rate, 0.0, 0.0
-	bisected := 0
-	defer func() { cr.Max.Open = bad == 0 }()
+	search := rateSearch{rate: cfg.Rate, step: cfg.MaxStep, retries: cfg.MaxRetries}
+	defer func() { cr.Max.Open = search.bad == 0 }()
+	rate := cfg.Rate
 	for step := 0; step < cfg.MaxSteps; step++ {
 		if step > 0 {
 			t := time.NewTimer(stepPause)
@@ -621,27 +620,55 @@ func (b *bench) maxSearch(ctx context.Context, set *workerSet, nodes []node, cr 
 		pass, why := b.sustained(r)
 		r.Pass, r.Verdict = &pass, why
 		cr.Runs = append(cr.Runs, r)
-		if pass && rate > good {
-			good = rate
+		if pass && rate > cr.Max.Highest {
 			cr.Max.Highest, cr.Max.Best = rate, len(cr.Runs)-1
 		}
-		if !pass && (bad == 0 || rate < bad) {
-			bad = rate
-		}
-		switch {
-		case bad == 0:
-			rate *= cfg.MaxStep // still rising
-		case good == 0:
-			rate /= cfg.MaxStep // even the first rate failed: go down
-		case bisected < bisections:
-			bisected++
-			rate = math.Round((good + bad) / 2)
-		default:
-			return nil
-		}
-		if rate <= 0 {
+		var more bool
+		if rate, more = search.next(pass); !more {
 			return nil
 		}
 	}
 	return nil
+}
+
+// rateSearch is the --max search. It raises the rate by step while each
+// rate is sustained, then bisects between the last good and the first bad
+// rate. A rate that fails is run again, up to retries times, and fails only
+// if every run fails: on a machine the nodes share with the load generator
+// one run can miss the bound on a blip that has nothing to do with the rate.
+type rateSearch struct {
+	rate, step float64
+	retries    int
+
+	good, bad float64 // the highest sustained and the lowest failed rate so far
+	bisected  int
+	failed    int // runs of the current rate that failed
+}
+
+// next takes the verdict on the current rate and returns the rate to run
+// next, or false when the search is over.
+func (s *rateSearch) next(pass bool) (float64, bool) {
+	if !pass && s.failed < s.retries {
+		s.failed++
+		return s.rate, true
+	}
+	s.failed = 0
+	if pass && s.rate > s.good {
+		s.good = s.rate
+	}
+	if !pass && (s.bad == 0 || s.rate < s.bad) {
+		s.bad = s.rate
+	}
+	switch {
+	case s.bad == 0:
+		s.rate *= s.step // still rising
+	case s.good == 0:
+		s.rate /= s.step // even the first rate failed: go down
+	case s.bisected < bisections:
+		s.bisected++
+		s.rate = math.Round((s.good + s.bad) / 2)
+	default:
+		return 0, false
+	}
+	return s.rate, s.rate > 0
 }
