@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // CoalescingListener wraps a listener so that a connection's writer can
@@ -35,21 +36,34 @@ var coalesceBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil
 // length of one burst, so an idle connection costs no buffer.
 type CoalescingConn struct {
 	net.Conn
-	mu      sync.Mutex
-	buf     *bufio.Writer   // non-nil while held
-	tail    []byte          // what WriteTextNow left unwritten: the next write sends it first
-	rawConn syscall.RawConn // made by the first WriteTextNow
+	mu        sync.Mutex
+	buf       *bufio.Writer   // non-nil while held
+	tail      []byte          // what WriteTextNow left unwritten: the next write sends it first
+	closeSent bool            // a close frame went out: no data frame may follow it
+	rawConn   syscall.RawConn // made by the first WriteTextNow
+	noRaw     bool            // the socket gives no raw access: WriteTextNow never can
 }
+
+// closeFrameStart is the first byte of a final close frame. The WebSocket
+// library writes each control frame with one Write, and every data frame
+// starts with its header or, written apart from it, with a JSON payload's
+// '{': so a Write that starts with this byte is a close frame.
+const closeFrameStart = 0x88
 
 // Write implements net.Conn.
 func (c *CoalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(p) > 0 && p[0] == closeFrameStart {
+		c.closeSent = true
+	}
 	if c.buf != nil {
 		return c.buf.Write(p)
 	}
 	if len(c.tail) > 0 {
-		if _, err := c.Conn.Write(c.tail); err != nil {
+		n, err := c.Conn.Write(c.tail)
+		c.tail = c.tail[n:]
+		if err != nil {
 			return 0, err
 		}
 		c.tail = nil
@@ -57,8 +71,8 @@ func (c *CoalescingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// Hold starts gathering writes. Set the write deadline first: the tail of
-// an earlier frame may be written at once.
+// Hold starts gathering writes. The caller sets the socket's write deadline
+// first: the tail of an earlier frame may be written at once.
 func (c *CoalescingConn) Hold() {
 	c.mu.Lock()
 	if c.buf == nil {
@@ -86,53 +100,55 @@ func (c *CoalescingConn) Release() error {
 	return err
 }
 
-// errNoRawConn: the socket offers no raw access; queue instead.
-var errNoRawConn = errors.New("no raw socket access")
-
 // WriteTextNow writes payload as one WebSocket text frame with a single
 // non-blocking system call, from the caller's goroutine. This spares a
 // delivery to an idle connection the hand-off to a writer goroutine, which
 // costs more than the write itself. The caller must own the connection's
 // data writes and have nothing queued before this frame.
 //
-// It returns taken false when it cannot try (a burst is being gathered, an
-// earlier tail is unwritten, or the socket gives no raw access): queue the
-// frame. With taken true the frame is written, or the socket was full and
-// its tail waits here (tail true): a writer must then call Hold and
-// Release, which send it before anything else.
+// It returns taken false when the frame must be queued instead: a burst is
+// being gathered, an earlier tail is unwritten, a close frame has gone out,
+// the socket has no room at all, or it gives no raw access. With taken true
+// the frame is written, or the socket took part of it and the rest waits
+// here (tail true): a writer must then set a write deadline and call Hold
+// and Release, which send it before anything else.
 func (c *CoalescingConn) WriteTextNow(payload []byte) (taken, tail bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.buf != nil || len(c.tail) > 0 {
+	if c.buf != nil || len(c.tail) > 0 || c.closeSent || c.noRaw {
 		return false, false, nil
 	}
 	if c.rawConn == nil {
 		sc, ok := c.Conn.(syscall.Conn)
-		if !ok || !canWriteFD {
-			return false, false, nil
+		if ok && canWriteFD {
+			c.rawConn, err = sc.SyscallConn()
 		}
-		if c.rawConn, err = sc.SyscallConn(); err != nil {
+		if !ok || !canWriteFD || err != nil {
+			c.noRaw = true
 			return false, false, nil
 		}
 	}
 	w := frameWrites.Get().(*frameWrite)
 	defer w.release()
 	w.b = appendTextFrame(w.b[:0], payload)
-	if err := c.rawConn.Write(w.fn); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// The last burst's deadline has passed: the frame must wait
-			// for a writer, which sets a new one.
-			return false, false, nil
+	err = c.rawConn.Write(w.fn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A deadline left by the last blocking write has passed. This write
+		// cannot block, and every blocking write sets its own deadline, so
+		// clear it rather than send an idle connection's frame to a writer.
+		if err = c.Conn.SetWriteDeadline(time.Time{}); err == nil {
+			err = c.rawConn.Write(w.fn)
 		}
+	}
+	if err != nil {
 		return true, false, err
 	}
-	if w.err != nil && w.err != syscall.EAGAIN && w.err != syscall.EINTR {
+	switch {
+	case w.err == syscall.EAGAIN || w.err == syscall.EINTR || w.n <= 0 && w.err == nil:
+		return false, false, nil // no room at all: queue it, by reference
+	case w.err != nil:
 		return true, false, w.err
-	}
-	if w.n < 0 {
-		w.n = 0
-	}
-	if w.n < len(w.b) {
+	case w.n < len(w.b):
 		c.tail = append([]byte(nil), w.b[w.n:]...)
 		return true, true, nil
 	}

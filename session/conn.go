@@ -79,10 +79,11 @@ type Handler interface {
 }
 
 // Conn is one client connection. Its reader runs in the goroutine that
-// calls Serve. Writes happen in a writer goroutine that runs only while
-// frames are queued, and pings come from a timer: an idle connection costs
-// one goroutine and no queue, which is what lets one node hold tens of
-// thousands of them (see writer.go).
+// calls Serve. A frame sent to an idle connection is written by the sender;
+// others wait for a writer goroutine that runs only while frames are
+// queued; pings come from a timer. An idle connection costs one goroutine
+// and no queue, which is what lets one node hold tens of thousands of them
+// (see writer.go).
 type Conn struct {
 	ID   uint64
 	User string

@@ -11,33 +11,34 @@ import (
 	"github.com/fasthttp/websocket"
 )
 
-// The write side of a connection. Frames wait in a slice that grows only
-// while frames wait, and a writer goroutine runs only while there is
-// something to write: a channel of --send-queue slots and a goroutine per
-// connection would cost an idle connection 24 KiB and 8 KiB, more than all
-// the rest of it.
+// The write side of a connection. A frame for a connection with nothing
+// queued is written at once by the goroutine that sends it, with one
+// non-blocking write. Otherwise frames wait in a slice that grows only while
+// frames wait, and a writer goroutine runs only while there is something to
+// write: a channel of --send-queue slots and a goroutine per connection
+// would cost an idle connection 24 KiB and 8 KiB, more than all the rest of
+// it.
 
 // spareLimit bounds the drained queue a connection keeps for reuse: a burst
 // may grow the queue to --send-queue, but an idle connection keeps little.
 const spareLimit = 64
 
-// Send queues one frame without blocking. When the queue is full the
-// connection is closed as a slow consumer and Send returns false: one slow
-// reader never holds up anyone else.
+// Send writes or queues one frame without blocking. When the queue is full
+// the connection is closed as a slow consumer and Send returns false: one
+// slow reader never holds up anyone else.
 func (c *Conn) Send(frame []byte) bool {
 	c.mu.Lock()
-	return c.sendUnlock(frame)
-}
-
-// sendUnlock writes frame at once when nothing is queued or being written,
-// else queues it; it unlocks c.mu.
-func (c *Conn) sendUnlock(frame []byte) bool {
 	if c.raw != nil && c.serving && !c.writing && !c.closed && !c.sealed && len(c.queue) == 0 {
 		c.writing = true // own the socket's data writes, as a writer would
 		c.mu.Unlock()
-		c.writeNow(frame)
-		return true
+		return c.writeNow(frame)
 	}
+	return c.queueUnlock(frame)
+}
+
+// queueUnlock queues frame, starts a writer when none runs, and unlocks
+// c.mu.
+func (c *Conn) queueUnlock(frame []byte) bool {
 	ok, full := c.queueLocked(frame)
 	start := ok && c.startWriterLocked()
 	c.mu.Unlock()
@@ -49,13 +50,14 @@ func (c *Conn) sendUnlock(frame []byte) bool {
 // the socket: most deliveries find their connection idle, and a writer
 // goroutine per frame costs more than the write. What the socket cannot
 // take at once, and whatever was queued or closed meanwhile, is left to a
-// writer.
-func (c *Conn) writeNow(frame []byte) {
+// writer. Frames sent meanwhile were queued: one the socket refused goes
+// before them.
+func (c *Conn) writeNow(frame []byte) bool {
 	taken, tail, err := c.raw.WriteTextNow(frame)
 	c.mu.Lock()
-	full := false
+	ok, full := true, false
 	if !taken {
-		_, full = c.queueLocked(frame)
+		ok, full = c.queueFirstLocked(frame)
 	}
 	c.tail = tail
 	c.writing = false
@@ -65,6 +67,17 @@ func (c *Conn) writeNow(frame []byte) {
 		c.Close(CloseClientGone)
 	}
 	c.afterQueue(start, full)
+	return ok
+}
+
+// queueFirstLocked puts frame at the head of the queue, unless sealed or
+// full.
+func (c *Conn) queueFirstLocked(frame []byte) (ok, full bool) {
+	if ok, full = c.queueLocked(frame); ok {
+		copy(c.queue[1:], c.queue)
+		c.queue[0] = frame
+	}
+	return ok, full
 }
 
 // queueLocked adds frame to the queue, unless sealed or full.
@@ -122,7 +135,9 @@ func (c *Conn) SendRoom(room string, seq int64, frame []byte) bool {
 	}
 	held, replaying := c.replays[room]
 	if !replaying {
-		return c.sendUnlock(frame)
+		// Always queued: a room's fan-out writing each member's frame
+		// itself would hold up the link it came on for a write per member.
+		return c.queueUnlock(frame)
 	}
 	if c.sealed || len(held) >= c.cfg.SendQueue {
 		full := !c.sealed
@@ -238,9 +253,15 @@ func (c *Conn) write() {
 // writeBurst writes frames with one deadline and, when the listener allows,
 // one system call.
 func (c *Conn) writeBurst(frames [][]byte) error {
-	err := c.ws.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	deadline := time.Now().Add(c.cfg.WriteTimeout)
+	err := c.ws.SetWriteDeadline(deadline)
 	if c.raw != nil {
-		c.raw.Hold() // after the deadline: Hold may write a frame's tail
+		// The library sets its deadline on the socket only as it writes,
+		// and Hold may write a frame's tail before that.
+		if derr := c.raw.SetWriteDeadline(deadline); err == nil {
+			err = derr
+		}
+		c.raw.Hold()
 	}
 	for _, f := range frames {
 		if err != nil {
