@@ -321,7 +321,7 @@ func newLinkConn(l *Links, peer, addr string) *linkConn {
 func (lc *linkConn) request(k kind, payload []byte, cb func([]byte, error)) bool {
 	lc.mu.Lock()
 	if lc.err != nil {
-		err := lc.err
+		err := lc.requestError(lc.err)
 		lc.mu.Unlock()
 		cb(nil, err)
 		return false
@@ -366,14 +366,22 @@ func (lc *linkConn) close(err error) {
 		conn.Close()
 	}
 	lc.links.forget(lc, errors.Is(err, errDialFailed))
+	err = lc.requestError(err)
 	for _, c := range pending {
-		if errors.Is(err, ErrTimeout) {
-			c.cb(nil, err)
-		} else {
-			c.cb(nil, fmt.Errorf("%w: %s: %v", ErrPeerDown, lc.peer, err))
-		}
+		c.cb(nil, err)
 	}
 	// Requests still queued were never sent; their callers were in pending.
+}
+
+// requestError is what a request fails with once the link closed for err:
+// a timeout as it is, anything else as the peer being down, which callers
+// may retry on a new link. A request made after the close, before the link
+// is forgotten, fails the same way as one that was pending.
+func (lc *linkConn) requestError(err error) error {
+	if errors.Is(err, ErrTimeout) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %v", ErrPeerDown, lc.peer, err)
 }
 
 // expire fails the requests that waited too long. A peer that does not
