@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -36,8 +37,12 @@ func TestSlowConsumerIsCutWithoutHoldingUpOthers(t *testing.T) {
 	}
 	body := strings.Repeat("x", 16000) // 24 MB in all: more than the socket buffers hold
 	const n = 1500
+	// Each message has 5 s to reach the reading member; all of them
+	// together get a minute, for a machine busy with other tests.
+	sendCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	for i := 0; i < n; i++ {
-		if _, err := sender.SendRoom(ctx, "firehose", body); err != nil {
+		if _, err := sender.SendRoom(sendCtx, "firehose", body); err != nil {
 			t.Fatal(err)
 		}
 		select {
