@@ -357,7 +357,7 @@ func (c *Client) supervise(cn *conn) {
 		<-cn.done
 		d := cn.disc
 		if c.ctx.Err() != nil {
-			d = Disconnected{Err: ErrClosed, CloseCode: 1000}
+			d = Disconnected{Err: ErrClosed, CloseCode: 1000, At: d.At}
 		}
 		c.mu.Lock()
 		c.last = &d

@@ -740,3 +740,23 @@ func BenchmarkSendAsync(b *testing.B) {
 	}
 	wg.Wait()
 }
+
+// Disconnected says when the server's close frame arrived: no later than
+// the server hears this client's answer to it, after which the server may
+// forget the connection.
+func TestDisconnectedSaysWhenTheServersCloseArrived(t *testing.T) {
+	s := newFakeServer(t)
+	var states chan State
+	dial(t, s, "alice", func(o *Options) { states = stateLog(o) })
+	nextState[Connected](t, states)
+	fc := recv(t, s.conns, "connection")
+	before := time.Now()
+	fc.closeWith(websocket.CloseServiceRestart, "service restart")
+	recv(t, fc.ended, "the client's answer to the close")
+	answered := time.Now()
+	d := nextState[Disconnected](t, states)
+	if d.At.Before(before) || d.At.After(answered) {
+		t.Fatalf("Disconnected.At = %v, want between the close (%v) and the server hearing the answer (%v)",
+			d.At.Format(time.StampMicro), before.Format(time.StampMicro), answered.Format(time.StampMicro))
+	}
+}

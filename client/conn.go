@@ -37,8 +37,9 @@ type conn struct {
 	dead    bool                        // the reader has exited or is exiting
 	cause   error                       // the write error that broke ws, if one did
 
-	done chan struct{} // closed once the reader has exited and pending is answered
-	disc Disconnected  // how it ended; set before done closes
+	done    chan struct{} // closed once the reader has exited and pending is answered
+	disc    Disconnected  // how it ended; set before done closes
+	closeAt time.Time     // when the server's close frame arrived; the reader's own
 }
 
 // connect dials, waits for the welcome and starts the reader.
@@ -68,6 +69,11 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		pending: make(map[string]func(Ack, error)),
 		done:    make(chan struct{}),
 	}
+	answerClose := ws.CloseHandler()
+	ws.SetCloseHandler(func(code int, text string) error {
+		cn.closeAt = time.Now()
+		return answerClose(code, text)
+	})
 	c.wg.Add(1)
 	go cn.read()
 	return cn, nil
@@ -171,6 +177,10 @@ func (cn *conn) take(id string) func(Ack, error) {
 // client's current connection, and every request still awaiting an answer
 // gets ErrClosed.
 func (cn *conn) finish(readErr error) {
+	at := cn.closeAt
+	if at.IsZero() {
+		at = time.Now()
+	}
 	c := cn.c
 	c.mu.Lock()
 	cn.mu.Lock()
@@ -192,6 +202,7 @@ func (cn *conn) finish(readErr error) {
 		cause = readErr
 	}
 	cn.disc = disconnected(cause)
+	cn.disc.At = at
 	close(cn.done)
 }
 

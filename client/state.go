@@ -30,6 +30,10 @@ type Disconnected struct {
 	CloseCode int
 	// CloseText is the reason in the server's close frame, if any.
 	CloseText string
+	// At is when the connection ended: when the server's close frame
+	// arrived (before this client's answer to it, after which the server
+	// forgets the connection), else when reading or writing failed.
+	At time.Time
 }
 
 // Reconnecting: the client is about to wait Delay and then dial again.

@@ -87,13 +87,14 @@ func newLedger() *ledger {
 func (l *ledger) state(user string, s client.State) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := time.Now()
-	switch s.(type) {
+	switch s := s.(type) {
 	case client.Connected:
-		l.open[user] = now
+		l.open[user] = time.Now()
 	case client.Disconnected:
+		// It ended when the server's close arrived, which may be a while
+		// before this report; the server may forget it as soon as then.
 		if from, ok := l.open[user]; ok {
-			l.conns[user] = append(l.conns[user], interval{from: from, to: now})
+			l.conns[user] = append(l.conns[user], interval{from: from, to: s.At})
 			delete(l.open, user)
 		}
 	}
