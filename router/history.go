@@ -58,8 +58,6 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 	if a.Key != "" {
 		r.keys.start(a.From, a.Key)
 	}
-	m := session.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
-	frame := session.AppendMsg(make([]byte, 0, 160+len(a.Body)), &m)
 	finish := func(res result) {
 		if a.Room == "" && res.status != protocol.StatusDelivered {
 			// No connection got it now, or the route failed: it waits in
@@ -73,19 +71,8 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 		}
 		done(res)
 	}
-	if a.Room != "" {
-		r.routeRoom(&forward{a: a.Room, b: a.From, frame: frame, seq: ap.Seq}, sender, finish)
-		return
-	}
-	f := &forward{a: a.To, frame: frame, copy: frame}
-	if sender != nil {
-		f.b = a.From
-		if ap.SenderSeq > 0 {
-			m.Seq = ap.SenderSeq // the sender's devices read it from their own inbox
-			f.copy = session.AppendMsg(make([]byte, 0, 160+len(a.Body)), &m)
-		}
-	}
-	r.routeDirect(f, sender, finish)
+	m := session.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
+	r.routeLive(m, ap.SenderSeq, sender, finish)
 }
 
 // keyedSends are the keyed sends of this node still being routed, so that a
@@ -184,10 +171,15 @@ func (r *Router) recordLoop() {
 	}
 }
 
-// historyFrame is a stored message as a `msg` frame.
-func historyFrame(m *store.Message) []byte {
-	return session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &session.Msg{
-		Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS, Seq: m.Seq})
+// sendHistory writes stored messages to c as `msg` frames, in one burst.
+func sendHistory(c *session.Conn, msgs []store.Message) {
+	frames := make([][]byte, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		frames[i] = session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &session.Msg{
+			Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS, Seq: m.Seq})
+	}
+	c.SendBurst(frames)
 }
 
 // sync writes one page of c's inbox after offset after and answers with the
@@ -204,9 +196,7 @@ func (r *Router) sync(c *session.Conn, after int64, done func(result)) {
 		done(result{err: fmt.Errorf("store: %w", err)})
 		return
 	}
-	for i := range msgs {
-		c.Send(historyFrame(&msgs[i]))
-	}
+	sendHistory(c, msgs)
 	done(result{status: protocol.StatusOK, page: true, last: last, more: more})
 }
 
@@ -227,9 +217,9 @@ func (r *Router) replayRoom(c *session.Conn, room string, since int64) (int64, e
 		if err != nil {
 			return through, err
 		}
-		for i := range msgs {
-			c.Send(historyFrame(&msgs[i]))
-			through = msgs[i].Seq
+		sendHistory(c, msgs)
+		if len(msgs) > 0 {
+			through = msgs[len(msgs)-1].Seq
 		}
 		if !more {
 			return through, nil

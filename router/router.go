@@ -448,20 +448,30 @@ func (r *Router) route(a store.Append, sender *session.Conn, done func(result)) 
 		r.storeAndRoute(a, sender, done)
 		return
 	}
-	answer := done
-	done = func(res result) {
-		res.mid = a.Mid
-		answer(res)
-	}
 	m := session.Msg{Mid: a.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: a.TS}
-	frame := session.AppendMsg(make([]byte, 0, 128+len(a.Body)), &m)
-	if a.Room != "" {
-		r.routeRoom(&forward{a: a.Room, b: a.From, frame: frame}, sender, done)
+	r.routeLive(m, 0, sender, func(res result) {
+		res.mid = a.Mid
+		done(res)
+	})
+}
+
+// routeLive sends m to the connections of its recipients (room members but
+// the sender, or the recipient's devices and the sender's other devices).
+// With a store, m.Seq is its offset in the recipient's stream and senderSeq
+// the one in the sender's inbox, which the sender's devices read it from.
+func (r *Router) routeLive(m session.Msg, senderSeq int64, sender *session.Conn, done func(result)) {
+	frame := session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
+	if m.Room != "" {
+		r.routeRoom(&forward{a: m.Room, b: m.From, frame: frame, seq: m.Seq}, sender, done)
 		return
 	}
-	f := &forward{a: a.To, frame: frame, copy: frame}
+	f := &forward{a: m.To, frame: frame, copy: frame}
 	if sender != nil {
-		f.b = a.From
+		f.b = m.From
+		if senderSeq > 0 {
+			m.Seq = senderSeq
+			f.copy = session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
+		}
 	}
 	r.routeDirect(f, sender, done)
 }

@@ -36,6 +36,24 @@ func (c *Conn) Send(frame []byte) bool {
 	return c.queueUnlock(frame)
 }
 
+// SendBurst queues frames, in order, for one writer, which writes them
+// with one system call: a page of history is in hand at once, and Send
+// would write it a frame, and a system call, at a time. Like Send it never
+// blocks, and returns false when the connection refused a frame.
+func (c *Conn) SendBurst(frames [][]byte) bool {
+	c.mu.Lock()
+	ok, full := true, false
+	for _, f := range frames {
+		if ok, full = c.queueLocked(f); !ok {
+			break
+		}
+	}
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	c.afterQueue(start, full)
+	return ok
+}
+
 // queueUnlock queues frame, starts a writer when none runs, and unlocks
 // c.mu.
 func (c *Conn) queueUnlock(frame []byte) bool {
