@@ -204,3 +204,17 @@ func decodeJSON(resp *http.Response, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+// A user may be named "messages": /api/users/messages is where that user
+// is, not a history.
+func TestUserNamedMessagesIsAUser(t *testing.T) {
+	c := testcluster.Start(t, 1, nil)
+	c.Dial(0, "messages")
+	var u struct {
+		Online bool `json:"online"`
+	}
+	getJSON(t, c.HTTP(0)+"/api/users/messages", 200, &u)
+	if !u.Online {
+		t.Fatal(`/api/users/messages: user "messages" is connected but not online`)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/router"
 	"github.com/shardchat/shard/session"
 	"github.com/shardchat/shard/store"
@@ -51,14 +52,10 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 		n.metricsHandler()(ctx)
 	case path == "/api/cluster":
 		n.serveCluster(ctx)
-	case strings.HasPrefix(path, "/api/users/") && strings.HasSuffix(path, "/messages"):
-		n.serveHistory(ctx, false, strings.TrimSuffix(strings.TrimPrefix(path, "/api/users/"), "/messages"))
-	case strings.HasPrefix(path, "/api/rooms/") && strings.HasSuffix(path, "/messages"):
-		n.serveHistory(ctx, true, strings.TrimSuffix(strings.TrimPrefix(path, "/api/rooms/"), "/messages"))
 	case strings.HasPrefix(path, "/api/users/"):
-		n.serveLocations(ctx, false, strings.TrimPrefix(path, "/api/users/"))
+		n.serveKey(ctx, false, strings.TrimPrefix(path, "/api/users/"))
 	case strings.HasPrefix(path, "/api/rooms/"):
-		n.serveLocations(ctx, true, strings.TrimPrefix(path, "/api/rooms/"))
+		n.serveKey(ctx, true, strings.TrimPrefix(path, "/api/rooms/"))
 	case path == "/api/send":
 		n.serveSend(ctx)
 	default:
@@ -299,6 +296,21 @@ type historyMessage struct {
 	TS   int64  `json:"ts"`
 }
 
+// serveKey answers /api/users/{id} and /api/rooms/{room}, where they are,
+// and the same followed by /messages, their history. A user or room may be
+// named "messages".
+func (n *Node) serveKey(ctx *fasthttp.RequestCtx, room bool, rest string) {
+	name, sub, _ := strings.Cut(rest, "/")
+	switch sub {
+	case "":
+		n.serveLocations(ctx, room, rest)
+	case "messages":
+		n.serveHistory(ctx, room, name)
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such page")
+	}
+}
+
 // serveHistory answers GET /api/users/{id}/messages and
 // /api/rooms/{room}/messages: a page of the stream after ?after=N, at most
 // ?limit=M messages.
@@ -317,9 +329,9 @@ func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
 	args := ctx.QueryArgs()
 	after, limit := int64(0), 100
 	if v := args.Peek("after"); len(v) > 0 {
-		a, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil || a < 0 {
-			writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "after must be a non-negative integer")
+		a, ok := protocol.ParseOffset(string(v))
+		if !ok {
+			writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "after must be an integer from 0 to 2^53-1")
 			return
 		}
 		after = a

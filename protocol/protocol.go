@@ -51,3 +51,24 @@ func ValidID(s string) bool {
 	}
 	return true
 }
+
+// MaxOffset bounds stream offsets (seq, after, since) to what a JavaScript
+// number holds exactly.
+const MaxOffset = 1<<53 - 1
+
+// ParseOffset reads an offset written as decimal digits only (no sign,
+// fraction or exponent), at most MaxOffset.
+func ParseOffset(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' || n > (MaxOffset-int64(c-'0'))/10 {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}

@@ -182,25 +182,12 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 	}
 }
 
-// maxOffset bounds offsets to what a JavaScript number holds exactly.
-const maxOffset = 1<<53 - 1
-
 // readOffset reads a non-negative integer at s[i]; anything else (a
 // string, a fraction, an exponent, a sign) is refused but skipped.
 func readOffset(s string, i int) (int64, int, bool) {
 	end := skipValue(s, i)
-	var n int64
-	if i == end {
-		return 0, end, false
-	}
-	for j := i; j < end; j++ {
-		c := s[j]
-		if c < '0' || c > '9' || n > (maxOffset-int64(c-'0'))/10 {
-			return 0, end, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, end, true
+	n, ok := protocol.ParseOffset(s[i:end])
+	return n, end, ok
 }
 
 func skipSpace(s string, i int) int {
