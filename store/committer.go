@@ -153,3 +153,22 @@ func (t *trimmer) stop() {
 	t.cancel()
 	<-t.done
 }
+
+// queued is the write side both engines share: each call waits in the
+// committer, which gives the engine a group of them to commit at once.
+type queued struct{ c *committer }
+
+func (q queued) Append(ctx context.Context, a Append) (Appended, error) {
+	if err := a.check(); err != nil {
+		return Appended{}, err
+	}
+	r := &request{op: opAppend, append: a}
+	if err := q.c.do(ctx, r); err != nil {
+		return Appended{}, err
+	}
+	return r.res, nil
+}
+
+func (q queued) RecordAnswer(ctx context.Context, from, key string, ans Answer) error {
+	return q.c.do(ctx, &request{op: opAnswer, append: Append{From: from, Key: key}, answer: ans})
+}

@@ -87,7 +87,7 @@ type kvEngine interface {
 type embedded struct {
 	kv     kvEngine
 	opts   Options
-	c      *committer
+	queued // Append and RecordAnswer
 	trims  *trimmer
 	closed chan struct{}
 	readMu sync.RWMutex // Read holds it for reading: Close waits for reads before it closes kv
@@ -111,22 +111,6 @@ func newEmbedded(kv kvEngine, opts Options) *embedded {
 	e.c = newCommitter(1, opts.MaxBatch, e.commit)
 	e.trims = startTrimmer(opts.TrimInterval, opts.Logger, e.Trim)
 	return e
-}
-
-func (e *embedded) Append(ctx context.Context, a Append) (Appended, error) {
-	if err := a.check(); err != nil {
-		return Appended{}, err
-	}
-	r := &request{op: opAppend, append: a}
-	if err := e.c.do(ctx, r); err != nil {
-		return Appended{}, err
-	}
-	return r.res, nil
-}
-
-func (e *embedded) RecordAnswer(ctx context.Context, from, key string, ans Answer) error {
-	r := &request{op: opAnswer, append: Append{From: from, Key: key}, answer: ans}
-	return e.c.do(ctx, r)
 }
 
 func (e *embedded) Read(ctx context.Context, s Stream, after int64, limit int) ([]Message, int64, bool, error) {

@@ -155,7 +155,7 @@ const groupTimeout = 10 * time.Second
 type postgres struct {
 	pool   *pgxpool.Pool
 	opts   Options
-	c      *committer
+	queued // Append and RecordAnswer
 	trims  *trimmer
 	closed chan struct{}
 
@@ -222,21 +222,6 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		_, err := tx.Exec(ctx, `INSERT INTO shard_schema VALUES ($1)`, schemaVersion)
 		return err
 	})
-}
-
-func (p *postgres) Append(ctx context.Context, a Append) (Appended, error) {
-	if err := a.check(); err != nil {
-		return Appended{}, err
-	}
-	r := &request{op: opAppend, append: a}
-	if err := p.c.do(ctx, r); err != nil {
-		return Appended{}, err
-	}
-	return r.res, nil
-}
-
-func (p *postgres) RecordAnswer(ctx context.Context, from, key string, ans Answer) error {
-	return p.c.do(ctx, &request{op: opAnswer, append: Append{From: from, Key: key}, answer: ans})
 }
 
 func (p *postgres) Read(ctx context.Context, s Stream, after int64, limit int) ([]Message, int64, bool, error) {
