@@ -147,14 +147,10 @@ func (c *Client) Sync(ctx context.Context, after int64) (Ack, error) {
 
 // JoinSince joins room and asks for its messages after offset since first:
 // they arrive on Messages before live ones, with no gap and no duplicate
-// between the two. Without a store it is Join.
+// between the two. Without a store it is Join. A reconnect joins the room
+// again without since: call JoinSince again if the gap matters.
 func (c *Client) JoinSince(ctx context.Context, room string, since int64) error {
-	_, err := c.do(ctx, Frame{Type: protocol.TypeJoin, Room: room, Since: &since}, func(Ack) {
-		c.mu.Lock()
-		c.rooms[room] = struct{}{}
-		c.mu.Unlock()
-	})
-	return err
+	return c.join(ctx, Frame{Type: protocol.TypeJoin, Room: room, Since: &since})
 }
 
 // newKey is a random idempotency key: 16 characters of [0-9a-v].
@@ -167,7 +163,12 @@ func newKey() string {
 // Join joins room and waits for the owner's ok. A joined room is remembered
 // and joined again after each reconnect, until Leave. Otherwise as Send.
 func (c *Client) Join(ctx context.Context, room string) error {
-	_, err := c.do(ctx, Frame{Type: protocol.TypeJoin, Room: room}, func(Ack) {
+	return c.join(ctx, Frame{Type: protocol.TypeJoin, Room: room})
+}
+
+func (c *Client) join(ctx context.Context, f Frame) error {
+	room := f.Room
+	_, err := c.do(ctx, f, func(Ack) {
 		// Called by the reader before the connection can be seen to end,
 		// so that a reconnect right after finds the room.
 		c.mu.Lock()
