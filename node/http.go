@@ -300,15 +300,11 @@ type historyMessage struct {
 // and the same followed by /messages, their history. A user or room may be
 // named "messages".
 func (n *Node) serveKey(ctx *fasthttp.RequestCtx, room bool, rest string) {
-	name, sub, _ := strings.Cut(rest, "/")
-	switch sub {
-	case "":
-		n.serveLocations(ctx, room, rest)
-	case "messages":
+	if name, sub, _ := strings.Cut(rest, "/"); sub == "messages" {
 		n.serveHistory(ctx, room, name)
-	default:
-		writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such page")
+		return
 	}
+	n.serveLocations(ctx, room, rest) // a name with a slash is malformed: 400
 }
 
 // serveHistory answers GET /api/users/{id}/messages and
