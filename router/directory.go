@@ -18,6 +18,8 @@ type Directory struct {
 type dirEntry struct {
 	counts   map[string]holding   // node -> its connections of this key
 	watchers map[string]time.Time // node -> when its cached answer expires
+	// stray: the last sweep found this node not owning the key.
+	stray bool
 }
 
 // holding is one node's count for a key, with the incarnation of the process
@@ -123,16 +125,25 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owns func(Key) bool
 	}
 }
 
-// Sweep forgets expired watchers, entries left with nothing, and entries
-// for keys this node does not own (registered by a peer whose ring was ahead).
+// Sweep forgets expired watchers, entries left with nothing, and the counts
+// of keys this node has not owned at two sweeps in a row. A holder whose
+// ring is ahead registers with the new owner before the owner's own ring
+// has changed (a draining node always is: it learns first that it left), so
+// a key not owned yet is kept through one sweep: the owner's ring catches
+// up within a second, the next sweep comes after many.
 func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for key, e := range d.entries {
 		if !owns(key) {
-			delete(d.entries, key)
+			if e.stray || len(e.counts) == 0 {
+				delete(d.entries, key)
+			} else {
+				e.stray = true
+			}
 			continue
 		}
+		e.stray = false
 		for node, until := range e.watchers {
 			if now.After(until) {
 				delete(e.watchers, node)

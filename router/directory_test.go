@@ -35,6 +35,36 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	}
 }
 
+// A draining node learns first that it left, and registers its connections
+// with their new owners before those owners' rings have changed. A sweep in
+// that window dropped them, and the new owner then answered "offline" for
+// users who were connected.
+func TestDirectoryKeepsARegistrationThatArrivesAheadOfItsRing(t *testing.T) {
+	d := newDirectory()
+	now := time.Now()
+	bob, ann := Key{Name: "bob"}, Key{Name: "ann"}
+	d.Set(bob, "n3", "i", 1, now)
+	d.Set(ann, "n2", "i", 1, now)
+	notYet := func(Key) bool { return false }
+	// A sweep while this node's ring has not changed yet, then the change.
+	d.Sweep(now, notYet)
+	d.Retain(func(_, _ string) bool { return true }, func(k Key) bool { return k == bob })
+	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0] != (Location{"n3", 1}) {
+		t.Fatalf("bob after the ring caught up: %v, want [{n3 1}]", locs)
+	}
+	d.Sweep(now, func(k Key) bool { return k == bob })
+	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 {
+		t.Fatalf("a sweep dropped bob, whom this node owns: %v", locs)
+	}
+	// A key this node never comes to own goes at the second sweep.
+	d.Set(ann, "n2", "i", 1, now)
+	d.Sweep(now, notYet)
+	d.Sweep(now, notYet)
+	if d.Len() != 0 {
+		t.Fatalf("%d entries left for keys not owned at two sweeps", d.Len())
+	}
+}
+
 func TestLocationCacheDropsAnswersSpoiledInFlight(t *testing.T) {
 	c := newLocationCache(10)
 	k := Key{Name: "bob"}

@@ -64,6 +64,7 @@ type ledger struct {
 	received map[string]map[string]int // user -> message tag -> times received
 	conns    map[string][]interval     // user -> connected intervals (rooms joined)
 	open     map[string]time.Time      // user -> start of the current interval
+	node     map[string]string         // user -> node of the current interval
 	events   []interval                // membership changes, for "settled" windows
 }
 
@@ -81,7 +82,7 @@ type sendRecord struct {
 }
 
 func newLedger() *ledger {
-	return &ledger{received: map[string]map[string]int{}, conns: map[string][]interval{}, open: map[string]time.Time{}}
+	return &ledger{received: map[string]map[string]int{}, conns: map[string][]interval{}, open: map[string]time.Time{}, node: map[string]string{}}
 }
 
 func (l *ledger) state(user string, s client.State) {
@@ -90,11 +91,14 @@ func (l *ledger) state(user string, s client.State) {
 	switch s := s.(type) {
 	case client.Connected:
 		l.open[user] = time.Now()
+		if s.Welcome.Node != "" {
+			l.node[user] = s.Welcome.Node
+		}
 	case client.Disconnected:
 		// It ended when the server's close arrived, which may be a while
 		// before this report; the server may forget it as soon as then.
 		if from, ok := l.open[user]; ok {
-			l.conns[user] = append(l.conns[user], interval{from: from, to: s.At})
+			l.conns[user] = append(l.conns[user], interval{from: from, to: s.At, what: l.node[user]})
 			delete(l.open, user)
 		}
 	}
@@ -112,6 +116,18 @@ func (l *ledger) connectedThroughout(user string, from, to time.Time) bool {
 		}
 	}
 	return false
+}
+
+// describeConns lists user's connection intervals, for a failure message.
+func (l *ledger) describeConns(user string) string {
+	var b strings.Builder
+	for _, iv := range l.conns[user] {
+		fmt.Fprintf(&b, "on %s %s..%s ", iv.what, iv.from.Format("15:04:05.000"), iv.to.Format("15:04:05.000"))
+	}
+	if start, ok := l.open[user]; ok {
+		fmt.Fprintf(&b, "on %s since %s", l.node[user], start.Format("15:04:05.000"))
+	}
+	return b.String()
 }
 
 func (l *ledger) settledAt(t time.Time, grace time.Duration) bool {
@@ -401,14 +417,16 @@ func rollingChanges(t *testing.T, storeURL string) {
 			case "delivered":
 				if got == 0 {
 					if throughout {
-						violate("%s acked delivered, but %s (connected throughout) never got it", s.tag, s.to)
+						violate("%s acked delivered, but %s (connected throughout) never got it (sent %s; %s)",
+							s.tag, s.to, s.sent.Format("15:04:05.000"), led.describeConns(s.to))
 					} else {
 						inflightToDeadNode++
 					}
 				}
 			case "offline":
 				if led.connectedThroughout(s.to, s.sent, s.answered) {
-					violate("%s acked offline, but %s was connected throughout the send", s.tag, s.to)
+					violate("%s acked offline, but %s was connected throughout the send (sent %s, answered %s by %s's connection; %s)",
+						s.tag, s.to, s.sent.Format("15:04:05.000"), s.answered.Format("15:04:05.000"), s.from, led.describeConns(s.to))
 				}
 			}
 			if settled && throughout {
