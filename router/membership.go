@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/hex"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -184,29 +185,57 @@ func (r *Router) SetMembers(members []Member) error {
 		}
 		batches[owner] = append(batches[owner], registration{key, len(conns)})
 	}
-	var waits []<-chan error
+	waits := make(map[string][]<-chan error, len(batches))
 	moved := 0
 	for owner, regs := range batches {
 		moved += len(regs)
-		for len(regs) > 0 {
-			n := min(len(regs), registerBatch)
-			waits = append(waits, r.registerLocked(owner, regs[:n]))
-			regs = regs[n:]
-		}
+		waits[owner] = r.registerBatches(owner, regs)
 	}
 	r.local.mu.Unlock()
 
 	r.m.Reregistration.Add(float64(moved))
 	r.log.Info("membership changed", "members", rg.Len(), "version", nv.version, "reregistered", moved)
 	var firstErr error
-	for _, w := range waits {
-		if err := <-w; err != nil && firstErr == nil {
-			firstErr = err
+	failed := make(map[string]bool)
+	for owner, ws := range waits {
+		if err := firstError(ws); err != nil {
+			failed[owner] = true
+			if firstErr == nil {
+				firstErr = fmt.Errorf("registering with %s: %w", owner, err)
+			}
 		}
 	}
-	r.announceSynced(nv)
+	// An owner told we are in sync while it lacks some of our keys would
+	// answer "offline" for them: it hears so only once a resync got through.
+	r.announceSynced(nv, failed)
+	for owner := range failed {
+		r.resyncWith(owner)
+	}
 	r.askResync(old, nv)
 	return firstErr
+}
+
+// registerBatches sends regs to owner in frames of at most registerBatch
+// keys; the caller holds the index lock.
+func (r *Router) registerBatches(owner string, regs []registration) []<-chan error {
+	var waits []<-chan error
+	for len(regs) > 0 {
+		n := min(len(regs), registerBatch)
+		waits = append(waits, r.registerLocked(owner, regs[:n]))
+		regs = regs[n:]
+	}
+	return waits
+}
+
+// firstError waits for every answer and returns the first error.
+func firstError(waits []<-chan error) error {
+	var first error
+	for _, w := range waits {
+		if err := <-w; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // askResync asks each member that is new in this view to register again
@@ -224,39 +253,80 @@ func (r *Router) askResync(old, nv *view) {
 	}
 }
 
-// resync registers with owner, again, every key this node holds that owner
-// owns on this node's view, then reports this node's version to it.
-func (r *Router) resync(owner string) {
-	r.local.mu.Lock()
-	v := r.view.Load()
-	var regs []registration
-	for key, conns := range r.local.conns {
-		if v.ring.Owner(key.Name) == owner {
-			regs = append(regs, registration{key, len(conns)})
+// resyncWith runs resync for peer in the background, one at a time per
+// peer: a call while one runs folds into one more run after it.
+func (r *Router) resyncWith(peer string) {
+	r.resyncMu.Lock()
+	_, running := r.resyncs[peer]
+	r.resyncs[peer] = running // true: run once more after this one
+	r.resyncMu.Unlock()
+	if running {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			r.resync(peer)
+			r.resyncMu.Lock()
+			again := r.resyncs[peer]
+			if again {
+				r.resyncs[peer] = false
+			} else {
+				delete(r.resyncs, peer)
+			}
+			r.resyncMu.Unlock()
+			if !again {
+				return
+			}
 		}
-	}
-	var waits []<-chan error
-	for len(regs) > 0 {
-		n := min(len(regs), registerBatch)
-		waits = append(waits, r.registerLocked(owner, regs[:n]))
-		regs = regs[n:]
-	}
-	r.local.mu.Unlock()
-	for _, w := range waits {
-		if err := <-w; err != nil {
-			r.log.Warn("resync incomplete", "peer", owner, "err", err)
-		}
-	}
-	r.links.Request(owner, kindSynced, 1, appendStr(nil, v.version), func([]byte, error) {})
+	}()
 }
 
-// announceSynced tells every member that this node's registrations for
-// version are in place.
-func (r *Router) announceSynced(v *view) {
+// resync registers with owner, again, every key this node holds that owner
+// owns on this node's view, then reports this node's version to it. A
+// failed registration is tried again, with backoff, while owner is in the
+// ring and for at most settleTimeout, after which owner has stopped
+// waiting for us anyway.
+func (r *Router) resync(owner string) {
+	deadline := time.Now().Add(settleTimeout)
+	backoff := 50 * time.Millisecond
+	for {
+		r.local.mu.Lock()
+		v := r.view.Load()
+		var regs []registration
+		for key, conns := range r.local.conns {
+			if v.ring.Owner(key.Name) == owner {
+				regs = append(regs, registration{key, len(conns)})
+			}
+		}
+		waits := r.registerBatches(owner, regs)
+		r.local.mu.Unlock()
+		err := firstError(waits)
+		if err == nil {
+			r.links.Request(owner, kindSynced, 1, appendStr(nil, v.version), func([]byte, error) {})
+			return
+		}
+		if !v.ring.Has(owner) || time.Now().Add(backoff).After(deadline) {
+			r.log.Warn("resync incomplete", "peer", owner, "err", err)
+			return
+		}
+		select {
+		case <-time.After(backoff):
+		case <-r.stop:
+			return
+		}
+		backoff *= 2
+	}
+}
+
+// announceSynced tells every member but those in skip that this node's
+// registrations for version are in place.
+func (r *Router) announceSynced(v *view, skip map[string]bool) {
 	r.settle.synced(v.version, r.cfg.Self)
 	payload := appendStr(nil, v.version)
 	for _, m := range v.ring.Members() {
-		if m != r.cfg.Self {
+		if m != r.cfg.Self && !skip[m] {
 			r.links.Request(m, kindSynced, 1, payload, func([]byte, error) {})
 		}
 	}

@@ -851,34 +851,8 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 		}
 		reply(nil)
 	case kindResync:
-		// Registering waits for answers: not on the link's reader. One
-		// resync per peer runs at a time; asks meanwhile fold into one more.
 		reply(nil)
-		r.resyncMu.Lock()
-		_, running := r.resyncs[from.Name]
-		r.resyncs[from.Name] = running // true: run once more after this one
-		r.resyncMu.Unlock()
-		if running {
-			return
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			for {
-				r.resync(from.Name)
-				r.resyncMu.Lock()
-				again := r.resyncs[from.Name]
-				if !again {
-					delete(r.resyncs, from.Name)
-				} else {
-					r.resyncs[from.Name] = false
-				}
-				r.resyncMu.Unlock()
-				if !again {
-					return
-				}
-			}
-		}()
+		r.resyncWith(from.Name)
 	default:
 		r.log.Warn("unknown request from peer", "peer", from.Name, "kind", k)
 		reply(nil)
