@@ -123,9 +123,12 @@ func (c *Client) LastDisconnect() (Disconnected, bool) {
 }
 
 // Send sends body to user to and waits for the answer: an Ack with status
-// delivered or offline, or an *Error for an error frame. ErrClosed means the
-// connection ended before the answer. While the client is reconnecting,
-// Send waits for the new connection; ctx bounds every wait.
+// delivered or offline (stored with a message store), or an *Error for an
+// error frame. ErrClosed means the connection ended before the answer; with
+// Options.Reconnect and a node that keeps messages (Welcome.Store), Send
+// instead sends again, with the same key, on the next connection, and the
+// message is stored once. While the client is reconnecting, Send waits for
+// the new connection; ctx bounds every wait.
 func (c *Client) Send(ctx context.Context, to, body string) (Ack, error) {
 	return c.do(ctx, Frame{Type: protocol.TypeSend, To: to, Body: body, Key: newKey()}, nil)
 }
@@ -199,7 +202,9 @@ func (c *Client) Ping(ctx context.Context) error {
 // SendAsync writes f on the current connection and returns without waiting
 // for the answer: requests pipeline, as the load generator needs. The answer
 // goes to done: the Ack (Status "pong" for a ping), an *Error for an error
-// frame, or ErrClosed if the connection ends first.
+// frame, or ErrClosed if the connection ends first. SendAsync never sends
+// again by itself: to resend a send safely after ErrClosed, give f a Key of
+// your own and send f again with it.
 //
 // If SendAsync returns nil, done is called exactly once; if it returns an
 // error, done is never called. Errors: ErrClosed once the client has stopped,
@@ -261,7 +266,27 @@ type result struct {
 // do sends f on the current connection, waiting for one if the client is
 // reconnecting, and waits for its answer. onAck, if set, runs on the reader
 // with a successful answer.
+//
+// A send whose connection ends before its answer goes again, with its key,
+// on the next connection when the node said it keeps messages: the server
+// answers a key it has seen like the first attempt and stores the message
+// once. Without a store a resend could arrive twice, so ErrClosed is the
+// answer then, as it is once resendWindow has passed.
 func (c *Client) do(ctx context.Context, f Frame, onAck func(Ack)) (Ack, error) {
+	first := time.Now()
+	for {
+		cn, r := c.attempt(ctx, f, onAck)
+		resend := errors.Is(r.err, ErrClosed) && cn != nil && cn.welcome.Store && c.opts.Reconnect &&
+			f.Type == protocol.TypeSend && f.Key != "" && time.Since(first) < resendWindow
+		if !resend {
+			return r.ack, r.err
+		}
+	}
+}
+
+// attempt is one try of do, on one connection, which it returns (nil when
+// f went out on none).
+func (c *Client) attempt(ctx context.Context, f Frame, onAck func(Ack)) (*conn, result) {
 	ch := make(chan result, 1)
 	done := func(a Ack, err error) {
 		if err == nil && onAck != nil {
@@ -269,31 +294,32 @@ func (c *Client) do(ctx context.Context, f Frame, onAck func(Ack)) (Ack, error) 
 		}
 		ch <- result{a, err}
 	}
+	var cn *conn
 	for {
-		cn, err := c.current(ctx)
-		if err != nil {
-			return Ack{}, err
+		var err error
+		if cn, err = c.current(ctx); err != nil {
+			return nil, result{err: err}
 		}
 		err = cn.request(ctx, f, done)
 		if errors.Is(err, errConnGone) {
 			continue // it ended before f went out: f may go on the next one
 		}
 		if err != nil {
-			return Ack{}, err
+			return nil, result{err: err}
 		}
 		break
 	}
 	select {
 	case r := <-ch:
-		return r.ack, r.err
+		return cn, r
 	case <-ctx.Done():
 		// The request stays registered: its answer, when it comes, is
 		// dropped (but a join's ok still makes the room remembered).
 		select {
 		case r := <-ch:
-			return r.ack, r.err
+			return cn, r
 		default:
-			return Ack{}, ctx.Err()
+			return cn, result{err: ctx.Err()}
 		}
 	}
 }

@@ -36,6 +36,7 @@ type fakeServer struct {
 	refuse      *refusal // when set, upgrades are refused
 	auto        bool     // answer join, leave, ping and send frames by itself
 	holdWelcome bool     // send no welcome
+	store       bool     // welcome.store: the node keeps messages
 	all         []*fakeConn
 	closeOnce   sync.Once
 }
@@ -88,7 +89,7 @@ func (s *fakeServer) close() {
 
 func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	refuse, node, hold := s.refuse, s.node, s.holdWelcome
+	refuse, node, hold, store := s.refuse, s.node, s.holdWelcome, s.store
 	s.mu.Unlock()
 	if refuse != nil {
 		w.Header().Set("Content-Type", "application/json")
@@ -117,7 +118,7 @@ func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		user = "jwt-" + tok
 	}
 	if !hold {
-		fc.send(map[string]any{"type": "welcome", "user": user, "node": node})
+		fc.send(map[string]any{"type": "welcome", "user": user, "node": node, "store": store})
 	}
 	s.conns <- fc
 	defer close(fc.in)
@@ -581,6 +582,57 @@ func TestReconnectsAfterServiceRestartAndRejoinsRooms(t *testing.T) {
 	}
 	if a, err := c.SendRoom(ctx, "lobby", "back"); err != nil || a.Status != protocol.StatusSent {
 		t.Errorf("SendRoom on the new connection: %+v, %v", a, err)
+	}
+}
+
+// A send whose connection ends before its answer may or may not have been
+// stored. With a store, Send sends it again with the same key on the next
+// connection (the server answers it like the first and stores it once);
+// without one a resend could arrive twice, so the caller hears ErrClosed.
+func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T) {
+	for _, store := range []bool{true, false} {
+		t.Run(fmt.Sprintf("store=%v", store), func(t *testing.T) {
+			s := newFakeServer(t)
+			s.set(func(s *fakeServer) { s.store = store })
+			c := dial(t, s, "alice", func(o *Options) {
+				o.Reconnect = true
+				o.BackoffMin, o.BackoffMax = time.Millisecond, 10*time.Millisecond
+			})
+			fc1 := recv(t, s.conns, "first connection")
+			answer := make(chan result, 1)
+			go func() {
+				a, err := c.Send(testCtx(t), "bob", "hello")
+				answer <- result{a, err}
+			}()
+			sent := recv(t, fc1.in, "the send")
+			if sent.Key == "" {
+				t.Fatal("the send carries no key")
+			}
+			s.set(func(s *fakeServer) { s.auto = true })
+			fc1.ws.NetConn().Close() // the node dies before it answers
+
+			fc2 := recv(t, s.conns, "second connection")
+			if !store {
+				r := recv(t, answer, "Send's answer")
+				if !errors.Is(r.err, ErrClosed) {
+					t.Fatalf("Send without a store: %+v, %v; want ErrClosed", r.ack, r.err)
+				}
+				if err := c.Ping(testCtx(t)); err != nil {
+					t.Fatal(err)
+				}
+				if f := recv(t, fc2.in, "a frame"); f.Type != protocol.TypePing {
+					t.Fatalf("the new connection got %+v before the ping: a resend without a store", f)
+				}
+				return
+			}
+			again := recv(t, fc2.in, "the resend")
+			if again.Type != protocol.TypeSend || again.Key != sent.Key || again.To != "bob" || again.Body != "hello" {
+				t.Fatalf("resent %+v, want the send %+v with its key", again, sent)
+			}
+			if r := recv(t, answer, "Send's answer"); r.err != nil || r.ack.Status != protocol.StatusDelivered {
+				t.Fatalf("Send: %+v, %v; want delivered", r.ack, r.err)
+			}
+		})
 	}
 }
 

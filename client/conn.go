@@ -95,7 +95,7 @@ func readWelcome(ctx context.Context, ws *websocket.Conn) (Welcome, error) {
 	if typ != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type != "welcome" {
 		return Welcome{}, fmt.Errorf("first frame is not a welcome: %.100q", data)
 	}
-	return Welcome{User: f.User, Node: f.Node}, nil
+	return Welcome{User: f.User, Node: f.Node, Store: f.Store}, nil
 }
 
 // handshakeError reads the SPEC error body of a refused upgrade (gorilla

@@ -38,6 +38,10 @@ type Frame struct {
 type Welcome struct {
 	User string `json:"user"`
 	Node string `json:"node"`
+	// Store: the node keeps messages. A send resent with its key is then
+	// answered like the first attempt and stored once, which lets Send and
+	// SendRoom resend one whose connection ended before its answer.
+	Store bool `json:"store"`
 }
 
 // Msg is one chat message received: a direct message (To set) or a room
@@ -107,6 +111,7 @@ type inbound struct {
 	ID         string `json:"id"`
 	User       string `json:"user"`
 	Node       string `json:"node"`
+	Store      bool   `json:"store"`
 	Mid        string `json:"mid"`
 	From       string `json:"from"`
 	To         string `json:"to"`

@@ -32,6 +32,9 @@ const (
 	// rejoinTimeout bounds the answer to one join sent while reconnecting;
 	// SPEC promises one, so silence means the new connection is broken.
 	rejoinTimeout = 10 * time.Second
+	// resendWindow bounds how long after its first attempt Send resends a
+	// message: the server recognises a key for 5 minutes.
+	resendWindow = 4 * time.Minute
 )
 
 // Options configures a Client. Only URL is required.

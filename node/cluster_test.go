@@ -88,6 +88,9 @@ func TestDirectMessageReachesRecipientOnAnotherNode(t *testing.T) {
 func TestDirectMessageToUserWithNoConnectionIsOffline(t *testing.T) {
 	forSizes(t, func(t *testing.T, c *testcluster.Cluster) {
 		alice := c.Dial(0, "alice")
+		if alice.Welcome().Store {
+			t.Fatal("the welcome of a node without a store says it keeps messages")
+		}
 		sendOK(t, alice, "bob", "anyone?", "offline")
 		// bob connects, then leaves again: offline again once he is gone.
 		bob := c.Dial(1, "bob")

@@ -23,6 +23,9 @@ func TestOfflineMessagesWaitInTheInboxAndSyncInOrder(t *testing.T) {
 	c := withData(t)
 	ctx := ctxFor(t)
 	alice := c.Dial(0, "alice")
+	if !alice.Welcome().Store {
+		t.Fatal("the welcome of a node with a store does not say so")
+	}
 	for i := 1; i <= 5; i++ {
 		ack, err := alice.Send(ctx, "bob", fmt.Sprintf("m%d", i))
 		if err != nil || ack.Status != "stored" || ack.Seq != int64(i) {

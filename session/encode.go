@@ -42,12 +42,16 @@ func AppendMsg(b []byte, m *Msg) []byte {
 	return append(b, '}')
 }
 
-// AppendWelcome appends the first frame of every connection.
-func AppendWelcome(b []byte, user, node string) []byte {
+// AppendWelcome appends the first frame of every connection; stored says
+// the node keeps messages, so that a send resent with its key is stored once.
+func AppendWelcome(b []byte, user, node string, stored bool) []byte {
 	b = append(b, `{"type":"welcome","user":`...)
 	b = appendString(b, user)
 	b = append(b, `,"node":`...)
 	b = appendString(b, node)
+	if stored {
+		b = append(b, `,"store":true`...)
+	}
 	return append(b, '}')
 }
 

@@ -79,7 +79,7 @@
     cluster: null,      // names of the alive nodes, for the empty view
     lost: '',           // why the last connection ended, until the next welcome
     gen: 0,             // welcomes on this page: the socket a frame went out on
-    store: null,        // GET /api/cluster's store once known: 'none', 'embedded', 'postgres'
+    store: null,        // 'kept' or 'none' from the welcome, else GET /api/cluster's store
     storeAsked: false,  // that question is under way
     hold: false,        // the outbox waits: store check or inbox sync under way
     syncing: null,      // {after, min} while an inbox sync is under way
@@ -306,6 +306,12 @@
     S.gen++;
     S.node = String(f.node || '');
     if (f.user) S.me = String(f.user);
+    // A node says in its welcome whether it keeps messages; one from before
+    // that field is asked through /api/cluster (see afterWelcome).
+    if (typeof f.store === 'boolean') {
+      S.store = f.store ? 'kept' : 'none';
+      renderStoreText();
+    }
     if (S.streamsUser !== S.me) loadStreams();
     S.connects++;
     S.lost = '';
