@@ -18,8 +18,29 @@ type Directory struct {
 type dirEntry struct {
 	counts   map[string]holding   // node -> its connections of this key
 	watchers map[string]time.Time // node -> when its cached answer expires
-	// stray: the last sweep found this node not owning the key.
-	stray bool
+	// strayFrom is when this node was first found not owning the key since
+	// its last registration; zero while it owns it.
+	strayFrom time.Time
+}
+
+// strayGrace is how long the counts of a key this node does not own are
+// kept after its last registration. A holder whose ring is ahead registers
+// with a key's new owner before the owner's own ring has changed (a
+// draining node always is: it learns first that it left), and the owner
+// may apply another change before that one; rings agree again within
+// seconds.
+const strayGrace = 10 * time.Second
+
+// keepStray reports whether e, whose key this node does not own on its
+// ring, is kept for now.
+func (e *dirEntry) keepStray(now time.Time) bool {
+	if len(e.counts) == 0 {
+		return false
+	}
+	if e.strayFrom.IsZero() {
+		e.strayFrom = now
+	}
+	return now.Sub(e.strayFrom) < strayGrace
 }
 
 // holding is one node's count for a key, with the incarnation of the process
@@ -74,6 +95,7 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 		e = &dirEntry{}
 		d.entries[key] = e
 	}
+	e.strayFrom = time.Time{} // the holder says we own it: a new grace
 	if old, ok := e.counts[node]; ok == (count > 0) && old.count == count && old.inc == inc {
 		return nil
 	}
@@ -100,15 +122,11 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 
 // Retain drops what a membership change made wrong: the counts of holders
 // that keep refuses (gone, or a former incarnation), watchers that are no
-// longer members, and the keys this node no longer owns.
-func (d *Directory) Retain(keep func(node, inc string) bool, owns func(Key) bool) {
+// longer members, and, after strayGrace, the keys this node does not own.
+func (d *Directory) Retain(keep func(node, inc string) bool, owns func(Key) bool, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for key, e := range d.entries {
-		if !owns(key) {
-			delete(d.entries, key)
-			continue
-		}
 		for node, h := range e.counts {
 			if !keep(node, h.inc) {
 				delete(e.counts, node)
@@ -119,39 +137,36 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owns func(Key) bool
 				delete(e.watchers, node)
 			}
 		}
-		if len(e.counts) == 0 && len(e.watchers) == 0 {
-			delete(d.entries, key)
-		}
+		d.tidy(key, e, owns, now)
 	}
 }
 
-// Sweep forgets expired watchers, entries left with nothing, and the counts
-// of keys this node has not owned at two sweeps in a row. A holder whose
-// ring is ahead registers with the new owner before the owner's own ring
-// has changed (a draining node always is: it learns first that it left), so
-// a key not owned yet is kept through one sweep: the owner's ring catches
-// up within a second, the next sweep comes after many.
+// Sweep forgets expired watchers, entries left with nothing, and, after
+// strayGrace, the keys this node does not own.
 func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for key, e := range d.entries {
-		if !owns(key) {
-			if e.stray || len(e.counts) == 0 {
-				delete(d.entries, key)
-			} else {
-				e.stray = true
-			}
-			continue
-		}
-		e.stray = false
 		for node, until := range e.watchers {
 			if now.After(until) {
 				delete(e.watchers, node)
 			}
 		}
+		d.tidy(key, e, owns, now)
+	}
+}
+
+// tidy drops key's entry when it holds nothing, or when this node has
+// not owned key for strayGrace; the caller holds d.mu.
+func (d *Directory) tidy(key Key, e *dirEntry, owns func(Key) bool, now time.Time) {
+	switch {
+	case owns(key):
+		e.strayFrom = time.Time{}
 		if len(e.counts) == 0 && len(e.watchers) == 0 {
 			delete(d.entries, key)
 		}
+	case !e.keepStray(now):
+		delete(d.entries, key)
 	}
 }
 

@@ -25,43 +25,47 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	if tell := d.Set(bob, "n1", "i", 1, now); len(tell) != 0 {
 		t.Fatalf("the registering node was told of its own change: %v", tell)
 	}
-	d.Retain(func(n, _ string) bool { return n != "n2" }, func(Key) bool { return true })
+	d.Retain(func(n, _ string) bool { return n != "n2" }, func(Key) bool { return true }, now)
 	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0].Node != "n1" {
 		t.Fatalf("after n2 left: %v, want only n1", locs)
 	}
-	d.Retain(func(_, _ string) bool { return true }, func(Key) bool { return false })
+	d.Retain(func(_, _ string) bool { return true }, func(Key) bool { return false }, now.Add(strayGrace))
+	d.Sweep(now.Add(2*strayGrace), func(Key) bool { return false })
 	if d.Len() != 0 {
 		t.Fatalf("entries for keys no longer owned: %d", d.Len())
 	}
 }
 
 // A draining node learns first that it left, and registers its connections
-// with their new owners before those owners' rings have changed. A sweep in
-// that window dropped them, and the new owner then answered "offline" for
-// users who were connected.
+// with their new owners before those owners' rings have changed; an owner
+// may even apply another change first. A sweep or a ring change in that
+// window dropped them, and the new owner then answered "offline" for users
+// who were connected.
 func TestDirectoryKeepsARegistrationThatArrivesAheadOfItsRing(t *testing.T) {
 	d := newDirectory()
 	now := time.Now()
 	bob, ann := Key{Name: "bob"}, Key{Name: "ann"}
+	all := func(_, _ string) bool { return true }
+	notYet := func(Key) bool { return false }
 	d.Set(bob, "n3", "i", 1, now)
 	d.Set(ann, "n2", "i", 1, now)
-	notYet := func(Key) bool { return false }
-	// A sweep while this node's ring has not changed yet, then the change.
-	d.Sweep(now, notYet)
-	d.Retain(func(_, _ string) bool { return true }, func(k Key) bool { return k == bob })
+	// Another change, then a sweep, before the one that gives us bob.
+	d.Retain(all, notYet, now.Add(time.Second))
+	d.Sweep(now.Add(2*time.Second), notYet)
+	d.Retain(all, func(k Key) bool { return k == bob }, now.Add(3*time.Second))
 	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0] != (Location{"n3", 1}) {
 		t.Fatalf("bob after the ring caught up: %v, want [{n3 1}]", locs)
 	}
-	d.Sweep(now, func(k Key) bool { return k == bob })
-	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 {
-		t.Fatalf("a sweep dropped bob, whom this node owns: %v", locs)
+	// A key this node does not come to own goes once its grace is over;
+	// a new registration starts a new grace.
+	d.Set(ann, "n2", "i", 2, now.Add(strayGrace-time.Second))
+	d.Sweep(now.Add(strayGrace), notYet)
+	if d.Len() != 2 {
+		t.Fatalf("%d entries after a registration renewed ann's grace, want 2", d.Len())
 	}
-	// A key this node never comes to own goes at the second sweep.
-	d.Set(ann, "n2", "i", 1, now)
-	d.Sweep(now, notYet)
-	d.Sweep(now, notYet)
-	if d.Len() != 0 {
-		t.Fatalf("%d entries left for keys not owned at two sweeps", d.Len())
+	d.Sweep(now.Add(3*strayGrace), func(k Key) bool { return k == bob })
+	if d.Len() != 1 || len(d.Lookup(bob, "", time.Time{})) != 1 {
+		t.Fatalf("after ann's grace: %d entries, want only bob's", d.Len())
 	}
 }
 

@@ -176,7 +176,7 @@ func (r *Router) SetMembers(members []Member) error {
 	r.dir.Retain(func(node, inc string) bool {
 		current, ok := nv.inc[node]
 		return ok && (inc == "" || inc == current || inc != r.retired[node])
-	}, func(k Key) bool { return rg.Owner(k.Name) == self })
+	}, func(k Key) bool { return rg.Owner(k.Name) == self }, now)
 	batches := make(map[string][]registration)
 	for key, conns := range r.local.conns {
 		owner, inc := nv.ownerInc(key.Name)
@@ -285,13 +285,12 @@ func (r *Router) resyncWith(peer string) {
 
 // resync registers with owner, again, every key this node holds that owner
 // owns on this node's view, then reports this node's version to it. A
-// failed registration is tried again, with backoff, while owner is in the
-// ring and for at most settleTimeout, after which owner has stopped
-// waiting for us anyway.
+// failed registration is tried again, with backoff, for as long as owner
+// is in the ring: once owner stops waiting for us (settleTimeout), each of
+// our keys it lacks is an "offline" for a connected user.
 func (r *Router) resync(owner string) {
-	deadline := time.Now().Add(settleTimeout)
 	backoff := 50 * time.Millisecond
-	for {
+	for attempt := 1; ; attempt++ {
 		r.local.mu.Lock()
 		v := r.view.Load()
 		var regs []registration
@@ -307,16 +306,18 @@ func (r *Router) resync(owner string) {
 			r.links.Request(owner, kindSynced, 1, appendStr(nil, v.version), func([]byte, error) {})
 			return
 		}
-		if !v.ring.Has(owner) || time.Now().Add(backoff).After(deadline) {
-			r.log.Warn("resync incomplete", "peer", owner, "err", err)
+		if !v.ring.Has(owner) {
 			return
+		}
+		if attempt == 3 {
+			r.log.Warn("registration with an owner keeps failing; retrying", "peer", owner, "err", err)
 		}
 		select {
 		case <-time.After(backoff):
 		case <-r.stop:
 			return
 		}
-		backoff *= 2
+		backoff = min(2*backoff, time.Second)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,20 +28,30 @@ func testRouter(t *testing.T, name string) (*Router, string) {
 	return r, ln.Addr().String()
 }
 
-// relay forwards connections on its address to target once opened; until
-// then, and after close, nothing listens there.
-type relay struct{ addr, target string }
+// relay forwards connections on its address to target while up; while
+// down it drops them at once, as a link that keeps breaking would.
+type relay struct {
+	ln     net.Listener
+	target string
+	up     atomic.Bool
+}
 
-func (p *relay) open(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
+func newRelay(t *testing.T, target string) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("relay: %v", err)
+		t.Fatal(err)
 	}
+	p := &relay{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if !p.up.Load() {
+				c.Close()
+				continue
 			}
 			go func() {
 				u, err := net.Dial("tcp", p.target)
@@ -54,7 +65,7 @@ func (p *relay) open(t *testing.T) {
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close() })
+	return p
 }
 
 // A holder whose registration with a key's new owner failed (the link was
@@ -83,23 +94,18 @@ func TestRegistrationThatFailedIsRetriedBeforeTheOwnerCountsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// b joins; a reaches b through a relay that is not up yet.
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := &relay{addr: free.Addr().String(), target: bLink}
-	free.Close()
+	// b joins; a reaches b through a relay that is down for now.
+	relay := newRelay(t, bLink)
 	members := func(bAt string) []Member {
 		return []Member{{Name: "a", Link: aLink, Inc: "a-1"}, {Name: "b", Link: bAt, Inc: "b-1"}}
 	}
 	if err := b.SetMembers(members(bLink)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SetMembers(members(down.addr)); err == nil {
+	if err := a.SetMembers(members(relay.ln.Addr().String())); err == nil {
 		t.Fatal("registering through a link that is down succeeded")
 	}
-	down.open(t)
+	relay.up.Store(true)
 
 	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
