@@ -2,8 +2,9 @@
 // frames of SPEC sections 3 and 4, matches every answer to its request by id,
 // and can reconnect with jittered backoff and join its rooms again.
 //
-// It imports no other package of this module, so that users can take it
-// alone; and it never leaves a request unanswered or answers one twice.
+// Of this module it imports only protocol (the frames' vocabulary, which
+// imports nothing), so that users can take it alone; and it never leaves a
+// request unanswered or answers one twice.
 package client
 
 import (
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/shardchat/shard/protocol"
 )
@@ -267,26 +270,45 @@ type result struct {
 // reconnecting, and waits for its answer. onAck, if set, runs on the reader
 // with a successful answer.
 //
-// A send whose connection ends before its answer goes again, with its key,
-// on the next connection when the node said it keeps messages: the server
-// answers a key it has seen like the first attempt and stores the message
-// once. Without a store a resend could arrive twice, so ErrClosed is the
-// answer then, as it is once resendWindow has passed.
+// A send whose connection ends before its answer, because its node went
+// away or cut the connection (not because of the frame itself, as with
+// 1009), goes again with its key on the next connection, if both nodes say
+// they keep messages: the server answers a key it has seen like the first
+// attempt and stores the message once. Without a store a resend could
+// arrive twice, so ErrClosed is the answer then, as it is after maxResends
+// or once no connection came within resendWindow of the first attempt.
 func (c *Client) do(ctx context.Context, f Frame, onAck func(Ack)) (Ack, error) {
+	cn, r := c.attempt(ctx, f, onAck, time.Time{})
 	first := time.Now()
-	for {
-		cn, r := c.attempt(ctx, f, onAck)
-		resend := errors.Is(r.err, ErrClosed) && cn != nil && cn.welcome.Store && c.opts.Reconnect &&
-			f.Type == protocol.TypeSend && f.Key != "" && time.Since(first) < resendWindow
-		if !resend {
-			return r.ack, r.err
+	for range maxResends {
+		if !c.resendable(f, cn, r.err) {
+			break
 		}
+		cn, r = c.attempt(ctx, f, onAck, first.Add(resendWindow))
 	}
+	return r.ack, r.err
+}
+
+// resendable reports whether f, sent on cn and answered err, may go again.
+func (c *Client) resendable(f Frame, cn *conn, err error) bool {
+	if !errors.Is(err, ErrClosed) || cn == nil || !cn.welcome.Store || !c.opts.Reconnect ||
+		f.Type != protocol.TypeSend || f.Key == "" {
+		return false
+	}
+	<-cn.done // closed right after the pending requests were answered
+	switch cn.disc.CloseCode {
+	case websocket.CloseGoingAway, websocket.CloseAbnormalClosure, websocket.ClosePolicyViolation,
+		websocket.CloseInternalServerErr, websocket.CloseServiceRestart, websocket.CloseTryAgainLater:
+		return true
+	}
+	return false
 }
 
 // attempt is one try of do, on one connection, which it returns (nil when
-// f went out on none).
-func (c *Client) attempt(ctx context.Context, f Frame, onAck func(Ack)) (*conn, result) {
+// f went out on none). A resend (by set) waits for a connection only until
+// by, and goes only to a node that keeps messages; otherwise it is answered
+// ErrClosed.
+func (c *Client) attempt(ctx context.Context, f Frame, onAck func(Ack), by time.Time) (*conn, result) {
 	ch := make(chan result, 1)
 	done := func(a Ack, err error) {
 		if err == nil && onAck != nil {
@@ -294,17 +316,32 @@ func (c *Client) attempt(ctx context.Context, f Frame, onAck func(Ack)) (*conn, 
 		}
 		ch <- result{a, err}
 	}
+	wait := ctx
+	if !by.IsZero() {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithDeadline(ctx, by)
+		defer cancel()
+	}
 	var cn *conn
 	for {
 		var err error
-		if cn, err = c.current(ctx); err != nil {
+		if cn, err = c.current(wait); err != nil {
+			if ctx.Err() == nil && wait.Err() != nil {
+				err = ErrClosed // the resend window passed
+			}
 			return nil, result{err: err}
 		}
-		err = cn.request(ctx, f, done)
+		if !by.IsZero() && !cn.welcome.Store {
+			return nil, result{err: ErrClosed}
+		}
+		err = cn.request(wait, f, done)
 		if errors.Is(err, errConnGone) {
 			continue // it ended before f went out: f may go on the next one
 		}
 		if err != nil {
+			if ctx.Err() == nil && wait.Err() != nil {
+				err = ErrClosed
+			}
 			return nil, result{err: err}
 		}
 		break

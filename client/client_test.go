@@ -588,12 +588,23 @@ func TestReconnectsAfterServiceRestartAndRejoinsRooms(t *testing.T) {
 // A send whose connection ends before its answer may or may not have been
 // stored. With a store, Send sends it again with the same key on the next
 // connection (the server answers it like the first and stores it once);
-// without one a resend could arrive twice, so the caller hears ErrClosed.
+// without one a resend could arrive twice, and a close caused by the frame
+// itself (1009) would come again: the caller hears ErrClosed.
 func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T) {
-	for _, store := range []bool{true, false} {
-		t.Run(fmt.Sprintf("store=%v", store), func(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		store  bool
+		close  int // 0: the node dies without a close frame
+		resend bool
+	}{
+		{"store, node died", true, 0, true},
+		{"store, node drained", true, websocket.CloseServiceRestart, true},
+		{"no store", false, 0, false},
+		{"store, frame too big", true, websocket.CloseMessageTooBig, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			s := newFakeServer(t)
-			s.set(func(s *fakeServer) { s.store = store })
+			s.set(func(s *fakeServer) { s.store = tc.store })
 			c := dial(t, s, "alice", func(o *Options) {
 				o.Reconnect = true
 				o.BackoffMin, o.BackoffMax = time.Millisecond, 10*time.Millisecond
@@ -601,7 +612,7 @@ func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T)
 			fc1 := recv(t, s.conns, "first connection")
 			answer := make(chan result, 1)
 			go func() {
-				a, err := c.Send(testCtx(t), "bob", "hello")
+				a, err := c.SendRoom(testCtx(t), "lobby", "hello")
 				answer <- result{a, err}
 			}()
 			sent := recv(t, fc1.in, "the send")
@@ -609,28 +620,32 @@ func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T)
 				t.Fatal("the send carries no key")
 			}
 			s.set(func(s *fakeServer) { s.auto = true })
-			fc1.ws.NetConn().Close() // the node dies before it answers
+			if tc.close == 0 {
+				fc1.ws.NetConn().Close()
+			} else {
+				fc1.closeWith(tc.close, "")
+			}
 
 			fc2 := recv(t, s.conns, "second connection")
-			if !store {
-				r := recv(t, answer, "Send's answer")
+			if !tc.resend {
+				r := recv(t, answer, "SendRoom's answer")
 				if !errors.Is(r.err, ErrClosed) {
-					t.Fatalf("Send without a store: %+v, %v; want ErrClosed", r.ack, r.err)
+					t.Fatalf("SendRoom: %+v, %v; want ErrClosed", r.ack, r.err)
 				}
 				if err := c.Ping(testCtx(t)); err != nil {
 					t.Fatal(err)
 				}
 				if f := recv(t, fc2.in, "a frame"); f.Type != protocol.TypePing {
-					t.Fatalf("the new connection got %+v before the ping: a resend without a store", f)
+					t.Fatalf("the new connection got %+v before the ping: a resend", f)
 				}
 				return
 			}
 			again := recv(t, fc2.in, "the resend")
-			if again.Type != protocol.TypeSend || again.Key != sent.Key || again.To != "bob" || again.Body != "hello" {
+			if again.Type != protocol.TypeSend || again.Key != sent.Key || again.Room != "lobby" || again.Body != "hello" {
 				t.Fatalf("resent %+v, want the send %+v with its key", again, sent)
 			}
-			if r := recv(t, answer, "Send's answer"); r.err != nil || r.ack.Status != protocol.StatusDelivered {
-				t.Fatalf("Send: %+v, %v; want delivered", r.ack, r.err)
+			if r := recv(t, answer, "SendRoom's answer"); r.err != nil || r.ack.Status != protocol.StatusSent {
+				t.Fatalf("SendRoom: %+v, %v; want sent", r.ack, r.err)
 			}
 		})
 	}

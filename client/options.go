@@ -35,6 +35,9 @@ const (
 	// resendWindow bounds how long after its first attempt Send resends a
 	// message: the server recognises a key for 5 minutes.
 	resendWindow = 4 * time.Minute
+	// maxResends bounds the resends of one message: a node drained while
+	// it held the message, then maybe the next one too.
+	maxResends = 3
 )
 
 // Options configures a Client. Only URL is required.

@@ -49,9 +49,8 @@ func AppendWelcome(b []byte, user, node string, stored bool) []byte {
 	b = appendString(b, user)
 	b = append(b, `,"node":`...)
 	b = appendString(b, node)
-	if stored {
-		b = append(b, `,"store":true`...)
-	}
+	b = append(b, `,"store":`...)
+	b = strconv.AppendBool(b, stored)
 	return append(b, '}')
 }
 
