@@ -56,16 +56,49 @@ func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan err
 		done <- ErrNoRing
 		return done
 	}
-	return r.registerLocked(owner, []registration{{key, len(list)}})
+	return r.registerLocked(owner, []registration{{key, len(list)}}, func() { r.retryRegistration(key, 1) })
+}
+
+// registrationRetries bounds how often a failed change of one key's count
+// is sent again (about 30 s in all): by then the owner has died and the
+// ring moved the key, or the link to it is broken for good.
+const registrationRetries = 20
+
+// retryRegistration sends key's count, as it is then, to key's owner then,
+// after a registration failed: an owner that missed a change would list a
+// connection that is gone (a user shown online, forwards to a node that
+// has nobody) or miss one that is there, until the key changes again.
+func (r *Router) retryRegistration(key Key, attempt int) {
+	if attempt > registrationRetries {
+		r.log.Warn("registration given up", "key", key.String())
+		return
+	}
+	time.AfterFunc(min(50*time.Millisecond<<attempt, 2*time.Second), func() {
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+		r.local.mu.Lock()
+		defer r.local.mu.Unlock()
+		if owner := r.view.Load().ring.Owner(key.Name); owner != "" {
+			r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}},
+				func() { r.retryRegistration(key, attempt+1) })
+		}
+	})
 }
 
 // registerLocked sends this node's counts to owner, itself included; the
 // caller holds the index lock. Registrations still in flight are counted, so
-// that a drain can wait for its last unregistrations to land.
-func (r *Router) registerLocked(owner string, regs []registration) <-chan error {
+// that a drain can wait for its last unregistrations to land. failed, if
+// set, runs when the registration fails.
+func (r *Router) registerLocked(owner string, regs []registration, failed func()) <-chan error {
 	done := make(chan error, 1)
 	r.registrationStarted()
 	finish := func(err error) {
+		if err != nil && failed != nil {
+			failed()
+		}
 		done <- err
 		r.registrationDone()
 	}

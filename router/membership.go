@@ -221,7 +221,7 @@ func (r *Router) registerBatches(owner string, regs []registration) []<-chan err
 	var waits []<-chan error
 	for len(regs) > 0 {
 		n := min(len(regs), registerBatch)
-		waits = append(waits, r.registerLocked(owner, regs[:n]))
+		waits = append(waits, r.registerLocked(owner, regs[:n], nil))
 		regs = regs[n:]
 	}
 	return waits

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync/atomic"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +34,9 @@ func testRouter(t *testing.T, name string) (*Router, string) {
 type relay struct {
 	ln     net.Listener
 	target string
-	up     atomic.Bool
+	mu     sync.Mutex
+	up     bool
+	open   []net.Conn
 }
 
 func newRelay(t *testing.T, target string) *relay {
@@ -42,30 +45,80 @@ func newRelay(t *testing.T, target string) *relay {
 		t.Fatal(err)
 	}
 	p := &relay{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(func() { ln.Close(); p.set(false) })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			if !p.up.Load() {
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
 				c.Close()
 				continue
 			}
-			go func() {
-				u, err := net.Dial("tcp", p.target)
-				if err != nil {
-					c.Close()
-					return
-				}
-				go func() { io.Copy(u, c); u.Close() }()
-				io.Copy(c, u)
+			p.mu.Lock()
+			if !p.up {
 				c.Close()
-			}()
+				u.Close()
+			} else {
+				p.open = append(p.open, c, u)
+				go func() { io.Copy(u, c); u.Close() }()
+				go func() { io.Copy(c, u); c.Close() }()
+			}
+			p.mu.Unlock()
 		}
 	}()
 	return p
+}
+
+func (p *relay) addr() string { return p.ln.Addr().String() }
+
+// set brings the relay up, or down, which also cuts what it carries.
+func (p *relay) set(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up = up
+	if !up {
+		for _, c := range p.open {
+			c.Close()
+		}
+		p.open = nil
+	}
+}
+
+// ownedBy returns a user name that owner owns on a ring of members.
+func ownedBy(t *testing.T, owner string, members ...string) string {
+	rg, err := ring.New(members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if name := fmt.Sprintf("user%d", i); rg.Owner(name) == owner {
+			return name
+		}
+	}
+}
+
+// locatedAt waits until owner says key's connections are at nodes.
+func locatedAt(t *testing.T, owner *Router, key Key, nodes ...string) {
+	t.Helper()
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		locs, err := owner.Locations(ctx, key)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, l := range locs {
+			got = append(got, l.Node)
+		}
+		if !slices.Equal(got, nodes) {
+			return fmt.Errorf("owner says %s is at %v, want %v", key, got, nodes)
+		}
+		return nil
+	})
 }
 
 // A holder whose registration with a key's new owner failed (the link was
@@ -75,16 +128,7 @@ func newRelay(t *testing.T, target string) *relay {
 func TestRegistrationThatFailedIsRetriedBeforeTheOwnerCountsIt(t *testing.T) {
 	a, aLink := testRouter(t, "a")
 	b, bLink := testRouter(t, "b")
-	two, err := ring.New([]string{"a", "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	user := ""
-	for i := 0; user == ""; i++ {
-		if name := fmt.Sprintf("user%d", i); two.Owner(name) == "b" {
-			user = name
-		}
-	}
+	user := ownedBy(t, "b", "a", "b")
 
 	// a holds the user's connection while it is alone.
 	if err := a.SetMembers([]Member{{Name: "a", Link: aLink, Inc: "a-1"}}); err != nil {
@@ -102,21 +146,40 @@ func TestRegistrationThatFailedIsRetriedBeforeTheOwnerCountsIt(t *testing.T) {
 	if err := b.SetMembers(members(bLink)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SetMembers(members(relay.ln.Addr().String())); err == nil {
+	if err := a.SetMembers(members(relay.addr())); err == nil {
 		t.Fatal("registering through a link that is down succeeded")
 	}
-	relay.up.Store(true)
+	relay.set(true)
+	locatedAt(t, b, Key{Name: user}, "a")
+}
 
-	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		locs, err := b.Locations(ctx, Key{Name: user})
-		if err != nil {
-			return err
-		}
-		if len(locs) != 1 || locs[0].Node != "a" {
-			return fmt.Errorf("owner b says %s is at %v, want node a", user, locs)
-		}
-		return nil
-	})
+// A connection that closes while the link to its owner is broken used to
+// stay listed there: the user showed online, and messages went to a node
+// that had nobody, until the user's count changed again.
+func TestUnregistrationThatFailedIsSentAgain(t *testing.T) {
+	a, aLink := testRouter(t, "a")
+	b, bLink := testRouter(t, "b")
+	relay := newRelay(t, bLink)
+	relay.set(true)
+	members := []Member{{Name: "a", Link: aLink, Inc: "a-1"}, {Name: "b", Link: relay.addr(), Inc: "b-1"}}
+	if err := b.SetMembers(members); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetMembers(members); err != nil {
+		t.Fatal(err)
+	}
+	user := ownedBy(t, "b", "a", "b")
+	conn := session.New(1, user, session.Config{})
+	if err := a.Attach(conn); err != nil {
+		t.Fatal(err)
+	}
+	locatedAt(t, b, Key{Name: user}, "a")
+
+	relay.set(false)
+	a.Closed(conn, session.CloseClientGone)
+	if err := a.WaitRegistrations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	relay.set(true)
+	locatedAt(t, b, Key{Name: user})
 }

@@ -401,7 +401,7 @@ func (r *Router) registerCurrent(key Key) <-chan error {
 		done <- ErrNoRing
 		return done
 	}
-	return r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}})
+	return r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}}, nil)
 }
 
 // Closed unregisters a connection and its room memberships.
