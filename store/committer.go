@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -154,21 +155,129 @@ func (t *trimmer) stop() {
 	<-t.done
 }
 
-// queued is the write side both engines share: each call waits in the
-// committer, which gives the engine a group of them to commit at once.
-type queued struct{ c *committer }
+// engine is what each engine puts behind the frontend.
+type engine interface {
+	// commit runs on a committer goroutine: it sets res or err on each
+	// request of batch.
+	commit(batch []*request)
+	// read is Store.Read once the arguments are checked (after >= 0, limit
+	// within 1..MaxReadLimit).
+	read(ctx context.Context, s Stream, after int64, limit int) (msgs []Message, last int64, more bool, err error)
+	// trimStep runs one bounded step of a retention pass from cur (the
+	// zero cursor starts a pass): removed is what it removed, next where
+	// the pass goes on if more.
+	trimStep(ctx context.Context, cur trimCursor) (removed int, next trimCursor, more bool, err error)
+	// close closes the engine; nothing calls it after.
+	close() error
+}
 
-func (q queued) Append(ctx context.Context, a Append) (Appended, error) {
+// frontend is the Store both engines share: appends and answers wait in
+// the committer, which gives the engine a group of them to commit at once;
+// reads and retention steps go to the engine; a trimmer runs retention in
+// the background; Close stops all of it in order.
+type frontend struct {
+	e     engine
+	c     *committer
+	trims *trimmer
+
+	// mu is held for reading by each read and retention step, so that
+	// Close waits for those under way before it closes the engine.
+	mu     sync.RWMutex
+	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// start starts the committer, with n goroutines, and the trimmer of e.
+func (f *frontend) start(e engine, n int, opts Options) {
+	f.e = e
+	f.c = newCommitter(n, opts.MaxBatch, e.commit)
+	f.trims = startTrimmer(opts.TrimInterval, opts.Logger, f.Trim)
+}
+
+func (f *frontend) Append(ctx context.Context, a Append) (Appended, error) {
 	if err := a.check(); err != nil {
 		return Appended{}, err
 	}
 	r := &request{op: opAppend, append: a}
-	if err := q.c.do(ctx, r); err != nil {
+	if err := f.c.do(ctx, r); err != nil {
 		return Appended{}, err
 	}
 	return r.res, nil
 }
 
-func (q queued) RecordAnswer(ctx context.Context, from, key string, ans Answer) error {
-	return q.c.do(ctx, &request{op: opAnswer, append: Append{From: from, Key: key}, answer: ans})
+func (f *frontend) RecordAnswer(ctx context.Context, from, key string, ans Answer) error {
+	return f.c.do(ctx, &request{op: opAnswer, append: Append{From: from, Key: key}, answer: ans})
+}
+
+func (f *frontend) Read(ctx context.Context, s Stream, after int64, limit int) ([]Message, int64, bool, error) {
+	limit, err := checkRead(s, limit)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if err := f.acquire(); err != nil {
+		return nil, 0, false, err
+	}
+	defer f.mu.RUnlock()
+	msgs, last, more, err := f.e.read(ctx, s, max(after, 0), limit)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("read %s: %w", s, err)
+	}
+	return msgs, last, more, nil
+}
+
+// Trim runs the engine's retention steps until one ends the pass. Close
+// waits for the step under way, not for the pass.
+func (f *frontend) Trim(ctx context.Context) (int, error) {
+	total := 0
+	var cur trimCursor
+	for {
+		n, next, more, err := f.lockedTrimStep(ctx, cur)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("store retention: %w", err)
+		}
+		if !more {
+			return total, nil
+		}
+		cur = next
+	}
+}
+
+// lockedTrimStep is the engine's trimStep, unless the store is closed.
+func (f *frontend) lockedTrimStep(ctx context.Context, cur trimCursor) (int, trimCursor, bool, error) {
+	if err := f.acquire(); err != nil {
+		return 0, cur, false, err
+	}
+	defer f.mu.RUnlock()
+	return f.e.trimStep(ctx, cur)
+}
+
+// acquire holds f.mu for reading, to be released with f.mu.RUnlock,
+// unless the store is closed.
+func (f *frontend) acquire() error {
+	f.mu.RLock()
+	if f.closed {
+		f.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close stops the trimmer, waits for the reads and retention steps under
+// way, commits what the committer holds and closes the engine. A second
+// Close waits for the first and returns its error.
+func (f *frontend) Close() error {
+	f.closeOnce.Do(func() {
+		// The trimmer first: its pass then ends by its context, not with
+		// ErrClosed, which it would log.
+		f.trims.stop()
+		f.mu.Lock()
+		f.closed = true
+		f.mu.Unlock()
+		f.c.close()
+		f.closeErr = f.e.close()
+	})
+	return f.closeErr
 }

@@ -6,10 +6,17 @@ import (
 	"github.com/shardchat/shard/store/storetest"
 )
 
+// freshDir is new, empty storage for the embedded engine.
+func freshDir(t testing.TB) string { return "file:" + t.TempDir() }
+
 func TestEmbeddedConformance(t *testing.T) {
-	storetest.Run(t, storetest.Engine{Fresh: func(t testing.TB) string { return "file:" + t.TempDir() }})
+	storetest.Run(t, storetest.Engine{Fresh: freshDir})
 }
 
 func BenchmarkEmbeddedAppend(b *testing.B) {
-	storetest.BenchAppend(b, func(t testing.TB) string { return "file:" + t.TempDir() })
+	storetest.BenchAppend(b, freshDir)
+}
+
+func BenchmarkEmbeddedRead(b *testing.B) {
+	storetest.BenchRead(b, freshDir)
 }

@@ -64,3 +64,7 @@ func TestPostgresNodesMigrateTogether(t *testing.T) {
 func BenchmarkPostgresAppend(b *testing.B) {
 	storetest.BenchAppend(b, pg.FreshSchema)
 }
+
+func BenchmarkPostgresRead(b *testing.B) {
+	storetest.BenchRead(b, pg.FreshSchema)
+}

@@ -87,3 +87,27 @@ func benchAppend(b *testing.B, url string, opts store.Options, appenders int, an
 	b.ReportMetric(float64(merged.ValueAtQuantile(50)), "p50-µs")
 	b.ReportMetric(float64(merged.ValueAtQuantile(99)), "p99-µs")
 }
+
+// BenchRead measures one Read of a page of 50 messages of 100 bytes from
+// a room's stream, as a client catching up on history asks for them.
+func BenchRead(b *testing.B, fresh func(testing.TB) string) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, fresh(b), store.Options{TrimInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	for i := range 100 {
+		a := store.Append{Mid: "m" + strconv.Itoa(i), From: "u0", Room: "lobby", Body: body, TS: time.Now().UnixMilli()}
+		if _, err := st.Append(ctx, a); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		msgs, _, _, err := st.Read(ctx, store.RoomStream("lobby"), 50, 50)
+		if err != nil || len(msgs) != 50 {
+			b.Fatalf("read a page of 50 after 50 of 100: %d messages, %v", len(msgs), err)
+		}
+	}
+}

@@ -1,6 +1,6 @@
 // Package storetest is the conformance suite of the message store: every
 // engine runs it, so that what one engine promises, all do. It also holds
-// the append benchmarks the engines share.
+// the append and read benchmarks the engines share.
 // It never reaches into an engine: it uses store.Open and the Store
 // interface only.
 package storetest
