@@ -156,6 +156,16 @@ func TestNoDataFrameFollowsTheCloseFrame(t *testing.T) {
 func TestFrameRefusedBySocketKeepsItsPlace(t *testing.T) {
 	addr, conns := serveOne(t, Config{PingInterval: time.Hour})
 	cl, c := dialOne(t, addr, conns)
+	// The writer of the welcome may still be on its way out; until it is
+	// gone, its "writing" would pass for the try of "first" below.
+	wait.For(t, 5*time.Second, time.Millisecond, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.writing {
+			return errors.New("the welcome's writer still runs")
+		}
+		return nil
+	})
 	// Hold the socket while "first" is being tried, make the try fail,
 	// and queue "second" meanwhile.
 	c.raw.mu.Lock()
