@@ -503,16 +503,13 @@
   }
 
   // ownCopy finds the page's own message that a msg frame from S.me is the
-  // server's copy of: in a room by its offset (the ack gave it), else by
-  // body among those sent on an earlier socket and not yet settled.
-  function ownCopy(c, f, seq) {
+  // server's copy of, when its ack was lost with its socket: by body among
+  // those sent on an earlier socket and not yet settled. (An acked one has
+  // its mid from the ack, and the copy is known by that: S.seen.)
+  function ownCopy(c, f) {
     if (!hasStore()) return null;
-    if (c.kind === 'room' && seq) {
-      const m = c.msgs.find((x) => x.own && !x.mid && x.seq === seq);
-      if (m) return m;
-    }
     return c.msgs.find((x) => x.own && !x.mid && !x.settled && x.lastGen && x.lastGen < S.gen &&
-      !(c.kind === 'room' && x.seq) && x.body === f.body) || null;
+      x.body === f.body) || null;
   }
 
   function renderStoreText() {
@@ -879,7 +876,7 @@
     }
     const own = f.from === S.me;
     if (own) {
-      const mine = ownCopy(c, f, seq);
+      const mine = ownCopy(c, f);
       if (mine) {
         // The server's copy of a message this page sent: shown already.
         if (f.mid) setMid(mine, String(f.mid));
