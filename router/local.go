@@ -1,6 +1,7 @@
 package router
 
 import (
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -56,48 +57,107 @@ func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan err
 		done <- ErrNoRing
 		return done
 	}
-	return r.registerLocked(owner, []registration{{key, len(list)}}, func() { r.retryRegistration(key, 1) })
+	return r.registerLocked(owner, []registration{{key, len(list)}}, true)
 }
 
-// registrationRetries bounds how often a failed change of one key's count
-// is sent again (about 30 s in all): by then the owner has died and the
-// ring moved the key, or the link to it is broken for good.
-const registrationRetries = 20
+// registrationRounds bounds the rounds of retries of failed registrations
+// that go by without all of them getting through (about 30 s): by then a
+// dead owner has left the ring and its keys moved, so what still fails
+// goes to a peer that is alive but unreachable, which gossip will judge.
+const registrationRounds = 20
 
-// retryRegistration sends key's count, as it is then, to key's owner then,
-// after a registration failed: an owner that missed a change would list a
-// connection that is gone (a user shown online, forwards to a node that
-// has nobody) or miss one that is there, until the key changes again.
-func (r *Router) retryRegistration(key Key, attempt int) {
-	if attempt > registrationRetries {
-		r.log.Warn("registration given up", "key", key.String())
-		return
+// retries holds the keys whose last change of count did not reach their
+// owner. One round at a time sends each key's count then to its owner then:
+// an owner that missed a change would list a connection that is gone (a
+// user shown online, forwards to a node that has nobody) or miss one that
+// is there, until the key changes again.
+type retries struct {
+	mu      sync.Mutex
+	keys    map[Key]struct{}
+	running bool // a round is scheduled or under way
+	rounds  int  // rounds since every retry last got through
+}
+
+// registrationFailed adds keys to the retries and schedules a round unless
+// one is pending. It may run with the index lock held.
+func (r *Router) registrationFailed(regs []registration) {
+	r.retry.mu.Lock()
+	defer r.retry.mu.Unlock()
+	if r.retry.keys == nil {
+		r.retry.keys = make(map[Key]struct{})
 	}
-	time.AfterFunc(min(50*time.Millisecond<<attempt, 2*time.Second), func() {
-		select {
-		case <-r.stop:
-			return
-		default:
+	for _, reg := range regs {
+		r.retry.keys[reg.key] = struct{}{}
+	}
+	if !r.retry.running {
+		r.retry.running = true
+		r.scheduleRetryLocked()
+	}
+}
+
+// scheduleRetryLocked arms the next round, later the more rounds failed,
+// with jitter so that nodes cut off together do not retry in step; the
+// caller holds r.retry.mu.
+func (r *Router) scheduleRetryLocked() {
+	delay := min(100*time.Millisecond<<r.retry.rounds, 2*time.Second)
+	delay = delay/2 + rand.N(delay/2)
+	time.AfterFunc(delay, r.retryRound)
+}
+
+// retryRound sends the count of every key in the retries to its owner, and
+// arms the next round while some fail.
+func (r *Router) retryRound() {
+	r.retry.mu.Lock()
+	keys := r.retry.keys
+	r.retry.keys = nil
+	r.retry.mu.Unlock()
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
+	r.local.mu.Lock()
+	v := r.view.Load()
+	byOwner := make(map[string][]registration)
+	for key := range keys {
+		if owner := v.ring.Owner(key.Name); owner != "" {
+			byOwner[owner] = append(byOwner[owner], registration{key, len(r.local.conns[key])})
 		}
-		r.local.mu.Lock()
-		defer r.local.mu.Unlock()
-		if owner := r.view.Load().ring.Owner(key.Name); owner != "" {
-			r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}},
-				func() { r.retryRegistration(key, attempt+1) })
+	}
+	var waits []<-chan error
+	for owner, regs := range byOwner {
+		waits = append(waits, r.registerBatches(owner, regs, true)...)
+	}
+	r.local.mu.Unlock()
+	failed := firstError(waits) // failures are back in the retries by now
+
+	r.retry.mu.Lock()
+	defer r.retry.mu.Unlock()
+	switch {
+	case len(r.retry.keys) == 0:
+		r.retry.running, r.retry.rounds = false, 0
+	case failed != nil && r.retry.rounds+1 >= registrationRounds:
+		r.log.Warn("registrations given up", "keys", len(r.retry.keys), "err", failed)
+		r.retry.keys, r.retry.running, r.retry.rounds = nil, false, 0
+	default:
+		if failed != nil {
+			r.retry.rounds++
 		}
-	})
+		r.scheduleRetryLocked()
+	}
 }
 
 // registerLocked sends this node's counts to owner, itself included; the
 // caller holds the index lock. Registrations still in flight are counted, so
-// that a drain can wait for its last unregistrations to land. failed, if
-// set, runs when the registration fails.
-func (r *Router) registerLocked(owner string, regs []registration, failed func()) <-chan error {
+// that a drain can wait for its last unregistrations to land (not their
+// retries: the owners of a node that leaves drop its entries anyway). With
+// retry, keys whose registration fails go to the retries.
+func (r *Router) registerLocked(owner string, regs []registration, retry bool) <-chan error {
 	done := make(chan error, 1)
 	r.registrationStarted()
 	finish := func(err error) {
-		if err != nil && failed != nil {
-			failed()
+		if err != nil && retry {
+			r.registrationFailed(regs)
 		}
 		done <- err
 		r.registrationDone()

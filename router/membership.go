@@ -189,7 +189,7 @@ func (r *Router) SetMembers(members []Member) error {
 	moved := 0
 	for owner, regs := range batches {
 		moved += len(regs)
-		waits[owner] = r.registerBatches(owner, regs)
+		waits[owner] = r.registerBatches(owner, regs, false)
 	}
 	r.local.mu.Unlock()
 
@@ -216,12 +216,12 @@ func (r *Router) SetMembers(members []Member) error {
 }
 
 // registerBatches sends regs to owner in frames of at most registerBatch
-// keys; the caller holds the index lock.
-func (r *Router) registerBatches(owner string, regs []registration) []<-chan error {
+// keys, as registerLocked; the caller holds the index lock.
+func (r *Router) registerBatches(owner string, regs []registration, retry bool) []<-chan error {
 	var waits []<-chan error
 	for len(regs) > 0 {
 		n := min(len(regs), registerBatch)
-		waits = append(waits, r.registerLocked(owner, regs[:n], nil))
+		waits = append(waits, r.registerLocked(owner, regs[:n], retry))
 		regs = regs[n:]
 	}
 	return waits
@@ -299,7 +299,7 @@ func (r *Router) resync(owner string) {
 				regs = append(regs, registration{key, len(conns)})
 			}
 		}
-		waits := r.registerBatches(owner, regs)
+		waits := r.registerBatches(owner, regs, false)
 		r.local.mu.Unlock()
 		err := firstError(waits)
 		if err == nil {

@@ -121,6 +121,7 @@ type Router struct {
 	answers     chan recordedAnswer
 	resyncMu    sync.Mutex
 	resyncs     map[string]bool // peers with a resync running -> asked again meanwhile
+	retry       retries
 	keys        keyedSends
 
 	stop chan struct{}
@@ -401,7 +402,7 @@ func (r *Router) registerCurrent(key Key) <-chan error {
 		done <- ErrNoRing
 		return done
 	}
-	return r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}}, nil)
+	return r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}}, false)
 }
 
 // Closed unregisters a connection and its room memberships.
