@@ -1104,10 +1104,12 @@
         m.retryable = f.code !== 'bad_request';
         setStatus(m, 'error', f.code || 'error');
       },
-      lost: () => {
+      lost: (code) => {
         // With a store the key makes a resend safe: the server answers it
-        // like the first attempt and stores the message once.
-        if (hasStore() && Date.now() - m.firstSent < AUTO_RESEND_MS && (c.kind === 'dm' || c.wanted)) {
+        // like the first attempt and stores the message once. Not after a
+        // 1009 (a node with a lower --max-frame): the same frame would
+        // close the next socket too.
+        if (code !== 1009 && hasStore() && Date.now() - m.firstSent < AUTO_RESEND_MS && (c.kind === 'dm' || c.wanted)) {
           setStatus(m, 'queued');
           S.outbox.push({ conv: c, m });
           return;
