@@ -66,16 +66,18 @@ func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan err
 // goes to a peer that is alive but unreachable, which gossip will judge.
 const registrationRounds = 20
 
-// retries holds the keys whose last change of count did not reach their
+// retries holds the keys whose last registration did not reach their
 // owner. One round at a time sends each key's count then to its owner then:
 // an owner that missed a change would list a connection that is gone (a
 // user shown online, forwards to a node that has nobody) or miss one that
-// is there, until the key changes again.
+// is there, until the key changes again. An owner whose re-registration
+// after a ring change failed is owed "synced" until its keys got through.
 type retries struct {
 	mu      sync.Mutex
 	keys    map[Key]struct{}
-	running bool // a round is scheduled or under way
-	rounds  int  // rounds since every retry last got through
+	owed    map[string]string // owner -> the version to tell it it is in sync for
+	running bool              // a round is scheduled or under way
+	rounds  int               // rounds since every retry last got through
 }
 
 // registrationFailed adds keys to the retries and schedules a round unless
@@ -89,6 +91,22 @@ func (r *Router) registrationFailed(regs []registration) {
 	for _, reg := range regs {
 		r.retry.keys[reg.key] = struct{}{}
 	}
+	r.startRetriesLocked()
+}
+
+// oweSynced makes the retries tell owner that this node is in sync for
+// version once a round got every key it owns through.
+func (r *Router) oweSynced(owner, version string) {
+	r.retry.mu.Lock()
+	defer r.retry.mu.Unlock()
+	if r.retry.owed == nil {
+		r.retry.owed = make(map[string]string)
+	}
+	r.retry.owed[owner] = version
+	r.startRetriesLocked()
+}
+
+func (r *Router) startRetriesLocked() {
 	if !r.retry.running {
 		r.retry.running = true
 		r.scheduleRetryLocked()
@@ -104,12 +122,13 @@ func (r *Router) scheduleRetryLocked() {
 	time.AfterFunc(delay, r.retryRound)
 }
 
-// retryRound sends the count of every key in the retries to its owner, and
-// arms the next round while some fail.
+// retryRound sends the count of every key in the retries to its owner,
+// tells the owners it owes "synced" whose keys all got through, and arms
+// the next round while something is left.
 func (r *Router) retryRound() {
 	r.retry.mu.Lock()
-	keys := r.retry.keys
-	r.retry.keys = nil
+	keys, owed := r.retry.keys, r.retry.owed
+	r.retry.keys, r.retry.owed = nil, nil
 	r.retry.mu.Unlock()
 	select {
 	case <-r.stop:
@@ -124,21 +143,41 @@ func (r *Router) retryRound() {
 			byOwner[owner] = append(byOwner[owner], registration{key, len(r.local.conns[key])})
 		}
 	}
-	var waits []<-chan error
+	waits := make(map[string][]<-chan error, len(byOwner))
 	for owner, regs := range byOwner {
-		waits = append(waits, r.registerBatches(owner, regs, true)...)
+		waits[owner] = r.registerBatches(owner, regs, true)
 	}
 	r.local.mu.Unlock()
-	failed := firstError(waits) // failures are back in the retries by now
+	var failed error
+	failedAt := make(map[string]bool)
+	for owner, ws := range waits { // failures are back in the retries by now
+		if err := firstError(ws); err != nil {
+			failed, failedAt[owner] = err, true
+		}
+	}
+	for owner, version := range owed {
+		if !failedAt[owner] && v.ring.Has(owner) {
+			r.links.Request(owner, kindSynced, 1, appendStr(nil, version), func([]byte, error) {})
+			delete(owed, owner)
+		}
+	}
 
 	r.retry.mu.Lock()
 	defer r.retry.mu.Unlock()
+	for owner, version := range owed {
+		if _, newer := r.retry.owed[owner]; !newer && failedAt[owner] {
+			if r.retry.owed == nil {
+				r.retry.owed = make(map[string]string)
+			}
+			r.retry.owed[owner] = version
+		}
+	}
 	switch {
-	case len(r.retry.keys) == 0:
+	case len(r.retry.keys) == 0 && len(r.retry.owed) == 0:
 		r.retry.running, r.retry.rounds = false, 0
 	case failed != nil && r.retry.rounds+1 >= registrationRounds:
-		r.log.Warn("registrations given up", "keys", len(r.retry.keys), "err", failed)
-		r.retry.keys, r.retry.running, r.retry.rounds = nil, false, 0
+		r.log.Warn("registrations given up", "keys", len(r.retry.keys), "owners", len(r.retry.owed), "err", failed)
+		r.retry.keys, r.retry.owed, r.retry.running, r.retry.rounds = nil, nil, false, 0
 	default:
 		if failed != nil {
 			r.retry.rounds++

@@ -189,7 +189,7 @@ func (r *Router) SetMembers(members []Member) error {
 	moved := 0
 	for owner, regs := range batches {
 		moved += len(regs)
-		waits[owner] = r.registerBatches(owner, regs, false)
+		waits[owner] = r.registerBatches(owner, regs, true)
 	}
 	r.local.mu.Unlock()
 
@@ -206,10 +206,10 @@ func (r *Router) SetMembers(members []Member) error {
 		}
 	}
 	// An owner told we are in sync while it lacks some of our keys would
-	// answer "offline" for them: it hears so only once a resync got through.
+	// answer "offline" for them: it hears so once their retry got through.
 	r.announceSynced(nv, failed)
 	for owner := range failed {
-		r.resyncWith(owner)
+		r.oweSynced(owner, nv.version)
 	}
 	r.askResync(old, nv)
 	return firstErr
@@ -284,41 +284,24 @@ func (r *Router) resyncWith(peer string) {
 }
 
 // resync registers with owner, again, every key this node holds that owner
-// owns on this node's view, then reports this node's version to it. A
-// failed registration is tried again, with backoff, for as long as owner
-// is in the ring: once owner stops waiting for us (settleTimeout), each of
-// our keys it lacks is an "offline" for a connected user.
+// owns on this node's view, then reports this node's version to it; if a
+// registration failed, the retries report it once they got through.
 func (r *Router) resync(owner string) {
-	backoff := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		r.local.mu.Lock()
-		v := r.view.Load()
-		var regs []registration
-		for key, conns := range r.local.conns {
-			if v.ring.Owner(key.Name) == owner {
-				regs = append(regs, registration{key, len(conns)})
-			}
+	r.local.mu.Lock()
+	v := r.view.Load()
+	var regs []registration
+	for key, conns := range r.local.conns {
+		if v.ring.Owner(key.Name) == owner {
+			regs = append(regs, registration{key, len(conns)})
 		}
-		waits := r.registerBatches(owner, regs, false)
-		r.local.mu.Unlock()
-		err := firstError(waits)
-		if err == nil {
-			r.links.Request(owner, kindSynced, 1, appendStr(nil, v.version), func([]byte, error) {})
-			return
-		}
-		if !v.ring.Has(owner) {
-			return
-		}
-		if attempt == 3 {
-			r.log.Warn("registration with an owner keeps failing; retrying", "peer", owner, "err", err)
-		}
-		select {
-		case <-time.After(backoff):
-		case <-r.stop:
-			return
-		}
-		backoff = min(2*backoff, time.Second)
 	}
+	waits := r.registerBatches(owner, regs, true)
+	r.local.mu.Unlock()
+	if firstError(waits) != nil {
+		r.oweSynced(owner, v.version)
+		return
+	}
+	r.links.Request(owner, kindSynced, 1, appendStr(nil, v.version), func([]byte, error) {})
 }
 
 // announceSynced tells every member but those in skip that this node's
