@@ -278,8 +278,8 @@ type result struct {
 // arrive twice, so ErrClosed is the answer then, as it is after maxResends
 // or once no connection came within resendWindow of the first attempt.
 func (c *Client) do(ctx context.Context, f Frame, onAck func(Ack)) (Ack, error) {
+	first := time.Now() // no later than the server first saw the key
 	cn, r := c.attempt(ctx, f, onAck, time.Time{})
-	first := time.Now()
 	for range maxResends {
 		if !c.resendable(f, cn, r.err) {
 			break
