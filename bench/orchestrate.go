@@ -602,7 +602,6 @@ func (b *bench) maxSearch(ctx context.Context, set *workerSet, nodes []node, cr 
 	cr.Max = &MaxReport{P99Bound: float64(cfg.MaxP99) / 1e6, Best: -1}
 	search := rateSearch{rate: cfg.Rate, step: cfg.MaxStep, retries: cfg.MaxRetries}
 	defer func() { cr.Max.Open = search.bad == 0 }()
-	rate := cfg.Rate
 	for step := 0; step < cfg.MaxSteps; step++ {
 		if step > 0 {
 			t := time.NewTimer(stepPause)
@@ -613,6 +612,7 @@ func (b *bench) maxSearch(ctx context.Context, set *workerSet, nodes []node, cr 
 				return ctx.Err()
 			}
 		}
+		rate := search.rate
 		r, err := b.run(ctx, set, nodes, cr.Label, rate)
 		if err != nil {
 			return err
@@ -623,8 +623,7 @@ func (b *bench) maxSearch(ctx context.Context, set *workerSet, nodes []node, cr 
 		if pass && rate > cr.Max.Highest {
 			cr.Max.Highest, cr.Max.Best = rate, len(cr.Runs)-1
 		}
-		var more bool
-		if rate, more = search.next(pass); !more {
+		if !search.next(pass) {
 			return nil
 		}
 	}
@@ -645,12 +644,12 @@ type rateSearch struct {
 	failed    int // runs of the current rate that failed
 }
 
-// next takes the verdict on the current rate and returns the rate to run
-// next, or false when the search is over.
-func (s *rateSearch) next(pass bool) (float64, bool) {
+// next takes the verdict on the current rate and moves s.rate to the rate
+// to run next, or returns false when the search is over.
+func (s *rateSearch) next(pass bool) bool {
 	if !pass && s.failed < s.retries {
 		s.failed++
-		return s.rate, true
+		return true
 	}
 	s.failed = 0
 	if pass && s.rate > s.good {
@@ -668,7 +667,7 @@ func (s *rateSearch) next(pass bool) (float64, bool) {
 		s.bisected++
 		s.rate = math.Round((s.good + s.bad) / 2)
 	default:
-		return 0, false
+		return false
 	}
-	return s.rate, s.rate > 0
+	return s.rate > 0
 }

@@ -8,15 +8,14 @@ import (
 // runSearch drives a rateSearch against a "cluster" that sustains every rate
 // up to capacity, except the runs listed in blips (by run number), which fail.
 func runSearch(s rateSearch, capacity float64, blips ...int) (tried []float64, best float64) {
-	rate := s.rate
 	for run := 0; run < 50; run++ {
+		rate := s.rate
 		tried = append(tried, rate)
 		pass := rate <= capacity && !slices.Contains(blips, run)
 		if pass && rate > best {
 			best = rate
 		}
-		var more bool
-		if rate, more = s.next(pass); !more {
+		if !s.next(pass) {
 			return tried, best
 		}
 	}

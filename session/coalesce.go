@@ -3,9 +3,7 @@ package session
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -25,7 +23,11 @@ func (l CoalescingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &CoalescingConn{Conn: c}, nil
+	cc := &CoalescingConn{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok && canWriteFD {
+		cc.rawConn, _ = sc.SyscallConn()
+	}
+	return cc, nil
 }
 
 // 4 KiB: a burst of small chat frames; a larger frame simply passes through.
@@ -40,8 +42,7 @@ type CoalescingConn struct {
 	buf       *bufio.Writer   // non-nil while held
 	tail      []byte          // what WriteTextNow left unwritten: the next write sends it first
 	closeSent bool            // a close frame went out: no data frame may follow it
-	rawConn   syscall.RawConn // made by the first WriteTextNow
-	noRaw     bool            // the socket gives no raw access: WriteTextNow never can
+	rawConn   syscall.RawConn // nil when the socket gives no raw access: WriteTextNow never can
 }
 
 // closeFrameStart is the first byte of a final close frame. The WebSocket
@@ -71,14 +72,16 @@ func (c *CoalescingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// Hold starts gathering writes. The caller sets the socket's write deadline
-// first: the tail of an earlier frame may be written at once.
-func (c *CoalescingConn) Hold() {
+// Hold starts gathering writes. deadline bounds the tail of an earlier
+// frame, which goes first: the library sets its own deadline only as it
+// writes, and may write nothing before Release.
+func (c *CoalescingConn) Hold(deadline time.Time) {
 	c.mu.Lock()
 	if c.buf == nil {
 		c.buf = coalesceBuffers.Get().(*bufio.Writer)
 		c.buf.Reset(c.Conn)
 		if len(c.tail) > 0 {
+			_ = c.Conn.SetWriteDeadline(deadline)
 			_, _ = c.buf.Write(c.tail) // an error stays in buf and Release returns it
 			c.tail = nil
 		}
@@ -115,31 +118,15 @@ func (c *CoalescingConn) Release() error {
 func (c *CoalescingConn) WriteTextNow(payload []byte) (taken, tail bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.buf != nil || len(c.tail) > 0 || c.closeSent || c.noRaw {
+	if c.buf != nil || len(c.tail) > 0 || c.closeSent || c.rawConn == nil {
 		return false, false, nil
-	}
-	if c.rawConn == nil {
-		sc, ok := c.Conn.(syscall.Conn)
-		if ok && canWriteFD {
-			c.rawConn, err = sc.SyscallConn()
-		}
-		if !ok || !canWriteFD || err != nil {
-			c.noRaw = true
-			return false, false, nil
-		}
 	}
 	w := frameWrites.Get().(*frameWrite)
 	defer w.release()
 	w.b = appendTextFrame(w.b[:0], payload)
-	err = c.rawConn.Write(w.fn)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// A deadline left by the last blocking write has passed. This write
-		// cannot block, and every blocking write sets its own deadline, so
-		// clear it rather than send an idle connection's frame to a writer.
-		if err = c.Conn.SetWriteDeadline(time.Time{}); err == nil {
-			err = c.rawConn.Write(w.fn)
-		}
-	}
+	// Control, not Write: one non-blocking write never waits, so the
+	// poller's deadline (left by the last blocking write) does not apply.
+	err = c.rawConn.Control(w.fn)
 	if err != nil {
 		return true, false, err
 	}
@@ -161,7 +148,7 @@ type frameWrite struct {
 	b   []byte
 	n   int
 	err error
-	fn  func(fd uintptr) bool
+	fn  func(fd uintptr)
 }
 
 var frameWrites = sync.Pool{New: func() any {
@@ -171,9 +158,8 @@ var frameWrites = sync.Pool{New: func() any {
 }}
 
 // write makes one attempt and never waits for the socket to drain.
-func (w *frameWrite) write(fd uintptr) bool {
+func (w *frameWrite) write(fd uintptr) {
 	w.n, w.err = writeFD(fd, w.b)
-	return true
 }
 
 func (w *frameWrite) release() {

@@ -41,7 +41,7 @@ func BenchmarkWriteTextNow(b *testing.B) {
 			b.Fatal("an idle connection refused the write")
 		case tail: // the reader fell behind: flush as a writer would
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			c.Hold()
+			c.Hold(time.Time{})
 			if err := c.Release(); err != nil {
 				b.Fatal(err)
 			}

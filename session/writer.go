@@ -42,6 +42,12 @@ func (c *Conn) Send(frame []byte) bool {
 // blocks, and returns false when the connection refused a frame.
 func (c *Conn) SendBurst(frames [][]byte) bool {
 	c.mu.Lock()
+	return c.queueUnlock(frames...)
+}
+
+// queueUnlock queues frames, starts a writer when none runs, and unlocks
+// c.mu.
+func (c *Conn) queueUnlock(frames ...[]byte) bool {
 	ok, full := true, false
 	for _, f := range frames {
 		if ok, full = c.queueLocked(f); !ok {
@@ -49,16 +55,6 @@ func (c *Conn) SendBurst(frames [][]byte) bool {
 		}
 	}
 	start := c.startWriterLocked()
-	c.mu.Unlock()
-	c.afterQueue(start, full)
-	return ok
-}
-
-// queueUnlock queues frame, starts a writer when none runs, and unlocks
-// c.mu.
-func (c *Conn) queueUnlock(frame []byte) bool {
-	ok, full := c.queueLocked(frame)
-	start := ok && c.startWriterLocked()
 	c.mu.Unlock()
 	c.afterQueue(start, full)
 	return ok
@@ -274,12 +270,7 @@ func (c *Conn) writeBurst(frames [][]byte) error {
 	deadline := time.Now().Add(c.cfg.WriteTimeout)
 	err := c.ws.SetWriteDeadline(deadline)
 	if c.raw != nil {
-		// The library sets its deadline on the socket only as it writes,
-		// and Hold may write a frame's tail before that.
-		if derr := c.raw.SetWriteDeadline(deadline); err == nil {
-			err = derr
-		}
-		c.raw.Hold()
+		c.raw.Hold(deadline)
 	}
 	for _, f := range frames {
 		if err != nil {

@@ -169,7 +169,7 @@ func TestFrameRefusedBySocketKeepsItsPlace(t *testing.T) {
 	// Hold the socket while "first" is being tried, make the try fail,
 	// and queue "second" meanwhile.
 	c.raw.mu.Lock()
-	c.raw.noRaw = true
+	c.raw.rawConn = nil
 	sent := make(chan struct{})
 	go func() {
 		c.Send([]byte(`"first"`))
