@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -67,7 +68,11 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 			case <-pace.C:
 			}
 			body := fmt.Sprintf("chat %d", i)
-			ack, err := alice.Send(ctx, "bob", body)
+			// Each message gets its own 5 s, like bob's wait below: the
+			// test's 10 s context is shorter than an attack on a busy box.
+			sendCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ack, err := alice.Send(sendCtx, "bob", body)
+			cancel()
 			if err != nil || ack.Status != "delivered" {
 				chatDone <- fmt.Errorf("alice's message %d: %+v %v", i, ack, err)
 				return
