@@ -32,6 +32,11 @@ var ErrClosed = errors.New("client: connection closed")
 // connections, reconnecting. Nothing was sent.
 var ErrNotConnected = errors.New("client: not connected")
 
+// ErrFrameTooLarge is returned, wrapped with the sizes, for a frame larger
+// than the node's limit (Welcome.MaxFrame). Nothing was sent and the
+// connection stays.
+var ErrFrameTooLarge = errors.New("client: frame too large for the node")
+
 // Client is a connection to the shard cluster, replaced by a new one after a
 // disconnect when Options.Reconnect is set. Its methods are safe for
 // concurrent use.
@@ -131,7 +136,8 @@ func (c *Client) LastDisconnect() (Disconnected, bool) {
 // Options.Reconnect and a node that keeps messages (Welcome.Store), Send
 // instead sends again, with the same key, on the next connection, and the
 // message is stored once. While the client is reconnecting, Send waits for
-// the new connection; ctx bounds every wait.
+// the new connection; ctx bounds every wait. A frame larger than the node
+// takes is not sent: ErrFrameTooLarge.
 func (c *Client) Send(ctx context.Context, to, body string) (Ack, error) {
 	return c.do(ctx, Frame{Type: protocol.TypeSend, To: to, Body: body, Key: newKey()}, nil)
 }
@@ -211,8 +217,8 @@ func (c *Client) Ping(ctx context.Context) error {
 //
 // If SendAsync returns nil, done is called exactly once; if it returns an
 // error, done is never called. Errors: ErrClosed once the client has stopped,
-// ErrNotConnected while reconnecting, and an error for an invalid f.ID or
-// one that already awaits an answer. done runs on the connection's reader
+// ErrNotConnected while reconnecting, ErrFrameTooLarge, and an error for an
+// invalid f.ID or one that already awaits an answer. done runs on the connection's reader
 // goroutine: it must be quick, or it holds up every other answer and message.
 // done may be nil.
 //

@@ -91,11 +91,14 @@ func readWelcome(ctx context.Context, ws *websocket.Conn) (Welcome, error) {
 	if err != nil {
 		return Welcome{}, fmt.Errorf("waiting for welcome: %w", err)
 	}
-	var f inbound
+	var f struct {
+		Type string `json:"type"`
+		Welcome
+	}
 	if typ != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type != "welcome" {
 		return Welcome{}, fmt.Errorf("first frame is not a welcome: %.100q", data)
 	}
-	return Welcome{User: f.User, Node: f.Node, Store: f.Store}, nil
+	return f.Welcome, nil
 }
 
 // handshakeError reads the SPEC error body of a refused upgrade (gorilla
@@ -245,6 +248,12 @@ func (cn *conn) request(ctx context.Context, f Frame, done func(Ack, error)) err
 	if err != nil {
 		cn.take(f.ID)
 		return err
+	}
+	if limit := cn.welcome.MaxFrame; limit > 0 && len(data) > limit {
+		if cn.take(f.ID) != nil {
+			return fmt.Errorf("%w: %d bytes, %s takes at most %d", ErrFrameTooLarge, len(data), cn.welcome.Node, limit)
+		}
+		return nil // the end of the connection has answered it
 	}
 	started, err := cn.write(ctx, data)
 	switch {

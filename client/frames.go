@@ -42,6 +42,10 @@ type Welcome struct {
 	// answered like the first attempt and stored once, which lets Send and
 	// SendRoom resend one whose connection ended before its answer.
 	Store bool `json:"store"`
+	// MaxFrame is the node's --max-frame: a larger frame would close the
+	// connection (1009), so the client refuses it with ErrFrameTooLarge
+	// instead. 0 from a node that does not say.
+	MaxFrame int `json:"max_frame"`
 }
 
 // Msg is one chat message received: a direct message (To set) or a room
@@ -109,9 +113,6 @@ func ValidID(s string) bool { return protocol.ValidID(s) }
 type inbound struct {
 	Type       string `json:"type"`
 	ID         string `json:"id"`
-	User       string `json:"user"`
-	Node       string `json:"node"`
-	Store      bool   `json:"store"`
 	Mid        string `json:"mid"`
 	From       string `json:"from"`
 	To         string `json:"to"`

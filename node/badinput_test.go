@@ -13,9 +13,12 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/protocol"
+	"github.com/shardchat/shard/session"
 )
 
 // rawConn is a WebSocket speaking whatever the test writes.
@@ -242,5 +245,70 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 		if n != 1 {
 			t.Errorf("frame %s was answered %d times, want exactly once", id, n)
 		}
+	}
+}
+
+// The welcome carries the node's --max-frame, and the Go client refuses a
+// frame larger than that before sending it: the caller gets a clear error
+// and keeps the connection, where the node would have closed it (1009).
+func TestClientRefusesAFrameLargerThanItsNodeTakes(t *testing.T) {
+	const limit = 1024
+	c := testcluster.Start(t, 2, func(i int, cfg *node.Config) {
+		if i == 0 {
+			cfg.Session.MaxFrame = limit
+		}
+	})
+	alice := c.Dial(0, "alice")
+	bob := c.Dial(1, "bob")
+	if got := alice.Welcome().MaxFrame; got != limit {
+		t.Fatalf("welcome max_frame %d, want the node's %d", got, limit)
+	}
+	if got := bob.Welcome().MaxFrame; got != session.DefaultMaxFrame {
+		t.Fatalf("welcome max_frame %d, want the default %d", got, session.DefaultMaxFrame)
+	}
+
+	// A frame of exactly the limit is the node's to take.
+	edge := client.Frame{Type: protocol.TypeSend, ID: "edge", To: "bob", Key: "k-edge", Body: "a"}
+	encoded, _ := json.Marshal(edge)
+	edge.Body = strings.Repeat("a", limit-len(encoded)+1)
+	answer := make(chan error, 1)
+	if err := alice.SendAsync(edge, func(a client.Ack, err error) {
+		if err == nil && a.Status != protocol.StatusDelivered {
+			err = fmt.Errorf("status %s", a.Status)
+		}
+		answer <- err
+	}); err != nil {
+		t.Fatalf("a frame of exactly --max-frame: %v", err)
+	}
+	select {
+	case err := <-answer:
+		if err != nil {
+			t.Fatalf("a frame of exactly --max-frame: %v, want delivered", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer to a frame of exactly --max-frame")
+	}
+	if m := recvMsg(t, bob, "bob"); len(m.Body) != len(edge.Body) {
+		t.Fatalf("bob got %d bytes, want %d", len(m.Body), len(edge.Body))
+	}
+
+	// One byte more is refused, by SendAsync and by Send, and nothing goes.
+	edge.ID, edge.Body = "over", edge.Body+"a"
+	if err := alice.SendAsync(edge, nil); !errors.Is(err, client.ErrFrameTooLarge) {
+		t.Fatalf("SendAsync one byte over the limit: %v, want ErrFrameTooLarge", err)
+	}
+	if _, err := alice.Send(ctxFor(t), "bob", strings.Repeat("a", 2*limit)); !errors.Is(err, client.ErrFrameTooLarge) {
+		t.Fatalf("Send over the limit: %v, want ErrFrameTooLarge", err)
+	}
+	// The connection stayed, and the next message goes through on it.
+	sendOK(t, alice, "bob", "small", "delivered")
+	if m := recvMsg(t, bob, "bob"); m.Body != "small" {
+		t.Fatalf("bob got %.40q, want the small message", m.Body)
+	}
+	if d, ok := alice.LastDisconnect(); ok {
+		t.Fatalf("alice's connection ended: %+v", d)
+	}
+	if got := c.Counter(0, "shard_connections_closed_total", "reason=frame_too_large"); got != 0 {
+		t.Fatalf("%v connections closed for a large frame, want 0", got)
 	}
 }

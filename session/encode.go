@@ -42,15 +42,27 @@ func AppendMsg(b []byte, m *Msg) []byte {
 	return append(b, '}')
 }
 
-// AppendWelcome appends the first frame of every connection; stored says
-// the node keeps messages, so that a send resent with its key is stored once.
-func AppendWelcome(b []byte, user, node string, stored bool) []byte {
+// Welcome is the first frame of every connection.
+type Welcome struct {
+	User, Node string
+	// Stored says the node keeps messages, so that a send resent with its
+	// key is stored once.
+	Stored bool
+	// MaxFrame is the node's --max-frame, so that a client can refuse a
+	// frame the node would close the connection for (1009) before sending it.
+	MaxFrame int
+}
+
+// AppendWelcome appends w as a welcome frame.
+func AppendWelcome(b []byte, w *Welcome) []byte {
 	b = append(b, `{"type":"welcome","user":`...)
-	b = appendString(b, user)
+	b = appendString(b, w.User)
 	b = append(b, `,"node":`...)
-	b = appendString(b, node)
+	b = appendString(b, w.Node)
 	b = append(b, `,"store":`...)
-	b = strconv.AppendBool(b, stored)
+	b = strconv.AppendBool(b, w.Stored)
+	b = append(b, `,"max_frame":`...)
+	b = strconv.AppendInt(b, int64(w.MaxFrame), 10)
 	return append(b, '}')
 }
 

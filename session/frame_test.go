@@ -68,8 +68,8 @@ func TestEncodedFramesAreJSON(t *testing.T) {
 		t.Fatalf("msg frame decoded to %+v", got)
 	}
 	for _, frame := range [][]byte{
-		AppendWelcome(nil, "alice", "n1", false),
-		AppendWelcome(nil, "alice", "n1", true),
+		AppendWelcome(nil, &Welcome{User: "alice", Node: "n1"}),
+		AppendWelcome(nil, &Welcome{User: "alice", Node: "n1", Stored: true, MaxFrame: 65536}),
 		AppendAck(nil, "c1", protocol.StatusSent, 0),
 		AppendAck(nil, "", protocol.StatusDelivered, -1),
 		AppendPong(nil, "p1"),

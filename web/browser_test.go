@@ -271,7 +271,7 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 
 	httpAddr, gossipAddr, linkAddr := testcluster.ProcessAddrs(t, "127.0.0.5")
 	args := []string{"--name", "n1", "--http", httpAddr, "--gossip", gossipAddr, "--link", linkAddr,
-		"--data", t.TempDir(), "--drain-timeout", "5s"}
+		"--data", t.TempDir(), "--drain-timeout", "5s", "--max-frame", "2048"}
 	node := testcluster.StartProcess(t, "n1", args...)
 	node.WaitReady(t)
 	base := "http://" + httpAddr
@@ -301,6 +301,17 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 		`document.querySelector('#conv-title')?.textContent === 'bob'`)
 	alice.sendMessage(d1)
 	alice.waitStatus(d1, "stored", "stored ✓")
+	// A message longer than the node takes (its welcome says --max-frame
+	// 2048) stays on the page, marked; the socket, which the node would
+	// have closed for it (1009), stays open.
+	connects := alice.eval(`document.querySelector('#conn').dataset.connects`)
+	long := strings.Repeat("too long for this node, ", 100) + "the end"
+	alice.eval(fmt.Sprintf(`document.querySelector('#composer').value = %q`, long))
+	alice.sendMessage("")
+	alice.waitStatus(long, "error", "error: too long")
+	if now := alice.eval(`document.querySelector('#conn').dataset.connects`); now != connects {
+		t.Fatalf("alice's page connected %s times after the long message, %s before: the socket was closed", now, connects)
+	}
 	alice.enterText("new-chat", "#lobby")
 	alice.waitFor("alice's page to join #lobby", `document.querySelector('[data-conv="#lobby"]')?.dataset.joined === 'true'`)
 	phase("alice -> bob (never connected) stored")
@@ -366,7 +377,7 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 
 	// The node restarts. Both pages reconnect and sync: alice's inbox holds
 	// the copies of what she sent, which she must not see twice.
-	connects := alice.eval(`document.querySelector('#conn').dataset.connects`)
+	connects = alice.eval(`document.querySelector('#conn').dataset.connects`)
 	node.Signal(syscall.SIGTERM)
 	if code := node.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("n1 exited %d after SIGTERM, want 0", code)

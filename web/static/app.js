@@ -35,8 +35,9 @@
   // A send lost with its connection is sent again by itself, with the same
   // key, while the server still deduplicates that key (5 minutes).
   const AUTO_RESEND_MS = 4 * 60 * 1000;
-  // The node's default --max-frame; a larger frame would close the socket (1009).
-  const MAX_FRAME_BYTES = 65536;
+  // The default --max-frame, for a node whose welcome does not say its own;
+  // a larger frame would close the socket (1009).
+  const DEFAULT_MAX_FRAME_BYTES = 65536;
 
   // Why a connection ended, as a person would want it said.
   function lostText(code, node, welcomed) {
@@ -80,6 +81,7 @@
     lost: '',           // why the last connection ended, until the next welcome
     gen: 0,             // welcomes on this page: the socket a frame went out on
     store: null,        // 'kept' or 'none' from the welcome, else GET /api/cluster's store
+    maxFrame: DEFAULT_MAX_FRAME_BYTES, // the current node's --max-frame, from its welcome
     storeAsked: false,  // that question is under way
     hold: false,        // the outbox waits: store check or inbox sync under way
     syncing: null,      // {after, min} while an inbox sync is under way
@@ -271,7 +273,7 @@
     if (!S.open || !S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
     const id = 'c' + (++S.seq).toString(36);
     const text = JSON.stringify(Object.assign({ type: frame.type, id }, frame));
-    if (bytes(text) > MAX_FRAME_BYTES) {
+    if (bytes(text) > S.maxFrame) {
       handlers.tooBig && handlers.tooBig();
       return true;
     }
@@ -306,6 +308,7 @@
     S.gen++;
     S.node = String(f.node || '');
     if (f.user) S.me = String(f.user);
+    S.maxFrame = Number.isInteger(f.max_frame) && f.max_frame > 0 ? f.max_frame : DEFAULT_MAX_FRAME_BYTES;
     // A node says in its welcome whether it keeps messages; one from before
     // that field is asked through /api/cluster (see afterWelcome).
     if (typeof f.store === 'boolean') {
@@ -1107,8 +1110,8 @@
       lost: (code) => {
         // With a store the key makes a resend safe: the server answers it
         // like the first attempt and stores the message once. Not after a
-        // 1009 (a node with a lower --max-frame): the same frame would
-        // close the next socket too.
+        // 1009 (a node whose welcome did not say its --max-frame): the same
+        // frame would close the next socket too.
         if (code !== 1009 && hasStore() && Date.now() - m.firstSent < AUTO_RESEND_MS && (c.kind === 'dm' || c.wanted)) {
           setStatus(m, 'queued');
           S.outbox.push({ conv: c, m });
