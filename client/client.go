@@ -218,9 +218,9 @@ func (c *Client) Ping(ctx context.Context) error {
 // If SendAsync returns nil, done is called exactly once; if it returns an
 // error, done is never called. Errors: ErrClosed once the client has stopped,
 // ErrNotConnected while reconnecting, ErrFrameTooLarge, and an error for an
-// invalid f.ID or one that already awaits an answer. done runs on the connection's reader
-// goroutine: it must be quick, or it holds up every other answer and message.
-// done may be nil.
+// invalid f.ID or one that already awaits an answer. done runs on the
+// connection's reader goroutine: it must be quick, or it holds up every other
+// answer and message. done may be nil.
 //
 // SendAsync returns at once unless the socket itself pushes back (the server
 // reads slower than this client writes); a write stalled that long gives the
@@ -345,7 +345,10 @@ func (c *Client) attempt(ctx context.Context, f Frame, onAck func(Ack), by time.
 			continue // it ended before f went out: f may go on the next one
 		}
 		if err != nil {
-			if ctx.Err() == nil && wait.Err() != nil {
+			if !by.IsZero() && ctx.Err() == nil {
+				// A resend that cannot go (the window passed, the new node
+				// takes smaller frames) leaves the first attempt's fate
+				// unknown: it may have been stored.
 				err = ErrClosed
 			}
 			return nil, result{err: err}

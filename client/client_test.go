@@ -37,6 +37,7 @@ type fakeServer struct {
 	auto        bool     // answer join, leave, ping and send frames by itself
 	holdWelcome bool     // send no welcome
 	store       bool     // welcome.store: the node keeps messages
+	maxFrame    int      // welcome.max_frame; 0 leaves it out
 	all         []*fakeConn
 	closeOnce   sync.Once
 }
@@ -89,7 +90,7 @@ func (s *fakeServer) close() {
 
 func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	refuse, node, hold, store := s.refuse, s.node, s.holdWelcome, s.store
+	refuse, node, hold, store, maxFrame := s.refuse, s.node, s.holdWelcome, s.store, s.maxFrame
 	s.mu.Unlock()
 	if refuse != nil {
 		w.Header().Set("Content-Type", "application/json")
@@ -118,7 +119,11 @@ func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		user = "jwt-" + tok
 	}
 	if !hold {
-		fc.send(map[string]any{"type": "welcome", "user": user, "node": node, "store": store})
+		welcome := map[string]any{"type": "welcome", "user": user, "node": node, "store": store}
+		if maxFrame > 0 {
+			welcome["max_frame"] = maxFrame
+		}
+		fc.send(welcome)
 	}
 	s.conns <- fc
 	defer close(fc.in)
@@ -588,19 +593,22 @@ func TestReconnectsAfterServiceRestartAndRejoinsRooms(t *testing.T) {
 // A send whose connection ends before its answer may or may not have been
 // stored. With a store, Send sends it again with the same key on the next
 // connection (the server answers it like the first and stores it once);
-// without one a resend could arrive twice, and a close caused by the frame
-// itself (1009) would come again: the caller hears ErrClosed.
+// without one a resend could arrive twice, a close caused by the frame
+// itself (1009) would come again, and a next node that takes smaller frames
+// would refuse it: the caller hears ErrClosed, not that nothing was sent.
 func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		store  bool
 		close  int // 0: the node dies without a close frame
+		limit  int // the next node's welcome.max_frame; 0 says none
 		resend bool
 	}{
-		{"store, node died", true, 0, true},
-		{"store, node drained", true, websocket.CloseServiceRestart, true},
-		{"no store", false, 0, false},
-		{"store, frame too big", true, websocket.CloseMessageTooBig, false},
+		{"store, node died", true, 0, 0, true},
+		{"store, node drained", true, websocket.CloseServiceRestart, 0, true},
+		{"no store", false, 0, 0, false},
+		{"store, frame too big", true, websocket.CloseMessageTooBig, 0, false},
+		{"store, next node takes smaller frames", true, websocket.CloseServiceRestart, 64, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newFakeServer(t)
@@ -619,7 +627,7 @@ func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T)
 			if sent.Key == "" {
 				t.Fatal("the send carries no key")
 			}
-			s.set(func(s *fakeServer) { s.auto = true })
+			s.set(func(s *fakeServer) { s.auto, s.maxFrame = true, tc.limit })
 			if tc.close == 0 {
 				fc1.ws.NetConn().Close()
 			} else {

@@ -137,7 +137,7 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	c := session.New(n.connSeq.Add(1), user, n.cfg.Session)
-	c.Send(session.AppendWelcome(nil, &session.Welcome{User: user, Node: n.name, Stored: n.store != nil, MaxFrame: n.cfg.Session.MaxFrame}))
+	c.Send(session.AppendWelcome(nil, &session.Welcome{User: user, Node: n.name, Store: n.store != nil, MaxFrame: n.cfg.Session.MaxFrame}))
 	if !n.addConn(c) {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "this node is draining or at its connection limit; try another")
 		return

@@ -45,9 +45,9 @@ func AppendMsg(b []byte, m *Msg) []byte {
 // Welcome is the first frame of every connection.
 type Welcome struct {
 	User, Node string
-	// Stored says the node keeps messages, so that a send resent with its
+	// Store says the node keeps messages, so that a send resent with its
 	// key is stored once.
-	Stored bool
+	Store bool
 	// MaxFrame is the node's --max-frame, so that a client can refuse a
 	// frame the node would close the connection for (1009) before sending it.
 	MaxFrame int
@@ -60,7 +60,7 @@ func AppendWelcome(b []byte, w *Welcome) []byte {
 	b = append(b, `,"node":`...)
 	b = appendString(b, w.Node)
 	b = append(b, `,"store":`...)
-	b = strconv.AppendBool(b, w.Stored)
+	b = strconv.AppendBool(b, w.Store)
 	b = append(b, `,"max_frame":`...)
 	b = strconv.AppendInt(b, int64(w.MaxFrame), 10)
 	return append(b, '}')

@@ -69,7 +69,7 @@ func TestEncodedFramesAreJSON(t *testing.T) {
 	}
 	for _, frame := range [][]byte{
 		AppendWelcome(nil, &Welcome{User: "alice", Node: "n1"}),
-		AppendWelcome(nil, &Welcome{User: "alice", Node: "n1", Stored: true, MaxFrame: 65536}),
+		AppendWelcome(nil, &Welcome{User: "alice", Node: "n1", Store: true, MaxFrame: 65536}),
 		AppendAck(nil, "c1", protocol.StatusSent, 0),
 		AppendAck(nil, "", protocol.StatusDelivered, -1),
 		AppendPong(nil, "p1"),

@@ -888,7 +888,7 @@ func (p *page) sendMessage(text string) {
 // the given data-status and status text.
 func (p *page) waitStatus(body, status, text string) {
 	p.t.Helper()
-	p.poll(fmt.Sprintf("%s's page to show %q as %q", p.name, body, text),
+	p.poll(fmt.Sprintf("%s's page to show %.60q as %q", p.name, body, text),
 		chromedp.PollFunction[any](`(body, status, text) => {
 			const m = [...document.querySelectorAll('#messages [data-testid=msg]')]
 				.find((m) => m.querySelector('[data-testid=msg-body]').textContent === body);

@@ -268,13 +268,15 @@
   }
 
   // Send a frame with a fresh id; its answer (ack, pong or error) is matched
-  // by that id. Returns false when there is no connection to send on.
+  // by that id. Returns false when there is no connection to send on. A
+  // frame with a tooBig handler that is larger than the node takes goes to
+  // that handler instead of closing the socket (1009).
   function transmit(frame, handlers) {
     if (!S.open || !S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
     const id = 'c' + (++S.seq).toString(36);
     const text = JSON.stringify(Object.assign({ type: frame.type, id }, frame));
-    if (bytes(text) > S.maxFrame) {
-      handlers.tooBig && handlers.tooBig();
+    if (handlers.tooBig && bytes(text) > S.maxFrame) {
+      handlers.tooBig();
       return true;
     }
     S.pending.set(id, handlers);
@@ -1069,8 +1071,10 @@
       ? { type: 'send', room: c.name, body: m.body, key: m.key }
       : { type: 'send', to: c.name, body: m.body, key: m.key };
     setStatus(m, 'sending');
+    let refused = false;
     const ok = transmit(frame, {
       answer: (f) => {
+        m.unsure = false;
         if (f.type === 'ack') {
           const seq = Number.isSafeInteger(f.seq) && f.seq > 0 ? f.seq : 0;
           // A room send's seq is its offset in the room's stream, which
@@ -1108,6 +1112,7 @@
         setStatus(m, 'error', f.code || 'error');
       },
       lost: (code) => {
+        m.unsure = true; // the node may have taken it
         // With a store the key makes a resend safe: the server answers it
         // like the first attempt and stores the message once. Not after a
         // 1009 (a node whose welcome did not say its --max-frame): the same
@@ -1120,13 +1125,20 @@
         setStatus(m, 'lost');
       },
       tooBig: () => {
+        refused = true;
+        // A resend (on a node that takes less than the first one did)
+        // leaves the first attempt's fate unknown.
+        if (m.unsure) {
+          setStatus(m, 'lost');
+          return;
+        }
         m.retryable = false;
         setStatus(m, 'error', 'too long');
       },
     });
     if (!ok) {
       setStatus(m, 'queued');
-    } else {
+    } else if (!refused) {
       if (!m.firstSent) m.firstSent = Date.now();
       m.lastGen = S.gen;
       m.settled = false;
