@@ -126,11 +126,15 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 			n.http, n.gossipAddr, n.link = testcluster.ProcessAddrs(t, host)
 		}
 		args := []string{"--name", name, "--http", n.http, "--gossip", n.gossipAddr, "--link", n.link,
-			"--ping-interval", "1s", "--drain-timeout", "5s"}
+			"--drain-timeout", "5s"}
 		if seed != "" {
 			args = append(args, "--join", seed)
 		}
 		if inNS {
+			// Its client's connection crosses the cut: a short ping
+			// interval makes n3 drop it during the cut, as a node drops
+			// any client it cannot reach, so that dave reconnects after.
+			args = append(args, "--ping-interval", "1s")
 			args = append([]string{"netns", "exec", tn.ns, testcluster.Binary(t)}, args...)
 			n.proc = testcluster.StartCommand(t, name, "ip", args...)
 		} else {
@@ -182,6 +186,9 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 		defer scancel()
 		ack, err := from.Send(sctx, to, "ping "+to)
+		if d, ok := from.LastDisconnect(); errors.Is(err, client.ErrClosed) && ok {
+			err = fmt.Errorf("%w (the connection to %s ended at %s: %d %v)", err, from.Welcome().Node, d.At.Format("15:04:05.000"), d.CloseCode, d.Err)
+		}
 		return ack.Status, err
 	}
 	if st, err := send(alice, "dave"); st != "delivered" {
