@@ -246,6 +246,7 @@ func (l *Links) acceptLoop() {
 		}
 		lc := newLinkConn(l, "", c.RemoteAddr().String())
 		lc.conn = c
+		lc.served = make(chan struct{})
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -305,6 +306,7 @@ type linkConn struct {
 	nextID  uint64
 	err     error // set once closed
 	done    chan struct{}
+	served  chan struct{} // accepted links: closed once the reader stopped
 }
 
 func newLinkConn(l *Links, peer, addr string) *linkConn {
@@ -445,9 +447,26 @@ func (lc *linkConn) serveAccepted() {
 		return
 	}
 	lc.peer, lc.inc = peer.Name, peer.Inc
+	var older []*linkConn
+	for o := range l.in {
+		if o.peer == peer.Name {
+			older = append(older, o)
+		}
+	}
 	l.in[lc] = struct{}{}
 	l.mu.Unlock()
+	// A peer dials anew only once its old link failed it, and what it sent
+	// there unanswered it sends again here, newer (a registration carries the
+	// key's count at the time it goes). The old link's reader may still hold
+	// frames: it must stop before this one starts, or an old count could land
+	// after a new one and stay until the key changes again.
+	for _, o := range older {
+		lc.links.cfg.Logger.Debug("link replaced by a newer one", "peer", peer.Name)
+		o.close(ErrPeerDown)
+		<-o.served
+	}
 	go lc.writeLoop()
+	defer close(lc.served)
 	lc.readRequests(br)
 }
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -103,6 +105,78 @@ func TestLinkFailsPendingRequestsWhenThePeerGoes(t *testing.T) {
 	a.Request("nobody", kindLookup, 1, nil, func(_ []byte, err error) { errc <- err })
 	if err := <-errc; !errors.Is(err, ErrPeerUnknown) {
 		t.Fatalf("request to a non-member: %v, want ErrPeerUnknown", err)
+	}
+}
+
+// A node dials a peer again only after its old link failed it, and sends
+// again on the new link what went unanswered. Once a new link from a peer is
+// up, nothing more from its old one may be served: an old registration
+// served after a newer one would stand until the key changed again.
+func TestNewerLinkFromAPeerEndsItsOlderOne(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var served []string
+	owner := NewLinks(LinkConfig{Self: "o", Key: []byte("k")}, ln, func(_ Peer, _ kind, p []byte, reply func([]byte)) {
+		mu.Lock()
+		served = append(served, string(p))
+		mu.Unlock()
+		reply(p)
+	})
+	defer owner.Close()
+	lnH, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := NewLinks(LinkConfig{Self: "h", Key: []byte("k")}, lnH, nil)
+	defer holder.Close()
+
+	// dial opens a link to the owner as h speaks it, by hand, so that the
+	// test holds the old link open as long as it likes.
+	dial := func() (net.Conn, *bufio.Reader) {
+		t.Helper()
+		lc := newLinkConn(holder, "o", ln.Addr().String())
+		conn, err := net.Dial("tcp", lc.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		lc.conn = conn
+		br := bufio.NewReader(conn)
+		if err := lc.clientHandshake(br); err != nil {
+			t.Fatal(err)
+		}
+		return conn, br
+	}
+	request := func(conn net.Conn, br *bufio.Reader, id uint64, p string) {
+		t.Helper()
+		if err := writeFrame(conn, kindForward, id, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if k, gotID, reply, err := readFrame(br); err != nil || k != kindReply || gotID != id || string(reply) != p {
+			t.Fatalf("request %s: reply %v %d %q %v", p, k, gotID, reply, err)
+		}
+	}
+
+	oldConn, oldBR := dial()
+	request(oldConn, oldBR, 1, "old 1")
+	newConn, newBR := dial()
+	request(newConn, newBR, 1, "new 1")
+	// The owner closed the old link: a read ends, and what is written there
+	// now is never served.
+	oldConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, _, err := readFrame(oldBR); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the old link after a newer one came up: read %v, want it closed by the owner", err)
+	}
+	writeFrame(oldConn, kindForward, 2, []byte("old 2"))
+	request(newConn, newBR, 2, "new 2")
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(served, ", "); got != "old 1, new 1, new 2" {
+		t.Fatalf("the owner served %s, want old 1, new 1, new 2", got)
 	}
 }
 
