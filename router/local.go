@@ -60,11 +60,17 @@ func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan err
 	return r.registerLocked(owner, []registration{{key, len(list)}}, true)
 }
 
-// registrationRounds bounds the rounds of retries of failed registrations
-// that go by without all of them getting through (about 30 s): by then a
-// dead owner has left the ring and its keys moved, so what still fails
-// goes to a peer that is alive but unreachable, which gossip will judge.
-const registrationRounds = 20
+// slowRounds is how many rounds of retries fail (about 30 s) before the
+// retries say so in the log: by then a dead owner has left the ring and its
+// keys moved, so what still fails goes to a peer that gossip finds alive but
+// the link cannot reach. The rounds go on, every 1-2 s, until the keys get
+// through or their owner leaves: the owner's directory is wrong until then.
+const slowRounds = 20
+
+// maxRetryKeys bounds the retries: a key that fails past it is dropped, and
+// its owner may list a connection that is gone, or miss one, until the key
+// changes again here.
+const maxRetryKeys = 1 << 20
 
 // retries holds the keys whose last registration did not reach their
 // owner. One round at a time sends each key's count then to its owner then:
@@ -78,6 +84,7 @@ type retries struct {
 	owed    map[string]string // owner -> the version to tell it it is in sync for
 	running bool              // a round is scheduled or under way
 	rounds  int               // rounds since every retry last got through
+	dropped int               // keys dropped as past maxRetryKeys, not yet logged
 }
 
 // registrationFailed adds keys to the retries and schedules a round unless
@@ -89,6 +96,10 @@ func (r *Router) registrationFailed(regs []registration) {
 		r.retry.keys = make(map[Key]struct{})
 	}
 	for _, reg := range regs {
+		if len(r.retry.keys) >= maxRetryKeys {
+			r.retry.dropped++
+			continue
+		}
 		r.retry.keys[reg.key] = struct{}{}
 	}
 	r.startRetriesLocked()
@@ -117,7 +128,7 @@ func (r *Router) startRetriesLocked() {
 // with jitter so that nodes cut off together do not retry in step; the
 // caller holds r.retry.mu.
 func (r *Router) scheduleRetryLocked() {
-	delay := min(100*time.Millisecond<<r.retry.rounds, 2*time.Second)
+	delay := min(100*time.Millisecond<<min(r.retry.rounds, 5), 2*time.Second)
 	delay = delay/2 + rand.N(delay/2)
 	time.AfterFunc(delay, r.retryRound)
 }
@@ -172,18 +183,24 @@ func (r *Router) retryRound() {
 			r.retry.owed[owner] = version
 		}
 	}
-	switch {
-	case len(r.retry.keys) == 0 && len(r.retry.owed) == 0:
-		r.retry.running, r.retry.rounds = false, 0
-	case failed != nil && r.retry.rounds+1 >= registrationRounds:
-		r.log.Warn("registrations given up", "keys", len(r.retry.keys), "owners", len(r.retry.owed), "err", failed)
-		r.retry.keys, r.retry.owed, r.retry.running, r.retry.rounds = nil, nil, false, 0
-	default:
-		if failed != nil {
-			r.retry.rounds++
-		}
-		r.scheduleRetryLocked()
+	if r.retry.dropped > 0 {
+		r.log.Warn("registrations dropped: too many failing", "keys", r.retry.dropped, "max", maxRetryKeys)
+		r.retry.dropped = 0
 	}
+	if len(r.retry.keys) == 0 && len(r.retry.owed) == 0 {
+		if r.retry.rounds >= slowRounds {
+			r.log.Info("registrations got through again")
+		}
+		r.retry.running, r.retry.rounds = false, 0
+		return
+	}
+	if failed != nil {
+		r.retry.rounds++
+		if r.retry.rounds == slowRounds {
+			r.log.Warn("registrations still failing; retrying", "keys", len(r.retry.keys), "owners", len(r.retry.owed), "err", failed)
+		}
+	}
+	r.scheduleRetryLocked()
 }
 
 // registerLocked sends this node's counts to owner, itself included; the
