@@ -66,9 +66,9 @@ type Links struct {
 	handle RequestHandler
 
 	mu       sync.Mutex
-	addrs    map[string]string    // peer name -> link address
-	out      map[string]*linkConn // dialed by us, by peer name
-	in       map[*linkConn]struct{}
+	addrs    map[string]string      // peer name -> link address
+	out      map[string]*linkConn   // dialed by us, by peer name
+	in       map[*linkConn]struct{} // accepted, until their reader stopped (a closed one may still serve what it read)
 	lastFail map[string]time.Time
 	ln       net.Listener
 	closed   bool
@@ -224,7 +224,6 @@ func (l *Links) forget(lc *linkConn, failed bool) {
 			l.lastFail[lc.peer] = time.Now()
 		}
 	}
-	delete(l.in, lc)
 }
 
 func (l *Links) acceptLoop() {
@@ -455,18 +454,23 @@ func (lc *linkConn) serveAccepted() {
 	}
 	l.in[lc] = struct{}{}
 	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.in, lc)
+		l.mu.Unlock()
+		close(lc.served)
+	}()
 	// A peer dials anew only once its old link failed it, and what it sent
 	// there unanswered it sends again here, newer (a registration carries the
 	// key's count at the time it goes). The old link's reader may still hold
-	// frames: it must stop before this one starts, or an old count could land
-	// after a new one and stay until the key changes again.
+	// frames, closed or not: it must stop before this one starts, or an old
+	// count could land after a new one and stay until the key changes again.
 	for _, o := range older {
 		lc.links.cfg.Logger.Debug("link replaced by a newer one", "peer", peer.Name)
 		o.close(ErrPeerDown)
 		<-o.served
 	}
 	go lc.writeLoop()
-	defer close(lc.served)
 	lc.readRequests(br)
 }
 

@@ -109,74 +109,116 @@ func TestLinkFailsPendingRequestsWhenThePeerGoes(t *testing.T) {
 }
 
 // A node dials a peer again only after its old link failed it, and sends
-// again on the new link what went unanswered. Once a new link from a peer is
-// up, nothing more from its old one may be served: an old registration
-// served after a newer one would stand until the key changed again.
-func TestNewerLinkFromAPeerEndsItsOlderOne(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var served []string
-	owner := NewLinks(LinkConfig{Self: "o", Key: []byte("k")}, ln, func(_ Peer, _ kind, p []byte, reply func([]byte)) {
-		mu.Lock()
-		served = append(served, string(p))
-		mu.Unlock()
-		reply(p)
-	})
-	defer owner.Close()
-	lnH, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder := NewLinks(LinkConfig{Self: "h", Key: []byte("k")}, lnH, nil)
-	defer holder.Close()
+// again on the new link what went unanswered there. Whatever the old link's
+// reader on the owner still holds (a frame being served, frames buffered)
+// must be served before anything from the new link, whether the owner's end
+// of the old link is still open or the owner closed it already: an old
+// registration served after a newer one would stand until the key changed.
+func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
+	for _, closedFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "old link open", true: "old link closed by the owner"}[closedFirst], func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var served []string
+			held, gate, newServed := make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
+			owner := NewLinks(LinkConfig{Self: "o", Key: []byte("k")}, ln, func(_ Peer, _ kind, p []byte, reply func([]byte)) {
+				if string(p) == "old 1" {
+					close(held)
+					<-gate // a slow request (lock contention, GC) on the old link
+				}
+				mu.Lock()
+				served = append(served, string(p))
+				mu.Unlock()
+				if string(p) == "new 1" {
+					newServed <- struct{}{}
+				}
+				reply(p)
+			})
+			defer owner.Close()
+			lnH, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			holder := NewLinks(LinkConfig{Self: "h", Key: []byte("k")}, lnH, nil)
+			defer holder.Close()
+			release := sync.OnceFunc(func() { close(gate) })
+			defer release() // before the owner closes, which waits for its readers
 
-	// dial opens a link to the owner as h speaks it, by hand, so that the
-	// test holds the old link open as long as it likes.
-	dial := func() (net.Conn, *bufio.Reader) {
-		t.Helper()
-		lc := newLinkConn(holder, "o", ln.Addr().String())
-		conn, err := net.Dial("tcp", lc.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		lc.conn = conn
-		br := bufio.NewReader(conn)
-		if err := lc.clientHandshake(br); err != nil {
-			t.Fatal(err)
-		}
-		return conn, br
-	}
-	request := func(conn net.Conn, br *bufio.Reader, id uint64, p string) {
-		t.Helper()
-		if err := writeFrame(conn, kindForward, id, []byte(p)); err != nil {
-			t.Fatal(err)
-		}
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if k, gotID, reply, err := readFrame(br); err != nil || k != kindReply || gotID != id || string(reply) != p {
-			t.Fatalf("request %s: reply %v %d %q %v", p, k, gotID, reply, err)
-		}
-	}
+			// dial opens a link to the owner as h speaks it, by hand, so that
+			// the test holds the old link as long as it likes.
+			dial := func() (net.Conn, *bufio.Reader) {
+				t.Helper()
+				lc := newLinkConn(holder, "o", ln.Addr().String())
+				conn, err := net.Dial("tcp", lc.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				lc.conn = conn
+				br := bufio.NewReader(conn)
+				if err := lc.clientHandshake(br); err != nil {
+					t.Fatal(err)
+				}
+				return conn, br
+			}
+			reply := func(conn net.Conn, br *bufio.Reader, id uint64, p string) {
+				t.Helper()
+				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if k, gotID, got, err := readFrame(br); err != nil || k != kindReply || gotID != id || string(got) != p {
+					t.Fatalf("request %s: reply %v %d %q %v", p, k, gotID, got, err)
+				}
+			}
 
-	oldConn, oldBR := dial()
-	request(oldConn, oldBR, 1, "old 1")
-	newConn, newBR := dial()
-	request(newConn, newBR, 1, "new 1")
-	// The owner closed the old link: a read ends, and what is written there
-	// now is never served.
-	oldConn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, _, err := readFrame(oldBR); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the old link after a newer one came up: read %v, want it closed by the owner", err)
-	}
-	writeFrame(oldConn, kindForward, 2, []byte("old 2"))
-	request(newConn, newBR, 2, "new 2")
-	mu.Lock()
-	defer mu.Unlock()
-	if got := strings.Join(served, ", "); got != "old 1, new 1, new 2" {
-		t.Fatalf("the owner served %s, want old 1, new 1, new 2", got)
+			oldConn, oldBR := dial()
+			writeFrame(oldConn, kindForward, 1, []byte("old 1"))
+			writeFrame(oldConn, kindForward, 2, []byte("old 2"))
+			select {
+			case <-held:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the owner never served old 1")
+			}
+			if closedFirst {
+				owner.mu.Lock()
+				var old *linkConn
+				for lc := range owner.in {
+					old = lc
+				}
+				owner.mu.Unlock()
+				old.close(ErrPeerDown) // as a failed write would
+			}
+			newConn, newBR := dial()
+			writeFrame(newConn, kindForward, 1, []byte("new 1"))
+			select {
+			case <-newServed:
+				t.Fatal("new 1 was served while the old link was still serving old 1")
+			case <-time.After(200 * time.Millisecond):
+			}
+			release()
+			reply(newConn, newBR, 1, "new 1")
+			// The owner ended the old link: a read there ends, and what is
+			// written there now is never served.
+			oldConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for {
+				if _, _, _, err := readFrame(oldBR); err != nil {
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatal("the old link stayed open after a newer one came up")
+					}
+					break
+				}
+			}
+			writeFrame(oldConn, kindForward, 3, []byte("old 3"))
+			writeFrame(newConn, kindForward, 2, []byte("new 2"))
+			reply(newConn, newBR, 2, "new 2")
+			mu.Lock()
+			defer mu.Unlock()
+			got := strings.Join(served, ", ")
+			if got != "old 1, new 1, new 2" && got != "old 1, old 2, new 1, new 2" {
+				t.Fatalf("the owner served %s, want the old link's frames (old 1, maybe old 2) before the new one's", got)
+			}
+		})
 	}
 }
 
