@@ -96,7 +96,7 @@ func (r *Router) registrationFailed(regs []registration) {
 		r.retry.keys = make(map[Key]struct{})
 	}
 	for _, reg := range regs {
-		if len(r.retry.keys) >= maxRetryKeys {
+		if _, held := r.retry.keys[reg.key]; !held && len(r.retry.keys) >= maxRetryKeys {
 			r.retry.dropped++
 			continue
 		}

@@ -243,13 +243,24 @@ func firstError(waits []<-chan error) error {
 // partition never saw this node leave its own view, so it would not
 // re-register on its own, yet this node dropped its entries when it
 // declared it dead. For a member that is simply new it costs one message.
+// The question is asked again (for about 3 s) while it fails: a link that
+// breaks as the partition heals must not leave those entries missing.
 func (r *Router) askResync(old, nv *view) {
 	payload := appendStr(nil, nv.version)
 	for _, m := range nv.ring.Members() {
 		if m == r.cfg.Self || (old.ring.Has(m) && old.inc[m] == nv.inc[m]) {
 			continue
 		}
-		r.links.Request(m, kindResync, 1, payload, func([]byte, error) {})
+		inc := nv.inc[m]
+		sameMember := func() bool {
+			v := r.view.Load()
+			return v.ring.Has(m) && v.inc[m] == inc
+		}
+		r.requestWhile(m, kindResync, 1, payload, 7, sameMember, func(err error) {
+			if err != nil {
+				r.log.Warn("member not asked to register again", "peer", m, "err", err)
+			}
+		})
 	}
 }
 

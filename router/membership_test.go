@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,11 +33,12 @@ func testRouter(t *testing.T, name string) (*Router, string) {
 // relay forwards connections on its address to target while up; while
 // down it drops them at once, as a link that keeps breaking would.
 type relay struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	up     bool
-	open   []net.Conn
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	up      bool
+	open    []net.Conn
+	refused int // connections dropped while down
 }
 
 func newRelay(t *testing.T, target string) *relay {
@@ -61,6 +63,7 @@ func newRelay(t *testing.T, target string) *relay {
 			if !p.up {
 				c.Close()
 				u.Close()
+				p.refused++
 			} else {
 				p.open = append(p.open, c, u)
 				go func() { io.Copy(u, c); u.Close() }()
@@ -73,6 +76,19 @@ func newRelay(t *testing.T, target string) *relay {
 }
 
 func (p *relay) addr() string { return p.ln.Addr().String() }
+
+// refusedAny waits until the relay has dropped a connection while down.
+func (p *relay) refusedAny(t *testing.T) {
+	t.Helper()
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.refused == 0 {
+			return errors.New("no connection tried the relay yet")
+		}
+		return nil
+	})
+}
 
 // set brings the relay up, or down, which also cuts what it carries.
 func (p *relay) set(up bool) {
@@ -202,4 +218,41 @@ func TestUnregistrationThatFailedIsSentAgain(t *testing.T) {
 			locatedAt(t, b, Key{Name: user})
 		})
 	}
+}
+
+// An owner that declared a holder dead dropped its entries; when the holder
+// comes back (a healed partition) without having seen itself leave, the
+// owner asks it to register again. That question used to go once: a link
+// that failed just then left the holder's users missing at the owner, who
+// answered "offline" for them until their counts changed.
+func TestReturningMemberIsAskedAgainToRegister(t *testing.T) {
+	a, aLink := testRouter(t, "a")
+	b, bLink := testRouter(t, "b")
+	user := ownedBy(t, "a", "a", "b")
+	both := func(bAt string) []Member {
+		return []Member{{Name: "a", Link: aLink, Inc: "a-1"}, {Name: "b", Link: bAt, Inc: "b-1"}}
+	}
+	if err := a.SetMembers(both(bLink)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetMembers(both(bLink)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Attach(session.New(1, user, session.Config{})); err != nil {
+		t.Fatal(err)
+	}
+	locatedAt(t, a, Key{Name: user}, "b")
+
+	// a declares b dead and drops its entries; b never sees it happen.
+	if err := a.SetMembers(both(bLink)[:1]); err != nil {
+		t.Fatal(err)
+	}
+	locatedAt(t, a, Key{Name: user})
+
+	// b is back, but the first question to it meets a broken link.
+	relay := newRelay(t, bLink)
+	a.SetMembers(both(relay.addr()))
+	relay.refusedAny(t)
+	relay.set(true)
+	locatedAt(t, a, Key{Name: user}, "b")
 }

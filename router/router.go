@@ -877,16 +877,12 @@ func (r *Router) applyRegistrations(holder Peer, regs []registration, done func(
 	}
 	var left atomic.Int32
 	left.Store(int32(len(tell)))
-	var invalidate func(w string, payload []byte, n, attempt int)
-	invalidate = func(w string, payload []byte, n, attempt int) {
-		r.links.Request(w, kindInvalidate, n, payload, func(_ []byte, err error) {
-			// A watcher still in the cluster must hear of the change, or
-			// it would route by a stale answer for up to CacheTTL: try a
-			// few times. One that is gone resets its cache anyway.
-			if err != nil && attempt < 3 && r.view.Load().inc[w] != "" {
-				time.AfterFunc(50*time.Millisecond<<attempt, func() { invalidate(w, payload, n, attempt+1) })
-				return
-			}
+	for w, keys := range tell {
+		// A watcher still in the cluster must hear of the change, or it
+		// would route by a stale answer for up to CacheTTL: try a few
+		// times. One that is gone resets its cache anyway.
+		stillMember := func() bool { return r.view.Load().inc[w] != "" }
+		r.requestWhile(w, kindInvalidate, len(keys), appendKeys(nil, keys), 4, stillMember, func(err error) {
 			if err != nil {
 				r.log.Warn("watcher not told of a change", "peer", w, "err", err)
 			}
@@ -897,7 +893,21 @@ func (r *Router) applyRegistrations(holder Peer, regs []registration, done func(
 			}
 		})
 	}
-	for w, keys := range tell {
-		invalidate(w, appendKeys(nil, keys), len(keys), 0)
+}
+
+// requestWhile sends a request to peer, and sends it again after a failure
+// (50 ms, 100 ms, ... later) while keep says the peer still needs it, at
+// most attempts times in all; last gets the final error, nil once answered.
+func (r *Router) requestWhile(peer string, k kind, n int, payload []byte, attempts int, keep func() bool, last func(error)) {
+	var try func(attempt int)
+	try = func(attempt int) {
+		r.links.Request(peer, k, n, payload, func(_ []byte, err error) {
+			if err != nil && attempt+1 < attempts && keep() {
+				time.AfterFunc(50*time.Millisecond<<attempt, func() { try(attempt + 1) })
+				return
+			}
+			last(err)
+		})
 	}
+	try(0)
 }
