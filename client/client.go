@@ -12,6 +12,7 @@ import (
 	crand "crypto/rand"
 	"encoding/base32"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -286,11 +287,20 @@ type result struct {
 func (c *Client) do(ctx context.Context, f Frame, onAck func(Ack)) (Ack, error) {
 	first := time.Now() // no later than the server first saw the key
 	cn, r := c.attempt(ctx, f, onAck, time.Time{})
+	resent := false
 	for range maxResends {
 		if !c.resendable(f, cn, r.err) {
 			break
 		}
+		resent = true
 		cn, r = c.attempt(ctx, f, onAck, first.Add(resendWindow))
+	}
+	if resent && r.err != nil && ctx.Err() == nil && !errors.Is(r.err, ErrClosed) {
+		// A resend that could not go or was refused (the window passed,
+		// the new node keeps nothing or takes smaller frames, an error
+		// answer) leaves the first attempt's fate unknown: it may have been
+		// stored, and a new Send would store it again.
+		r.err = fmt.Errorf("%w (the resend: %v)", ErrClosed, r.err)
 	}
 	return r.ack, r.err
 }
@@ -302,18 +312,13 @@ func (c *Client) resendable(f Frame, cn *conn, err error) bool {
 		return false
 	}
 	<-cn.done // closed right after the pending requests were answered
-	switch cn.disc.CloseCode {
-	case websocket.CloseGoingAway, websocket.CloseAbnormalClosure, websocket.ClosePolicyViolation,
-		websocket.CloseInternalServerErr, websocket.CloseServiceRestart, websocket.CloseTryAgainLater:
-		return true
-	}
-	return false
+	// 1009 is the one close the frame itself causes: it would come again.
+	return cn.disc.CloseCode != websocket.CloseMessageTooBig
 }
 
 // attempt is one try of do, on one connection, which it returns (nil when
 // f went out on none). A resend (by set) waits for a connection only until
-// by, and goes only to a node that keeps messages; otherwise it is answered
-// ErrClosed.
+// by, and goes only to a node that keeps messages.
 func (c *Client) attempt(ctx context.Context, f Frame, onAck func(Ack), by time.Time) (*conn, result) {
 	ch := make(chan result, 1)
 	done := func(a Ack, err error) {
@@ -332,25 +337,16 @@ func (c *Client) attempt(ctx context.Context, f Frame, onAck func(Ack), by time.
 	for {
 		var err error
 		if cn, err = c.current(wait); err != nil {
-			if ctx.Err() == nil && wait.Err() != nil {
-				err = ErrClosed // the resend window passed
-			}
 			return nil, result{err: err}
 		}
 		if !by.IsZero() && !cn.welcome.Store {
-			return nil, result{err: ErrClosed}
+			return nil, result{err: errors.New("the new node keeps no messages")}
 		}
-		err = cn.request(wait, f, done)
+		err = cn.request(ctx, f, done)
 		if errors.Is(err, errConnGone) {
 			continue // it ended before f went out: f may go on the next one
 		}
 		if err != nil {
-			if !by.IsZero() && ctx.Err() == nil {
-				// A resend that cannot go (the window passed, the new node
-				// takes smaller frames) leaves the first attempt's fate
-				// unknown: it may have been stored.
-				err = ErrClosed
-			}
 			return nil, result{err: err}
 		}
 		break

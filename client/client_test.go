@@ -659,6 +659,37 @@ func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T)
 	}
 }
 
+// A resend refused by the new node (rate_limited here) says nothing of the
+// first attempt, which may have been stored: the caller hears ErrClosed, not
+// an error that reads "not processed", after which a new Send would store
+// the message twice.
+func TestRefusedResendAnswersClosed(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.store = true })
+	c := dial(t, s, "alice", func(o *Options) {
+		o.Reconnect = true
+		o.BackoffMin, o.BackoffMax = time.Millisecond, 10*time.Millisecond
+	})
+	fc1 := recv(t, s.conns, "first connection")
+	answer := make(chan result, 1)
+	go func() {
+		a, err := c.Send(testCtx(t), "bob", "hello")
+		answer <- result{a, err}
+	}()
+	sent := recv(t, fc1.in, "the send")
+	fc1.closeWith(websocket.CloseServiceRestart, "")
+	fc2 := recv(t, s.conns, "second connection")
+	again := recv(t, fc2.in, "the resend")
+	if again.Key != sent.Key {
+		t.Fatalf("resent with key %q, want %q", again.Key, sent.Key)
+	}
+	fc2.send(map[string]any{"type": "error", "id": again.ID, "code": protocol.CodeRateLimited, "message": "slow down"})
+	r := recv(t, answer, "Send's answer")
+	if !errors.Is(r.err, ErrClosed) {
+		t.Fatalf("Send after a refused resend: %+v, %v; want ErrClosed", r.ack, r.err)
+	}
+}
+
 func TestRefusedUpgradeReportsStatusAndCode(t *testing.T) {
 	s := newFakeServer(t)
 	for _, r := range []refusal{

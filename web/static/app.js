@@ -270,14 +270,14 @@
   // Send a frame with a fresh id; its answer (ack, pong or error) is matched
   // by that id. Returns false when there is no connection to send on. A
   // frame with a tooBig handler that is larger than the node takes goes to
-  // that handler instead of closing the socket (1009).
+  // that handler instead of closing the socket (1009), and null is returned.
   function transmit(frame, handlers) {
     if (!S.open || !S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
     const id = 'c' + (++S.seq).toString(36);
     const text = JSON.stringify(Object.assign({ type: frame.type, id }, frame));
     if (handlers.tooBig && bytes(text) > S.maxFrame) {
       handlers.tooBig();
-      return true;
+      return null;
     }
     S.pending.set(id, handlers);
     S.ws.send(text);
@@ -1071,10 +1071,8 @@
       ? { type: 'send', room: c.name, body: m.body, key: m.key }
       : { type: 'send', to: c.name, body: m.body, key: m.key };
     setStatus(m, 'sending');
-    let refused = false;
     const ok = transmit(frame, {
       answer: (f) => {
-        m.unsure = false;
         if (f.type === 'ack') {
           const seq = Number.isSafeInteger(f.seq) && f.seq > 0 ? f.seq : 0;
           // A room send's seq is its offset in the room's stream, which
@@ -1112,7 +1110,6 @@
         setStatus(m, 'error', f.code || 'error');
       },
       lost: (code) => {
-        m.unsure = true; // the node may have taken it
         // With a store the key makes a resend safe: the server answers it
         // like the first attempt and stores the message once. Not after a
         // 1009 (a node whose welcome did not say its --max-frame): the same
@@ -1125,10 +1122,9 @@
         setStatus(m, 'lost');
       },
       tooBig: () => {
-        refused = true;
         // A resend (on a node that takes less than the first one did)
         // leaves the first attempt's fate unknown.
-        if (m.unsure) {
+        if (m.firstSent) {
           setStatus(m, 'lost');
           return;
         }
@@ -1136,14 +1132,14 @@
         setStatus(m, 'error', 'too long');
       },
     });
-    if (!ok) {
+    if (ok === false) {
       setStatus(m, 'queued');
-    } else if (!refused) {
+    } else if (ok) {
       if (!m.firstSent) m.firstSent = Date.now();
       m.lastGen = S.gen;
       m.settled = false;
     }
-    return ok;
+    return ok !== false; // a frame refused as too large is done with too
   }
 
   function sendFromComposer() {
