@@ -613,17 +613,9 @@ func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T)
 		t.Run(tc.name, func(t *testing.T) {
 			s := newFakeServer(t)
 			s.set(func(s *fakeServer) { s.store = tc.store })
-			c := dial(t, s, "alice", func(o *Options) {
-				o.Reconnect = true
-				o.BackoffMin, o.BackoffMax = time.Millisecond, 10*time.Millisecond
+			c, fc1, sent, answer := startSend(t, s, func(c *Client) (Ack, error) {
+				return c.SendRoom(testCtx(t), "lobby", "hello")
 			})
-			fc1 := recv(t, s.conns, "first connection")
-			answer := make(chan result, 1)
-			go func() {
-				a, err := c.SendRoom(testCtx(t), "lobby", "hello")
-				answer <- result{a, err}
-			}()
-			sent := recv(t, fc1.in, "the send")
 			if sent.Key == "" {
 				t.Fatal("the send carries no key")
 			}
@@ -659,13 +651,11 @@ func TestSendLostWithItsConnectionIsResentWithItsKeyOnlyWithAStore(t *testing.T)
 	}
 }
 
-// A resend refused by the new node (rate_limited here) says nothing of the
-// first attempt, which may have been stored: the caller hears ErrClosed, not
-// an error that reads "not processed", after which a new Send would store
-// the message twice.
-func TestRefusedResendAnswersClosed(t *testing.T) {
-	s := newFakeServer(t)
-	s.set(func(s *fakeServer) { s.store = true })
+// startSend dials alice, reconnecting at once, and runs send on her in the
+// background: it returns the first connection, the frame it got, and where
+// send's answer will arrive.
+func startSend(t *testing.T, s *fakeServer, send func(*Client) (Ack, error)) (*Client, *fakeConn, Frame, chan result) {
+	t.Helper()
 	c := dial(t, s, "alice", func(o *Options) {
 		o.Reconnect = true
 		o.BackoffMin, o.BackoffMax = time.Millisecond, 10*time.Millisecond
@@ -673,10 +663,22 @@ func TestRefusedResendAnswersClosed(t *testing.T) {
 	fc1 := recv(t, s.conns, "first connection")
 	answer := make(chan result, 1)
 	go func() {
-		a, err := c.Send(testCtx(t), "bob", "hello")
+		a, err := send(c)
 		answer <- result{a, err}
 	}()
-	sent := recv(t, fc1.in, "the send")
+	return c, fc1, recv(t, fc1.in, "the send"), answer
+}
+
+// A resend refused by the new node (rate_limited here) says nothing of the
+// first attempt, which may have been stored: the caller hears ErrClosed, not
+// an error that reads "not processed", after which a new Send would store
+// the message twice.
+func TestRefusedResendAnswersClosed(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.store = true })
+	_, fc1, sent, answer := startSend(t, s, func(c *Client) (Ack, error) {
+		return c.Send(testCtx(t), "bob", "hello")
+	})
 	fc1.closeWith(websocket.CloseServiceRestart, "")
 	fc2 := recv(t, s.conns, "second connection")
 	again := recv(t, fc2.in, "the resend")
