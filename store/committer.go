@@ -18,6 +18,9 @@ const (
 )
 
 // request is one unit of work for a committer, answered through done.
+// keyID names an idempotency key.
+type keyID struct{ from, key string }
+
 type request struct {
 	op     op
 	append Append

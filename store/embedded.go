@@ -68,6 +68,9 @@ type embedded struct {
 	db       *pebble.DB
 	opts     Options
 	frontend // the Store methods
+	// key and val are where writeGroup builds keys and values (Pebble
+	// copies what it is given); only the committer goroutine uses them.
+	key, val []byte
 }
 
 // openEmbedded opens the embedded engine in dir.
@@ -80,7 +83,7 @@ func openEmbedded(dir string, opts Options) (Store, error) {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	opts.Logger.Info("message store open", "engine", "pebble", "dir", dir)
-	e := &embedded{db: db, opts: opts}
+	e := &embedded{db: db, opts: opts, key: make([]byte, 0, 160), val: make([]byte, 0, 160)}
 	e.start(e, 1, opts)
 	return e, nil
 }
@@ -142,29 +145,46 @@ func (e *embedded) update(fn func(*pebble.Batch) error) error {
 	return b.Commit(pebble.Sync)
 }
 
-// read reads a snapshot, so that last and the messages agree.
+// read reads the counter and the messages through one iterator, whose view
+// is fixed when it is made, so that last and the messages agree (a
+// snapshot would cost two more turns of Pebble's main lock per read).
 func (e *embedded) read(_ context.Context, s Stream, after int64, limit int) (msgs []Message, last int64, more bool, err error) {
-	snap := e.db.NewSnapshot()
-	defer snap.Close()
-	_, err = get(snap, counterKey(nil, s), func(v []byte) (err error) {
-		last, err = decodeCounter(v)
-		return err
-	})
-	if err != nil || after >= last {
-		return nil, last, false, err
+	ck := counterKey(nil, s)
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: ck, UpperBound: append(ck[:len(ck):len(ck)], 0)})
+	if err != nil {
+		return nil, 0, false, err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	if it.First() {
+		v, verr := it.ValueAndErr()
+		if verr != nil {
+			return nil, 0, false, verr
+		}
+		if last, err = decodeCounter(v); err != nil {
+			return nil, 0, false, err
+		}
+	}
+	if after >= last {
+		return nil, last, false, nil
 	}
 	msgs = make([]Message, 0, min(int64(limit), last-after))
-	err = scan(snap, msgKey(nil, s, after+1), msgKey(nil, s, math.MaxInt64), func(k, v []byte) (bool, error) {
+	it.SetBounds(msgKey(nil, s, after+1), msgKey(nil, s, math.MaxInt64))
+	for valid := it.First(); valid; valid = it.Next() {
 		if len(msgs) == limit {
-			more = true
-			return false, nil
+			return msgs, last, true, nil
 		}
+		v, verr := it.ValueAndErr()
+		if verr != nil {
+			return msgs, last, false, verr
+		}
+		k := it.Key()
 		m := Message{Stream: s, Seq: int64(binary.BigEndian.Uint64(k[len(k)-8:]))}
-		err := decodeMessage(v, &m)
+		if err = decodeMessage(v, &m); err != nil {
+			return msgs, last, false, err
+		}
 		msgs = append(msgs, m)
-		return true, err
-	})
-	return msgs, last, more, err
+	}
+	return msgs, last, false, nil
 }
 
 func (e *embedded) close() error { return e.db.Close() }
@@ -193,9 +213,6 @@ func (e *embedded) commit(batch []*request) {
 	e.commitGroup(batch[start:])
 }
 
-// keyID names an idempotency key.
-type keyID struct{ from, key string }
-
 // keyState is an idempotency record as a group sees it.
 type keyState struct {
 	rec   keyRecord
@@ -223,9 +240,8 @@ func (e *embedded) writeGroup(b *pebble.Batch, group []*request) error {
 	cutoff := now - e.opts.KeyWindow.Milliseconds() // a key created at or before cutoff has expired
 	lasts := make(map[Stream]int64)
 	keys := make(map[keyID]keyState)
-	// Keys and values are built in these: Pebble copies what it is given.
-	var keyBuf, valBuf [160]byte
-	key, val := keyBuf[:0], valBuf[:0]
+	key, val := e.key, e.val
+	defer func() { e.val = val[:0] }() // keeps the room a large message made
 	next := func(s Stream) (int64, error) {
 		last, ok := lasts[s]
 		if !ok {
@@ -316,7 +332,7 @@ func (e *embedded) writeGroup(b *pebble.Batch, group []*request) error {
 
 // trimCursor is where a retention pass stands between steps.
 type trimCursor struct {
-	phase int // engine's: embedded 0 keys, 1 streams
+	phase int // engine's: embedded trimKeys then trimStreams; postgres see trimKeys
 
 	after []byte // embedded streams phase: the last counter key done
 	room  bool   // postgres count phase: the last stream done
@@ -330,7 +346,7 @@ func (e *embedded) runTrimStep(cur trimCursor) (removed int, next trimCursor, mo
 	now := e.opts.Now().UnixMilli()
 	next = cur
 	err = e.update(func(b *pebble.Batch) error {
-		if next.phase == 0 {
+		if next.phase == trimKeys {
 			cutoff := now - e.opts.KeyWindow.Milliseconds()
 			var recKey []byte
 			err := scan(e.db, []byte{'e'}, []byte{'f'}, func(k, _ []byte) (bool, error) {
@@ -354,8 +370,8 @@ func (e *embedded) runTrimStep(cur trimCursor) (removed int, next trimCursor, mo
 				recKey = append(append(recKey[:0], 'k'), k[9:]...)
 				stale := false
 				_, err := get(e.db, recKey, func(v []byte) error {
-					var rec keyRecord
-					stale = decodeKeyRecord(v, &rec) == nil && rec.created == created
+					c, err := firstField(v)
+					stale = err == nil && c == created
 					return nil
 				})
 				if err == nil && stale {
@@ -366,7 +382,7 @@ func (e *embedded) runTrimStep(cur trimCursor) (removed int, next trimCursor, mo
 			if err != nil || more {
 				return err
 			}
-			next = trimCursor{phase: 1}
+			next = trimCursor{phase: trimStreams}
 		}
 		if e.opts.MaxPerStream <= 0 && e.opts.MaxAge <= 0 {
 			return nil // nothing but keys to remove
@@ -416,7 +432,7 @@ func (e *embedded) trimStreams(b *pebble.Batch, now int64, cur *trimCursor, remo
 				return false, nil
 			}
 			if int64(binary.BigEndian.Uint64(k[len(k)-8:])) > bound {
-				ts, err := messageTS(v)
+				ts, err := firstField(v)
 				if err != nil || ts >= ageCutoff {
 					return false, err
 				}
@@ -530,8 +546,9 @@ func decodeMessage(v []byte, m *Message) error {
 	return r.err
 }
 
-// messageTS reads a message's ts alone: all that retention by age needs.
-func messageTS(v []byte) (int64, error) {
+// firstField reads the first field of a message (its ts) or of a key record
+// (its created) alone: all that retention needs of either.
+func firstField(v []byte) (int64, error) {
 	r := newReader(v)
 	ts := r.varint()
 	return ts, r.err

@@ -326,12 +326,25 @@ type streamCount struct {
 	last int64 // its last_seq after the group
 }
 
+// copyAt is one copy of a new message: the k-th (from 1) the group appends
+// to a stream.
+type copyAt struct {
+	sc *streamCount
+	k  int64
+}
+
+// off is the copy's place relative to its stream's last_seq before the
+// group, which the statement adds on the server.
+func (c copyAt) off() int64 { return c.k - c.sc.n }
+
+// seq is the copy's offset once the group has committed.
+func (c copyAt) seq() int64 { return c.sc.last + c.off() }
+
 func (p *postgres) commitAppends(ctx context.Context, reqs []*request) error {
 	now := p.opts.Now().UnixMilli()
 	cutoff := now - p.opts.KeyWindow.Milliseconds()
 
 	// The first append of each key in the group leads; later ones follow it.
-	type keyID struct{ from, key string }
 	leader := make(map[keyID]*request)
 	follows := make(map[*request]*request)
 	var keyed []*request
@@ -358,10 +371,6 @@ func (p *postgres) commitAppends(ctx context.Context, reqs []*request) error {
 		// Number the new messages: the k-th of a stream in this group takes
 		// that stream's last_seq - n + k.
 		streams := make(map[Stream]*streamCount)
-		type copyAt struct {
-			sc *streamCount
-			k  int64
-		}
 		var fresh []*request
 		at := make(map[*request][2]copyAt)
 		for _, r := range reqs {
@@ -417,7 +426,7 @@ func (p *postgres) commitAppends(ctx context.Context, reqs []*request) error {
 					if c.sc == nil {
 						continue
 					}
-					mRoom, mName, mOff = append(mRoom, c.sc.s.Room), append(mName, c.sc.s.Name), append(mOff, c.k-c.sc.n)
+					mRoom, mName, mOff = append(mRoom, c.sc.s.Room), append(mName, c.sc.s.Name), append(mOff, c.off())
 					mMid, mFrom, mTo, mToRoom = append(mMid, a.Mid), append(mFrom, a.From), append(mTo, a.To), append(mToRoom, a.Room)
 					mBody, mTS = append(mBody, a.Body), append(mTS, a.TS)
 				}
@@ -434,9 +443,9 @@ func (p *postgres) commitAppends(ctx context.Context, reqs []*request) error {
 				}
 				pos := at[r]
 				kFrom, kKey = append(kFrom, r.append.From), append(kKey, r.append.Key)
-				kRoom1, kName1, kOff1 = append(kRoom1, pos[0].sc.s.Room), append(kName1, pos[0].sc.s.Name), append(kOff1, pos[0].k-pos[0].sc.n)
+				kRoom1, kName1, kOff1 = append(kRoom1, pos[0].sc.s.Room), append(kName1, pos[0].sc.s.Name), append(kOff1, pos[0].off())
 				if pos[1].sc != nil {
-					kRoom2, kName2, kOff2 = append(kRoom2, pos[1].sc.s.Room), append(kName2, pos[1].sc.s.Name), append(kOff2, pos[1].k-pos[1].sc.n)
+					kRoom2, kName2, kOff2 = append(kRoom2, pos[1].sc.s.Room), append(kName2, pos[1].sc.s.Name), append(kOff2, pos[1].off())
 				} else { // no sender copy: no stream is named ''
 					kRoom2, kName2, kOff2 = append(kRoom2, false), append(kName2, ""), append(kOff2, 0)
 				}
@@ -494,9 +503,9 @@ func (p *postgres) commitAppends(ctx context.Context, reqs []*request) error {
 		}
 		for _, r := range fresh {
 			pos := at[r]
-			r.res = Appended{Seq: pos[0].sc.last - pos[0].sc.n + pos[0].k, Mid: r.append.Mid, TS: r.append.TS}
+			r.res = Appended{Seq: pos[0].seq(), Mid: r.append.Mid, TS: r.append.TS}
 			if pos[1].sc != nil {
-				r.res.SenderSeq = pos[1].sc.last - pos[1].sc.n + pos[1].k
+				r.res.SenderSeq = pos[1].seq()
 			}
 		}
 		for r, l := range follows {
@@ -529,7 +538,6 @@ func (p *postgres) claimKeys(ctx context.Context, conn *pgxpool.Conn, keyed []*r
 	for _, r := range keyed {
 		from, key, mid, ts = append(from, r.append.From), append(key, r.append.Key), append(mid, r.append.Mid), append(ts, r.append.TS)
 	}
-	type keyID struct{ from, key string }
 	won := make(map[keyID]bool, len(keyed))
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
@@ -612,12 +620,15 @@ func (p *postgres) commitAnswers(ctx context.Context, reqs []*request) error {
 	return p.withConn(ctx, func(conn *pgxpool.Conn) error { return conn.SendBatch(ctx, b).Close() })
 }
 
-// Phases of a PostgreSQL retention pass.
+// Phases of a retention pass: both engines expire keys first; then the
+// embedded one trims each stream by age and count in one phase, PostgreSQL
+// by age, then by count.
 const (
-	trimKeys = iota
-	trimAge
-	trimCount
-	trimDone
+	trimKeys    = 0
+	trimStreams = 1 // embedded
+	trimAge     = 1 // postgres
+	trimCount   = 2 // postgres
+	trimDone    = 3 // postgres
 )
 
 // phaseAfter is the phase that follows phase in a pass: the next one the
