@@ -122,11 +122,19 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 
 // Retain drops what a membership change made wrong: the counts of holders
 // that keep refuses (gone, or a former incarnation), watchers that are no
-// longer members, and, after strayGrace, the keys this node does not own.
-func (d *Directory) Retain(keep func(node, inc string) bool, owns func(Key) bool, now time.Time) {
+// longer members, the keys this node owned (owned) and no longer owns
+// (owns), and, after strayGrace, the keys it does not own. A key that moved
+// away goes at once: its holders register with its new owner, and would not
+// tell this node of a close, so counts kept here could come back stale were
+// the key to return.
+func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Key) bool, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for key, e := range d.entries {
+		if owned(key) && !owns(key) {
+			delete(d.entries, key)
+			continue
+		}
 		for node, h := range e.counts {
 			if !keep(node, h.inc) {
 				delete(e.counts, node)

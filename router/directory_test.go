@@ -25,11 +25,12 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	if tell := d.Set(bob, "n1", "i", 1, now); len(tell) != 0 {
 		t.Fatalf("the registering node was told of its own change: %v", tell)
 	}
-	d.Retain(func(n, _ string) bool { return n != "n2" }, func(Key) bool { return true }, now)
+	yes, no := func(Key) bool { return true }, func(Key) bool { return false }
+	d.Retain(func(n, _ string) bool { return n != "n2" }, yes, yes, now)
 	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0].Node != "n1" {
 		t.Fatalf("after n2 left: %v, want only n1", locs)
 	}
-	d.Retain(func(_, _ string) bool { return true }, func(Key) bool { return false }, now.Add(strayGrace))
+	d.Retain(func(_, _ string) bool { return true }, yes, no, now.Add(strayGrace))
 	d.Sweep(now.Add(2*strayGrace), func(Key) bool { return false })
 	if d.Len() != 0 {
 		t.Fatalf("entries for keys no longer owned: %d", d.Len())
@@ -50,9 +51,9 @@ func TestDirectoryKeepsARegistrationThatArrivesAheadOfItsRing(t *testing.T) {
 	d.Set(bob, "n3", "i", 1, now)
 	d.Set(ann, "n2", "i", 1, now)
 	// Another change, then a sweep, before the one that gives us bob.
-	d.Retain(all, notYet, now.Add(time.Second))
+	d.Retain(all, notYet, notYet, now.Add(time.Second))
 	d.Sweep(now.Add(2*time.Second), notYet)
-	d.Retain(all, func(k Key) bool { return k == bob }, now.Add(3*time.Second))
+	d.Retain(all, notYet, func(k Key) bool { return k == bob }, now.Add(3*time.Second))
 	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0] != (Location{"n3", 1}) {
 		t.Fatalf("bob after the ring caught up: %v, want [{n3 1}]", locs)
 	}
@@ -108,5 +109,22 @@ func BenchmarkLocationCacheHit(b *testing.B) {
 		if _, hit, _, _ := c.get(k, now); !hit {
 			b.Fatal("miss")
 		}
+	}
+}
+
+// A key that moves away and comes back within strayGrace must not bring
+// back the counts it had: its holders registered with the owner in between,
+// and told that one, not this node, of the connections that closed since.
+func TestDirectoryForgetsAKeyThatMovedAway(t *testing.T) {
+	d := newDirectory()
+	now := time.Now()
+	bob := Key{Name: "bob"}
+	all := func(_, _ string) bool { return true }
+	yes, no := func(Key) bool { return true }, func(Key) bool { return false }
+	d.Set(bob, "n2", "i", 1, now)
+	d.Retain(all, yes, no, now.Add(time.Second))
+	d.Retain(all, no, yes, now.Add(2*time.Second))
+	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 0 {
+		t.Fatalf("bob back at this owner: %v, want nothing until his holders register again", locs)
 	}
 }

@@ -57,7 +57,7 @@ func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan err
 		done <- ErrNoRing
 		return done
 	}
-	return r.registerLocked(owner, []registration{{key, len(list)}}, true)
+	return r.registerLocked(owner, []registration{{key, len(list)}})
 }
 
 // slowRounds is how many rounds of retries fail (about 30 s) before the
@@ -73,11 +73,12 @@ const slowRounds = 20
 const maxRetryKeys = 1 << 20
 
 // retries holds the keys whose last registration did not reach their
-// owner. One round at a time sends each key's count then to its owner then:
-// an owner that missed a change would list a connection that is gone (a
-// user shown online, forwards to a node that has nobody) or miss one that
-// is there, until the key changes again. An owner whose re-registration
-// after a ring change failed is owed "synced" until its keys got through.
+// owner. One round at a time
+// sends each key's count then to its owner then: an owner that missed a
+// change would list a connection that is gone (a user shown online,
+// forwards to a node that has nobody) or miss one that is there, until the
+// key changes again. An owner whose re-registration after a ring change
+// (or a resync) failed is owed "synced" until its keys got through.
 type retries struct {
 	mu      sync.Mutex
 	keys    map[Key]struct{}
@@ -87,9 +88,9 @@ type retries struct {
 	dropped int               // keys dropped as past maxRetryKeys, not yet logged
 }
 
-// registrationFailed adds keys to the retries and schedules a round unless
+// retryLater adds the keys of regs to the retries and schedules a round unless
 // one is pending. It may run with the index lock held.
-func (r *Router) registrationFailed(regs []registration) {
+func (r *Router) retryLater(regs []registration) {
 	r.retry.mu.Lock()
 	defer r.retry.mu.Unlock()
 	if r.retry.keys == nil {
@@ -146,7 +147,9 @@ func (r *Router) retryRound() {
 		return
 	default:
 	}
-	r.local.mu.Lock()
+	// A read lock is enough to keep each key's count in order with its
+	// changes (they take the write lock), and lets deliveries go on.
+	r.local.mu.RLock()
 	v := r.view.Load()
 	byOwner := make(map[string][]registration)
 	for key := range keys {
@@ -156,9 +159,9 @@ func (r *Router) retryRound() {
 	}
 	waits := make(map[string][]<-chan error, len(byOwner))
 	for owner, regs := range byOwner {
-		waits[owner] = r.registerBatches(owner, regs, true)
+		waits[owner] = r.registerBatches(owner, regs)
 	}
-	r.local.mu.Unlock()
+	r.local.mu.RUnlock()
 	var failed error
 	failedAt := make(map[string]bool)
 	for owner, ws := range waits { // failures are back in the retries by now
@@ -167,6 +170,10 @@ func (r *Router) retryRound() {
 		}
 	}
 	for owner, version := range owed {
+		if version != v.version {
+			delete(owed, owner) // a later change announced, or owes, its own
+			continue
+		}
 		if !failedAt[owner] && v.ring.Has(owner) {
 			r.links.Request(owner, kindSynced, 1, appendStr(nil, version), func([]byte, error) {})
 			delete(owed, owner)
@@ -204,16 +211,16 @@ func (r *Router) retryRound() {
 }
 
 // registerLocked sends this node's counts to owner, itself included; the
-// caller holds the index lock. Registrations still in flight are counted, so
+// caller holds the index lock (a read lock will do where nothing changes). Registrations still in flight are counted, so
 // that a drain can wait for its last unregistrations to land (not their
-// retries: the owners of a node that leaves drop its entries anyway). With
-// retry, keys whose registration fails go to the retries.
-func (r *Router) registerLocked(owner string, regs []registration, retry bool) <-chan error {
+// retries: the owners of a node that leaves drop its entries anyway). Keys
+// whose registration fails go to the retries.
+func (r *Router) registerLocked(owner string, regs []registration) <-chan error {
 	done := make(chan error, 1)
 	r.registrationStarted()
 	finish := func(err error) {
-		if err != nil && retry {
-			r.registrationFailed(regs)
+		if err != nil {
+			r.retryLater(regs)
 		}
 		done <- err
 		r.registrationDone()

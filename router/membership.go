@@ -176,7 +176,8 @@ func (r *Router) SetMembers(members []Member) error {
 	r.dir.Retain(func(node, inc string) bool {
 		current, ok := nv.inc[node]
 		return ok && (inc == "" || inc == current || inc != r.retired[node])
-	}, func(k Key) bool { return rg.Owner(k.Name) == self }, now)
+	}, func(k Key) bool { return old.ring.Owner(k.Name) == self },
+		func(k Key) bool { return rg.Owner(k.Name) == self }, now)
 	batches := make(map[string][]registration)
 	for key, conns := range r.local.conns {
 		owner, inc := nv.ownerInc(key.Name)
@@ -189,7 +190,7 @@ func (r *Router) SetMembers(members []Member) error {
 	moved := 0
 	for owner, regs := range batches {
 		moved += len(regs)
-		waits[owner] = r.registerBatches(owner, regs, true)
+		waits[owner] = r.registerBatches(owner, regs)
 	}
 	r.local.mu.Unlock()
 
@@ -217,11 +218,11 @@ func (r *Router) SetMembers(members []Member) error {
 
 // registerBatches sends regs to owner in frames of at most registerBatch
 // keys, as registerLocked; the caller holds the index lock.
-func (r *Router) registerBatches(owner string, regs []registration, retry bool) []<-chan error {
+func (r *Router) registerBatches(owner string, regs []registration) []<-chan error {
 	var waits []<-chan error
 	for len(regs) > 0 {
 		n := min(len(regs), registerBatch)
-		waits = append(waits, r.registerLocked(owner, regs[:n], retry))
+		waits = append(waits, r.registerLocked(owner, regs[:n]))
 		regs = regs[n:]
 	}
 	return waits
@@ -264,41 +265,12 @@ func (r *Router) askResync(old, nv *view) {
 	}
 }
 
-// resyncWith runs resync for peer in the background, one at a time per
-// peer: a call while one runs folds into one more run after it.
-func (r *Router) resyncWith(peer string) {
-	r.resyncMu.Lock()
-	_, running := r.resyncs[peer]
-	r.resyncs[peer] = running // true: run once more after this one
-	r.resyncMu.Unlock()
-	if running {
-		return
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			r.resync(peer)
-			r.resyncMu.Lock()
-			again := r.resyncs[peer]
-			if again {
-				r.resyncs[peer] = false
-			} else {
-				delete(r.resyncs, peer)
-			}
-			r.resyncMu.Unlock()
-			if !again {
-				return
-			}
-		}
-	}()
-}
-
 // resync registers with owner, again, every key this node holds that owner
-// owns on this node's view, then reports this node's version to it; if a
-// registration failed, the retries report it once they got through.
+// owns on this node's view, then reports this node's version to it; what
+// fails goes to the retries, which report it once it got through. Two runs
+// at once for one owner send the same counts: it costs a frame, no harm.
 func (r *Router) resync(owner string) {
-	r.local.mu.Lock()
+	r.local.mu.RLock()
 	v := r.view.Load()
 	var regs []registration
 	for key, conns := range r.local.conns {
@@ -306,8 +278,8 @@ func (r *Router) resync(owner string) {
 			regs = append(regs, registration{key, len(conns)})
 		}
 	}
-	waits := r.registerBatches(owner, regs, true)
-	r.local.mu.Unlock()
+	waits := r.registerBatches(owner, regs)
+	r.local.mu.RUnlock()
 	if firstError(waits) != nil {
 		r.oweSynced(owner, v.version)
 		return

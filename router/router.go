@@ -119,8 +119,6 @@ type Router struct {
 	regsPending int           // registrations not yet answered
 	regsIdle    chan struct{} // closed when regsPending drops to 0; made by WaitRegistrations
 	answers     chan recordedAnswer
-	resyncMu    sync.Mutex
-	resyncs     map[string]bool // peers with a resync running -> asked again meanwhile
 	retry       retries
 	keys        keyedSends
 
@@ -150,7 +148,6 @@ func New(cfg Config, ln net.Listener) *Router {
 		local:     newLocalIndex(),
 		midPrefix: base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:]) + "-",
 		retired:   make(map[string]string),
-		resyncs:   make(map[string]bool),
 		stop:      make(chan struct{}),
 	}
 	empty, _ := ring.New(nil)
@@ -402,7 +399,7 @@ func (r *Router) registerCurrent(key Key) <-chan error {
 		done <- ErrNoRing
 		return done
 	}
-	return r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}}, false)
+	return r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}})
 }
 
 // Closed unregisters a connection and its room memberships.
@@ -853,7 +850,11 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 		reply(nil)
 	case kindResync:
 		reply(nil)
-		r.resyncWith(from.Name)
+		r.wg.Add(1)
+		go func() { // it waits for answers: not on the link's reader
+			defer r.wg.Done()
+			r.resync(from.Name)
+		}()
 	default:
 		r.log.Warn("unknown request from peer", "peer", from.Name, "kind", k)
 		reply(nil)
