@@ -34,7 +34,7 @@ deps:
 # (golang/go#75804, fixed in Go 1.27), and did so in CI. About 10 s each here.
 FUZZEXECS ?= 100000
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZEXECS)x ./session/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZEXECS)x ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzPeerFrame$$' -fuzztime $(FUZZEXECS)x ./router/
 
 BENCH_ARGS ?=
@@ -42,7 +42,7 @@ bench:
 	$(GO) run ./bench --nodes 3 --users 300 --rate 2000 --duration 10s $(BENCH_ARGS)
 
 bench-hot:
-	$(GO) test -run '^$$' -bench . -benchmem ./session/ ./ring/ ./router/
+	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./session/ ./ring/ ./router/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would rewrite:"; echo "$$out"; exit 1; fi

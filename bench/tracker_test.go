@@ -58,8 +58,8 @@ func TestLossCountsOnlyRecipientsConnectedThroughout(t *testing.T) {
 	got := p.finish(7)
 	want := Counts{
 		Offered: 7, Sent: 6, NotSent: 1,
-		Acks:   map[string]int64{"delivered": 3, "sent": 1},
-		Errors: map[string]int64{"rate_limited": 1},
+		Acks:   map[string]int64{protocol.StatusDelivered: 3, protocol.StatusSent: 1},
+		Errors: map[string]int64{protocol.CodeRateLimited: 1},
 		Closed: 1,
 		// expected: 2 + 1 + 1 + 1 + 1 + 1 (message 5 expects only 4) + 1
 		Expected: 8, Delivered: 3, Lost: 1, LostMessages: 1,
@@ -85,7 +85,7 @@ func TestWarmupMessagesAreDeliveredButNotCounted(t *testing.T) {
 	p.received(1, 0, p.base.Add(501*time.Millisecond))
 	p.received(1, 1, p.base.Add(1502*time.Millisecond))
 	c := p.finish(2)
-	if c.Offered != 1 || c.Delivered != 1 || c.Acks["delivered"] != 1 {
+	if c.Offered != 1 || c.Delivered != 1 || c.Acks[protocol.StatusDelivered] != 1 {
 		t.Errorf("window counts %+v: want only the message due after the warm-up", c)
 	}
 	total, _, timeline := p.histograms()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // chatServer is the part of SPEC a worker relies on, in memory: welcome,
@@ -51,7 +53,7 @@ func newChatServer(t *testing.T, drop func(string) bool) *chatServer {
 		s.mu.Lock()
 		s.users[c.user] = append(s.users[c.user], c)
 		s.mu.Unlock()
-		c.write(map[string]string{"type": "welcome", "user": c.user, "node": "fake"})
+		c.write(map[string]string{"type": protocol.TypeWelcome, "user": c.user, "node": "fake"})
 		for {
 			var f struct{ Type, ID, To, Room, Body string }
 			if ws.ReadJSON(&f) != nil {
@@ -77,7 +79,7 @@ func (s *chatServer) handle(c *fakeConn, typ, id, to, room, body string) {
 	}
 	s.mu.Unlock()
 	if typ == "join" {
-		c.write(map[string]any{"type": "ack", "id": id, "status": "ok"})
+		c.write(map[string]any{"type": protocol.TypeAck, "id": id, "status": protocol.StatusOK})
 		return
 	}
 	n := 0
@@ -87,13 +89,13 @@ func (s *chatServer) handle(c *fakeConn, typ, id, to, room, body string) {
 		}
 		n++
 		if !s.drop(body) {
-			r.write(map[string]any{"type": "msg", "mid": id, "from": c.user, "to": to, "room": room, "body": body, "ts": 1})
+			r.write(map[string]any{"type": protocol.TypeMsg, "mid": id, "from": c.user, "to": to, "room": room, "body": body, "ts": 1})
 		}
 	}
 	if room != "" {
-		c.write(map[string]any{"type": "ack", "id": id, "status": "sent", "recipients": n})
+		c.write(map[string]any{"type": protocol.TypeAck, "id": id, "status": protocol.StatusSent, "recipients": n})
 	} else {
-		c.write(map[string]any{"type": "ack", "id": id, "status": "delivered"})
+		c.write(map[string]any{"type": protocol.TypeAck, "id": id, "status": protocol.StatusDelivered})
 	}
 }
 

@@ -18,8 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/shardchat/shard/protocol"
 )
 
@@ -313,7 +311,7 @@ func (c *Client) resendable(f Frame, cn *conn, err error) bool {
 	}
 	<-cn.done // closed right after the pending requests were answered
 	// 1009 is the one close the frame itself causes: it would come again.
-	return cn.disc.CloseCode != websocket.CloseMessageTooBig
+	return cn.disc.CloseCode != protocol.CloseTooBig.Code
 }
 
 // attempt is one try of do, on one connection, which it returns (nil when
@@ -426,7 +424,7 @@ func (c *Client) supervise(cn *conn) {
 		<-cn.done
 		d := cn.disc
 		if c.ctx.Err() != nil {
-			d = Disconnected{Err: ErrClosed, CloseCode: 1000, At: d.At}
+			d = Disconnected{Err: ErrClosed, CloseCode: protocol.CloseNormal.Code, At: d.At}
 		}
 		c.mu.Lock()
 		c.last = &d

@@ -119,7 +119,7 @@ func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		user = "jwt-" + tok
 	}
 	if !hold {
-		welcome := map[string]any{"type": "welcome", "user": user, "node": node, "store": store}
+		welcome := map[string]any{"type": protocol.TypeWelcome, "user": user, "node": node, "store": store}
 		if maxFrame > 0 {
 			welcome["max_frame"] = maxFrame
 		}
@@ -150,7 +150,7 @@ func (fc *fakeConn) send(v any) {
 }
 
 func (fc *fakeConn) ack(id, status string) {
-	fc.send(map[string]any{"type": "ack", "id": id, "status": status})
+	fc.send(map[string]any{"type": protocol.TypeAck, "id": id, "status": status})
 }
 
 // answer is what a healthy server would say.
@@ -164,10 +164,10 @@ func (fc *fakeConn) answer(f Frame) {
 	case protocol.TypeLeave:
 		fc.ack(f.ID, protocol.StatusOK)
 	case protocol.TypePing:
-		fc.send(map[string]any{"type": "pong", "id": f.ID})
+		fc.send(map[string]any{"type": protocol.TypePong, "id": f.ID})
 	case protocol.TypeSend:
 		if f.Room != "" {
-			fc.send(map[string]any{"type": "ack", "id": f.ID, "status": protocol.StatusSent, "recipients": 0})
+			fc.send(map[string]any{"type": protocol.TypeAck, "id": f.ID, "status": protocol.StatusSent, "recipients": 0})
 		} else {
 			fc.ack(f.ID, protocol.StatusDelivered)
 		}
@@ -298,7 +298,7 @@ func TestDialRejectsAFirstFrameThatIsNotWelcome(t *testing.T) {
 	s.set(func(s *fakeServer) { s.holdWelcome = true })
 	go func() {
 		fc := <-s.conns
-		fc.send(map[string]any{"type": "pong", "id": "x"})
+		fc.send(map[string]any{"type": protocol.TypePong, "id": "x"})
 	}()
 	c, err := Dial(testCtx(t), Options{URL: s.url(), User: "alice"})
 	if err == nil {
@@ -312,8 +312,8 @@ func TestMessagesArriveInOrderWithTheirFields(t *testing.T) {
 	c := dial(t, s, "bob", nil)
 	fc := recv(t, s.conns, "connection")
 	before := time.Now()
-	fc.send(map[string]any{"type": "msg", "mid": "m1", "from": "alice", "to": "bob", "body": "hi", "ts": 1732450000123})
-	fc.send(map[string]any{"type": "msg", "mid": "m2", "from": "carol", "room": "lobby", "body": "yo", "ts": 1732450000124, "seq": 9})
+	fc.send(map[string]any{"type": protocol.TypeMsg, "mid": "m1", "from": "alice", "to": "bob", "body": "hi", "ts": 1732450000123})
+	fc.send(map[string]any{"type": protocol.TypeMsg, "mid": "m2", "from": "carol", "room": "lobby", "body": "yo", "ts": 1732450000124, "seq": 9})
 
 	m1 := recv(t, c.Messages(), "first message")
 	want1 := Msg{Mid: "m1", From: "alice", To: "bob", Body: "hi", TS: 1732450000123}
@@ -364,7 +364,7 @@ func TestAcksReachTheirRequestsWhateverTheirOrder(t *testing.T) {
 		case f.To == "carol":
 			fc.ack(f.ID, protocol.StatusOffline)
 		case f.Room == "lobby":
-			fc.send(map[string]any{"type": "ack", "id": f.ID, "status": protocol.StatusSent, "recipients": 7})
+			fc.send(map[string]any{"type": protocol.TypeAck, "id": f.ID, "status": protocol.StatusSent, "recipients": 7})
 		}
 	}
 	for _, tc := range []struct {
@@ -387,7 +387,7 @@ func TestErrorFrameIsReturnedAsError(t *testing.T) {
 	fc := recv(t, s.conns, "connection")
 	go func() {
 		f := <-fc.in
-		fc.send(map[string]any{"type": "error", "id": f.ID, "code": protocol.CodeNotMember, "message": "join lobby first"})
+		fc.send(map[string]any{"type": protocol.TypeError, "id": f.ID, "code": protocol.CodeNotMember, "message": "join lobby first"})
 	}()
 	_, err := c.SendRoom(testCtx(t), "lobby", "hi")
 	var e *Error
@@ -441,8 +441,8 @@ func TestSendAsyncIDs(t *testing.T) {
 	if f := recv(t, fc.in, "second ping"); f.ID != "c2" {
 		t.Errorf("automatic id %q, want c2 (c1 is taken)", f.ID)
 	}
-	fc.send(map[string]any{"type": "pong", "id": "c2"})
-	fc.send(map[string]any{"type": "pong", "id": "c1"})
+	fc.send(map[string]any{"type": protocol.TypePong, "id": "c2"})
+	fc.send(map[string]any{"type": protocol.TypePong, "id": "c1"})
 	for _, want := range []string{"c2", "c1"} {
 		if a := recv(t, called, "pong "+want); a.ID != want || a.Status != StatusPong {
 			t.Errorf("answer %+v, want pong for %s", a, want)
@@ -465,7 +465,7 @@ func TestRequestWaitsEndWithTheirContext(t *testing.T) {
 	fc.ack(late.ID, protocol.StatusOK)
 	go func() {
 		f := <-fc.in
-		fc.send(map[string]any{"type": "pong", "id": f.ID})
+		fc.send(map[string]any{"type": protocol.TypePong, "id": f.ID})
 	}()
 	if err := c.Ping(testCtx(t)); err != nil {
 		t.Fatalf("Ping after a late answer: %v", err)
@@ -685,7 +685,7 @@ func TestRefusedResendAnswersClosed(t *testing.T) {
 	if again.Key != sent.Key {
 		t.Fatalf("resent with key %q, want %q", again.Key, sent.Key)
 	}
-	fc2.send(map[string]any{"type": "error", "id": again.ID, "code": protocol.CodeRateLimited, "message": "slow down"})
+	fc2.send(map[string]any{"type": protocol.TypeError, "id": again.ID, "code": protocol.CodeRateLimited, "message": "slow down"})
 	r := recv(t, answer, "Send's answer")
 	if !errors.Is(r.err, ErrClosed) {
 		t.Fatalf("Send after a refused resend: %+v, %v; want ErrClosed", r.ack, r.err)
@@ -738,7 +738,7 @@ func TestCloseIsIdempotentAndStopsEveryGoroutine(t *testing.T) {
 	stuck := dial(t, s, "stuck", func(o *Options) { o.MessageBuffer = 1 })
 	stuckConn := recv(t, s.conns, "stuck connection")
 	for i := range 3 {
-		stuckConn.send(map[string]any{"type": "msg", "mid": fmt.Sprint(i), "from": "x", "to": "stuck", "body": "b", "ts": 1})
+		stuckConn.send(map[string]any{"type": protocol.TypeMsg, "mid": fmt.Sprint(i), "from": "x", "to": "stuck", "body": "b", "ts": 1})
 	}
 	// A client reconnecting to a server that refuses it.
 	var states chan State

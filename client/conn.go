@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // errConnGone: the connection died before the request was registered, so
@@ -95,7 +97,7 @@ func readWelcome(ctx context.Context, ws *websocket.Conn) (Welcome, error) {
 		Type string `json:"type"`
 		Welcome
 	}
-	if typ != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type != "welcome" {
+	if typ != websocket.TextMessage || json.Unmarshal(data, &f) != nil || f.Type != protocol.TypeWelcome {
 		return Welcome{}, fmt.Errorf("first frame is not a welcome: %.100q", data)
 	}
 	return f.Welcome, nil
@@ -137,7 +139,7 @@ func (cn *conn) read() {
 			continue // a server bug; there is nobody to tell
 		}
 		switch f.Type {
-		case "msg":
+		case protocol.TypeMsg:
 			m := Msg{Mid: f.Mid, From: f.From, To: f.To, Room: f.Room, Body: f.Body,
 				TS: f.TS, Seq: f.Seq, Received: time.Now()}
 			// Blocks while Messages() is full: see Options.MessageBuffer.
@@ -145,11 +147,11 @@ func (cn *conn) read() {
 			case cn.c.msgs <- m:
 			case <-cn.c.ctx.Done(): // closing: nobody is owed more messages
 			}
-		case "ack":
+		case protocol.TypeAck:
 			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More}, nil)
-		case "pong":
+		case protocol.TypePong:
 			cn.answer(f.ID, Ack{ID: f.ID, Status: StatusPong}, nil)
-		case "error":
+		case protocol.TypeError:
 			// An error without id answers a frame whose id was malformed,
 			// which request never sends: it matches nothing.
 			cn.answer(f.ID, Ack{}, &Error{ID: f.ID, Code: f.Code, Message: f.Message})
@@ -315,7 +317,7 @@ func (cn *conn) fail(err error) {
 // waits up to closeTimeout for the server's answer, then drops the socket.
 func (cn *conn) shutdown() {
 	deadline := time.Now().Add(closeTimeout)
-	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	msg := websocket.FormatCloseMessage(protocol.CloseNormal.Code, protocol.CloseNormal.Text)
 	if cn.ws.WriteControl(websocket.CloseMessage, msg, deadline) == nil {
 		t := time.NewTimer(time.Until(deadline))
 		select {

@@ -9,9 +9,10 @@ import (
 )
 
 // StatusPong is not a SPEC status: it is the client's name for the answer to
-// a ping, so that pings are answered like any request. Frame types, the
-// other statuses and error codes are the protocol package's.
-const StatusPong = "pong"
+// a ping (the pong frame's type), so that pings are answered like any
+// request. Frame types, the other statuses and error codes are the protocol
+// package's.
+const StatusPong = protocol.TypePong
 
 // Frame is one outgoing client frame. ID is filled in ("c1", "c2", ...) when
 // empty; a given one must be a valid id (see ValidID) not already awaiting an

@@ -13,6 +13,7 @@ import (
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/protocol"
 )
 
 func getJSON(t *testing.T, url string, wantStatus int, v any) {
@@ -141,20 +142,20 @@ func TestSendAPIRequiresItsKeyAndAnswersLikeAnAck(t *testing.T) {
 			t.Fatalf("send API with key %q: %d %v, want 401", key, status, v)
 		}
 	}
-	if status, v := post(t, c.HTTP(0)+"/api/send", "s3cret", `{"from":"system","to":"bob","body":"x"}`); status != 200 || v["status"] != "offline" {
+	if status, v := post(t, c.HTTP(0)+"/api/send", "s3cret", `{"from":"system","to":"bob","body":"x"}`); status != 200 || v["status"] != protocol.StatusOffline {
 		t.Fatalf("send API to an offline user: %d %v, want 200 offline", status, v)
 	}
 	bob := c.Dial(1, "bob")
 	if err := bob.Join(ctxFor(t), "news"); err != nil {
 		t.Fatal(err)
 	}
-	if status, v := post(t, c.HTTP(0)+"/api/send", "s3cret", `{"from":"system","to":"bob","body":"maintenance at noon"}`); status != 200 || v["status"] != "delivered" {
+	if status, v := post(t, c.HTTP(0)+"/api/send", "s3cret", `{"from":"system","to":"bob","body":"maintenance at noon"}`); status != 200 || v["status"] != protocol.StatusDelivered {
 		t.Fatalf("send API: %d %v, want 200 delivered", status, v)
 	}
 	if m := recvMsg(t, bob, "bob"); m.From != "system" || m.Body != "maintenance at noon" {
 		t.Fatalf("bob got %+v", m)
 	}
-	if status, v := post(t, c.HTTP(0)+"/api/send", "s3cret", `{"from":"system","room":"news","body":"extra"}`); status != 200 || v["status"] != "sent" || v["recipients"] != 1.0 {
+	if status, v := post(t, c.HTTP(0)+"/api/send", "s3cret", `{"from":"system","room":"news","body":"extra"}`); status != 200 || v["status"] != protocol.StatusSent || v["recipients"] != 1.0 {
 		t.Fatalf("send API to a room: %d %v, want sent to 1", status, v)
 	}
 	if status, _ := post(t, c.HTTP(0)+"/api/send", "s3cret", `{"from":"system","to":"b b","body":"x"}`); status != 400 {
@@ -165,7 +166,7 @@ func TestSendAPIRequiresItsKeyAndAnswersLikeAnAck(t *testing.T) {
 func TestMetricsExposeTheSpecCounters(t *testing.T) {
 	c := testcluster.Start(t, 2, nil)
 	alice, bob := c.Dial(0, "alice"), c.Dial(1, "bob")
-	sendOK(t, alice, "bob", "counted", "delivered")
+	sendOK(t, alice, "bob", "counted", protocol.StatusDelivered)
 	recvMsg(t, bob, "bob")
 	resp, err := http.Get(c.HTTP(0) + "/metrics")
 	if err != nil {

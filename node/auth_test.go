@@ -15,6 +15,7 @@ import (
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/protocol"
 )
 
 func token(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
@@ -59,7 +60,7 @@ func TestTokensAreVerifiedBeforeTheUpgrade(t *testing.T) {
 			t.Errorf("%s: %v, want 401", name, err)
 			continue
 		}
-		assertErrorBody(t, resp, "unauthorized")
+		assertErrorBody(t, resp, protocol.CodeUnauthorized)
 	}
 }
 
@@ -114,7 +115,7 @@ func TestConnectionCapRefusesWith503(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("third connection over a cap of 2: %v, want 503", err)
 	}
-	assertErrorBody(t, resp, "unavailable")
+	assertErrorBody(t, resp, protocol.CodeUnavailable)
 	a.Close()
 	wait.For(t, 5*time.Second, 20*time.Millisecond, func() error {
 		ws, _, err := websocket.DefaultDialer.Dial(c.URL(0)+"?user=c", nil)
@@ -136,7 +137,7 @@ func TestRoomsPerConnectionAreCapped(t *testing.T) {
 		}
 	}
 	var e *client.Error
-	if err := cl.Join(ctx, "r3"); !errors.As(err, &e) || e.Code != "bad_request" {
+	if err := cl.Join(ctx, "r3"); !errors.As(err, &e) || e.Code != protocol.CodeBadRequest {
 		t.Fatalf("a third room over a cap of 2: %v, want bad_request", err)
 	}
 	if err := cl.Leave(ctx, "r1"); err != nil {

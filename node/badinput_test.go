@@ -36,7 +36,7 @@ func dialRaw(t *testing.T, c *testcluster.Cluster, i int, user string) *rawConn 
 	resp.Body.Close()
 	t.Cleanup(func() { ws.Close() })
 	rc := &rawConn{t: t, ws: ws}
-	if f := rc.read(); f["type"] != "welcome" {
+	if f := rc.read(); f["type"] != protocol.TypeWelcome {
 		t.Fatalf("first frame %v, want welcome", f)
 	}
 	return rc
@@ -102,7 +102,7 @@ func TestBadFramesGetTheAnswerSpecGives(t *testing.T) {
 		}
 		mallory.write(kind, tc.frame)
 		f := mallory.read()
-		if f["type"] != "error" || f["code"] != "bad_request" {
+		if f["type"] != protocol.TypeError || f["code"] != protocol.CodeBadRequest {
 			t.Errorf("%s: answer %v, want error bad_request", tc.name, f)
 			continue
 		}
@@ -115,7 +115,7 @@ func TestBadFramesGetTheAnswerSpecGives(t *testing.T) {
 	}
 	// Nothing bad reached bob, and the connection still works.
 	mallory.write(websocket.TextMessage, `{"type":"ping","id":"p1"}`)
-	if f := mallory.read(); f["type"] != "pong" || f["id"] != "p1" {
+	if f := mallory.read(); f["type"] != protocol.TypePong || f["id"] != "p1" {
 		t.Fatalf("ping after bad frames: %v, want pong p1", f)
 	}
 	noMsg(t, bystander, "bob")
@@ -129,7 +129,7 @@ func TestBadFramesGetTheAnswerSpecGives(t *testing.T) {
 		t.Fatalf("after an oversized frame: %v, want close 1009", err)
 	}
 	// The node keeps serving everyone else.
-	sendOK(t, friend, "bob", "still here?", "delivered")
+	sendOK(t, friend, "bob", "still here?", protocol.StatusDelivered)
 	if m := recvMsg(t, bystander, "bob"); m.Body != "still here?" {
 		t.Fatalf("bob got %q", m.Body)
 	}
@@ -145,7 +145,7 @@ func TestMalformedUserInURLIsRefusedBeforeUpgrade(t *testing.T) {
 		if resp == nil || resp.StatusCode != http.StatusBadRequest {
 			t.Fatalf("upgrade with %q: %v, want 400", q, err)
 		}
-		assertErrorBody(t, resp, "bad_request")
+		assertErrorBody(t, resp, protocol.CodeBadRequest)
 	}
 }
 
@@ -171,9 +171,9 @@ func TestRateLimitRefusesFramesBeyondTheBucket(t *testing.T) {
 	pongs, limited := 0, 0
 	for i := 0; i < frames; i++ {
 		switch f := rc.read(); {
-		case f["type"] == "pong":
+		case f["type"] == protocol.TypePong:
 			pongs++
-		case f["type"] == "error" && f["code"] == "rate_limited" && f["id"] != nil:
+		case f["type"] == protocol.TypeError && f["code"] == protocol.CodeRateLimited && f["id"] != nil:
 			limited++
 		default:
 			t.Fatalf("unexpected answer %v", f)
@@ -185,7 +185,7 @@ func TestRateLimitRefusesFramesBeyondTheBucket(t *testing.T) {
 	// The connection stays open and recovers as the bucket refills.
 	wait.For(t, 3*time.Second, 100*time.Millisecond, func() error {
 		rc.write(websocket.TextMessage, `{"type":"ping","id":"again"}`)
-		if f := rc.read(); f["type"] != "pong" {
+		if f := rc.read(); f["type"] != protocol.TypePong {
 			return errors.New("still rate limited")
 		}
 		return nil
@@ -225,7 +225,7 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 		want[id]++
 	}
 	for answered < len(want) {
-		if f := rc.read(); f["type"] != "msg" {
+		if f := rc.read(); f["type"] != protocol.TypeMsg {
 			count(f)
 		}
 	}
@@ -233,7 +233,7 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 	rc.write(websocket.TextMessage, `{"type":"ping","id":"last"}`)
 	for {
 		f := rc.read()
-		if f["type"] == "msg" {
+		if f["type"] == protocol.TypeMsg {
 			continue
 		}
 		if f["id"] == "last" {
@@ -301,7 +301,7 @@ func TestClientRefusesAFrameLargerThanItsNodeTakes(t *testing.T) {
 		t.Fatalf("Send over the limit: %v, want ErrFrameTooLarge", err)
 	}
 	// The connection stayed, and the next message goes through on it.
-	sendOK(t, alice, "bob", "small", "delivered")
+	sendOK(t, alice, "bob", "small", protocol.StatusDelivered)
 	if m := recvMsg(t, bob, "bob"); m.Body != "small" {
 		t.Fatalf("bob got %.40q, want the small message", m.Body)
 	}

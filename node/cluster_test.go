@@ -11,6 +11,7 @@ import (
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/protocol"
 )
 
 func ctxFor(t *testing.T) context.Context {
@@ -70,7 +71,7 @@ func TestDirectMessageReachesRecipientOnAnotherNode(t *testing.T) {
 		if alice.Welcome().Node == bob.Welcome().Node {
 			t.Fatalf("alice and bob are both on %s", alice.Welcome().Node)
 		}
-		sendOK(t, alice, "bob", "hi bob", "delivered")
+		sendOK(t, alice, "bob", "hi bob", protocol.StatusDelivered)
 		m := recvMsg(t, bob, "bob")
 		if m.From != "alice" || m.To != "bob" || m.Body != "hi bob" || m.Mid == "" {
 			t.Fatalf("bob got %+v", m)
@@ -78,7 +79,7 @@ func TestDirectMessageReachesRecipientOnAnotherNode(t *testing.T) {
 		if age := time.Since(time.UnixMilli(m.TS)); age < 0 || age > 10*time.Second {
 			t.Fatalf("ts %d is not a time of the last seconds", m.TS)
 		}
-		sendOK(t, bob, "alice", "hi alice", "delivered")
+		sendOK(t, bob, "alice", "hi alice", protocol.StatusDelivered)
 		if m := recvMsg(t, alice, "alice"); m.Body != "hi alice" || m.From != "bob" {
 			t.Fatalf("alice got %+v", m)
 		}
@@ -91,10 +92,10 @@ func TestDirectMessageToUserWithNoConnectionIsOffline(t *testing.T) {
 		if alice.Welcome().Store {
 			t.Fatal("the welcome of a node without a store says it keeps messages")
 		}
-		sendOK(t, alice, "bob", "anyone?", "offline")
+		sendOK(t, alice, "bob", "anyone?", protocol.StatusOffline)
 		// bob connects, then leaves again: offline again once he is gone.
 		bob := c.Dial(1, "bob")
-		sendOK(t, alice, "bob", "now?", "delivered")
+		sendOK(t, alice, "bob", "now?", protocol.StatusDelivered)
 		recvMsg(t, bob, "bob")
 		bob.Close()
 		wait.For(t, 5*time.Second, 10*time.Millisecond, func() error {
@@ -102,7 +103,7 @@ func TestDirectMessageToUserWithNoConnectionIsOffline(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if ack.Status != "offline" {
+			if ack.Status != protocol.StatusOffline {
 				return fmt.Errorf("send to bob after he closed acked %q, want offline", ack.Status)
 			}
 			return nil
@@ -116,7 +117,7 @@ func TestDirectMessageReachesEveryDeviceAndCopiesTheSender(t *testing.T) {
 		alicePhone := c.Dial(2, "alice")
 		bobLaptop := c.Dial(1, "bob")
 		bobPhone := c.Dial(2, "bob")
-		sendOK(t, alice, "bob", "to all of bob", "delivered")
+		sendOK(t, alice, "bob", "to all of bob", protocol.StatusDelivered)
 		for _, dev := range []struct {
 			cl   *client.Client
 			name string
@@ -155,7 +156,7 @@ func TestRoomMessageReachesEachJoinedConnectionOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ack.Status != "sent" || ack.Recipients != len(members) {
+			if ack.Status != protocol.StatusSent || ack.Recipients != len(members) {
 				t.Fatalf("room ack %+v, want sent to %d", ack, len(members))
 			}
 			for i, m := range members {
@@ -189,13 +190,13 @@ func TestRoomSendWithoutJoiningIsNotMember(t *testing.T) {
 	stranger := c.Dial(0, "mallory")
 	_, err := stranger.SendRoom(ctx, "lobby", "let me in")
 	var e *client.Error
-	if !errors.As(err, &e) || e.Code != "not_member" {
+	if !errors.As(err, &e) || e.Code != protocol.CodeNotMember {
 		t.Fatalf("send to an unjoined room: %v, want not_member", err)
 	}
 	// Membership belongs to the connection: another device of erin's is
 	// not a member either.
 	erinPhone := c.Dial(2, "erin")
-	if _, err := erinPhone.SendRoom(ctx, "lobby", "me too"); !errors.As(err, &e) || e.Code != "not_member" {
+	if _, err := erinPhone.SendRoom(ctx, "lobby", "me too"); !errors.As(err, &e) || e.Code != protocol.CodeNotMember {
 		t.Fatalf("send from erin's unjoined phone: %v, want not_member", err)
 	}
 	noMsg(t, member, "the member")
@@ -229,7 +230,7 @@ func TestLeaveStopsRoomMessages(t *testing.T) {
 	noMsg(t, leaves, "erin after she left")
 	// A member that left cannot send to the room either.
 	var e *client.Error
-	if _, err := leaves.SendRoom(ctx, "lobby", "hello?"); !errors.As(err, &e) || e.Code != "not_member" {
+	if _, err := leaves.SendRoom(ctx, "lobby", "hello?"); !errors.As(err, &e) || e.Code != protocol.CodeNotMember {
 		t.Fatalf("send after leave: %v, want not_member", err)
 	}
 	// Closing a connection ends its membership.
@@ -255,7 +256,7 @@ func TestThousandMessagesArriveInOrder(t *testing.T) {
 	for i := 0; i < n; i++ {
 		f := client.Frame{Type: "send", To: "bob", Body: fmt.Sprintf("%d", i)}
 		err := alice.SendAsync(f, func(a client.Ack, err error) {
-			if err == nil && a.Status != "delivered" {
+			if err == nil && a.Status != protocol.StatusDelivered {
 				err = fmt.Errorf("ack %q", a.Status)
 			}
 			acks <- err

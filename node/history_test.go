@@ -8,6 +8,7 @@ import (
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/protocol"
 )
 
 // withData runs a single node with the embedded store.
@@ -28,7 +29,7 @@ func TestOfflineMessagesWaitInTheInboxAndSyncInOrder(t *testing.T) {
 	}
 	for i := 1; i <= 5; i++ {
 		ack, err := alice.Send(ctx, "bob", fmt.Sprintf("m%d", i))
-		if err != nil || ack.Status != "stored" || ack.Seq != int64(i) {
+		if err != nil || ack.Status != protocol.StatusStored || ack.Seq != int64(i) {
 			t.Fatalf("send %d to offline bob: %+v %v, want stored with seq %d", i, ack, err, i)
 		}
 	}
@@ -47,7 +48,7 @@ func TestOfflineMessagesWaitInTheInboxAndSyncInOrder(t *testing.T) {
 	// its copy with the offset of the sender's own inbox.
 	alicePhone := c.Dial(0, "alice")
 	ack, err = alice.Send(ctx, "bob", "live")
-	if err != nil || ack.Status != "delivered" || ack.Seq != 6 {
+	if err != nil || ack.Status != protocol.StatusDelivered || ack.Seq != 6 {
 		t.Fatalf("live send: %+v %v, want delivered with seq 6", ack, err)
 	}
 	if m := recvMsg(t, bob, "bob"); m.Seq != 6 || m.Body != "live" {
@@ -80,7 +81,7 @@ func TestResendWithTheSameKeyIsStoredOnce(t *testing.T) {
 		}
 	}
 	first, second := <-answers, <-answers
-	if first.Status != "delivered" || second.Status != first.Status || second.Seq != first.Seq {
+	if first.Status != protocol.StatusDelivered || second.Status != first.Status || second.Seq != first.Seq {
 		t.Fatalf("first answer %+v, resend %+v: want the same status and offset", first, second)
 	}
 	recvMsg(t, bob, "bob")

@@ -18,6 +18,7 @@ import (
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/protocol"
 )
 
 // heapInUse is the live heap after a full collection.
@@ -49,7 +50,7 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Warm up, then take the baseline.
-	sendOK(t, alice, "bob", "warm-up", "delivered")
+	sendOK(t, alice, "bob", "warm-up", protocol.StatusDelivered)
 	recvMsg(t, bob, "bob")
 	goroutines0, heap0 := runtime.NumGoroutine(), heapInUse()
 
@@ -73,7 +74,7 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 			sendCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			ack, err := alice.Send(sendCtx, "bob", body)
 			cancel()
-			if err != nil || ack.Status != "delivered" {
+			if err != nil || ack.Status != protocol.StatusDelivered {
 				chatDone <- fmt.Errorf("alice's message %d: %+v %v", i, ack, err)
 				return
 			}
@@ -295,7 +296,7 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	if heap1 > heap0+16<<20 {
 		t.Fatalf("heap grew from %d to %d bytes and stayed", heap0, heap1)
 	}
-	sendOK(t, alice, "bob", "after the storm", "delivered")
+	sendOK(t, alice, "bob", "after the storm", protocol.StatusDelivered)
 }
 
 // helloWithoutKey is a link hello from a process that does not hold the

@@ -60,7 +60,7 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 		n.serveSend(ctx)
 	default:
 		if !web.Serve(ctx) {
-			writeError(ctx, fasthttp.StatusNotFound, "not_found", "no such page")
+			writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, "no such page")
 		}
 	}
 }
@@ -90,7 +90,7 @@ var upgrader = websocket.FastHTTPUpgrader{
 	WriteBufferSize:  1024,
 	WriteBufferPool:  &sync.Pool{}, // a buffer only while a frame is being written
 	Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
-		writeError(ctx, status, "bad_request", reason.Error())
+		writeError(ctx, status, protocol.CodeBadRequest, reason.Error())
 	},
 	// serveWS has checked the origin against --origins already.
 	CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
@@ -120,7 +120,7 @@ func (n *Node) originAllowed(ctx *fasthttp.RequestCtx) bool {
 // be reached from any node, and a node that cannot register answers 503.
 func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	if !n.ready.Load() || n.draining.Load() {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "this node is not serving: it is starting or draining")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "this node is not serving: it is starting or draining")
 		return
 	}
 	user, status, code, msg := n.authenticate(ctx)
@@ -129,23 +129,23 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !websocket.FastHTTPIsWebSocketUpgrade(ctx) {
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "expected a WebSocket upgrade")
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "expected a WebSocket upgrade")
 		return
 	}
 	if !n.originAllowed(ctx) {
-		writeError(ctx, fasthttp.StatusForbidden, "forbidden", "this page's origin may not open a connection here")
+		writeError(ctx, fasthttp.StatusForbidden, protocol.CodeForbidden, "this page's origin may not open a connection here")
 		return
 	}
 	c := session.New(n.connSeq.Add(1), user, n.cfg.Session)
-	c.Send(session.AppendWelcome(nil, &session.Welcome{User: user, Node: n.name, Store: n.store != nil, MaxFrame: n.cfg.Session.MaxFrame}))
+	c.Send(protocol.AppendWelcome(nil, &protocol.Welcome{User: user, Node: n.name, Store: n.store != nil, MaxFrame: n.cfg.Session.MaxFrame}))
 	if !n.addConn(c) {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "this node is draining or at its connection limit; try another")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "this node is draining or at its connection limit; try another")
 		return
 	}
 	if err := n.router.Attach(c); err != nil {
 		n.removeConn(c)
 		n.log.Warn("connection not registered", "user", user, "err", err)
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the cluster cannot register this connection right now; retry")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "the cluster cannot register this connection right now; retry")
 		return
 	}
 	raw, _ := ctx.Conn().(*session.CoalescingConn)
@@ -167,18 +167,18 @@ func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (user string, status int, 
 	args := ctx.QueryArgs()
 	if n.cfg.AuthSecret == "" {
 		user = string(args.Peek("user"))
-		if !session.ValidID(user) {
-			return "", fasthttp.StatusBadRequest, "bad_request", "user must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
+		if !protocol.ValidID(user) {
+			return "", fasthttp.StatusBadRequest, protocol.CodeBadRequest, "user must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
 		}
 		return user, 0, "", ""
 	}
 	token := string(args.Peek("token"))
 	if token == "" {
-		return "", fasthttp.StatusUnauthorized, "unauthorized", "a token query parameter is required"
+		return "", fasthttp.StatusUnauthorized, protocol.CodeUnauthorized, "a token query parameter is required"
 	}
 	user, err := n.verifyToken(token)
 	if err != nil {
-		return "", fasthttp.StatusUnauthorized, "unauthorized", err.Error()
+		return "", fasthttp.StatusUnauthorized, protocol.CodeUnauthorized, err.Error()
 	}
 	return user, 0, "", ""
 }
@@ -191,7 +191,7 @@ func (n *Node) verifyToken(token string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("invalid token: %w", err)
 	}
-	if !session.ValidID(claims.Subject) {
+	if !protocol.ValidID(claims.Subject) {
 		return "", errors.New("invalid token: sub must be a user id of 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 	}
 	return claims.Subject, nil
@@ -221,22 +221,22 @@ func (n *Node) serveCluster(ctx *fasthttp.RequestCtx) {
 
 func (n *Node) serveLocations(ctx *fasthttp.RequestCtx, room bool, name string) {
 	if !ctx.IsGet() {
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use GET")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "use GET")
 		return
 	}
 	what := "user"
 	if room {
 		what = "room"
 	}
-	if !session.ValidID(name) {
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", what+" must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+	if !protocol.ValidID(name) {
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, what+" must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		return
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	locs, err := n.router.Locations(c, router.Key{Room: room, Name: name})
 	if err != nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the owner of this "+what+" cannot be asked right now: "+err.Error())
+		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "the owner of this "+what+" cannot be asked right now: "+err.Error())
 		return
 	}
 	total := 0
@@ -270,17 +270,17 @@ type sendRequest struct {
 // endpoint is off), 401 for a wrong or missing key.
 func (n *Node) apiKeyOK(ctx *fasthttp.RequestCtx, method string) bool {
 	if n.cfg.APIKey == "" {
-		writeError(ctx, fasthttp.StatusNotFound, "not_found", string(ctx.Path())+" is disabled: the node has no --api-key")
+		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, string(ctx.Path())+" is disabled: the node has no --api-key")
 		return false
 	}
 	if string(ctx.Method()) != method {
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "use "+method)
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "use "+method)
 		return false
 	}
 	auth := string(ctx.Request.Header.Peek("Authorization"))
 	given, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(n.cfg.APIKey)) != 1 {
-		writeError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer <api-key> header is required")
+		writeError(ctx, fasthttp.StatusUnauthorized, protocol.CodeUnauthorized, "a valid Authorization: Bearer <api-key> header is required")
 		return false
 	}
 	return true
@@ -315,11 +315,11 @@ func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
 		return
 	}
 	if n.store == nil {
-		writeError(ctx, fasthttp.StatusNotFound, "not_found", "this cluster keeps no history: it runs without a message store")
+		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, "this cluster keeps no history: it runs without a message store")
 		return
 	}
-	if !session.ValidID(name) {
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "the name must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+	if !protocol.ValidID(name) {
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "the name must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		return
 	}
 	args := ctx.QueryArgs()
@@ -327,7 +327,7 @@ func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
 	if v := args.Peek("after"); len(v) > 0 {
 		a, ok := protocol.ParseOffset(string(v))
 		if !ok {
-			writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "after must be an integer from 0 to 2^53-1")
+			writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "after must be an integer from 0 to 2^53-1")
 			return
 		}
 		after = a
@@ -335,7 +335,7 @@ func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
 	if v := args.Peek("limit"); len(v) > 0 {
 		l, err := strconv.Atoi(string(v))
 		if err != nil || l < 1 || l > store.MaxReadLimit {
-			writeError(ctx, fasthttp.StatusBadRequest, "bad_request", fmt.Sprintf("limit must be 1 to %d", store.MaxReadLimit))
+			writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, fmt.Sprintf("limit must be 1 to %d", store.MaxReadLimit))
 			return
 		}
 		limit = l
@@ -348,7 +348,7 @@ func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
 	defer cancel()
 	msgs, last, more, err := n.store.Read(c, stream, after, limit)
 	if err != nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the message store cannot be read right now")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "the message store cannot be read right now")
 		return
 	}
 	out := make([]historyMessage, len(msgs))
@@ -364,34 +364,34 @@ func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
 	}
 	var req sendRequest
 	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "body must be a JSON object: "+err.Error())
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "body must be a JSON object: "+err.Error())
 		return
 	}
 	switch {
-	case !session.ValidID(req.From):
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "from must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+	case !protocol.ValidID(req.From):
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "from must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		return
 	case (req.To == "") == (req.Room == ""):
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "name exactly one of to and room")
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "name exactly one of to and room")
 		return
-	case req.To != "" && !session.ValidID(req.To), req.Room != "" && !session.ValidID(req.Room):
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "to or room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+	case req.To != "" && !protocol.ValidID(req.To), req.Room != "" && !protocol.ValidID(req.Room):
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "to or room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		return
 	case req.Body == "":
-		writeError(ctx, fasthttp.StatusBadRequest, "bad_request", "body must be a non-empty string")
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "body must be a non-empty string")
 		return
 	case len(req.Body) > n.cfg.Session.MaxFrame:
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "bad_request", "body is larger than --max-frame")
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, protocol.CodeBadRequest, "body is larger than --max-frame")
 		return
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	status, recipients, seq, err := n.router.Publish(c, req.From, req.To, req.Room, req.Body)
 	if err != nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the cluster cannot route this right now; retry later")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "the cluster cannot route this right now; retry later")
 		return
 	}
-	ack := map[string]any{"type": "ack", "status": status}
+	ack := map[string]any{"type": protocol.TypeAck, "status": status}
 	if req.Room != "" {
 		ack["recipients"] = recipients
 	}

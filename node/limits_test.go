@@ -13,6 +13,7 @@ import (
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
+	"github.com/shardchat/shard/protocol"
 )
 
 func TestSlowConsumerIsCutWithoutHoldingUpOthers(t *testing.T) {
@@ -23,7 +24,7 @@ func TestSlowConsumerIsCutWithoutHoldingUpOthers(t *testing.T) {
 	// The slow reader joins, then never reads again.
 	slow := dialRaw(t, c, 1, "sloth")
 	slow.write(websocket.TextMessage, `{"type":"join","id":"j","room":"firehose"}`)
-	if f := slow.read(); f["status"] != "ok" {
+	if f := slow.read(); f["status"] != protocol.StatusOK {
 		t.Fatalf("join: %v", f)
 	}
 	reader := c.Dial(1, "reader")
@@ -112,7 +113,7 @@ func TestLateReaderGetsEveryLargeMessageWholeAndInOrder(t *testing.T) {
 			alice.write(websocket.TextMessage, fmt.Sprintf(`{"type":"send","id":"%d","to":"bob","body":"%d %s"}`, i, i, filler))
 		}
 		for i := 0; i < n; i++ {
-			if a := alice.read(); a["status"] != "delivered" {
+			if a := alice.read(); a["status"] != protocol.StatusDelivered {
 				t.Fatalf("send %d answered %v, want delivered", i, a)
 			}
 		}

@@ -71,7 +71,7 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 		}
 		done(res)
 	}
-	m := session.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
+	m := protocol.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
 	r.routeLive(m, ap.SenderSeq, sender, finish)
 }
 
@@ -192,7 +192,7 @@ func sendHistory(c *session.Conn, msgs []store.Message) {
 	frames := make([][]byte, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
-		frames[i] = session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &session.Msg{
+		frames[i] = protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &protocol.Msg{
 			Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS, Seq: m.Seq})
 	}
 	c.SendBurst(frames)

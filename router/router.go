@@ -262,7 +262,7 @@ type result struct {
 // HandleFrame acts on a send, join or leave from a client connection. It
 // runs in the connection's reader, so that its frames are routed in order;
 // only a lookup at an owner (on a cache miss) or a join waits here.
-func (r *Router) HandleFrame(c *session.Conn, f *session.Frame) {
+func (r *Router) HandleFrame(c *session.Conn, f *protocol.Frame) {
 	id, typ := f.ID, f.Type // f is reused by the reader once this returns
 	answer := func(res result) { r.answer(c, id, typ, res) }
 	switch f.Type {
@@ -332,24 +332,24 @@ func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 	switch {
 	case res.err == errNotMember:
 		r.m.answerStatus.WithLabelValues(protocol.CodeNotMember).Inc()
-		frame = session.AppendError(nil, id, protocol.CodeNotMember, "join the room before sending to it")
+		frame = protocol.AppendError(nil, id, protocol.CodeNotMember, "join the room before sending to it")
 	case res.err == errNoStore:
 		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
-		frame = session.AppendError(nil, id, protocol.CodeUnavailable, res.err.Error())
+		frame = protocol.AppendError(nil, id, protocol.CodeUnavailable, res.err.Error())
 	case res.err == session.ErrTooManyRooms:
 		r.m.answerStatus.WithLabelValues(protocol.CodeBadRequest).Inc()
-		frame = session.AppendError(nil, id, protocol.CodeBadRequest, res.err.Error())
+		frame = protocol.AppendError(nil, id, protocol.CodeBadRequest, res.err.Error())
 	case res.err != nil:
 		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
 		r.log.Debug("answered unavailable", "user", c.User, "conn", c.ID, "type", typ, "err", res.err)
-		frame = session.AppendError(nil, id, protocol.CodeUnavailable, "the cluster cannot route this right now; retry later")
+		frame = protocol.AppendError(nil, id, protocol.CodeUnavailable, "the cluster cannot route this right now; retry later")
 	default:
 		r.m.answerStatus.WithLabelValues(res.status).Inc()
 		n := -1
 		if res.status == protocol.StatusSent {
 			n = res.recipients
 		}
-		frame = session.AppendAckFrame(nil, &session.Ack{ID: id, Status: res.status, Recipients: n,
+		frame = protocol.AppendAckFrame(nil, &protocol.Ack{ID: id, Status: res.status, Recipients: n,
 			Seq: res.seq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more})
 	}
 	c.Answer(frame)
@@ -446,7 +446,7 @@ func (r *Router) route(a store.Append, sender *session.Conn, done func(result)) 
 		r.storeAndRoute(a, sender, done)
 		return
 	}
-	m := session.Msg{Mid: a.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: a.TS}
+	m := protocol.Msg{Mid: a.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: a.TS}
 	r.routeLive(m, 0, sender, func(res result) {
 		res.mid = a.Mid
 		done(res)
@@ -457,8 +457,8 @@ func (r *Router) route(a store.Append, sender *session.Conn, done func(result)) 
 // the sender, or the recipient's devices and the sender's other devices).
 // With a store, m.Seq is its offset in the recipient's stream and senderSeq
 // the one in the sender's inbox, which the sender's devices read it from.
-func (r *Router) routeLive(m session.Msg, senderSeq int64, sender *session.Conn, done func(result)) {
-	frame := session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
+func (r *Router) routeLive(m protocol.Msg, senderSeq int64, sender *session.Conn, done func(result)) {
+	frame := protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
 	if m.Room != "" {
 		r.routeRoom(&forward{a: m.Room, b: m.From, frame: frame, seq: m.Seq}, sender, done)
 		return
@@ -468,7 +468,7 @@ func (r *Router) routeLive(m session.Msg, senderSeq int64, sender *session.Conn,
 		f.b = m.From
 		if senderSeq > 0 {
 			m.Seq = senderSeq
-			f.copy = session.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
+			f.copy = protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
 		}
 	}
 	r.routeDirect(f, sender, done)

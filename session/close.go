@@ -1,24 +1,23 @@
 package session
 
-import "github.com/fasthttp/websocket"
+import "github.com/shardchat/shard/protocol"
 
-// CloseReason is why the server ends a connection: the close code the client
+// CloseReason is why the server ends a connection: the close frame the client
 // sees and the reason label the metrics and logs use.
 type CloseReason struct {
-	Code  int    // WebSocket close code; 0 sends no close frame
-	Text  string // close frame text
-	Label string // stable label for logs and metrics
+	protocol.Close        // the close frame; a zero Code sends none
+	Label          string // stable label for logs and metrics
 }
 
 // The reasons a connection ends. A peer that stopped answering, or that
 // went away, is owed no close frame (Code 0).
 var (
-	CloseClientGone   = CloseReason{0, "", "client_gone"}
-	CloseByClient     = CloseReason{0, "", "client_closed"} // the library echoes the client's close frame
-	CloseSlowConsumer = CloseReason{websocket.ClosePolicyViolation, "slow consumer", "slow_consumer"}
-	CloseTooBig       = CloseReason{websocket.CloseMessageTooBig, "frame too large", "frame_too_large"}
-	CloseIdle         = CloseReason{0, "", "ping_timeout"}
-	CloseRestart      = CloseReason{websocket.CloseServiceRestart, "service restart", "service_restart"}
+	CloseClientGone   = CloseReason{Label: "client_gone"}
+	CloseByClient     = CloseReason{Label: "client_closed"} // the library echoes the client's close frame
+	CloseSlowConsumer = CloseReason{protocol.CloseSlowConsumer, "slow_consumer"}
+	CloseTooBig       = CloseReason{protocol.CloseTooBig, "frame_too_large"}
+	CloseIdle         = CloseReason{Label: "ping_timeout"}
+	CloseRestart      = CloseReason{protocol.CloseServiceRestart, "service_restart"}
 )
 
 // graceful reports whether a close owes the client the frames queued

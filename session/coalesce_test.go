@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // BenchmarkWriteTextNow is a delivery to an idle connection: one frame of
@@ -28,7 +30,7 @@ func BenchmarkWriteTextNow(b *testing.B) {
 	}
 	defer nc.Close()
 	c := nc.(*CoalescingConn)
-	frame := AppendMsg(nil, &Msg{Mid: "BOHO0SGM9KVPJCH8-3d", From: "alice", To: "bob", Body: "see you at the station at eight", TS: 1764000000000})
+	frame := protocol.AppendMsg(nil, &protocol.Msg{Mid: "BOHO0SGM9KVPJCH8-3d", From: "alice", To: "bob", Body: "see you at the station at eight", TS: 1764000000000})
 	b.ReportAllocs()
 	b.SetBytes(int64(len(frame)))
 	b.ResetTimer()

@@ -74,7 +74,7 @@ const closeGrace = time.Second
 // Handler receives the frames that the router must act on: send, join and
 // leave. For each it must call Conn.Answer exactly once, from any goroutine.
 type Handler interface {
-	HandleFrame(c *Conn, f *Frame)
+	HandleFrame(c *Conn, f *protocol.Frame)
 	Closed(c *Conn, reason CloseReason)
 }
 
@@ -312,40 +312,40 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 			// Closing already (a drain, a cut): the frame is not acted on,
 			// but a frame with an id is still owed its answer. Keep reading
 			// until the client's close, so the socket ends without a reset.
-			switch f, ferr := DecodeFrame(p); {
+			switch f, ferr := protocol.DecodeFrame(p); {
 			case ferr != nil:
 				if ferr.ID != "" {
-					c.Send(AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
+					c.Send(protocol.AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
 				}
 			case f.ID == "":
 			case f.Type == protocol.TypePing:
-				c.Send(AppendPong(nil, f.ID))
+				c.Send(protocol.AppendPong(nil, f.ID))
 			default:
-				c.Send(AppendError(nil, f.ID, protocol.CodeUnavailable, "this connection is closing; reconnect"))
+				c.Send(protocol.AppendError(nil, f.ID, protocol.CodeUnavailable, "this connection is closing; reconnect"))
 			}
 			continue
 		default:
 		}
 		if kind != websocket.TextMessage {
-			c.Send(AppendError(nil, "", protocol.CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
+			c.Send(protocol.AppendError(nil, "", protocol.CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
 			continue
 		}
 		if !c.takeToken() {
-			f, _ := DecodeFrame(p)
+			f, _ := protocol.DecodeFrame(p)
 			id := f.ID
-			if !ValidID(id) {
+			if !protocol.ValidID(id) {
 				id = ""
 			}
-			c.Send(AppendError(nil, id, protocol.CodeRateLimited, "more than the allowed frames per second; slow down"))
+			c.Send(protocol.AppendError(nil, id, protocol.CodeRateLimited, "more than the allowed frames per second; slow down"))
 			continue
 		}
-		f, ferr := DecodeFrame(p)
+		f, ferr := protocol.DecodeFrame(p)
 		if ferr != nil {
-			c.Send(AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
+			c.Send(protocol.AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
 			continue
 		}
 		if f.Type == protocol.TypePing {
-			scratch = AppendPong(scratch[:0], f.ID)
+			scratch = protocol.AppendPong(scratch[:0], f.ID)
 			c.Send(append([]byte(nil), scratch...))
 			continue
 		}
@@ -356,7 +356,7 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 		}
 		c.mu.Unlock()
 		if draining {
-			c.Send(AppendError(nil, f.ID, protocol.CodeUnavailable, "this node is shutting down; reconnect"))
+			c.Send(protocol.AppendError(nil, f.ID, protocol.CodeUnavailable, "this node is shutting down; reconnect"))
 			continue
 		}
 		h.HandleFrame(c, &f)

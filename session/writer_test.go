@@ -16,13 +16,14 @@ import (
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 )
 
 // ignoreFrames is the Handler of tests that only write.
 type ignoreFrames struct{}
 
-func (ignoreFrames) HandleFrame(c *Conn, _ *Frame) { c.Answer(nil) }
-func (ignoreFrames) Closed(*Conn, CloseReason)     {}
+func (ignoreFrames) HandleFrame(c *Conn, _ *protocol.Frame) { c.Answer(nil) }
+func (ignoreFrames) Closed(*Conn, CloseReason)              {}
 
 // serveOne serves WebSocket connections on a coalescing loopback listener,
 // as a node does, and hands each served Conn to the test. It returns the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/store/pgtest"
 )
 
@@ -96,7 +97,7 @@ func TestHistoryAcrossNodesWithPostgres(t *testing.T) {
 	const offline = 30
 	for i := 1; i <= offline; i++ {
 		ack, err := alice.Send(ctx, "bob", fmt.Sprintf("while away %d", i))
-		if err != nil || ack.Status != "stored" {
+		if err != nil || ack.Status != protocol.StatusStored {
 			t.Fatalf("send %d to offline bob: %+v %v, want stored", i, ack, err)
 		}
 	}
@@ -234,7 +235,7 @@ func TestHistoryAcrossNodesWithPostgres(t *testing.T) {
 	defer mu.Unlock()
 	missing := 0
 	for _, s := range acked {
-		if (s.status == "delivered" || s.status == "stored") && !inbox[s.body] {
+		if (s.status == protocol.StatusDelivered || s.status == protocol.StatusStored) && !inbox[s.body] {
 			missing++
 			t.Errorf("%q was acked %s but erin does not have it after syncing", s.body, s.status)
 		}

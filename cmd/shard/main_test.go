@@ -13,6 +13,7 @@ import (
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/router"
 )
 
@@ -132,7 +133,7 @@ func TestThreeProcessesFormOneCluster(t *testing.T) {
 		t.Fatalf("bob's welcome names %q, want n3", bob.Welcome().Node)
 	}
 	ack, err := alice.Send(ctx, "bob", "across processes")
-	if err != nil || ack.Status != "delivered" {
+	if err != nil || ack.Status != protocol.StatusDelivered {
 		t.Fatalf("send: %+v %v, want delivered", ack, err)
 	}
 	select {

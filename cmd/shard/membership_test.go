@@ -17,6 +17,7 @@ import (
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/store"
 )
 
@@ -400,7 +401,7 @@ func rollingChanges(t *testing.T, storeURL string) {
 			continue
 		case s.code != "":
 			stats["error "+s.code]++
-			if s.code == "unavailable" {
+			if s.code == protocol.CodeUnavailable {
 				unavailablePerSec[s.sent.Unix()]++
 			}
 		default:
@@ -414,7 +415,7 @@ func rollingChanges(t *testing.T, storeURL string) {
 			}
 			throughout := led.connectedThroughout(s.to, s.sent, s.answered.Add(deliverBy))
 			switch s.status {
-			case "delivered":
+			case protocol.StatusDelivered:
 				if got == 0 {
 					if throughout {
 						violate("%s acked delivered, but %s (connected throughout) never got it (sent %s; %s)",
@@ -423,7 +424,7 @@ func rollingChanges(t *testing.T, storeURL string) {
 						inflightToDeadNode++
 					}
 				}
-			case "offline":
+			case protocol.StatusOffline:
 				if led.connectedThroughout(s.to, s.sent, s.answered) {
 					violate("%s acked offline, but %s was connected throughout the send (sent %s, answered %s by %s's connection; %s)",
 						s.tag, s.to, s.sent.Format("15:04:05.000"), s.answered.Format("15:04:05.000"), s.from, led.describeConns(s.to))
@@ -547,7 +548,7 @@ func checkInboxes(t *testing.T, api string, sends []*sendRecord) (checked int, m
 		return got
 	}
 	for _, s := range sends {
-		if s.to == "" || (s.status != "delivered" && s.status != "stored") {
+		if s.to == "" || (s.status != protocol.StatusDelivered && s.status != protocol.StatusStored) {
 			continue
 		}
 		checked++

@@ -15,6 +15,7 @@ import (
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 )
 
 // testNet is a network namespace joined to the host by a veth pair: a
@@ -191,7 +192,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 		}
 		return ack.Status, err
 	}
-	if st, err := send(alice, "dave"); st != "delivered" {
+	if st, err := send(alice, "dave"); st != protocol.StatusDelivered {
 		t.Fatalf("before the cut, alice to dave: %s %v", st, err)
 	}
 
@@ -208,7 +209,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 			t.Fatalf("n1 still lists the cut-off n3 as %s", m.State)
 		}
 	}
-	if st, err := send(alice, "bob"); st != "delivered" {
+	if st, err := send(alice, "bob"); st != protocol.StatusDelivered {
 		t.Fatalf("during the cut, alice to bob (both on the connected side): %s %v", st, err)
 	}
 	// The cut-off side sees the others die too. Hold the cut past
@@ -231,7 +232,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 	time.Sleep(time.Until(cutAt.Add(17 * time.Second))) // the scenario: a partition of 17 s
 	// dave is unreachable: his sender hears so, never silence.
 	var cerr *client.Error
-	if st, err := send(alice, "dave"); !(st == "offline" || errors.As(err, &cerr) && cerr.Code == "unavailable") {
+	if st, err := send(alice, "dave"); !(st == protocol.StatusOffline || errors.As(err, &cerr) && cerr.Code == protocol.CodeUnavailable) {
 		t.Fatalf("during the cut, alice to dave: %q %v, want offline or unavailable", st, err)
 	}
 
@@ -266,7 +267,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 			if from == to {
 				continue
 			}
-			if st, err := send(cl, to); st != "delivered" {
+			if st, err := send(cl, to); st != protocol.StatusDelivered {
 				t.Fatalf("after the heal, %s to %s: %s %v", from, to, st, err)
 			}
 		}

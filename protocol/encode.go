@@ -1,4 +1,4 @@
-package session
+package protocol
 
 import (
 	"strconv"
@@ -20,7 +20,7 @@ type Msg struct {
 // AppendMsg appends the `msg` frame for m to b. A message is encoded once
 // and the same bytes are queued to every recipient.
 func AppendMsg(b []byte, m *Msg) []byte {
-	b = append(b, `{"type":"msg","mid":`...)
+	b = append(b, `{"type":"`+TypeMsg+`","mid":`...)
 	b = appendString(b, m.Mid)
 	b = append(b, `,"from":`...)
 	b = appendString(b, m.From)
@@ -55,7 +55,7 @@ type Welcome struct {
 
 // AppendWelcome appends w as a welcome frame.
 func AppendWelcome(b []byte, w *Welcome) []byte {
-	b = append(b, `{"type":"welcome","user":`...)
+	b = append(b, `{"type":"`+TypeWelcome+`","user":`...)
 	b = appendString(b, w.User)
 	b = append(b, `,"node":`...)
 	b = appendString(b, w.Node)
@@ -86,7 +86,7 @@ func AppendAck(b []byte, id, status string, recipients int) []byte {
 
 // AppendAckFrame appends a.
 func AppendAckFrame(b []byte, a *Ack) []byte {
-	b = append(b, `{"type":"ack"`...)
+	b = append(b, `{"type":"`+TypeAck+`"`...)
 	b = appendID(b, a.ID)
 	b = append(b, `,"status":`...)
 	b = appendString(b, a.Status)
@@ -113,14 +113,14 @@ func AppendAckFrame(b []byte, a *Ack) []byte {
 
 // AppendPong appends the answer to an application-level ping.
 func AppendPong(b []byte, id string) []byte {
-	b = append(b, `{"type":"pong"`...)
+	b = append(b, `{"type":"`+TypePong+`"`...)
 	b = appendID(b, id)
 	return append(b, '}')
 }
 
 // AppendError appends an error frame; id is left out when empty.
 func AppendError(b []byte, id, code, message string) []byte {
-	b = append(b, `{"type":"error"`...)
+	b = append(b, `{"type":"`+TypeError+`"`...)
 	b = appendID(b, id)
 	b = append(b, `,"code":`...)
 	b = appendString(b, code)

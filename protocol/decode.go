@@ -1,4 +1,4 @@
-package session
+package protocol
 
 import (
 	"encoding/json"
@@ -6,8 +6,6 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
-
-	"github.com/shardchat/shard/protocol"
 )
 
 // Frame is one decoded client frame. Its strings may share memory with the
@@ -36,9 +34,6 @@ type FrameError struct {
 
 func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
 
-// ValidID reports whether s is a well-formed user id, room name or frame id.
-func ValidID(s string) bool { return protocol.ValidID(s) }
-
 // field presence bits, so that `"to":""` (malformed) differs from no `to`.
 const (
 	hasType = 1 << iota
@@ -59,7 +54,7 @@ const (
 func DecodeFrame(p []byte) (Frame, *FrameError) {
 	var f Frame
 	if !json.Valid(p) {
-		return f, &FrameError{Code: protocol.CodeBadRequest, Message: "frame is not valid JSON"}
+		return f, &FrameError{Code: CodeBadRequest, Message: "frame is not valid JSON"}
 	}
 	s := unsafe.String(unsafe.SliceData(p), len(p))
 	seen, bad := scanObject(s, &f)
@@ -68,20 +63,20 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		bad = "frame is not valid UTF-8"
 	}
 	if bad != "" {
-		e := &FrameError{Code: protocol.CodeBadRequest, Message: bad}
+		e := &FrameError{Code: CodeBadRequest, Message: bad}
 		if seen&hasID != 0 && ValidID(f.ID) {
 			e.ID = f.ID
 		}
 		return f, e
 	}
 	if seen&hasID != 0 && !ValidID(f.ID) {
-		return f, &FrameError{Code: protocol.CodeBadRequest, Message: "id must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"}
+		return f, &FrameError{Code: CodeBadRequest, Message: "id must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"}
 	}
 	fail := func(msg string) (Frame, *FrameError) {
-		return f, &FrameError{ID: f.ID, Code: protocol.CodeBadRequest, Message: msg}
+		return f, &FrameError{ID: f.ID, Code: CodeBadRequest, Message: msg}
 	}
 	switch f.Type {
-	case protocol.TypeSend:
+	case TypeSend:
 		switch seen & (hasTo | hasRoom) {
 		case hasTo:
 			if !ValidID(f.To) {
@@ -100,12 +95,12 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		if seen&hasKey != 0 && !ValidID(f.Key) {
 			return fail("key must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		}
-	case protocol.TypeJoin, protocol.TypeLeave:
+	case TypeJoin, TypeLeave:
 		if seen&hasRoom == 0 || !ValidID(f.Room) {
 			return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		}
-		f.HasSince = f.Type == protocol.TypeJoin && seen&hasSince != 0
-	case protocol.TypePing, protocol.TypeSync:
+		f.HasSince = f.Type == TypeJoin && seen&hasSince != 0
+	case TypePing, TypeSync:
 	case "":
 		return fail("type is missing")
 	default:
@@ -186,7 +181,7 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 // string, a fraction, an exponent, a sign) is refused but skipped.
 func readOffset(s string, i int) (int64, int, bool) {
 	end := skipValue(s, i)
-	n, ok := protocol.ParseOffset(s[i:end])
+	n, ok := ParseOffset(s[i:end])
 	return n, end, ok
 }
 
