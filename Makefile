@@ -42,7 +42,7 @@ bench:
 	$(GO) run ./bench --nodes 3 --users 300 --rate 2000 --duration 10s $(BENCH_ARGS)
 
 bench-hot:
-	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./session/ ./ring/ ./router/
+	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./session/ ./ring/ ./router/ ./link/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would rewrite:"; echo "$$out"; exit 1; fi

@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/shardchat/shard/gossip"
+	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/router"
 	"github.com/shardchat/shard/session"
 	"github.com/shardchat/shard/store"
@@ -78,17 +79,17 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.log = cfg.Logger.With("node", n.name)
 
-	link := cfg.Link
-	if link == "" {
-		if link, err = linkAddr(cfg.Gossip); err != nil {
+	linkAt := cfg.Link
+	if linkAt == "" {
+		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
 			n.httpLn.Close()
 			return nil, err
 		}
 	}
-	linkLn, err := net.Listen("tcp", link)
+	linkLn, err := net.Listen("tcp", linkAt)
 	if err != nil {
 		n.httpLn.Close()
-		return nil, fmt.Errorf("listen link %s: %w", link, err)
+		return nil, fmt.Errorf("listen link %s: %w", linkAt, err)
 	}
 	n.link = linkLn.Addr().String()
 
@@ -112,15 +113,15 @@ func Start(cfg Config) (*Node, error) {
 	var incBytes [8]byte
 	rand.Read(incBytes[:])
 	inc := hex.EncodeToString(incBytes[:])
+	links := link.New(link.Config{Self: n.name, Inc: inc, Key: clusterKey, Logger: n.log}, linkLn)
 	n.router = router.New(router.Config{
 		Self:        n.name,
 		Incarnation: inc,
 		Mode:        cfg.Routing,
-		ClusterKey:  clusterKey,
 		Store:       n.store,
 		Logger:      n.log,
 		Metrics:     n.rm,
-	}, linkLn)
+	}, links)
 
 	sizes := func(pick func(queued, keys, cached int) int) func() float64 {
 		return func() float64 { return float64(pick(n.router.Sizes())) }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/session"
 )
 
@@ -175,7 +176,7 @@ func (r *Router) retryRound() {
 			continue
 		}
 		if !failedAt[owner] && v.ring.Has(owner) {
-			r.links.Request(owner, kindSynced, 1, appendStr(nil, version), func([]byte, error) {})
+			r.request(owner, kindSynced, 1, link.AppendString(nil, version), func([]byte, error) {})
 			delete(owed, owner)
 		}
 	}
@@ -229,7 +230,7 @@ func (r *Router) registerLocked(owner string, regs []registration) <-chan error 
 		r.applyRegistrations(r.self(), regs, func() { finish(nil) })
 		return done
 	}
-	r.links.Request(owner, kindRegister, len(regs), appendRegistrations(nil, regs), func(_ []byte, err error) { finish(err) })
+	r.request(owner, kindRegister, len(regs), appendRegistrations(nil, regs), func(_ []byte, err error) { finish(err) })
 	return done
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/ring"
 )
 
@@ -247,7 +248,7 @@ func firstError(waits []<-chan error) error {
 // The question is asked again (for about 3 s) while it fails: a link that
 // breaks as the partition heals must not leave those entries missing.
 func (r *Router) askResync(old, nv *view) {
-	payload := appendStr(nil, nv.version)
+	payload := link.AppendString(nil, nv.version)
 	for _, m := range nv.ring.Members() {
 		if m == r.cfg.Self || (old.ring.Has(m) && old.inc[m] == nv.inc[m]) {
 			continue
@@ -284,17 +285,17 @@ func (r *Router) resync(owner string) {
 		r.oweSynced(owner, v.version)
 		return
 	}
-	r.links.Request(owner, kindSynced, 1, appendStr(nil, v.version), func([]byte, error) {})
+	r.request(owner, kindSynced, 1, link.AppendString(nil, v.version), func([]byte, error) {})
 }
 
 // announceSynced tells every member but those in skip that this node's
 // registrations for version are in place.
 func (r *Router) announceSynced(v *view, skip map[string]bool) {
 	r.settle.synced(v.version, r.cfg.Self)
-	payload := appendStr(nil, v.version)
+	payload := link.AppendString(nil, v.version)
 	for _, m := range v.ring.Members() {
 		if m != r.cfg.Self && !skip[m] {
-			r.links.Request(m, kindSynced, 1, payload, func([]byte, error) {})
+			r.request(m, kindSynced, 1, payload, func([]byte, error) {})
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/ring"
 	"github.com/shardchat/shard/session"
 )
@@ -24,8 +25,8 @@ func testRouter(t *testing.T, name string) (*Router, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(Config{Self: name, Incarnation: name + "-1", RequestTimeout: time.Second,
-		Metrics: NewMetrics(prometheus.NewRegistry())}, ln)
+	links := link.New(link.Config{Self: name, Inc: name + "-1", RequestTimeout: time.Second}, ln)
+	r := New(Config{Self: name, Incarnation: name + "-1", Metrics: NewMetrics(prometheus.NewRegistry())}, links)
 	t.Cleanup(r.Close)
 	return r, ln.Addr().String()
 }

@@ -12,13 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/ring"
 	"github.com/shardchat/shard/session"
@@ -64,18 +64,12 @@ type Config struct {
 	Incarnation string
 	// Mode is owner (default) or broadcast routing.
 	Mode Mode
-	// ClusterKey authenticates node-to-node links; empty: not authenticated.
-	ClusterKey []byte
 	// CacheTTL bounds how long a sender trusts a cached location without
 	// hearing from the owner. Default 30s; owners remember the watcher a
 	// little longer, so a change is never missed.
 	CacheTTL time.Duration
 	// CacheSize bounds the sender-side location cache. Default 100000 keys.
 	CacheSize int
-	// RequestTimeout bounds every node-to-node request. Default 3s.
-	RequestTimeout time.Duration
-	// LinkQueue bounds the frames waiting for one peer. Default 16384.
-	LinkQueue int
 	// Store keeps messages; nil: live delivery only, at most once.
 	Store   store.Store
 	Logger  *slog.Logger
@@ -103,7 +97,7 @@ type Router struct {
 	cfg   Config
 	log   *slog.Logger
 	m     *Metrics
-	links *Links
+	links Transport
 	view  atomic.Pointer[view]
 	dir   *Directory
 	cache *locationCache
@@ -126,8 +120,25 @@ type Router struct {
 	wg   sync.WaitGroup
 }
 
-// New starts a router that serves node-to-node links on ln.
-func New(cfg Config, ln net.Listener) *Router {
+// Transport carries the router's requests to its peers and serves theirs:
+// link.Links between processes, an in-memory network in a simulation.
+type Transport interface {
+	// Serve starts serving the peers' requests with h.
+	Serve(h link.Handler)
+	// SetPeers replaces the peers and their addresses.
+	SetPeers(addrs map[string]string)
+	// Request sends a request to peer; cb gets the reply or an error,
+	// exactly once. It reports whether the request went out.
+	Request(peer string, k link.Kind, payload []byte, cb func([]byte, error)) bool
+	// Queued is the number of frames waiting to go out.
+	Queued() int
+	// Close stops it, failing requests still pending.
+	Close()
+}
+
+// New starts a router that talks to its peers through t, which it owns from
+// now on: Close closes it.
+func New(cfg Config, t Transport) *Router {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = 30 * time.Second
 	}
@@ -152,16 +163,8 @@ func New(cfg Config, ln net.Listener) *Router {
 	}
 	empty, _ := ring.New(nil)
 	r.view.Store(newView(nil, empty))
-	r.links = NewLinks(LinkConfig{
-		Self:           cfg.Self,
-		Inc:            cfg.Incarnation,
-		Key:            cfg.ClusterKey,
-		Queue:          cfg.LinkQueue,
-		RequestTimeout: cfg.RequestTimeout,
-		Logger:         cfg.Logger,
-		Sent:           func(k kind, n int) { r.m.PeerSent.WithLabelValues(k.String()).Add(float64(n)) },
-		Replied:        func(k kind) { r.m.PeerReplies.WithLabelValues(k.String()).Inc() },
-	}, ln, r.handlePeer)
+	r.links = t
+	t.Serve(r.handlePeer)
 	r.wg.Add(1)
 	go r.sweepLoop()
 	if cfg.Store != nil {
@@ -188,7 +191,7 @@ func (r *Router) Sizes() (linkQueued, directoryKeys, cachedLocations int) {
 	return r.links.Queued(), r.dir.Len(), r.cache.len()
 }
 
-func (r *Router) self() Peer { return Peer{Name: r.cfg.Self, Inc: r.cfg.Incarnation} }
+func (r *Router) self() link.Peer { return link.Peer{Name: r.cfg.Self, Inc: r.cfg.Incarnation} }
 
 // WaitRegistrations waits until every registration sent so far has been
 // answered, or ctx ends: a draining node's last unregistrations land first.
@@ -513,12 +516,12 @@ func (r *Router) routeDirect(f *forward, sender *session.Conn, done func(result)
 	payload := f.append(make([]byte, 0, len(f.frame)+len(f.copy)+len(to)+len(copyTo)+16))
 	for i, node := range targets {
 		if i >= holders {
-			r.links.Request(node, kindForward, 1, payload, fan.reply)
+			r.request(node, kindForward, 1, payload, fan.reply)
 			continue
 		}
 		// A holder that has no connection of `to` proves the answer wrong
 		// (its owner's word of the change was lost): ask afresh next time.
-		r.links.Request(node, kindForward, 1, payload, func(p []byte, err error) {
+		r.request(node, kindForward, 1, payload, func(p []byte, err error) {
 			if got, refused, derr := decodeDelivered(p); err == nil && derr == nil && got == 0 && refused == 0 {
 				r.cache.invalidate(Key{Name: to})
 			}
@@ -553,7 +556,7 @@ func (r *Router) routeRoom(f *forward, sender *session.Conn, done func(result)) 
 	f.mode = forwardRoom
 	payload := f.append(make([]byte, 0, len(f.frame)+len(room)+len(f.b)+16))
 	for _, node := range targets {
-		r.links.Request(node, kindForward, 1, payload, fan.reply)
+		r.request(node, kindForward, 1, payload, fan.reply)
 	}
 }
 
@@ -619,9 +622,9 @@ func appendDelivered(b []byte, got, refused int) []byte {
 }
 
 func decodeDelivered(p []byte) (got, refused int, err error) {
-	d := decoder{b: p}
-	got, refused = int(d.uvarint()), int(d.uvarint())
-	return got, refused, d.done()
+	d := link.NewDecoder(p)
+	got, refused = int(d.Uvarint()), int(d.Uvarint())
+	return got, refused, d.Done()
 }
 
 func (f *fanout) reply(p []byte, err error) {
@@ -727,7 +730,7 @@ func (r *Router) retryUnsettled(lookup func() ([]Location, error)) ([]Location, 
 
 func retryable(err error) bool {
 	return errors.Is(err, ErrUnsettled) || errors.Is(err, ErrNotOwner) || errors.Is(err, ErrNoRing) ||
-		errors.Is(err, ErrPeerDown) || errors.Is(err, ErrPeerUnknown)
+		errors.Is(err, link.ErrPeerDown) || errors.Is(err, link.ErrPeerUnknown)
 }
 
 // lookupOwned answers a lookup of a key this node owns. A miss is an answer
@@ -748,13 +751,13 @@ func (r *Router) askOwner(ctx context.Context, owner string, key Key, version st
 		flags = lookupWatch
 	}
 	payload := appendKey([]byte{flags}, key)
-	payload = appendStr(payload, version)
+	payload = link.AppendString(payload, version)
 	type answer struct {
 		p   []byte
 		err error
 	}
 	ch := make(chan answer, 1)
-	r.links.Request(owner, kindLookup, 1, payload, func(p []byte, err error) { ch <- answer{p, err} })
+	r.request(owner, kindLookup, 1, payload, func(p []byte, err error) { ch <- answer{p, err} })
 	var a answer
 	select {
 	case a = <-ch:
@@ -780,7 +783,12 @@ func (r *Router) askOwner(ctx context.Context, owner string, key Key, version st
 
 // handlePeer serves one request from another node. It runs on that link's
 // reader and never blocks: slow work answers later through reply.
-func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
+func (r *Router) handlePeer(from link.Peer, lk link.Kind, p []byte, reply func([]byte)) {
+	k := kind(lk)
+	// Every request is answered exactly once (the Handler's contract), so
+	// it is counted as answered here rather than by wrapping reply, which
+	// would cost an allocation per request.
+	r.m.PeerReplies.WithLabelValues(k.String()).Inc()
 	switch k {
 	case kindForward:
 		f, err := decodeForward(p)
@@ -797,13 +805,11 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 		}
 		reply(appendDelivered(nil, got, refused))
 	case kindLookup:
-		d := decoder{b: p}
-		if len(p) > 0 {
-			d.b = p[1:]
-		}
-		key := d.key()
-		version := d.string()
-		if d.done() != nil {
+		d := link.NewDecoder(p)
+		flags := d.Byte()
+		key := decodeKey(&d)
+		version := d.String()
+		if d.Done() != nil {
 			r.log.Warn("bad lookup from peer", "peer", from.Name)
 			reply(nil)
 			return
@@ -813,7 +819,7 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 			return
 		}
 		watcher, until := "", time.Time{}
-		if p[0]&lookupWatch != 0 {
+		if flags&lookupWatch != 0 {
 			watcher, until = from.Name, time.Now().Add(r.cfg.CacheTTL+watchSlack)
 		}
 		locs, err := r.lookupOwned(key, watcher, until, version)
@@ -840,9 +846,9 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 		}
 		reply(nil)
 	case kindSynced:
-		d := decoder{b: p}
-		version := d.string()
-		if d.done() != nil {
+		d := link.NewDecoder(p)
+		version := d.String()
+		if d.Done() != nil {
 			r.log.Warn("bad synced from peer", "peer", from.Name)
 		} else {
 			r.settle.synced(version, from.Name)
@@ -864,7 +870,7 @@ func (r *Router) handlePeer(from Peer, k kind, p []byte, reply func([]byte)) {
 // applyRegistrations records node's counts and calls done once every node
 // that cached an answer for one of those keys has dropped it: from then on
 // a message sent from any node finds the new state.
-func (r *Router) applyRegistrations(holder Peer, regs []registration, done func()) {
+func (r *Router) applyRegistrations(holder link.Peer, regs []registration, done func()) {
 	now := time.Now()
 	tell := make(map[string][]Key)
 	for _, reg := range regs {
@@ -896,13 +902,21 @@ func (r *Router) applyRegistrations(holder Peer, regs []registration, done func(
 	}
 }
 
+// request sends one request, counted as n messages when it went out, to
+// peer through the transport.
+func (r *Router) request(peer string, k kind, n int, payload []byte, cb func([]byte, error)) {
+	if r.links.Request(peer, link.Kind(k), payload, cb) {
+		r.m.PeerSent.WithLabelValues(k.String()).Add(float64(n))
+	}
+}
+
 // requestWhile sends a request to peer, and sends it again after a failure
 // (50 ms, 100 ms, ... later) while keep says the peer still needs it, at
 // most attempts times in all; last gets the final error, nil once answered.
 func (r *Router) requestWhile(peer string, k kind, n int, payload []byte, attempts int, keep func() bool, last func(error)) {
 	var try func(attempt int)
 	try = func(attempt int) {
-		r.links.Request(peer, k, n, payload, func(_ []byte, err error) {
+		r.request(peer, k, n, payload, func(_ []byte, err error) {
 			if err != nil && attempt+1 < attempts && keep() {
 				time.AfterFunc(50*time.Millisecond<<attempt, func() { try(attempt + 1) })
 				return

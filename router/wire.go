@@ -2,36 +2,30 @@ package router
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
+
+	"github.com/shardchat/shard/link"
 )
 
-// The node-to-node frame: a 4-byte big-endian length, then the body:
-//
-//	kind (1 byte) | request id (uvarint) | payload
-//
-// A request id of 0 marks a one-way message. A reply carries the id of its
-// request. Payload fields are uvarint-length-prefixed strings and uvarints.
-type kind byte
+// Package router's payloads: what each kind of node-to-node request carries,
+// encoded with the link's field codec.
+
+// kind is what a node-to-node request asks for. The link carries it as a
+// byte; the router gives it its meaning, and its metric label.
+type kind link.Kind
 
 const (
-	kindHello      kind = 1 // first frame on a link: who is dialing
-	kindReply      kind = 2 // the answer to a request
-	kindForward    kind = 3 // deliver one chat message to local connections
-	kindLookup     kind = 4 // where are a key's connections (asked of its owner)
-	kindRegister   kind = 5 // this node now holds these counts for these keys
-	kindInvalidate kind = 6 // drop cached locations of these keys
-	kindSynced     kind = 7 // this node has re-registered for this ring version
-	kindResync     kind = 8 // register again what you hold that I own (I dropped it)
+	kindForward    = kind(link.FirstRequestKind) + iota // deliver one chat message to local connections
+	kindLookup                                          // where are a key's connections (asked of its owner)
+	kindRegister                                        // this node now holds these counts for these keys
+	kindInvalidate                                      // drop cached locations of these keys
+	kindSynced                                          // this node has re-registered for this ring version
+	kindResync                                          // register again what you hold that I own (I dropped it)
 )
 
 // String is the `kind` label of the peer message metrics.
 func (k kind) String() string {
 	switch k {
-	case kindHello:
-		return "hello"
-	case kindReply:
-		return "reply"
 	case kindForward:
 		return "forward"
 	case kindLookup:
@@ -48,78 +42,7 @@ func (k kind) String() string {
 	return fmt.Sprintf("kind%d", byte(k))
 }
 
-// linkVersion is checked in the hello; a peer speaking another is refused.
-const linkVersion = 1
-
-// maxLinkFrame bounds one node-to-node frame: a chat message is bounded by
-// --max-frame (64 KiB by default) and a register batch by registerBatch.
-const maxLinkFrame = 4 << 20
-
-var errMalformed = errors.New("malformed node-to-node frame")
-
-// decoder reads fields from a payload; the first error sticks, so a caller
-// checks once at the end.
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errMalformed
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n > uint64(len(d.b)) {
-		d.err = errMalformed
-		return nil
-	}
-	v := d.b[:n:n]
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) string() string { return string(d.bytes()) }
-
-// count reads a list length and refuses one that cannot fit in what is
-// left, so that a hostile peer cannot make us allocate for a huge list.
-func (d *decoder) count() int {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.err = errMalformed
-		return 0
-	}
-	return int(n)
-}
-
-func (d *decoder) done() error {
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errMalformed
-	}
-	return d.err
-}
-
-func appendBytes(b, v []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(v)))
-	return append(b, v...)
-}
-
-func appendStr(b []byte, v string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(v)))
-	return append(b, v...)
-}
+var errMalformed = link.ErrMalformed
 
 // Forward payloads.
 const (
@@ -141,13 +64,13 @@ type forward struct {
 
 func (f *forward) append(b []byte) []byte {
 	b = append(b, f.mode)
-	b = appendStr(b, f.a)
-	b = appendStr(b, f.b)
-	b = appendBytes(b, f.frame)
+	b = link.AppendString(b, f.a)
+	b = link.AppendString(b, f.b)
+	b = link.AppendBytes(b, f.frame)
 	if sameBytes(f.copy, f.frame) {
-		b = appendBytes(b, nil) // the receiver takes frame for both
+		b = link.AppendBytes(b, nil) // the receiver takes frame for both
 	} else {
-		b = appendBytes(b, f.copy)
+		b = link.AppendBytes(b, f.copy)
 	}
 	return binary.AppendUvarint(b, uint64(f.seq))
 }
@@ -157,19 +80,15 @@ func sameBytes(a, b []byte) bool {
 }
 
 func decodeForward(p []byte) (forward, error) {
-	d := decoder{b: p}
+	d := link.NewDecoder(p)
 	var f forward
-	if len(p) == 0 {
-		return f, errMalformed
-	}
-	f.mode = p[0]
-	d.b = p[1:]
-	f.a = d.string()
-	f.b = d.string()
-	f.frame = d.bytes()
-	f.copy = d.bytes()
-	f.seq = int64(d.uvarint())
-	if err := d.done(); err != nil {
+	f.mode = d.Byte()
+	f.a = d.String()
+	f.b = d.String()
+	f.frame = d.Bytes()
+	f.copy = d.Bytes()
+	f.seq = int64(d.Uvarint())
+	if err := d.Done(); err != nil {
 		return f, err
 	}
 	if f.mode != forwardDirect && f.mode != forwardRoom {
@@ -201,7 +120,7 @@ func appendLocations(b []byte, status byte, locs []Location) []byte {
 	b = append(b, status)
 	b = binary.AppendUvarint(b, uint64(len(locs)))
 	for _, l := range locs {
-		b = appendStr(b, l.Node)
+		b = link.AppendString(b, l.Node)
 		b = binary.AppendUvarint(b, uint64(l.Count))
 	}
 	return b
@@ -211,13 +130,13 @@ func decodeLocations(p []byte) (byte, []Location, error) {
 	if len(p) == 0 {
 		return 0, nil, errMalformed
 	}
-	d := decoder{b: p[1:]}
-	n := d.count()
+	d := link.NewDecoder(p[1:])
+	n := d.Count()
 	locs := make([]Location, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		locs = append(locs, Location{Node: d.string(), Count: int(d.uvarint())})
+	for i := 0; i < n && d.Err() == nil; i++ {
+		locs = append(locs, Location{Node: d.String(), Count: int(d.Uvarint())})
 	}
-	return p[0], locs, d.done()
+	return p[0], locs, d.Done()
 }
 
 // Key names a directory entry: a user's connections or a room's joined
@@ -240,20 +159,15 @@ func appendKey(b []byte, k Key) []byte {
 	} else {
 		b = append(b, 'u')
 	}
-	return appendStr(b, k.Name)
+	return link.AppendString(b, k.Name)
 }
 
-func (d *decoder) key() Key {
-	if d.err != nil || len(d.b) == 0 {
-		d.err = errMalformed
-		return Key{}
-	}
-	c := d.b[0]
-	d.b = d.b[1:]
+func decodeKey(d *link.Decoder) Key {
+	c := d.Byte()
 	if c != 'u' && c != 'r' {
-		d.err = errMalformed
+		d.Fail()
 	}
-	return Key{Room: c == 'r', Name: d.string()}
+	return Key{Room: c == 'r', Name: d.String()}
 }
 
 // registration is this node's count of connections for one key.
@@ -272,13 +186,13 @@ func appendRegistrations(b []byte, regs []registration) []byte {
 }
 
 func decodeRegistrations(p []byte) ([]registration, error) {
-	d := decoder{b: p}
-	n := d.count()
+	d := link.NewDecoder(p)
+	n := d.Count()
 	regs := make([]registration, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		regs = append(regs, registration{key: d.key(), count: int(d.uvarint())})
+	for i := 0; i < n && d.Err() == nil; i++ {
+		regs = append(regs, registration{key: decodeKey(&d), count: int(d.Uvarint())})
 	}
-	return regs, d.done()
+	return regs, d.Done()
 }
 
 func appendKeys(b []byte, keys []Key) []byte {
@@ -290,11 +204,11 @@ func appendKeys(b []byte, keys []Key) []byte {
 }
 
 func decodeKeys(p []byte) ([]Key, error) {
-	d := decoder{b: p}
-	n := d.count()
+	d := link.NewDecoder(p)
+	n := d.Count()
 	keys := make([]Key, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		keys = append(keys, d.key())
+	for i := 0; i < n && d.Err() == nil; i++ {
+		keys = append(keys, decodeKey(&d))
 	}
-	return keys, d.done()
+	return keys, d.Done()
 }

@@ -1,11 +1,9 @@
-package router
+package link
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -13,6 +11,15 @@ import (
 	"testing"
 	"time"
 )
+
+// testKind is a request kind as a caller of the link would number it.
+const testKind = FirstRequestKind
+
+// serve starts l serving requests with h.
+func serve(l *Links, h Handler) *Links {
+	l.Serve(h)
+	return l
+}
 
 // echoLinks starts two Links, a and b, where b answers every request with
 // its payload.
@@ -26,9 +33,9 @@ func echoLinks(t testing.TB, keyA, keyB []byte) (a, b *Links) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echo := func(_ Peer, _ kind, p []byte, reply func([]byte)) { reply(p) }
-	a = NewLinks(LinkConfig{Self: "a", Key: keyA, RequestTimeout: time.Second}, lnA, echo)
-	b = NewLinks(LinkConfig{Self: "b", Key: keyB, RequestTimeout: time.Second}, lnB, echo)
+	echo := func(_ Peer, _ Kind, p []byte, reply func([]byte)) { reply(p) }
+	a = serve(New(Config{Self: "a", Key: keyA, RequestTimeout: time.Second}, lnA), echo)
+	b = serve(New(Config{Self: "b", Key: keyB, RequestTimeout: time.Second}, lnB), echo)
 	a.SetPeers(map[string]string{"b": lnB.Addr().String()})
 	b.SetPeers(map[string]string{"a": lnA.Addr().String()})
 	t.Cleanup(func() { a.Close(); b.Close() })
@@ -42,7 +49,7 @@ func TestLinkAnswersEveryRequestInOrder(t *testing.T) {
 	var got []uint64
 	done := make(chan struct{})
 	for i := uint64(0); i < n; i++ {
-		a.Request("b", kindForward, 1, binary.AppendUvarint(nil, i), func(p []byte, err error) {
+		a.Request("b", testKind, binary.AppendUvarint(nil, i), func(p []byte, err error) {
 			if err != nil {
 				t.Errorf("request: %v", err)
 			}
@@ -70,7 +77,7 @@ func TestLinkAnswersEveryRequestInOrder(t *testing.T) {
 func TestLinkRefusesAPeerWithoutTheClusterKey(t *testing.T) {
 	a, _ := echoLinks(t, []byte("right"), []byte("wrong"))
 	errc := make(chan error, 1)
-	a.Request("b", kindLookup, 1, []byte{0}, func(_ []byte, err error) { errc <- err })
+	a.Request("b", testKind, []byte{0}, func(_ []byte, err error) { errc <- err })
 	select {
 	case err := <-errc:
 		if !errors.Is(err, ErrPeerDown) {
@@ -84,14 +91,14 @@ func TestLinkRefusesAPeerWithoutTheClusterKey(t *testing.T) {
 func TestLinkFailsPendingRequestsWhenThePeerGoes(t *testing.T) {
 	lnA, _ := net.Listen("tcp", "127.0.0.1:0")
 	lnB, _ := net.Listen("tcp", "127.0.0.1:0")
-	a := NewLinks(LinkConfig{Self: "a", RequestTimeout: 5 * time.Second}, lnA, nil)
+	a := serve(New(Config{Self: "a", RequestTimeout: 5 * time.Second}, lnA), nil)
 	defer a.Close()
 	held := make(chan func([]byte), 1)
 	// b never answers: it holds the reply until the test ends.
-	b := NewLinks(LinkConfig{Self: "b"}, lnB, func(_ Peer, _ kind, _ []byte, reply func([]byte)) { held <- reply })
+	b := serve(New(Config{Self: "b"}, lnB), func(_ Peer, _ Kind, _ []byte, reply func([]byte)) { held <- reply })
 	a.SetPeers(map[string]string{"b": lnB.Addr().String()})
 	errc := make(chan error, 1)
-	a.Request("b", kindLookup, 1, []byte{0}, func(_ []byte, err error) { errc <- err })
+	a.Request("b", testKind, []byte{0}, func(_ []byte, err error) { errc <- err })
 	<-held
 	b.Close()
 	select {
@@ -102,7 +109,7 @@ func TestLinkFailsPendingRequestsWhenThePeerGoes(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("a pending request to a peer that went away was never failed")
 	}
-	a.Request("nobody", kindLookup, 1, nil, func(_ []byte, err error) { errc <- err })
+	a.Request("nobody", testKind, nil, func(_ []byte, err error) { errc <- err })
 	if err := <-errc; !errors.Is(err, ErrPeerUnknown) {
 		t.Fatalf("request to a non-member: %v, want ErrPeerUnknown", err)
 	}
@@ -124,7 +131,7 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 			var mu sync.Mutex
 			var served []string
 			held, gate, newServed := make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
-			owner := NewLinks(LinkConfig{Self: "o", Key: []byte("k")}, ln, func(_ Peer, _ kind, p []byte, reply func([]byte)) {
+			owner := serve(New(Config{Self: "o", Key: []byte("k")}, ln), func(_ Peer, _ Kind, p []byte, reply func([]byte)) {
 				if string(p) == "old 1" {
 					close(held)
 					<-gate // a slow request (lock contention, GC) on the old link
@@ -142,7 +149,7 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			holder := NewLinks(LinkConfig{Self: "h", Key: []byte("k")}, lnH, nil)
+			holder := serve(New(Config{Self: "h", Key: []byte("k")}, lnH), nil)
 			defer holder.Close()
 			release := sync.OnceFunc(func() { close(gate) })
 			defer release() // before the owner closes, which waits for its readers
@@ -151,13 +158,13 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 			// the test holds the old link as long as it likes.
 			dial := func() (net.Conn, *bufio.Reader) {
 				t.Helper()
-				lc := newLinkConn(holder, "o", ln.Addr().String())
+				lc := newConn(holder, "o", ln.Addr().String())
 				conn, err := net.Dial("tcp", lc.addr)
 				if err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { conn.Close() })
-				lc.conn = conn
+				lc.nc = conn
 				br := bufio.NewReader(conn)
 				if err := lc.clientHandshake(br); err != nil {
 					t.Fatal(err)
@@ -167,14 +174,14 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 			reply := func(conn net.Conn, br *bufio.Reader, id uint64, p string) {
 				t.Helper()
 				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if k, gotID, got, err := readFrame(br); err != nil || k != kindReply || gotID != id || string(got) != p {
+				if k, gotID, got, err := ReadFrame(br, MaxFrame); err != nil || k != KindReply || gotID != id || string(got) != p {
 					t.Fatalf("request %s: reply %v %d %q %v", p, k, gotID, got, err)
 				}
 			}
 
 			oldConn, oldBR := dial()
-			writeFrame(oldConn, kindForward, 1, []byte("old 1"))
-			writeFrame(oldConn, kindForward, 2, []byte("old 2"))
+			WriteFrame(oldConn, testKind, 1, []byte("old 1"))
+			WriteFrame(oldConn, testKind, 2, []byte("old 2"))
 			select {
 			case <-held:
 			case <-time.After(5 * time.Second):
@@ -182,7 +189,7 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 			}
 			if closedFirst {
 				owner.mu.Lock()
-				var old *linkConn
+				var old *conn
 				for lc := range owner.in {
 					old = lc
 				}
@@ -190,7 +197,7 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 				old.close(ErrPeerDown) // as a failed write would
 			}
 			newConn, newBR := dial()
-			writeFrame(newConn, kindForward, 1, []byte("new 1"))
+			WriteFrame(newConn, testKind, 1, []byte("new 1"))
 			select {
 			case <-newServed:
 				t.Fatal("new 1 was served while the old link was still serving old 1")
@@ -202,15 +209,15 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 			// written there now is never served.
 			oldConn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			for {
-				if _, _, _, err := readFrame(oldBR); err != nil {
+				if _, _, _, err := ReadFrame(oldBR, MaxFrame); err != nil {
 					if errors.Is(err, os.ErrDeadlineExceeded) {
 						t.Fatal("the old link stayed open after a newer one came up")
 					}
 					break
 				}
 			}
-			writeFrame(oldConn, kindForward, 3, []byte("old 3"))
-			writeFrame(newConn, kindForward, 2, []byte("new 2"))
+			WriteFrame(oldConn, testKind, 3, []byte("old 3"))
+			WriteFrame(newConn, testKind, 2, []byte("new 2"))
 			reply(newConn, newBR, 2, "new 2")
 			mu.Lock()
 			defer mu.Unlock()
@@ -222,55 +229,15 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 	}
 }
 
-func TestPeerPayloadsRoundTrip(t *testing.T) {
-	f := forward{mode: forwardDirect, a: "bob", b: "alice", frame: []byte(`{"type":"msg"}`)}
-	got, err := decodeForward(f.append(nil))
-	if err != nil || got.a != f.a || got.b != f.b || !bytes.Equal(got.frame, f.frame) || got.mode != f.mode {
-		t.Fatalf("forward round trip: %+v %v", got, err)
-	}
-	locs := []Location{{"n1", 2}, {"n3", 1}}
-	st, gotLocs, err := decodeLocations(appendLocations(nil, lookupKnown, locs))
-	if err != nil || st != lookupKnown || fmt.Sprint(gotLocs) != fmt.Sprint(locs) {
-		t.Fatalf("locations round trip: %v %v %v", st, gotLocs, err)
-	}
-	regs := []registration{{Key{Name: "bob"}, 2}, {Key{Room: true, Name: "lobby"}, 0}}
-	gotRegs, err := decodeRegistrations(appendRegistrations(nil, regs))
-	if err != nil || fmt.Sprint(gotRegs) != fmt.Sprint(regs) {
-		t.Fatalf("registrations round trip: %v %v", gotRegs, err)
-	}
-}
-
-// FuzzPeerFrame feeds arbitrary bytes to everything that parses what a peer
-// sends: none may panic, and a huge declared length must not allocate.
-func FuzzPeerFrame(f *testing.F) {
-	fw := forward{mode: forwardRoom, a: "lobby", b: "carol", frame: []byte(`{"type":"msg"}`)}
-	f.Add(fw.append(nil))
-	f.Add(appendLocations(nil, lookupKnown, []Location{{"n1", 3}}))
-	f.Add(appendRegistrations(nil, []registration{{Key{Name: "bob"}, 1}}))
-	f.Add(appendKeys(nil, []Key{{Room: true, Name: "lobby"}}))
-	f.Add([]byte{0, 0, 0, 5, byte(kindLookup), 1, 0, 'u', 0})
-	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
-	f.Fuzz(func(t *testing.T, p []byte) {
-		decodeForward(p)
-		decodeLocations(p)
-		decodeRegistrations(p)
-		decodeKeys(p)
-		d := decoder{b: p}
-		d.key()
-		d.done()
-		readFrame(bufio.NewReader(bytes.NewReader(p)))
-	})
-}
-
 func BenchmarkLinkRequest(b *testing.B) {
 	a, _ := echoLinks(b, nil, nil)
-	payload := (&forward{mode: forwardDirect, a: "bob", b: "alice", frame: make([]byte, 120)}).append(nil)
+	payload := make([]byte, 136) // a forwarded direct message with a 120-byte msg frame
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		wg.Add(1)
-		a.Request("b", kindForward, 1, payload, func([]byte, error) { wg.Done() })
+		a.Request("b", testKind, payload, func([]byte, error) { wg.Done() })
 		if i%1024 == 1023 {
 			wg.Wait() // stay within the link queue
 		}

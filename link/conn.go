@@ -1,0 +1,292 @@
+package link
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Buffer sizes of one link: a read buffer that holds a burst of small
+// frames, and a write buffer that a burst is gathered in before one flush.
+const (
+	readBuffer  = 32 << 10
+	writeBuffer = 64 << 10
+)
+
+type outFrame struct {
+	k       Kind
+	id      uint64
+	payload []byte
+}
+
+type call struct {
+	cb       func([]byte, error)
+	deadline time.Time
+}
+
+// conn is one TCP connection between two nodes. A dialed one carries our
+// requests and their replies; an accepted one carries a peer's requests and
+// our replies.
+type conn struct {
+	links *Links
+	peer  string
+	inc   string // the peer's incarnation, from its hello (accepted links)
+	addr  string
+	nc    net.Conn // set before the writer or reader starts
+	queue chan outFrame
+
+	mu      sync.Mutex
+	pending map[uint64]call
+	nextID  uint64
+	err     error // set once closed
+	done    chan struct{}
+	served  chan struct{} // accepted links: closed once the reader stopped
+}
+
+func newConn(l *Links, peer, addr string) *conn {
+	return &conn{
+		links:   l,
+		peer:    peer,
+		addr:    addr,
+		queue:   make(chan outFrame, l.cfg.Queue),
+		pending: make(map[uint64]call),
+		done:    make(chan struct{}),
+	}
+}
+
+func (lc *conn) request(k Kind, payload []byte, cb func([]byte, error)) bool {
+	lc.mu.Lock()
+	if lc.err != nil {
+		err := lc.requestError(lc.err)
+		lc.mu.Unlock()
+		cb(nil, err)
+		return false
+	}
+	lc.nextID++
+	id := lc.nextID
+	// Enqueue under the lock so that ids reach the wire in request order.
+	select {
+	case lc.queue <- outFrame{k: k, id: id, payload: payload}:
+		lc.pending[id] = call{cb: cb, deadline: time.Now().Add(lc.links.cfg.RequestTimeout)}
+		lc.mu.Unlock()
+		return true
+	default:
+		lc.mu.Unlock()
+		cb(nil, fmt.Errorf("%w: %s", ErrBackpressure, lc.peer))
+		return false
+	}
+}
+
+// reply queues the answer to request id; it waits for room rather than drop
+// an answer, which pushes back on a peer that floods us with requests.
+func (lc *conn) reply(id uint64, payload []byte) {
+	select {
+	case lc.queue <- outFrame{k: KindReply, id: id, payload: payload}:
+	case <-lc.done:
+	}
+}
+
+func (lc *conn) close(err error) {
+	lc.mu.Lock()
+	if lc.err != nil {
+		lc.mu.Unlock()
+		return
+	}
+	lc.err = err
+	pending := lc.pending
+	lc.pending = nil
+	close(lc.done)
+	nc := lc.nc
+	lc.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	lc.links.forget(lc, errors.Is(err, errDialFailed))
+	err = lc.requestError(err)
+	for _, c := range pending {
+		c.cb(nil, err)
+	}
+	// Requests still queued were never sent; their callers were in pending.
+}
+
+// requestError is what a request fails with once the link closed for err:
+// a timeout as it is, anything else as the peer being down, which callers
+// may retry on a new link. A request made after the close, before the link
+// is forgotten, fails the same way as one that was pending.
+func (lc *conn) requestError(err error) error {
+	if errors.Is(err, ErrTimeout) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %v", ErrPeerDown, lc.peer, err)
+}
+
+// expire fails the requests that waited too long. A peer that does not
+// answer in time is cut off or stuck: the connection is closed too, so the
+// next request dials afresh instead of queueing behind a dead TCP stream
+// that may take seconds of retransmission backoff to recover.
+func (lc *conn) expire(now time.Time) {
+	lc.mu.Lock()
+	late := false
+	for _, c := range lc.pending {
+		if now.After(c.deadline) {
+			late = true
+			break
+		}
+	}
+	lc.mu.Unlock()
+	if late {
+		lc.links.cfg.Logger.Warn("link timed out, reconnecting", "peer", lc.peer)
+		lc.close(fmt.Errorf("%w: %s", ErrTimeout, lc.peer))
+	}
+}
+
+func (lc *conn) dialAndRun() {
+	nc, err := net.DialTimeout("tcp", lc.addr, lc.links.cfg.DialTimeout)
+	if err != nil {
+		lc.links.cfg.Logger.Warn("link dial failed", "peer", lc.peer, "addr", lc.addr, "err", err)
+		lc.close(fmt.Errorf("%w: %s: %v", errDialFailed, lc.addr, err))
+		return
+	}
+	lc.mu.Lock()
+	if lc.err != nil {
+		lc.mu.Unlock()
+		nc.Close()
+		return
+	}
+	lc.nc = nc
+	lc.mu.Unlock()
+	br := bufio.NewReaderSize(nc, readBuffer)
+	if err := lc.clientHandshake(br); err != nil {
+		lc.links.cfg.Logger.Warn("link handshake failed", "peer", lc.peer, "err", err)
+		lc.close(err)
+		return
+	}
+	go lc.writeLoop()
+	lc.readReplies(br)
+}
+
+func (lc *conn) serveAccepted() {
+	br := bufio.NewReaderSize(lc.nc, readBuffer)
+	peer, err := lc.serverHandshake(br)
+	if err != nil {
+		lc.links.cfg.Logger.Warn("link refused", "remote", lc.addr, "err", err)
+		lc.nc.Close()
+		return
+	}
+	l := lc.links
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		lc.nc.Close()
+		return
+	}
+	lc.peer, lc.inc = peer.Name, peer.Inc
+	var older []*conn
+	for o := range l.in {
+		if o.peer == peer.Name {
+			older = append(older, o)
+		}
+	}
+	l.in[lc] = struct{}{}
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.in, lc)
+		l.mu.Unlock()
+		close(lc.served)
+	}()
+	// A peer dials anew only once its old link failed it, and what it sent
+	// there unanswered it sends again here, newer (a registration carries the
+	// key's count at the time it goes). The old link's reader may still hold
+	// frames, closed or not: it must stop before this one starts, or an old
+	// count could land after a new one and stay until the key changes again.
+	for _, o := range older {
+		lc.links.cfg.Logger.Debug("link replaced by a newer one", "peer", peer.Name)
+		o.close(ErrPeerDown)
+		<-o.served
+	}
+	go lc.writeLoop()
+	lc.readRequests(br)
+}
+
+// writeLoop owns all writes: it drains the queue into a buffer and flushes
+// only when the queue is empty, so a burst costs one system call.
+func (lc *conn) writeLoop() {
+	bw := bufio.NewWriterSize(lc.nc, writeBuffer)
+	var hdr [maxHeader]byte
+	for {
+		var f outFrame
+		select {
+		case f = <-lc.queue:
+		case <-lc.done:
+			return
+		}
+		for {
+			n := putHeader(hdr[:], f.k, f.id, len(f.payload))
+			if _, err := bw.Write(hdr[:n]); err != nil {
+				lc.close(err)
+				return
+			}
+			if _, err := bw.Write(f.payload); err != nil {
+				lc.close(err)
+				return
+			}
+			select {
+			case f = <-lc.queue:
+				continue
+			default:
+			}
+			break
+		}
+		if err := bw.Flush(); err != nil {
+			lc.close(err)
+			return
+		}
+	}
+}
+
+func (lc *conn) readReplies(br *bufio.Reader) {
+	for {
+		k, id, p, err := ReadFrame(br, MaxFrame)
+		if err == nil && k != KindReply {
+			err = fmt.Errorf("%w: kind %d from a peer on a dialed link", ErrMalformed, k)
+		}
+		if err != nil {
+			lc.close(err)
+			return
+		}
+		lc.mu.Lock()
+		c, ok := lc.pending[id]
+		delete(lc.pending, id)
+		lc.mu.Unlock()
+		if ok {
+			c.cb(p, nil)
+		}
+	}
+}
+
+func (lc *conn) readRequests(br *bufio.Reader) {
+	from := Peer{Name: lc.peer, Inc: lc.inc}
+	for {
+		k, id, p, err := ReadFrame(br, MaxFrame)
+		if err != nil {
+			if err != io.EOF {
+				lc.links.cfg.Logger.Debug("link closed", "peer", lc.peer, "err", err)
+			}
+			lc.close(ErrPeerDown)
+			return
+		}
+		replied := false
+		lc.links.handle(from, k, p, func(answer []byte) {
+			if replied {
+				panic("link: request answered twice")
+			}
+			replied = true
+			lc.reply(id, answer)
+		})
+	}
+}

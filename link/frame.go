@@ -1,0 +1,85 @@
+package link
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The node-to-node frame: a 4-byte big-endian length, then the body:
+//
+//	kind (1 byte) | request id (uvarint) | payload
+//
+// A reply carries the id of its request. The link reserves two kinds for
+// itself; every other kind is the caller's, and the link carries it as is.
+
+// Kind says what a frame is. KindHello and KindReply are the link's own;
+// callers number their requests from FirstRequestKind up.
+type Kind byte
+
+const (
+	// KindHello is the first frame each way on a new link: who is dialing,
+	// and the proof that both ends hold the cluster key.
+	KindHello Kind = 1
+	// KindReply is the answer to a request; its id is the request's.
+	KindReply Kind = 2
+	// FirstRequestKind is the lowest kind a caller may use for a request.
+	FirstRequestKind Kind = 3
+)
+
+// Version is checked in the hello; a peer speaking another is refused.
+const Version = 1
+
+// MaxFrame bounds one node-to-node frame: a chat message is bounded by the
+// client's --max-frame (64 KiB by default) and a register batch by the
+// router's batch size (1000 keys), both far below.
+const MaxFrame = 4 << 20
+
+// ErrMalformed says a peer sent bytes that are not a well-formed frame or
+// payload; the link that carried them is closed.
+var ErrMalformed = errors.New("malformed node-to-node frame")
+
+// maxHeader is the longest frame header: length, kind and a request id.
+const maxHeader = 4 + 1 + binary.MaxVarintLen64
+
+func putHeader(b []byte, k Kind, id uint64, payloadLen int) int {
+	n := 4
+	b[n] = byte(k)
+	n++
+	n += binary.PutUvarint(b[n:], id)
+	binary.BigEndian.PutUint32(b[:4], uint32(n-4+payloadLen))
+	return n
+}
+
+// WriteFrame writes one frame to w in a single Write.
+func WriteFrame(w io.Writer, k Kind, id uint64, payload []byte) error {
+	var hdr [maxHeader]byte
+	n := putHeader(hdr[:], k, id, len(payload))
+	_, err := w.Write(append(hdr[:n:n], payload...))
+	return err
+}
+
+// ReadFrame reads one frame of at most limit bytes into a fresh buffer: the
+// payload may be kept by the caller (a forwarded message is queued as is to
+// client connections).
+func ReadFrame(br *bufio.Reader, limit int) (Kind, uint64, []byte, error) {
+	var lenBuf [4]byte
+	if _, err := io.ReadFull(br, lenBuf[:]); err != nil {
+		return 0, 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(lenBuf[:])
+	if n < 2 || n > uint32(limit) {
+		return 0, 0, nil, fmt.Errorf("%w: length %d", ErrMalformed, n)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return 0, 0, nil, err
+	}
+	id, m := binary.Uvarint(body[1:])
+	if m <= 0 {
+		return 0, 0, nil, ErrMalformed
+	}
+	return Kind(body[0]), id, body[1+m:], nil
+}
