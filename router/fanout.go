@@ -1,0 +1,94 @@
+package router
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/shardchat/shard/link"
+	"github.com/shardchat/shard/protocol"
+)
+
+// fanout gathers the answers of the nodes one message went to.
+type fanout struct {
+	direct bool
+	done   func(result)
+
+	mu        sync.Mutex
+	remaining int
+	count     int // connections that got it
+	refused   int // connections of the recipient that were closing
+	failed    error
+}
+
+func (f *fanout) expect(n int) {
+	f.mu.Lock()
+	f.remaining = n
+	f.mu.Unlock()
+}
+
+func (f *fanout) add(got, refused int) {
+	f.mu.Lock()
+	f.count += got
+	f.refused += refused
+	f.mu.Unlock()
+}
+
+// The answer to a forward: how many connections got the message, and how
+// many refused it because they were closing.
+func appendDelivered(b []byte, got, refused int) []byte {
+	b = binary.AppendUvarint(b, uint64(got))
+	return binary.AppendUvarint(b, uint64(refused))
+}
+
+func decodeDelivered(p []byte) (got, refused int, err error) {
+	d := link.NewDecoder(p)
+	got, refused = int(d.Uvarint()), int(d.Uvarint())
+	return got, refused, d.Done()
+}
+
+func (f *fanout) reply(p []byte, err error) {
+	got, refused := 0, 0
+	if err == nil {
+		if got, refused, err = decodeDelivered(p); err != nil {
+			err = fmt.Errorf("forward reply: %w", err)
+		}
+	}
+	f.mu.Lock()
+	f.count += got
+	f.refused += refused
+	if err != nil && f.failed == nil {
+		f.failed = err
+	}
+	f.remaining--
+	last := f.remaining == 0
+	f.mu.Unlock()
+	if last {
+		f.finish()
+	}
+}
+
+func (f *fanout) finish() {
+	f.mu.Lock()
+	count, refused, failed := f.count, f.refused, f.failed
+	f.mu.Unlock()
+	switch {
+	case !f.direct:
+		// Recipients on a node that could not be reached are not counted:
+		// the number says who got it.
+		f.done(result{status: protocol.StatusSent, recipients: count})
+	case count > 0:
+		f.done(result{status: protocol.StatusDelivered})
+	case failed != nil:
+		f.done(result{err: failed})
+	case refused > 0:
+		// The recipient is connected but moving (its node is draining, or
+		// it was just cut): not offline, retry shortly.
+		f.done(result{err: errRecipientMoving})
+	default:
+		f.done(result{status: protocol.StatusOffline})
+	}
+}
+
+var errRecipientMoving = errors.New("the recipient's connection is closing")

@@ -1,0 +1,19 @@
+package router
+
+import "github.com/shardchat/shard/link"
+
+// Transport carries the router's requests to its peers and serves theirs:
+// link.Links between processes, an in-memory network in a simulation.
+type Transport interface {
+	// Serve starts serving the peers' requests with h.
+	Serve(h link.Handler)
+	// SetPeers replaces the peers and their addresses.
+	SetPeers(addrs map[string]string)
+	// Request sends a request to peer; cb gets the reply or an error,
+	// exactly once. It reports whether the request went out.
+	Request(peer string, k link.Kind, payload []byte, cb func([]byte, error)) bool
+	// Queued is the number of frames waiting to go out.
+	Queued() int
+	// Close stops it, failing requests still pending.
+	Close()
+}
