@@ -128,7 +128,7 @@ func TestConnectionCapRefusesWith503(t *testing.T) {
 }
 
 func TestRoomsPerConnectionAreCapped(t *testing.T) {
-	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.Session.MaxRooms = 2 })
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.MaxRooms = 2 })
 	cl := c.Dial(0, "joiner")
 	ctx := ctxFor(t)
 	for _, room := range []string{"r1", "r2", "r1"} {

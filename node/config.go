@@ -45,6 +45,9 @@ type Config struct {
 	APIKey string
 	// Session holds the per-connection limits.
 	Session session.Config
+	// MaxRooms bounds the rooms one connection may have joined at once.
+	// Default router.DefaultMaxRooms.
+	MaxRooms int
 	// DrainTimeout bounds a graceful shutdown. Default 10s.
 	DrainTimeout time.Duration
 	// Origins lists the browser origins (scheme://host[:port]) allowed to

@@ -152,13 +152,23 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	err := upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
 		go func() {
 			defer n.removeConn(c)
-			c.Serve(ws, raw, n.router)
+			c.Serve(ws, raw, sessionRouter{n.router})
 		}()
 	})
 	if err != nil {
-		n.router.Closed(c, session.CloseClientGone)
+		n.router.Closed(c, session.CloseClientGone.Label)
 		n.removeConn(c)
 	}
+}
+
+// sessionRouter hands what a session reads to the router, which knows the
+// connection only as a router.Conn.
+type sessionRouter struct{ r *router.Router }
+
+func (h sessionRouter) HandleFrame(c *session.Conn, f *protocol.Frame) { h.r.HandleFrame(c, f) }
+
+func (h sessionRouter) Closed(c *session.Conn, reason session.CloseReason) {
+	h.r.Closed(c, reason.Label)
 }
 
 // authenticate finds the user id of a WebSocket request: from a verified

@@ -118,6 +118,7 @@ func Start(cfg Config) (*Node, error) {
 		Self:        n.name,
 		Incarnation: inc,
 		Mode:        cfg.Routing,
+		MaxRooms:    cfg.MaxRooms,
 		Store:       n.store,
 		Logger:      n.log,
 		Metrics:     n.rm,

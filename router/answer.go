@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"github.com/shardchat/shard/protocol"
-	"github.com/shardchat/shard/session"
 )
 
 // result is the outcome of routing one message, or of a join or leave.
@@ -22,9 +21,12 @@ type result struct {
 var (
 	errNotMember = errors.New("not a member")
 	errNoStore   = errors.New("this cluster keeps no history: it runs without a message store")
+	// errNotAttached: a frame from a connection the router does not hold
+	// (its registration failed, or it has closed).
+	errNotAttached = errors.New("connection is not registered")
 )
 
-func (r *Router) answer(c *session.Conn, id, typ string, res result) {
+func (r *Router) answer(c Conn, id, typ string, res result) {
 	var frame []byte
 	switch {
 	case res.err == errNotMember:
@@ -33,12 +35,12 @@ func (r *Router) answer(c *session.Conn, id, typ string, res result) {
 	case res.err == errNoStore:
 		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
 		frame = protocol.AppendError(nil, id, protocol.CodeUnavailable, res.err.Error())
-	case res.err == session.ErrTooManyRooms:
+	case res.err == ErrTooManyRooms:
 		r.m.answerStatus.WithLabelValues(protocol.CodeBadRequest).Inc()
 		frame = protocol.AppendError(nil, id, protocol.CodeBadRequest, res.err.Error())
 	case res.err != nil:
 		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
-		r.log.Debug("answered unavailable", "user", c.User, "conn", c.ID, "type", typ, "err", res.err)
+		r.log.Debug("answered unavailable", "user", c.User(), "conn", c.ID(), "type", typ, "err", res.err)
 		frame = protocol.AppendError(nil, id, protocol.CodeUnavailable, "the cluster cannot route this right now; retry later")
 	default:
 		r.m.answerStatus.WithLabelValues(res.status).Inc()

@@ -3,6 +3,8 @@ package router
 import (
 	"sync"
 	"time"
+
+	"github.com/shardchat/shard/link"
 )
 
 // locationCache is the sender side: answers from owners, kept until the
@@ -104,4 +106,18 @@ func (c *locationCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries)
+}
+
+func init() { servePeer(kindInvalidate, "invalidate", (*Router).serveInvalidate) }
+
+// serveInvalidate drops cached answers an owner says changed.
+func (r *Router) serveInvalidate(from link.Peer, p []byte, reply func([]byte)) {
+	keys, err := decodeKeys(p)
+	if err != nil {
+		r.log.Warn("bad invalidate from peer", "peer", from.Name, "err", err)
+	}
+	for _, key := range keys {
+		r.cache.invalidate(key)
+	}
+	reply(nil)
 }

@@ -48,15 +48,51 @@ type Config struct {
 	// Mode is owner (default) or broadcast routing.
 	Mode Mode
 	// CacheTTL bounds how long a sender trusts a cached location without
-	// hearing from the owner. Default 30s; owners remember the watcher a
-	// little longer, so a change is never missed.
+	// hearing from the owner. Default DefaultCacheTTL; owners remember the
+	// watcher a little longer (watchSlack), so a change is never missed.
 	CacheTTL time.Duration
-	// CacheSize bounds the sender-side location cache. Default 100000 keys.
+	// CacheSize bounds the sender-side location cache. Default
+	// DefaultCacheSize keys.
 	CacheSize int
+	// MaxRooms bounds the rooms one connection may have joined at once, so
+	// that a client cannot grow the room index without bound. Default
+	// DefaultMaxRooms.
+	MaxRooms int
 	// Store keeps messages; nil: live delivery only, at most once.
 	Store   store.Store
 	Logger  *slog.Logger
 	Metrics *Metrics
+}
+
+// Defaults of Config.
+const (
+	// DefaultCacheTTL: an owner whose word of a change was lost (its link
+	// broke) is trusted at most this long; short enough that a stale route
+	// heals on its own, long enough that a busy sender asks each owner
+	// about a key about once per 30 s, not per message.
+	DefaultCacheTTL = 30 * time.Second
+	// DefaultCacheSize: 100,000 keys of about 100 bytes is 10 MB, the
+	// recipients a busy node talks to in 30 s many times over.
+	DefaultCacheSize = 100000
+	// DefaultMaxRooms (the --max-rooms default): more than any chat client
+	// shows at once, and 256 directory entries per connection at most.
+	DefaultMaxRooms = 256
+)
+
+func (c Config) withDefaults() Config {
+	if c.CacheTTL <= 0 {
+		c.CacheTTL = DefaultCacheTTL
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = DefaultCacheSize
+	}
+	if c.MaxRooms <= 0 {
+		c.MaxRooms = DefaultMaxRooms
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // watchSlack is how much longer an owner keeps a watcher than the watcher

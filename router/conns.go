@@ -1,10 +1,6 @@
 package router
 
-import (
-	"time"
-
-	"github.com/shardchat/shard/session"
-)
+import "time"
 
 // Attach registers a new connection with its user's owner and returns once
 // the owner has recorded it, so that messages sent from any node reach it.
@@ -14,25 +10,37 @@ import (
 // so yet), Attach keeps trying for attachWait: the ring will soon name a new
 // owner, and a user reconnecting from the dead node should get in then
 // rather than be refused.
-func (r *Router) Attach(c *session.Conn) error {
-	key := Key{Name: c.User}
-	err := r.updateLocal(key, c, true)
+func (r *Router) Attach(c Conn) error {
+	cl := &client{Conn: c}
+	r.local.mu.Lock()
+	r.local.clients[c] = cl
+	r.local.mu.Unlock()
+	key := Key{Name: c.User()}
+	err := r.updateLocal(key, cl, true)
 	deadline := time.Now().Add(attachWait)
 	for backoff := 20 * time.Millisecond; err != nil && retryable(err) && time.Now().Add(backoff).Before(deadline); backoff = min(2*backoff, 500*time.Millisecond) {
 		select {
 		case <-time.After(backoff):
 		case <-r.stop:
-			_ = r.updateLocal(key, c, false)
+			r.detach(cl)
 			return err
 		}
 		err = <-r.registerCurrent(key)
 	}
 	if err != nil {
-		_ = r.updateLocal(key, c, false)
+		r.detach(cl)
 		return err
 	}
 	r.m.Connections.Inc()
 	return nil
+}
+
+// detach forgets a connection whose registration failed.
+func (r *Router) detach(cl *client) {
+	_ = r.updateLocal(Key{Name: cl.User()}, cl, false)
+	r.local.mu.Lock()
+	delete(r.local.clients, cl.Conn)
+	r.local.mu.Unlock()
 }
 
 // registerCurrent sends this node's current count for key to its current
@@ -49,13 +57,20 @@ func (r *Router) registerCurrent(key Key) <-chan error {
 	return r.registerLocked(owner, []registration{{key, len(r.local.conns[key])}})
 }
 
-// Closed unregisters a connection and its room memberships.
-func (r *Router) Closed(c *session.Conn, reason session.CloseReason) {
+// Closed unregisters a connection that Attach registered, and its room
+// memberships; reason labels the close in the metrics.
+func (r *Router) Closed(c Conn, reason string) {
+	r.local.mu.Lock()
+	cl := r.local.clients[c]
+	delete(r.local.clients, c)
+	r.local.mu.Unlock()
+	if cl == nil {
+		return
+	}
 	r.m.Connections.Dec()
-	r.m.Closes.WithLabelValues(reason.Label).Inc()
-	r.updateLocalAsync(Key{Name: c.User}, c, false)
-	for _, room := range c.Rooms() {
-		c.Leave(room)
-		r.updateLocalAsync(Key{Room: true, Name: room}, c, false)
+	r.m.Closes.WithLabelValues(reason).Inc()
+	r.updateLocalAsync(Key{Name: c.User()}, cl, false)
+	for _, room := range cl.leaveAll() {
+		r.updateLocalAsync(Key{Room: true, Name: room}, cl, false)
 	}
 }

@@ -12,14 +12,16 @@ import (
 
 // fanout gathers the answers of the nodes one message went to.
 type fanout struct {
-	direct bool
+	direct bool // a user's delivery (else a room's)
+	stored bool // the message is in the store: see finish
 	done   func(result)
 
 	mu        sync.Mutex
 	remaining int
-	count     int // connections that got it
-	refused   int // connections of the recipient that were closing
-	failed    error
+	count     int   // connections that got it
+	refused   int   // connections of the recipient that were closing
+	failed    error // a node it went to did not answer
+	unrouted  error // it went nowhere: where its target is could not be told
 }
 
 func (f *fanout) expect(n int) {
@@ -69,17 +71,34 @@ func (f *fanout) reply(p []byte, err error) {
 	}
 }
 
+// fail ends a fanout that could not start: the cluster could not say where
+// its target is.
+func (f *fanout) fail(err error) {
+	f.mu.Lock()
+	f.unrouted = err
+	f.mu.Unlock()
+	f.finish()
+}
+
 func (f *fanout) finish() {
 	f.mu.Lock()
-	count, refused, failed := f.count, f.refused, f.failed
+	count, refused, failed, unrouted := f.count, f.refused, f.failed, f.unrouted
 	f.mu.Unlock()
 	switch {
+	case !f.direct && unrouted != nil:
+		f.done(result{err: unrouted})
 	case !f.direct:
 		// Recipients on a node that could not be reached are not counted:
 		// the number says who got it.
 		f.done(result{status: protocol.StatusSent, recipients: count})
 	case count > 0:
 		f.done(result{status: protocol.StatusDelivered})
+	case f.stored:
+		// No connection got it now, or the route failed: it waits in the
+		// inbox either way, for the next sync.
+		f.done(result{status: protocol.StatusStored})
+	case unrouted != nil:
+		f.done(result{err: unrouted})
 	case failed != nil:
 		f.done(result{err: failed})
 	case refused > 0:

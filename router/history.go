@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/shardchat/shard/protocol"
-	"github.com/shardchat/shard/session"
 	"github.com/shardchat/shard/store"
 )
 
@@ -23,13 +22,13 @@ const maxPage = 100
 
 // pageSize keeps a page well under the connection's queue bound, so that a
 // replay never trips the slow-consumer cut.
-func pageSize(c *session.Conn) int {
+func pageSize(c Conn) int {
 	return max(1, min(maxPage, c.QueueLimit()/4))
 }
 
 // storeAndRoute appends a and routes it. sender is the sending connection,
 // nil for the HTTP API.
-func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(result)) {
+func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)) {
 	if a.Key != "" {
 		if first, ok := r.keys.wait(a.From, a.Key); ok {
 			done(first) // a resend while this node still knows the first answer
@@ -59,11 +58,6 @@ func (r *Router) storeAndRoute(a store.Append, sender *session.Conn, done func(r
 		r.keys.start(a.From, a.Key)
 	}
 	finish := func(res result) {
-		if a.Room == "" && res.status != protocol.StatusDelivered {
-			// No connection got it now, or the route failed: it waits in
-			// the inbox either way, for the next sync.
-			res = result{status: protocol.StatusStored}
-		}
 		res.seq, res.mid = ap.Seq, ap.Mid
 		if a.Key != "" {
 			r.keys.finish(a.From, a.Key, res)
@@ -188,26 +182,26 @@ func (r *Router) recordLoop() {
 }
 
 // sendHistory writes stored messages to c as `msg` frames, in one burst.
-func sendHistory(c *session.Conn, msgs []store.Message) {
+func sendHistory(c Conn, msgs []store.Message) {
 	frames := make([][]byte, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
 		frames[i] = protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &protocol.Msg{
 			Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS, Seq: m.Seq})
 	}
-	c.SendBurst(frames)
+	c.Queue(frames...)
 }
 
 // sync writes one page of c's inbox after offset after and answers with the
 // newest offset and whether more follow.
-func (r *Router) sync(c *session.Conn, after int64, done func(result)) {
+func (r *Router) sync(c Conn, after int64, done func(result)) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if err := c.WaitQueue(ctx, c.QueueLimit()/2); err != nil {
 		done(result{err: err})
 		return
 	}
-	msgs, last, more, err := r.cfg.Store.Read(ctx, store.Inbox(c.User), after, pageSize(c))
+	msgs, last, more, err := r.cfg.Store.Read(ctx, store.Inbox(c.User()), after, pageSize(c))
 	if err != nil {
 		done(result{err: fmt.Errorf("store: %w", err)})
 		return
@@ -218,8 +212,8 @@ func (r *Router) sync(c *session.Conn, after int64, done func(result)) {
 
 // replayRoom writes room's stream after offset since to c, page by page,
 // and returns the last offset written. The caller holds c's live messages
-// of room meanwhile (BeginReplay).
-func (r *Router) replayRoom(c *session.Conn, room string, since int64) (int64, error) {
+// of room meanwhile (beginReplay).
+func (r *Router) replayRoom(c Conn, room string, since int64) (int64, error) {
 	through := since
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)

@@ -3,30 +3,38 @@ package router
 import (
 	"sync"
 
-	"github.com/shardchat/shard/session"
+	"github.com/shardchat/shard/link"
 )
 
 // localIndex is the connections this node holds, by user and by joined
 // room. It is the source of truth that owners' directories are rebuilt from.
 type localIndex struct {
-	mu    sync.RWMutex
-	conns map[Key][]*session.Conn
+	mu      sync.RWMutex
+	conns   map[Key][]*client
+	clients map[Conn]*client // every attached connection
 }
 
 func newLocalIndex() localIndex {
-	return localIndex{conns: make(map[Key][]*session.Conn)}
+	return localIndex{conns: make(map[Key][]*client), clients: make(map[Conn]*client)}
+}
+
+// client returns the router's state of c, nil when c is not attached.
+func (l *localIndex) client(c Conn) *client {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.clients[c]
 }
 
 // updateLocal adds or removes c under key and registers the new count with
 // key's owner; it returns once the owner has recorded it.
-func (r *Router) updateLocal(key Key, c *session.Conn, add bool) error {
+func (r *Router) updateLocal(key Key, c *client, add bool) error {
 	return <-r.updateLocalAsync(key, c, add)
 }
 
 // updateLocalAsync is updateLocal without the wait. The count is read and
 // sent under the index lock, so that two changes of one key reach the owner
 // in the order they happened.
-func (r *Router) updateLocalAsync(key Key, c *session.Conn, add bool) <-chan error {
+func (r *Router) updateLocalAsync(key Key, c *client, add bool) <-chan error {
 	r.local.mu.Lock()
 	defer r.local.mu.Unlock()
 	list := r.local.conns[key]
@@ -81,38 +89,34 @@ func (r *Router) registerLocked(owner string, regs []registration) <-chan error 
 	return done
 }
 
-// deliverDirect queues frame to every local connection of to, and copy to
-// those of copyTo (the sender's other devices) when set, except skip. It
-// returns how many connections of to got it, and how many refused it
-// because they are closing: their user is about to reconnect, not offline.
-func (r *Router) deliverDirect(to, copyTo string, skip *session.Conn, frame, copy []byte) (got, refused int) {
+// deliverLocal hands d to the connections this node holds of its target,
+// and its copy to the sender's other connections, but d.skip. It returns how
+// many connections of the target got it, and how many refused it because
+// they are closing: their user is about to reconnect, not offline.
+func (r *Router) deliverLocal(d *delivery) (got, refused int) {
 	r.local.mu.RLock()
-	got, refused = r.sendAll(r.local.conns[Key{Name: to}], skip, frame)
-	if copyTo != "" && copyTo != to {
-		r.sendAll(r.local.conns[Key{Name: copyTo}], skip, copy)
+	defer r.local.mu.RUnlock()
+	if d.target.Room {
+		for _, c := range r.local.conns[d.target] {
+			if c != d.skip && c.sendRoom(d.target.Name, d.seq, d.frame) {
+				got++
+			}
+		}
+		r.countDeliveries(got)
+		return got, 0
 	}
-	r.local.mu.RUnlock()
+	got, refused = r.sendAll(r.local.conns[d.target], d.skip, d.frame)
+	if d.from != "" && d.from != d.target.Name {
+		copy := d.copy
+		if copy == nil {
+			copy = d.frame
+		}
+		r.sendAll(r.local.conns[Key{Name: d.from}], d.skip, copy)
+	}
 	return got, refused
 }
 
-// deliverRoom queues frame (offset seq in the room's stream) to every local
-// connection that joined room, except skip, and returns how many got it.
-func (r *Router) deliverRoom(room string, seq int64, skip *session.Conn, frame []byte) int {
-	r.local.mu.RLock()
-	got := 0
-	for _, c := range r.local.conns[Key{Room: true, Name: room}] {
-		if c != skip && c.SendRoom(room, seq, frame) {
-			got++
-		}
-	}
-	r.local.mu.RUnlock()
-	if got > 0 {
-		r.m.Deliveries.Add(float64(got))
-	}
-	return got
-}
-
-func (r *Router) sendAll(conns []*session.Conn, skip *session.Conn, frame []byte) (got, refused int) {
+func (r *Router) sendAll(conns []*client, skip *client, frame []byte) (got, refused int) {
 	for _, c := range conns {
 		if c == skip {
 			continue
@@ -123,8 +127,26 @@ func (r *Router) sendAll(conns []*session.Conn, skip *session.Conn, frame []byte
 			refused++
 		}
 	}
-	if got > 0 {
-		r.m.Deliveries.Add(float64(got))
-	}
+	r.countDeliveries(got)
 	return got, refused
+}
+
+func (r *Router) countDeliveries(n int) {
+	if n > 0 {
+		r.m.Deliveries.Add(float64(n))
+	}
+}
+
+func init() { servePeer(kindRegister, "register", (*Router).serveRegister) }
+
+// serveRegister records a holder's counts, and answers once every node
+// that cached an answer for one of those keys has dropped it.
+func (r *Router) serveRegister(from link.Peer, p []byte, reply func([]byte)) {
+	regs, err := decodeRegistrations(p)
+	if err != nil {
+		r.log.Warn("bad register from peer", "peer", from.Name, "err", err)
+		reply(nil)
+		return
+	}
+	r.applyRegistrations(from, regs, func() { reply(nil) })
 }

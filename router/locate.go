@@ -130,3 +130,33 @@ func (r *Router) askOwner(ctx context.Context, owner string, key Key, version st
 		return nil, ErrNotOwner
 	}
 }
+
+func init() { servePeer(kindLookup, "lookup", (*Router).serveLookup) }
+
+// serveLookup answers where a key this node owns has connections; with the
+// watch flag it remembers the asker, to tell it when the answer changes.
+func (r *Router) serveLookup(from link.Peer, p []byte, reply func([]byte)) {
+	d := link.NewDecoder(p)
+	flags := d.Byte()
+	key := decodeKey(&d)
+	version := d.String()
+	if d.Done() != nil {
+		r.log.Warn("bad lookup from peer", "peer", from.Name)
+		reply(nil)
+		return
+	}
+	if r.view.Load().ring.Owner(key.Name) != r.cfg.Self {
+		reply(appendLocations(nil, lookupNotOwner, nil))
+		return
+	}
+	watcher, until := "", time.Time{}
+	if flags&lookupWatch != 0 {
+		watcher, until = from.Name, time.Now().Add(r.cfg.CacheTTL+watchSlack)
+	}
+	locs, err := r.lookupOwned(key, watcher, until, version)
+	if err != nil {
+		reply(appendLocations(nil, lookupUnsettled, nil))
+		return
+	}
+	reply(appendLocations(nil, lookupKnown, locs))
+}

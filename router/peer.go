@@ -1,96 +1,55 @@
 package router
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/shardchat/shard/link"
 )
 
-// handlePeer serves one request from another node. It runs on that link's
-// reader and never blocks: slow work answers later through reply.
+// A peer's request is served by the function registered for its kind, in
+// the file of the capability it belongs to (route.go: forward, locate.go:
+// lookup, ...): a new kind of node-to-node traffic is one more file, not a
+// case in a switch here.
+
+// peerServer serves one request from a peer. It runs on that link's reader
+// and must not block: slow work answers later through reply, exactly once.
+type peerServer func(r *Router, from link.Peer, p []byte, reply func([]byte))
+
+type peerRequest struct {
+	name  string // the `kind` label of the peer message metrics
+	serve peerServer
+}
+
+var peerRequests = map[kind]peerRequest{}
+
+// servePeer registers the server of requests of kind k, named name. It runs
+// at init; a kind registered twice is a programming error.
+func servePeer(k kind, name string, serve peerServer) {
+	if k < kind(link.FirstRequestKind) {
+		panic(fmt.Sprintf("router: request kind %d is the link's own", k))
+	}
+	if old, dup := peerRequests[k]; dup {
+		panic(fmt.Sprintf("router: request kind %d registered twice (%s, %s)", k, old.name, name))
+	}
+	peerRequests[k] = peerRequest{name, serve}
+}
+
+// handlePeer serves one request from another node.
 func (r *Router) handlePeer(from link.Peer, lk link.Kind, p []byte, reply func([]byte)) {
 	k := kind(lk)
+	pr, ok := peerRequests[k]
+	if !ok {
+		r.log.Warn("unknown request from peer", "peer", from.Name, "kind", k)
+		reply(nil)
+		return
+	}
 	// Every request is answered exactly once (the Handler's contract), so
 	// it is counted as answered here rather than by wrapping reply, which
 	// would cost an allocation per request.
-	r.m.PeerReplies.WithLabelValues(k.String()).Inc()
-	switch k {
-	case kindForward:
-		f, err := decodeForward(p)
-		if err != nil {
-			r.log.Warn("bad forward from peer", "peer", from.Name, "err", err)
-			reply(nil)
-			return
-		}
-		var got, refused int
-		if f.mode == forwardDirect {
-			got, refused = r.deliverDirect(f.a, f.b, nil, f.frame, f.copy)
-		} else {
-			got = r.deliverRoom(f.a, f.seq, nil, f.frame)
-		}
-		reply(appendDelivered(nil, got, refused))
-	case kindLookup:
-		d := link.NewDecoder(p)
-		flags := d.Byte()
-		key := decodeKey(&d)
-		version := d.String()
-		if d.Done() != nil {
-			r.log.Warn("bad lookup from peer", "peer", from.Name)
-			reply(nil)
-			return
-		}
-		if r.view.Load().ring.Owner(key.Name) != r.cfg.Self {
-			reply(appendLocations(nil, lookupNotOwner, nil))
-			return
-		}
-		watcher, until := "", time.Time{}
-		if flags&lookupWatch != 0 {
-			watcher, until = from.Name, time.Now().Add(r.cfg.CacheTTL+watchSlack)
-		}
-		locs, err := r.lookupOwned(key, watcher, until, version)
-		if err != nil {
-			reply(appendLocations(nil, lookupUnsettled, nil))
-			return
-		}
-		reply(appendLocations(nil, lookupKnown, locs))
-	case kindRegister:
-		regs, err := decodeRegistrations(p)
-		if err != nil {
-			r.log.Warn("bad register from peer", "peer", from.Name, "err", err)
-			reply(nil)
-			return
-		}
-		r.applyRegistrations(from, regs, func() { reply(nil) })
-	case kindInvalidate:
-		keys, err := decodeKeys(p)
-		if err != nil {
-			r.log.Warn("bad invalidate from peer", "peer", from.Name, "err", err)
-		}
-		for _, key := range keys {
-			r.cache.invalidate(key)
-		}
-		reply(nil)
-	case kindSynced:
-		d := link.NewDecoder(p)
-		version := d.String()
-		if d.Done() != nil {
-			r.log.Warn("bad synced from peer", "peer", from.Name)
-		} else {
-			r.settle.synced(version, from.Name)
-		}
-		reply(nil)
-	case kindResync:
-		reply(nil)
-		r.wg.Add(1)
-		go func() { // it waits for answers: not on the link's reader
-			defer r.wg.Done()
-			r.resync(from.Name)
-		}()
-	default:
-		r.log.Warn("unknown request from peer", "peer", from.Name, "kind", k)
-		reply(nil)
-	}
+	r.m.PeerReplies.WithLabelValues(pr.name).Inc()
+	pr.serve(r, from, p, reply)
 }
 
 // applyRegistrations records node's counts and calls done once every node

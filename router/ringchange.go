@@ -299,3 +299,31 @@ func (r *Router) announceSynced(v *view, skip map[string]bool) {
 		}
 	}
 }
+
+func init() {
+	servePeer(kindSynced, "synced", (*Router).serveSynced)
+	servePeer(kindResync, "resync", (*Router).serveResync)
+}
+
+// serveSynced records that a peer has re-registered for a ring version.
+func (r *Router) serveSynced(from link.Peer, p []byte, reply func([]byte)) {
+	d := link.NewDecoder(p)
+	version := d.String()
+	if d.Done() != nil {
+		r.log.Warn("bad synced from peer", "peer", from.Name)
+	} else {
+		r.settle.synced(version, from.Name)
+	}
+	reply(nil)
+}
+
+// serveResync registers again, with the peer that asks, what this node
+// holds that it owns.
+func (r *Router) serveResync(from link.Peer, _ []byte, reply func([]byte)) {
+	reply(nil)
+	r.wg.Add(1)
+	go func() { // it waits for answers: not on the link's reader
+		defer r.wg.Done()
+		r.resync(from.Name)
+	}()
+}

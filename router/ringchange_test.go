@@ -16,7 +16,6 @@ import (
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/ring"
-	"github.com/shardchat/shard/session"
 )
 
 func testRouter(t *testing.T, name string) (*Router, string) {
@@ -151,7 +150,7 @@ func TestRegistrationThatFailedIsRetriedBeforeTheOwnerCountsIt(t *testing.T) {
 	if err := a.SetMembers([]Member{{Name: "a", Link: aLink, Inc: "a-1"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Attach(session.New(1, user, session.Config{})); err != nil {
+	if err := a.Attach(newTestConn(1, user)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -190,14 +189,14 @@ func TestUnregistrationThatFailedIsSentAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 			user := ownedBy(t, "b", "a", "b")
-			conn := session.New(1, user, session.Config{})
+			conn := newTestConn(1, user)
 			if err := a.Attach(conn); err != nil {
 				t.Fatal(err)
 			}
 			locatedAt(t, b, Key{Name: user}, "a")
 
 			relay.set(false)
-			a.Closed(conn, session.CloseClientGone)
+			a.Closed(conn, "client_gone")
 			if err := a.WaitRegistrations(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -239,7 +238,7 @@ func TestReturningMemberIsAskedAgainToRegister(t *testing.T) {
 	if err := b.SetMembers(both(bLink)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Attach(session.New(1, user, session.Config{})); err != nil {
+	if err := b.Attach(newTestConn(1, user)); err != nil {
 		t.Fatal(err)
 	}
 	locatedAt(t, a, Key{Name: user}, "b")

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/protocol"
-	"github.com/shardchat/shard/session"
 	"github.com/shardchat/shard/store"
 )
 
@@ -26,7 +26,7 @@ func (r *Router) Publish(ctx context.Context, from, to, room, body string) (stat
 
 // route sends one chat message from sender (nil for the API): stored first
 // when there is a store, then to its recipients' nodes.
-func (r *Router) route(a store.Append, sender *session.Conn, done func(result)) {
+func (r *Router) route(a store.Append, sender *client, done func(result)) {
 	if a.Room != "" {
 		r.m.ChatMessages.WithLabelValues("room").Inc()
 	} else {
@@ -43,108 +43,106 @@ func (r *Router) route(a store.Append, sender *session.Conn, done func(result)) 
 	})
 }
 
+// A delivery is one frame on its way to the connections of its target, on
+// every node that holds one. It names its bytes, its target, and whether it
+// was stored first, so that traffic that is never stored takes the same
+// road as a message that is.
+type delivery struct {
+	target Key    // a user (a direct message: every connection of the user) or a room
+	from   string // direct: the sender, whose other connections get copy; "" for none
+	frame  []byte // the bytes the target's connections get, written as they are
+	// copy is what the sender's other connections get when it differs from
+	// frame (with a store, each inbox has its own offset); nil: frame.
+	copy []byte
+	seq  int64   // a stored room message's offset, for the handover from a replay (0: none)
+	skip *client // the sending connection, which gets nothing; nil for none
+	// stored: the message was appended to the store before it was routed,
+	// so a recipient that no connection reaches now finds it in its inbox.
+	stored bool
+}
+
 // routeLive sends m to the connections of its recipients (room members but
 // the sender, or the recipient's devices and the sender's other devices).
 // With a store, m.Seq is its offset in the recipient's stream and senderSeq
 // the one in the sender's inbox, which the sender's devices read it from.
-func (r *Router) routeLive(m protocol.Msg, senderSeq int64, sender *session.Conn, done func(result)) {
+func (r *Router) routeLive(m protocol.Msg, senderSeq int64, sender *client, done func(result)) {
 	frame := protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
-	if m.Room != "" {
-		r.routeRoom(&forward{a: m.Room, b: m.From, frame: frame, seq: m.Seq}, sender, done)
-		return
-	}
-	f := &forward{a: m.To, frame: frame, copy: frame}
-	if sender != nil {
-		f.b = m.From
+	d := &delivery{frame: frame, skip: sender, stored: r.cfg.Store != nil}
+	switch {
+	case m.Room != "":
+		d.target, d.from, d.seq = Key{Room: true, Name: m.Room}, m.From, m.Seq
+	case sender != nil:
+		d.target, d.from = Key{Name: m.To}, m.From
 		if senderSeq > 0 {
 			m.Seq = senderSeq
-			f.copy = protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
+			d.copy = protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
 		}
+	default: // the API's sender has no devices to copy to
+		d.target = Key{Name: m.To}
 	}
-	r.routeDirect(f, sender, done)
+	r.deliver(d, done)
 }
 
-// routeDirect delivers a direct message (f.a is the recipient) to every
-// connection of the recipient, and f.copy to every connection of f.b, the
-// sender, but the sending one (sender; the API's sender has none, and f.b
-// is empty then). done gets delivered when at least one connection of the
-// recipient got it.
-func (r *Router) routeDirect(f *forward, sender *session.Conn, done func(result)) {
-	to, copyTo := f.a, f.b
-	var targets []string
-	holders := 0
-	if r.cfg.Mode == Broadcast {
-		targets = r.others()
-	} else {
-		locs, err := r.locate(Key{Name: to})
-		if err != nil {
-			done(result{err: err})
-			return
-		}
-		targets = r.appendRemote(targets, locs)
-		holders = len(targets) // the nodes that hold `to`, by the answer we used
-		if copyTo != "" && copyTo != to {
-			// The sender's other devices: their node is usually this one.
-			if locs, err := r.locate(Key{Name: copyTo}); err == nil {
-				targets = r.appendRemote(targets, locs)
-			} else {
-				r.log.Debug("sender copies not routed", "user", copyTo, "err", err)
-			}
-		}
+// deliver hands d to its target's connections here and forwards it once to
+// each other node that holds one. done gets the outcome when every node it
+// went to has answered: for a user, whether at least one connection of the
+// user got it; for a room, how many connections did.
+func (r *Router) deliver(d *delivery, done func(result)) {
+	fan := &fanout{direct: !d.target.Room, stored: d.stored, done: done}
+	targets, holders, err := r.targets(d)
+	if err != nil {
+		fan.fail(err)
+		return
 	}
-	fan := &fanout{direct: true, done: done}
-	fan.add(r.deliverDirect(to, copyTo, sender, f.frame, f.copy))
+	fan.add(r.deliverLocal(d))
 	if len(targets) == 0 {
 		fan.finish()
 		return
 	}
 	fan.expect(len(targets))
-	f.mode = forwardDirect
-	payload := f.append(make([]byte, 0, len(f.frame)+len(f.copy)+len(to)+len(copyTo)+16))
+	payload := appendForward(make([]byte, 0, len(d.frame)+len(d.copy)+len(d.target.Name)+len(d.from)+16), d)
 	for i, node := range targets {
 		if i >= holders {
 			r.request(node, kindForward, 1, payload, fan.reply)
 			continue
 		}
-		// A holder that has no connection of `to` proves the answer wrong
-		// (its owner's word of the change was lost): ask afresh next time.
+		// A holder that has no connection of the user proves the answer
+		// wrong (its owner's word of the change was lost): ask afresh next
+		// time.
 		r.request(node, kindForward, 1, payload, func(p []byte, err error) {
 			if got, refused, derr := decodeDelivered(p); err == nil && derr == nil && got == 0 && refused == 0 {
-				r.cache.invalidate(Key{Name: to})
+				r.cache.invalidate(d.target)
 			}
 			fan.reply(p, err)
 		})
 	}
 }
 
-// routeRoom delivers a room message (f.a is the room, f.b the sender's user)
-// to every joined connection but the sending one. done gets the number of
-// connections it was written to.
-func (r *Router) routeRoom(f *forward, sender *session.Conn, done func(result)) {
-	room := f.a
-	var targets []string
+// targets lists the other nodes d goes to: those holding its target (the
+// first holders of the list), then those holding only the sender's other
+// connections. Under broadcast routing it is every other node.
+func (r *Router) targets(d *delivery) (targets []string, holders int, err error) {
 	if r.cfg.Mode == Broadcast {
-		targets = r.others()
-	} else {
-		locs, err := r.locate(Key{Room: true, Name: room})
-		if err != nil {
-			done(result{err: err})
-			return
+		return r.others(), 0, nil
+	}
+	locs, err := r.locate(d.target)
+	if err != nil {
+		return nil, 0, err
+	}
+	targets = r.appendRemote(targets, locs)
+	if d.target.Room {
+		return targets, 0, nil
+	}
+	holders = len(targets)
+	if d.from != "" && d.from != d.target.Name {
+		// The sender's other devices: their node is usually this one.
+		if locs, err := r.locate(Key{Name: d.from}); err == nil {
+			targets = r.appendRemote(targets, locs)
+		} else {
+			r.log.Debug("sender copies not routed", "user", d.from, "err", err)
 		}
-		targets = r.appendRemote(targets, locs)
 	}
-	fan := &fanout{done: done}
-	fan.add(r.deliverRoom(room, f.seq, sender, f.frame), 0)
-	if len(targets) == 0 {
-		fan.finish()
-		return
-	}
-	fan.expect(len(targets))
-	f.mode = forwardRoom
-	payload := f.append(make([]byte, 0, len(f.frame)+len(room)+len(f.b)+16))
-	for _, node := range targets {
-		r.request(node, kindForward, 1, payload, fan.reply)
-	}
+	return targets, holders, nil
 }
 
 // appendRemote adds the nodes of locs other than this one, once each.
@@ -174,4 +172,19 @@ func (r *Router) others() []string {
 		}
 	}
 	return out
+}
+
+func init() { servePeer(kindForward, "forward", (*Router).serveForward) }
+
+// serveForward hands a delivery from another node to this node's
+// connections and answers how many got it.
+func (r *Router) serveForward(from link.Peer, p []byte, reply func([]byte)) {
+	d, err := decodeForward(p)
+	if err != nil {
+		r.log.Warn("bad forward from peer", "peer", from.Name, "err", err)
+		reply(nil)
+		return
+	}
+	got, refused := r.deliverLocal(&d)
+	reply(appendDelivered(nil, got, refused))
 }

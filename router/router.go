@@ -18,7 +18,7 @@ import (
 	"github.com/shardchat/shard/ring"
 )
 
-// Router is one node's routing state. It implements session.Handler.
+// Router is one node's routing state.
 type Router struct {
 	cfg   Config
 	log   *slog.Logger
@@ -49,15 +49,7 @@ type Router struct {
 // New starts a router that talks to its peers through t, which it owns from
 // now on: Close closes it.
 func New(cfg Config, t Transport) *Router {
-	if cfg.CacheTTL <= 0 {
-		cfg.CacheTTL = 30 * time.Second
-	}
-	if cfg.CacheSize <= 0 {
-		cfg.CacheSize = 100000
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	var prefix [10]byte
 	rand.Read(prefix[:])
 	r := &Router{

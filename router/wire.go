@@ -11,93 +11,66 @@ import (
 // encoded with the link's field codec.
 
 // kind is what a node-to-node request asks for. The link carries it as a
-// byte; the router gives it its meaning, and its metric label.
+// byte; the router gives it its meaning (peer.go: a server per kind).
 type kind link.Kind
 
+// The kinds of request. Numbers are on the wire: never reuse one.
 const (
-	kindForward    = kind(link.FirstRequestKind) + iota // deliver one chat message to local connections
-	kindLookup                                          // where are a key's connections (asked of its owner)
-	kindRegister                                        // this node now holds these counts for these keys
-	kindInvalidate                                      // drop cached locations of these keys
-	kindSynced                                          // this node has re-registered for this ring version
-	kindResync                                          // register again what you hold that I own (I dropped it)
+	kindForward    = kind(link.FirstRequestKind) + iota // deliver one delivery to local connections (route.go)
+	kindLookup                                          // where are a key's connections, asked of its owner (locate.go)
+	kindRegister                                        // this node now holds these counts for these keys (local.go)
+	kindInvalidate                                      // drop cached locations of these keys (cache.go)
+	kindSynced                                          // this node has re-registered for this ring version (ringchange.go)
+	kindResync                                          // register again what you hold that I own: I dropped it (ringchange.go)
 )
 
 // String is the `kind` label of the peer message metrics.
 func (k kind) String() string {
-	switch k {
-	case kindForward:
-		return "forward"
-	case kindLookup:
-		return "lookup"
-	case kindRegister:
-		return "register"
-	case kindInvalidate:
-		return "invalidate"
-	case kindSynced:
-		return "synced"
-	case kindResync:
-		return "resync"
+	if pr, ok := peerRequests[k]; ok {
+		return pr.name
 	}
 	return fmt.Sprintf("kind%d", byte(k))
 }
 
 var errMalformed = link.ErrMalformed
 
-// Forward payloads.
+// Forward payloads: a delivery as it goes to another node.
 const (
 	forwardDirect byte = 1 // to and from: deliver to both users' connections
 	forwardRoom   byte = 2 // room: deliver to the room's joined connections
 )
 
-// forward is one chat message on its way to one node.
-type forward struct {
-	mode  byte
-	a, b  string // direct: to, from; room: room, sender user
-	frame []byte // the encoded `msg` frame, written as is to each connection
-	// copy is the frame for the sender's other devices when it differs
-	// from frame (with a store, each inbox has its own offset); empty: the
-	// same frame.
-	copy []byte
-	seq  int64 // room: the message's offset in the room's stream (0: none)
-}
-
-func (f *forward) append(b []byte) []byte {
-	b = append(b, f.mode)
-	b = link.AppendString(b, f.a)
-	b = link.AppendString(b, f.b)
-	b = link.AppendBytes(b, f.frame)
-	if sameBytes(f.copy, f.frame) {
-		b = link.AppendBytes(b, nil) // the receiver takes frame for both
-	} else {
-		b = link.AppendBytes(b, f.copy)
+// appendForward encodes d: mode, target, from, frame, copy (empty when it is
+// the frame), seq.
+func appendForward(b []byte, d *delivery) []byte {
+	mode := forwardDirect
+	if d.target.Room {
+		mode = forwardRoom
 	}
-	return binary.AppendUvarint(b, uint64(f.seq))
+	b = append(b, mode)
+	b = link.AppendString(b, d.target.Name)
+	b = link.AppendString(b, d.from)
+	b = link.AppendBytes(b, d.frame)
+	b = link.AppendBytes(b, d.copy)
+	return binary.AppendUvarint(b, uint64(d.seq))
 }
 
-func sameBytes(a, b []byte) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
-
-func decodeForward(p []byte) (forward, error) {
+// decodeForward decodes a delivery from another node; it skips no one.
+func decodeForward(p []byte) (delivery, error) {
 	d := link.NewDecoder(p)
-	var f forward
-	f.mode = d.Byte()
-	f.a = d.String()
-	f.b = d.String()
-	f.frame = d.Bytes()
-	f.copy = d.Bytes()
-	f.seq = int64(d.Uvarint())
+	mode := d.Byte()
+	dl := delivery{target: Key{Room: mode == forwardRoom, Name: d.String()}, from: d.String(), frame: d.Bytes()}
+	if c := d.Bytes(); len(c) > 0 {
+		dl.copy = c
+	}
+	dl.seq = int64(d.Uvarint())
 	if err := d.Done(); err != nil {
-		return f, err
+		return dl, err
 	}
-	if f.mode != forwardDirect && f.mode != forwardRoom {
-		return f, errMalformed
+	if mode != forwardDirect && mode != forwardRoom {
+		return dl, errMalformed
 	}
-	if len(f.copy) == 0 {
-		f.copy = f.frame
-	}
-	return f, nil
+	return dl, nil
 }
 
 // Location is how many connections of a key one node holds.

@@ -10,10 +10,15 @@ import (
 )
 
 func TestPeerPayloadsRoundTrip(t *testing.T) {
-	f := forward{mode: forwardDirect, a: "bob", b: "alice", frame: []byte(`{"type":"msg"}`)}
-	got, err := decodeForward(f.append(nil))
-	if err != nil || got.a != f.a || got.b != f.b || !bytes.Equal(got.frame, f.frame) || got.mode != f.mode {
-		t.Fatalf("forward round trip: %+v %v", got, err)
+	for _, f := range []delivery{
+		{target: Key{Name: "bob"}, from: "alice", frame: []byte(`{"type":"msg"}`), copy: []byte(`{"type":"msg","seq":2}`)},
+		{target: Key{Room: true, Name: "lobby"}, from: "carol", frame: []byte(`{"type":"msg"}`), seq: 7},
+	} {
+		got, err := decodeForward(appendForward(nil, &f))
+		if err != nil || got.target != f.target || got.from != f.from || !bytes.Equal(got.frame, f.frame) ||
+			!bytes.Equal(got.copy, f.copy) || got.seq != f.seq {
+			t.Fatalf("forward round trip: %+v %v", got, err)
+		}
 	}
 	locs := []Location{{"n1", 2}, {"n3", 1}}
 	st, gotLocs, err := decodeLocations(appendLocations(nil, lookupKnown, locs))
@@ -30,8 +35,7 @@ func TestPeerPayloadsRoundTrip(t *testing.T) {
 // FuzzPeerFrame feeds arbitrary bytes to everything that parses what a peer
 // sends: none may panic, and a huge declared length must not allocate.
 func FuzzPeerFrame(f *testing.F) {
-	fw := forward{mode: forwardRoom, a: "lobby", b: "carol", frame: []byte(`{"type":"msg"}`)}
-	f.Add(fw.append(nil))
+	f.Add(appendForward(nil, &delivery{target: Key{Room: true, Name: "lobby"}, from: "carol", frame: []byte(`{"type":"msg"}`)}))
 	f.Add(appendLocations(nil, lookupKnown, []Location{{"n1", 3}}))
 	f.Add(appendRegistrations(nil, []registration{{Key{Name: "bob"}, 1}}))
 	f.Add(appendKeys(nil, []Key{{Room: true, Name: "lobby"}}))

@@ -29,9 +29,6 @@ type Config struct {
 	PingInterval time.Duration
 	// WriteTimeout bounds one write to the socket. Default 10s.
 	WriteTimeout time.Duration
-	// MaxRooms bounds the rooms one connection may have joined at once, so
-	// that a client cannot grow the room index without bound. Default 256.
-	MaxRooms int
 }
 
 // Defaults from SPEC section 2.
@@ -41,7 +38,6 @@ const (
 	DefaultSendQueue    = 1024
 	DefaultPingInterval = 25 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
-	DefaultMaxRooms     = 256
 )
 
 // WithDefaults fills the zero fields of c with the defaults.
@@ -60,9 +56,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.MaxRooms <= 0 {
-		c.MaxRooms = DefaultMaxRooms
 	}
 	return c
 }
@@ -85,8 +78,8 @@ type Handler interface {
 // and no queue, which is what lets one node hold tens of thousands of them
 // (see writer.go).
 type Conn struct {
-	ID   uint64
-	User string
+	id   uint64
+	user string
 
 	cfg     Config
 	ws      *websocket.Conn
@@ -107,10 +100,7 @@ type Conn struct {
 	inflight int           // frames handed to the Handler and not yet answered
 	draining bool          // answer new frames with unavailable
 	drained  chan struct{} // closed when inflight drops to 0 while draining
-	rooms    map[string]struct{}
-	replays  map[string][]heldFrame // rooms being replayed: live messages held meanwhile
-	replayed map[string]int64       // rooms replayed: the last offset the replay wrote
-	space    chan struct{}          // signalled when the writer empties the queue; made by WaitQueue
+	space    chan struct{} // signalled when the writer empties the queue; made by WaitQueue
 
 	readerDone chan struct{} // closed when the reader has stopped
 	pingTimer  *time.Timer
@@ -127,8 +117,8 @@ type Conn struct {
 func New(id uint64, user string, cfg Config) *Conn {
 	cfg = cfg.WithDefaults()
 	return &Conn{
-		ID:         id,
-		User:       user,
+		id:         id,
+		user:       user,
 		cfg:        cfg,
 		closing:    make(chan struct{}),
 		done:       make(chan struct{}),
@@ -137,6 +127,16 @@ func New(id uint64, user string, cfg Config) *Conn {
 		refill:     time.Now(),
 	}
 }
+
+// ID is the connection's number, unique on this node.
+func (c *Conn) ID() uint64 { return c.id }
+
+// User is the user this connection was opened for.
+func (c *Conn) User() string { return c.user }
+
+// Cut closes the connection as a slow consumer (1008): what it was owed
+// could not be held for it.
+func (c *Conn) Cut() { c.Close(CloseSlowConsumer) }
 
 // Answer queues the answer to a frame given to the Handler.
 func (c *Conn) Answer(frame []byte) {
@@ -203,56 +203,6 @@ func (c *Conn) Reason() CloseReason {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reason
-}
-
-// ErrTooManyRooms is returned by Join past Config.MaxRooms.
-var ErrTooManyRooms = errors.New("this connection has joined the most rooms allowed; leave one first")
-
-// Join records that this connection joined room and reports whether it was
-// new. Membership belongs to the connection and ends with it.
-func (c *Conn) Join(room string) (bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.rooms[room]; ok {
-		return false, nil
-	}
-	if len(c.rooms) >= c.cfg.MaxRooms {
-		return false, ErrTooManyRooms
-	}
-	if c.rooms == nil {
-		c.rooms = make(map[string]struct{})
-	}
-	c.rooms[room] = struct{}{}
-	return true, nil
-}
-
-// Leave forgets room and reports whether the connection had joined it.
-func (c *Conn) Leave(room string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.rooms[room]
-	delete(c.rooms, room)
-	delete(c.replayed, room)
-	return ok
-}
-
-// Joined reports whether the connection has joined room.
-func (c *Conn) Joined(room string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.rooms[room]
-	return ok
-}
-
-// Rooms returns the rooms the connection has joined.
-func (c *Conn) Rooms() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rooms := make([]string, 0, len(c.rooms))
-	for r := range c.rooms {
-		rooms = append(rooms, r)
-	}
-	return rooms
 }
 
 // Serve runs the connection on ws until it ends. It reads in the calling

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sort"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -36,11 +35,14 @@ func (c *Conn) Send(frame []byte) bool {
 	return c.queueUnlock(frame)
 }
 
-// SendBurst queues frames, in order, for one writer, which writes them
-// with one system call: a page of history is in hand at once, and Send
-// would write it a frame, and a system call, at a time. Like Send it never
-// blocks, and returns false when the connection refused a frame.
-func (c *Conn) SendBurst(frames [][]byte) bool {
+// Queue queues frames, in order, for the connection's writer goroutine,
+// which writes what is queued with one system call. The caller never writes
+// to the socket itself: a page of history is in hand at once, and Send would
+// write it a frame, and a system call, at a time; a room's fan-out writing
+// each member's frame itself would hold up the link it came on for a write
+// per member. Like Send it never blocks, and returns false when the
+// connection refused a frame.
+func (c *Conn) Queue(frames ...[]byte) bool {
 	c.mu.Lock()
 	return c.queueUnlock(frames...)
 }
@@ -116,75 +118,6 @@ func (c *Conn) afterQueue(start, full bool) {
 	if start {
 		go c.write()
 	}
-}
-
-// heldFrame is a live room message that arrived while the room's history
-// was being replayed to this connection.
-type heldFrame struct {
-	seq   int64
-	frame []byte
-}
-
-// BeginReplay makes live messages of room wait until EndReplay, so that a
-// replay of the room's history hands over to live delivery with no gap and
-// no duplicate.
-func (c *Conn) BeginReplay(room string) {
-	c.mu.Lock()
-	if c.replays == nil {
-		c.replays = make(map[string][]heldFrame)
-	}
-	c.replays[room] = []heldFrame{}
-	c.mu.Unlock()
-}
-
-// SendRoom queues a live message of room whose offset in the room's stream
-// is seq (0 without a store). During a replay of room it waits instead.
-func (c *Conn) SendRoom(room string, seq int64, frame []byte) bool {
-	c.mu.Lock()
-	if seq > 0 && seq <= c.replayed[room] {
-		// Stored before the replay read it, routed after the replay ended:
-		// the replay has written it already.
-		c.mu.Unlock()
-		return true
-	}
-	held, replaying := c.replays[room]
-	if !replaying {
-		// Always queued: a room's fan-out writing each member's frame
-		// itself would hold up the link it came on for a write per member.
-		return c.queueUnlock(frame)
-	}
-	if c.sealed || len(held) >= c.cfg.SendQueue {
-		full := !c.sealed
-		c.mu.Unlock()
-		c.afterQueue(false, full)
-		return false
-	}
-	c.replays[room] = append(held, heldFrame{seq, frame})
-	c.mu.Unlock()
-	return true
-}
-
-// EndReplay ends the replay of room, which wrote offsets up to through: the
-// live messages held meanwhile are queued in offset order, those the replay
-// already wrote left out.
-func (c *Conn) EndReplay(room string, through int64) {
-	c.mu.Lock()
-	held := c.replays[room]
-	delete(c.replays, room)
-	if c.replayed == nil {
-		c.replayed = make(map[string]int64)
-	}
-	c.replayed[room] = through
-	sort.Slice(held, func(i, j int) bool { return held[i].seq < held[j].seq })
-	ok, full := true, false
-	for _, h := range held {
-		if h.seq > through && ok {
-			ok, full = c.queueLocked(h.frame)
-		}
-	}
-	start := c.startWriterLocked()
-	c.mu.Unlock()
-	c.afterQueue(start, full)
 }
 
 // WaitQueue waits until at most n frames are queued: a replay writes page
