@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shardchat/shard/internal/freeport"
 )
 
 const (
@@ -42,28 +44,6 @@ func buildShard(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("go build cmd/shard: %v\n%s", err, out)
 	}
 	return bin, nil
-}
-
-// freePort returns a port that was free on host a moment ago, for TCP and,
-// with udp, for UDP too (memberlist binds both).
-func freePort(host string, udp bool) (int, error) {
-	for tries := 0; tries < 50; tries++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return 0, fmt.Errorf("find a free port on %s: %w", host, err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !udp {
-			return port, nil
-		}
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port on %s", host)
 }
 
 // localNode is one shard process that bench started.
@@ -96,15 +76,15 @@ func startCluster(ctx context.Context, bin, dir string, n int, routing string, e
 	c := &localCluster{}
 	start := func(i int) error {
 		host := nodeIP(i)
-		hp, err := freePort(host, false)
+		hp, err := freeport.TCP(host)
 		if err != nil {
 			return err
 		}
-		gp, err := freePort(host, true)
+		gp, err := freeport.TCPAndUDP(host)
 		if err != nil {
 			return err
 		}
-		lp, err := freePort(host, false)
+		lp, err := freeport.TCP(host)
 		if err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 )
 
 // TestBrowserChatThroughNginxSurvivesDrainAndCrash is what a person does with the
@@ -185,7 +186,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	// frame the pages sent carries an id, and each id got exactly one answer.
 	// This cluster keeps no messages (GET /api/cluster says so), so the
 	// pages must not ask for a sync, and their joins carry no since.
-	var cluster struct{ Store string }
+	var cluster protocol.ClusterInfo
 	getJSON(t, base+"/api/cluster", &cluster)
 	if cluster.Store != "none" {
 		t.Fatalf("GET /api/cluster: store %q, want none", cluster.Store)
@@ -275,7 +276,7 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 	node := testcluster.StartProcess(t, "n1", args...)
 	node.WaitReady(t)
 	base := "http://" + httpAddr
-	var cluster struct{ Store string }
+	var cluster protocol.ClusterInfo
 	getJSON(t, base+"/api/cluster", &cluster)
 	if cluster.Store != "embedded" {
 		t.Fatalf("GET /api/cluster: store %q, want embedded", cluster.Store)

@@ -15,6 +15,7 @@ import (
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 )
 
 // testNet is a network namespace joined to the host by a veth pair: a
@@ -219,7 +220,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 		if err != nil {
 			return fmt.Errorf("ask n3 inside its namespace: %v", err)
 		}
-		var v testcluster.ClusterView
+		var v protocol.ClusterInfo
 		if err := json.Unmarshal(out, &v); err != nil {
 			return err
 		}

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardchat/shard/internal/freeport"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 )
 
 var (
@@ -49,24 +51,15 @@ func Binary(t testing.TB) string {
 // too when udp is set (memberlist binds both).
 func FreePort(t testing.TB, host string, udp bool) int {
 	t.Helper()
-	for tries := 0; tries < 50; tries++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Fatalf("find a free port on %s: %v", host, err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !udp {
-			return port
-		}
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
-		if err == nil {
-			pc.Close()
-			return port
-		}
+	find := freeport.TCP
+	if udp {
+		find = freeport.TCPAndUDP
 	}
-	t.Fatalf("no free port on %s", host)
-	return 0
+	port, err := find(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
 
 // Process is one shard process started by a test.
@@ -173,23 +166,9 @@ func (p *Process) WaitReady(t testing.TB) {
 	})
 }
 
-// ClusterView is the answer of GET /api/cluster.
-type ClusterView struct {
-	Self    string `json:"self"`
-	Members []struct {
-		Name  string `json:"name"`
-		HTTP  string `json:"http"`
-		State string `json:"state"`
-	} `json:"members"`
-	Ring struct {
-		Members int    `json:"members"`
-		Version string `json:"version"`
-	} `json:"ring"`
-}
-
 // Cluster fetches /api/cluster of the process.
-func (p *Process) Cluster() (ClusterView, error) {
-	var v ClusterView
+func (p *Process) Cluster() (protocol.ClusterInfo, error) {
+	var v protocol.ClusterInfo
 	resp, err := http.Get("http://" + p.HTTP + "/api/cluster")
 	if err != nil {
 		return v, err
