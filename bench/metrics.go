@@ -13,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/shardchat/shard/protocol"
 )
 
 // httpClient talks to the nodes' HTTP API; loopback answers in
@@ -42,21 +44,6 @@ type sample struct {
 	HeapInuse, StackInuse, Goroutines float64
 }
 
-// clusterView is the answer of GET /api/cluster.
-type clusterView struct {
-	Self    string `json:"self"`
-	Routing string `json:"routing"` // not in SPEC; present on shard nodes
-	Members []struct {
-		Name  string `json:"name"`
-		HTTP  string `json:"http"`
-		State string `json:"state"`
-	} `json:"members"`
-	Ring struct {
-		Members int    `json:"members"`
-		Version string `json:"version"`
-	} `json:"ring"`
-}
-
 func getJSON(ctx context.Context, u string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -77,8 +64,8 @@ func getJSON(ctx context.Context, u string, v any) error {
 	return nil
 }
 
-func fetchCluster(ctx context.Context, base string) (clusterView, error) {
-	var v clusterView
+func fetchCluster(ctx context.Context, base string) (protocol.ClusterInfo, error) {
+	var v protocol.ClusterInfo
 	err := getJSON(ctx, strings.TrimRight(base, "/")+"/api/cluster", &v)
 	return v, err
 }

@@ -261,9 +261,9 @@ func (b *bench) runCase(ctx context.Context, cs caseSpec) (*CaseReport, error) {
 		}
 		defer func() {
 			b.prog.log(fmt.Sprintf("[%s] stopping the nodes", cr.Label))
-			cl.stop()
+			stopCluster(cl)
 		}()
-		urls, nodes = cl.targets()
+		urls, nodes = targets(cl)
 	} else {
 		urls = cfg.URLs
 		var err error

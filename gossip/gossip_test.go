@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/shardchat/shard/internal/freeport"
 	"github.com/shardchat/shard/internal/wait"
 )
 
@@ -95,16 +97,15 @@ func find(ms []Member, name string) (Member, bool) {
 	return Member{}, false
 }
 
-// freePort returns a loopback address nobody listens on (it was free a moment ago).
+// freeAddr returns a loopback address nobody listens on (it was free a
+// moment ago).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.TCPAndUDP("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 func TestThreeNodesSeeEachOtherWithTheirMeta(t *testing.T) {

@@ -47,14 +47,7 @@ func TestClusterAPIShowsMembersAndRing(t *testing.T) {
 	getJSON(t, c.HTTP(0)+"/readyz", 200, nil)
 	versions := map[string]bool{}
 	for i, nd := range c.Nodes {
-		var info struct {
-			Self    string `json:"self"`
-			Members []struct{ Name, HTTP, State string }
-			Ring    struct {
-				Members int    `json:"members"`
-				Version string `json:"version"`
-			} `json:"ring"`
-		}
+		var info protocol.ClusterInfo
 		getJSON(t, c.HTTP(i)+"/api/cluster", 200, &info)
 		if info.Self != nd.Name() || info.Ring.Members != 3 || len(info.Members) != 3 {
 			t.Fatalf("node %d cluster view %+v", i, info)

@@ -207,26 +207,20 @@ func (n *Node) verifyToken(token string) (string, error) {
 	return claims.Subject, nil
 }
 
-type clusterMember struct {
-	Name  string `json:"name"`
-	HTTP  string `json:"http"`
-	State string `json:"state"`
-}
-
 func (n *Node) serveCluster(ctx *fasthttp.RequestCtx) {
 	ms := n.gossip.Members()
-	out := make([]clusterMember, 0, len(ms))
+	info := protocol.ClusterInfo{
+		Self:    n.name,
+		Members: make([]protocol.ClusterMember, 0, len(ms)),
+		Routing: n.cfg.Routing.String(),
+		Store:   n.storeKind,
+	}
 	for _, m := range ms {
-		out = append(out, clusterMember{Name: m.Name, HTTP: m.Meta.HTTP, State: string(m.State)})
+		info.Members = append(info.Members, protocol.ClusterMember{Name: m.Name, HTTP: m.Meta.HTTP, State: string(m.State)})
 	}
 	rg := n.router.Ring()
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{
-		"self":    n.name,
-		"members": out,
-		"ring":    map[string]any{"members": rg.Len(), "version": rg.Version()},
-		"routing": n.cfg.Routing.String(),
-		"store":   n.storeKind,
-	})
+	info.Ring = protocol.RingInfo{Members: rg.Len(), Version: rg.Version()}
+	writeJSON(ctx, fasthttp.StatusOK, info)
 }
 
 func (n *Node) serveLocations(ctx *fasthttp.RequestCtx, room bool, name string) {

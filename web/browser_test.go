@@ -22,8 +22,11 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/shardchat/shard/internal/freeport"
+	"github.com/shardchat/shard/internal/shardproc"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/protocol"
 )
 
 // TestBrowserChatThroughNginxSurvivesDrainAndCrash is what a person does with the
@@ -37,7 +40,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	start := time.Now()
 	phase := func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
 
-	procs := startCluster(t)
+	procs := testcluster.StartProcesses(t, 3, "--drain-timeout", "5s") // n1..n3 on 127.0.0.2..4
 	phase("3 nodes ready")
 	base := startNginx(t, nginx, procs)
 	phase("nginx ready at " + base)
@@ -126,7 +129,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	// Drain bob's node. The page must see close 1012, reconnect through
 	// nginx to another node, join #lobby again, and get what alice sends.
 	connects := bob.eval(`document.querySelector('#conn').dataset.connects`)
-	var bobProc *testcluster.Process
+	var bobProc *shardproc.Process
 	for _, p := range procs {
 		if p.Name == bobNode {
 			bobProc = p
@@ -185,7 +188,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	// frame the pages sent carries an id, and each id got exactly one answer.
 	// This cluster keeps no messages (GET /api/cluster says so), so the
 	// pages must not ask for a sync, and their joins carry no since.
-	var cluster struct{ Store string }
+	var cluster protocol.ClusterInfo
 	getJSON(t, base+"/api/cluster", &cluster)
 	if cluster.Store != "none" {
 		t.Fatalf("GET /api/cluster: store %q, want none", cluster.Store)
@@ -204,7 +207,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	// A crash, not a drain: kill -9 the node serving alice. Her page sees
 	// the socket die, says so, and comes back on the last node once the
 	// cluster has noticed (SPEC: within 5 s).
-	var aliceProc *testcluster.Process
+	var aliceProc *shardproc.Process
 	survivor := ""
 	for _, p := range procs {
 		switch p.Name {
@@ -269,13 +272,11 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 	start := time.Now()
 	phase := func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
 
-	httpAddr, gossipAddr, linkAddr := testcluster.ProcessAddrs(t, "127.0.0.5")
-	args := []string{"--name", "n1", "--http", httpAddr, "--gossip", gossipAddr, "--link", linkAddr,
-		"--data", t.TempDir(), "--drain-timeout", "5s", "--max-frame", "2048"}
-	node := testcluster.StartProcess(t, "n1", args...)
-	node.WaitReady(t)
-	base := "http://" + httpAddr
-	var cluster struct{ Store string }
+	node := testcluster.StartProcess(t, shardproc.Spec{Name: "n1", Addrs: testcluster.FreeAddrs(t, "127.0.0.5"),
+		Args: []string{"--data", t.TempDir(), "--drain-timeout", "5s", "--max-frame", "2048"}})
+	testcluster.WaitReady(t, node)
+	base := "http://" + node.HTTP
+	var cluster protocol.ClusterInfo
 	getJSON(t, base+"/api/cluster", &cluster)
 	if cluster.Store != "embedded" {
 		t.Fatalf("GET /api/cluster: store %q, want embedded", cluster.Store)
@@ -382,8 +383,8 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 	if code := node.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("n1 exited %d after SIGTERM, want 0", code)
 	}
-	node = testcluster.StartProcess(t, "n1", args...)
-	node.WaitReady(t)
+	node = testcluster.StartProcess(t, node.Spec) // the same name, addresses and data
+	testcluster.WaitReady(t, node)
 	alice.waitForLong(20*time.Second, "alice's page to reconnect after the restart",
 		fmt.Sprintf(`document.querySelector('#conn').dataset.state === 'open' && document.querySelector('#conn').dataset.connects !== %q`, connects))
 	bob.connectedNode(20 * time.Second)
@@ -427,40 +428,9 @@ func lookTool(t *testing.T, name, fallback string) string {
 	return ""
 }
 
-// startCluster runs three shard processes on three loopback addresses.
-func startCluster(t *testing.T) []*testcluster.Process {
-	t.Helper()
-	var procs []*testcluster.Process
-	for i, host := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
-		httpAddr, gossipAddr, linkAddr := testcluster.ProcessAddrs(t, host)
-		name := fmt.Sprintf("n%d", i+1)
-		args := []string{"--name", name, "--http", httpAddr, "--gossip", gossipAddr, "--link", linkAddr, "--drain-timeout", "5s"}
-		if i > 0 {
-			args = append(args, "--join", procs[0].Gossip)
-		}
-		procs = append(procs, testcluster.StartProcess(t, name, args...))
-	}
-	for _, p := range procs {
-		p.WaitReady(t)
-	}
-	for _, p := range procs {
-		wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
-			v, err := p.Cluster()
-			if err != nil {
-				return err
-			}
-			if v.Ring.Members != 3 {
-				return fmt.Errorf("%s has a ring of %d members, want 3", p.Name, v.Ring.Members)
-			}
-			return nil
-		})
-	}
-	return procs
-}
-
 // startNginx fills web/nginx.conf.tmpl as scripts/run-cluster.sh does and
 // runs nginx on a free loopback port; it returns the page's base URL.
-func startNginx(t *testing.T, nginx string, procs []*testcluster.Process) string {
+func startNginx(t *testing.T, nginx string, procs []*shardproc.Process) string {
 	t.Helper()
 	tmpl, err := os.ReadFile("nginx.conf.tmpl")
 	if err != nil {
@@ -472,7 +442,11 @@ func startNginx(t *testing.T, nginx string, procs []*testcluster.Process) string
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", testcluster.FreePort(t, "127.0.0.1", false))
+	port, err := freeport.TCP("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	var conf strings.Builder
 	for _, line := range strings.SplitAfter(string(tmpl), "\n") {
 		line = strings.ReplaceAll(line, "@DIR@", dir)

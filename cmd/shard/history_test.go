@@ -60,10 +60,10 @@ func TestHistoryAcrossNodesWithPostgres(t *testing.T) {
 	var nodes []*clusterNode
 	for i, host := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		n := newClusterNode(t, fmt.Sprintf("n%d", i+1), host)
-		n.extra = []string{"--store", url}
+		n.Args = append(n.Args, "--store", url)
 		seed := ""
 		if i > 0 {
-			seed = nodes[0].gossipAddr
+			seed = nodes[0].Gossip
 		}
 		n.start(t, seed)
 		nodes = append(nodes, n)
@@ -71,7 +71,7 @@ func TestHistoryAcrossNodesWithPostgres(t *testing.T) {
 	wait.For(t, 15*time.Second, 50*time.Millisecond, func() error {
 		for _, n := range nodes {
 			if got := ringSize(n); got != 3 {
-				return fmt.Errorf("%s routes by a ring of %d", n.name, got)
+				return fmt.Errorf("%s routes by a ring of %d", n.Name, got)
 			}
 		}
 		return nil
@@ -86,7 +86,7 @@ func TestHistoryAcrossNodesWithPostgres(t *testing.T) {
 		}
 		cl, err := client.Dial(ctx, o)
 		if err != nil {
-			t.Fatalf("dial %s on %s: %v", user, n.name, err)
+			t.Fatalf("dial %s on %s: %v", user, n.Name, err)
 		}
 		t.Cleanup(func() { cl.Close() })
 		return cl

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/internal/freeport"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/protocol"
@@ -79,7 +80,11 @@ func TestAddressInUseExitsWithOneAndSaysWhich(t *testing.T) {
 }
 
 func TestUnreachableJoinExitsWithOne(t *testing.T) {
-	dead := fmt.Sprintf("127.0.0.1:%d", testcluster.FreePort(t, "127.0.0.1", true))
+	port, err := freeport.TCPAndUDP("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := fmt.Sprintf("127.0.0.1:%d", port)
 	var stderr bytes.Buffer
 	code := run([]string{"--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--link", "127.0.0.1:0",
 		"--join", dead, "--join-timeout", "1s"}, &stderr)
@@ -94,17 +99,7 @@ func TestUnreachableJoinExitsWithOne(t *testing.T) {
 // TestThreeProcessesFormOneCluster starts the binary three times, as the
 // README shows, on three loopback addresses, and chats across them.
 func TestThreeProcessesFormOneCluster(t *testing.T) {
-	var procs []*testcluster.Process
-	for i, host := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
-		httpAddr, gossipAddr, linkAddr := testcluster.ProcessAddrs(t, host)
-		args := []string{"--name", fmt.Sprintf("n%d", i+1), "--http", httpAddr, "--gossip", gossipAddr, "--link", linkAddr, "--drain-timeout", "5s"}
-		if i > 0 {
-			args = append(args, "--join", procs[0].Gossip)
-		}
-		p := testcluster.StartProcess(t, fmt.Sprintf("n%d", i+1), args...)
-		p.WaitReady(t)
-		procs = append(procs, p)
-	}
+	procs := testcluster.StartProcesses(t, 3, "--drain-timeout", "5s")
 	for _, p := range procs {
 		wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 			v, err := p.Cluster()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/internal/shardproc"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/protocol"
@@ -24,29 +25,25 @@ import (
 // clusterNode is one shard process of a membership test, restartable under
 // the same name and addresses.
 type clusterNode struct {
-	name                   string
-	host                   string
-	http, gossipAddr, link string
-	extra                  []string // more flags, e.g. --store
-	proc                   *testcluster.Process
+	shardproc.Spec
+	proc *shardproc.Process
 }
 
-func (n *clusterNode) url() string { return "ws://" + n.http + "/ws" }
+func (n *clusterNode) url() string { return "ws://" + n.HTTP + "/ws" }
 
+// start starts the node, or starts it again, joining seed (none: alone),
+// and waits until it is ready.
 func (n *clusterNode) start(t *testing.T, seed string) {
-	args := []string{"--name", n.name, "--http", n.http, "--gossip", n.gossipAddr, "--link", n.link,
-		"--drain-timeout", "5s", "--join-timeout", "20s", "--log-level", "info"}
-	args = append(args, n.extra...)
-	if seed != "" {
-		args = append(args, "--join", seed)
-	}
-	n.proc = testcluster.StartProcess(t, n.name, args...)
-	n.proc.WaitReady(t)
+	n.Join = seed
+	n.proc = testcluster.StartProcess(t, n.Spec)
+	testcluster.WaitReady(t, n.proc)
 }
 
+// newClusterNode is a node on host with free ports; more flags, such as
+// --store, go to its Args before it starts.
 func newClusterNode(t *testing.T, name, host string) *clusterNode {
-	h, g, l := testcluster.ProcessAddrs(t, host)
-	return &clusterNode{name: name, host: host, http: h, gossipAddr: g, link: l}
+	return &clusterNode{Spec: shardproc.Spec{Name: name, Addrs: testcluster.FreeAddrs(t, host),
+		Args: []string{"--drain-timeout", "5s", "--join-timeout", "20s", "--log-level", "info"}}}
 }
 
 // ringSize is the number of ring members node n routes by.
@@ -178,16 +175,16 @@ func rollingChanges(t *testing.T, storeURL string) {
 		extra = []string{"--store", storeURL, "--api-key", "test-key"}
 	}
 	for _, n := range nodes {
-		n.extra = extra
+		n.Args = append(n.Args, extra...)
 	}
 	nodes[0].start(t, "")
-	nodes[1].start(t, nodes[0].gossipAddr)
-	nodes[2].start(t, nodes[0].gossipAddr)
+	nodes[1].start(t, nodes[0].Gossip)
+	nodes[2].start(t, nodes[0].Gossip)
 	waitRing := func(want int, who []*clusterNode) {
 		wait.For(t, 20*time.Second, 50*time.Millisecond, func() error {
 			for _, n := range who {
 				if got := ringSize(n); got != want {
-					return fmt.Errorf("%s routes by a ring of %d, want %d", n.name, got, want)
+					return fmt.Errorf("%s routes by a ring of %d, want %d", n.Name, got, want)
 				}
 			}
 			return nil
@@ -309,9 +306,9 @@ func rollingChanges(t *testing.T, storeURL string) {
 
 	// A 4th node joins.
 	n4 := newClusterNode(t, "n4", "127.0.0.5")
-	n4.extra = extra
+	n4.Args = append(n4.Args, extra...)
 	start := time.Now()
-	n4.start(t, nodes[0].gossipAddr)
+	n4.start(t, nodes[0].Gossip)
 	nodes = append(nodes, n4)
 	waitRing(4, nodes)
 	led.event("n4 joins", start)
@@ -323,16 +320,16 @@ func rollingChanges(t *testing.T, storeURL string) {
 		start := time.Now()
 		n.proc.Signal(syscall.SIGTERM)
 		if code := n.proc.Wait(10 * time.Second); code != 0 {
-			t.Fatalf("%s exited %d after SIGTERM, want 0\n%s", n.name, code, tail(n.proc.Output()))
+			t.Fatalf("%s exited %d after SIGTERM, want 0\n%s", n.Name, code, tail(n.proc.Output()))
 		}
 		drainTimes = append(drainTimes, time.Since(start))
-		seed := nodes[0].gossipAddr
+		seed := nodes[0].Gossip
 		if n == nodes[0] {
-			seed = nodes[1].gossipAddr
+			seed = nodes[1].Gossip
 		}
 		n.start(t, seed)
 		waitRing(4, nodes)
-		led.event("restart "+n.name, start)
+		led.event("restart "+n.Name, start)
 		settle()
 	}
 
@@ -349,9 +346,9 @@ func rollingChanges(t *testing.T, storeURL string) {
 	}
 	waitRing(3, others)
 	routedAround := time.Since(start)
-	victim.start(t, nodes[0].gossipAddr)
+	victim.start(t, nodes[0].Gossip)
 	waitRing(4, nodes)
-	led.event("kill -9 and restart "+victim.name, start)
+	led.event("kill -9 and restart "+victim.Name, start)
 	settle()
 
 	close(stop)
@@ -483,7 +480,7 @@ func rollingChanges(t *testing.T, storeURL string) {
 		fmt.Fprintf(&report, "  event %-28s %s .. %s\n", ev.what, ev.from.Format("15:04:05.000"), ev.to.Format("15:04:05.000"))
 	}
 	if storeURL != "" {
-		stored, missing := checkInboxes(t, "http://"+nodes[0].http, led.sends)
+		stored, missing := checkInboxes(t, "http://"+nodes[0].HTTP, led.sends)
 		fmt.Fprintf(&report, "  acked delivered or stored, checked in the recipients' inboxes: %d, missing: %d\n", stored, len(missing))
 		for _, m := range missing {
 			violate("%s", m)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/internal/shardproc"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/protocol"
@@ -120,53 +121,32 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 	}
 	tn := newTestNet(t)
 	start := func(name, host, seed string, inNS bool) *clusterNode {
-		n := &clusterNode{name: name, host: host}
+		n := &clusterNode{Spec: shardproc.Spec{Name: name, Join: seed, Args: []string{"--drain-timeout", "5s"}}}
 		if inNS { // a fresh namespace has every port free
-			n.http, n.gossipAddr, n.link = host+":18080", host+":17946", host+":17947"
-		} else {
-			n.http, n.gossipAddr, n.link = testcluster.ProcessAddrs(t, host)
-		}
-		args := []string{"--name", name, "--http", n.http, "--gossip", n.gossipAddr, "--link", n.link,
-			"--drain-timeout", "5s"}
-		if seed != "" {
-			args = append(args, "--join", seed)
-		}
-		if inNS {
+			n.Addrs = shardproc.Addrs{HTTP: host + ":18080", Gossip: host + ":17946", Link: host + ":17947"}
 			// Its client's connection crosses the cut: a short ping
 			// interval makes n3 drop it during the cut, as a node drops
 			// any client it cannot reach, so that dave reconnects after.
-			args = append(args, "--ping-interval", "1s")
-			args = append([]string{"netns", "exec", tn.ns, testcluster.Binary(t)}, args...)
-			n.proc = testcluster.StartCommand(t, name, "ip", args...)
+			n.Args = append(n.Args, "--ping-interval", "1s")
+			n.Wrap = []string{"ip", "netns", "exec", tn.ns}
 		} else {
-			n.proc = testcluster.StartProcess(t, name, args...)
+			n.Addrs = testcluster.FreeAddrs(t, host)
 		}
-		n.proc.WaitReady(t)
+		n.proc = testcluster.StartProcess(t, n.Spec)
+		testcluster.WaitReady(t, n.proc)
 		return n
 	}
 	n1 := start("n1", tn.hostIP, "", false)
-	n2 := start("n2", tn.hostIP, n1.gossipAddr, false)
-	n3 := start("n3", tn.nsIP, n1.gossipAddr, true)
+	n2 := start("n2", tn.hostIP, n1.Gossip, false)
+	n3 := start("n3", tn.nsIP, n1.Gossip, true)
 	all := []*clusterNode{n1, n2, n3}
 	waitRing := func(want int, who []*clusterNode, within time.Duration) {
 		t.Helper()
-		wait.For(t, within, 50*time.Millisecond, func() error {
-			version := ""
-			for _, n := range who {
-				v, err := n.proc.Cluster()
-				if err != nil {
-					return err
-				}
-				if v.Ring.Members != want {
-					return fmt.Errorf("%s routes by a ring of %d, want %d", n.name, v.Ring.Members, want)
-				}
-				if version != "" && v.Ring.Version != version {
-					return errors.New("nodes disagree on the ring")
-				}
-				version = v.Ring.Version
-			}
-			return nil
-		})
+		procs := make([]*shardproc.Process, len(who))
+		for i, n := range who {
+			procs[i] = n.proc
+		}
+		testcluster.WaitRing(t, within, want, procs...)
 	}
 	waitRing(3, all, 15*time.Second)
 
@@ -177,7 +157,7 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 		cl, err := client.Dial(ctx, client.Options{URL: n.url(), User: user, Reconnect: true,
 			BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second})
 		if err != nil {
-			t.Fatalf("dial %s on %s: %v", user, n.name, err)
+			t.Fatalf("dial %s on %s: %v", user, n.Name, err)
 		}
 		t.Cleanup(func() { cl.Close() })
 		return cl
@@ -216,11 +196,11 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 	// memberlist's GossipToTheDeadTime (15 s), after which neither side
 	// gossips to the other any more: only the reconnect loop can heal it.
 	wait.For(t, 15*time.Second, 200*time.Millisecond, func() error {
-		out, err := exec.Command("ip", "netns", "exec", tn.ns, "curl", "-s", "http://"+n3.http+"/api/cluster").Output()
+		out, err := exec.Command("ip", "netns", "exec", tn.ns, "curl", "-s", "http://"+n3.HTTP+"/api/cluster").Output()
 		if err != nil {
 			return fmt.Errorf("ask n3 inside its namespace: %v", err)
 		}
-		var v testcluster.ClusterView
+		var v protocol.ClusterInfo
 		if err := json.Unmarshal(out, &v); err != nil {
 			return err
 		}
@@ -252,11 +232,11 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 					Online bool     `json:"online"`
 					Nodes  []string `json:"nodes"`
 				}
-				if err := getJSONFrom("http://"+n.http+"/api/users/"+name, &u); err != nil {
+				if err := getJSONFrom("http://"+n.HTTP+"/api/users/"+name, &u); err != nil {
 					return err
 				}
 				if !u.Online || len(u.Nodes) != 1 || u.Nodes[0] != want {
-					return fmt.Errorf("%s says %s is on %v (online %v), want %s", n.name, name, u.Nodes, u.Online, want)
+					return fmt.Errorf("%s says %s is on %v (online %v), want %s", n.Name, name, u.Nodes, u.Online, want)
 				}
 			}
 		}

@@ -1,22 +1,21 @@
 package testcluster
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"net"
-	"net/http"
+	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/shardchat/shard/internal/wait"
+	"github.com/shardchat/shard/internal/shardproc"
 )
+
+// processTimeout bounds each wait for test processes: a race-enabled node
+// on a busy 2-core machine is ready, and a ring of a few settles, within a
+// few seconds.
+const processTimeout = 20 * time.Second
 
 var (
 	buildOnce sync.Once
@@ -24,7 +23,8 @@ var (
 	buildErr  error
 )
 
-// Binary builds cmd/shard once per test process and returns its path.
+// Binary builds cmd/shard with the race detector once per test process and
+// returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -33,11 +33,7 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		buildPath = filepath.Join(dir, "shard")
-		out, err := exec.Command("go", "build", "-race", "-o", buildPath, "github.com/shardchat/shard/cmd/shard").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildPath, buildErr = shardproc.Build(context.Background(), dir, "-race")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -45,172 +41,84 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
-// FreePort returns a TCP port that was free on host a moment ago; with UDP
-// too when udp is set (memberlist binds both).
-func FreePort(t testing.TB, host string, udp bool) int {
+// FreeAddrs picks free http, gossip and link addresses on host, one of the
+// 127.0.0.x loopback addresses.
+func FreeAddrs(t testing.TB, host string) shardproc.Addrs {
 	t.Helper()
-	for tries := 0; tries < 50; tries++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Fatalf("find a free port on %s: %v", host, err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !udp {
-			return port
-		}
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
-		if err == nil {
-			pc.Close()
-			return port
-		}
+	a, err := shardproc.FreeAddrs(host)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no free port on %s", host)
-	return 0
+	return a
 }
 
-// Process is one shard process started by a test.
-type Process struct {
-	Name   string
-	HTTP   string // host:port
-	Gossip string // host:port
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	done   chan struct{}
-	err    error
-}
-
-// ProcessAddrs picks free http, gossip and link addresses on host, one of
-// the 127.0.0.x loopback addresses.
-func ProcessAddrs(t testing.TB, host string) (http, gossip, link string) {
-	j := func(p int) string { return net.JoinHostPort(host, strconv.Itoa(p)) }
-	return j(FreePort(t, host, false)), j(FreePort(t, host, true)), j(FreePort(t, host, false))
-}
-
-// StartProcess runs the shard binary with args and stops it (SIGKILL) when
-// the test ends, if it still runs. It does not wait for readiness.
-func StartProcess(t testing.TB, name string, args ...string) *Process {
+// StartProcess starts a shard process from spec: the race-enabled Binary
+// unless spec.Bin names one, its log in a temporary directory unless
+// spec.Log names one. It does not wait for readiness. When the test ends
+// the process is killed (SIGKILL) if it still runs, and its log is printed
+// if the test failed.
+func StartProcess(t testing.TB, spec shardproc.Spec) *shardproc.Process {
 	t.Helper()
-	return StartCommand(t, name, Binary(t), args...)
-}
-
-// StartCommand is StartProcess for a command that runs the shard binary
-// itself, such as `ip netns exec NS shard ...`: args must hold its --http.
-func StartCommand(t testing.TB, name, command string, args ...string) *Process {
-	t.Helper()
-	cmd := exec.Command(command, args...)
-	p := &Process{Name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	for i, a := range args {
-		if i+1 < len(args) {
-			switch a {
-			case "--http":
-				p.HTTP = args[i+1]
-			case "--gossip":
-				p.Gossip = args[i+1]
-			}
-		}
+	if spec.Bin == "" {
+		spec.Bin = Binary(t)
 	}
-	cmd.Stdout = p.out
-	cmd.Stderr = p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+	if spec.Log == "" {
+		spec.Log = filepath.Join(t.TempDir(), spec.Name+".log")
 	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.Signal(syscall.SIGKILL)
-		<-p.done
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", name, p.Output())
-		}
-	})
+	p, err := shardproc.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killAtEnd(t, p)
 	return p
 }
 
-// Signal sends sig to the process, if it still runs.
-func (p *Process) Signal(sig os.Signal) {
-	select {
-	case <-p.done:
-	default:
-		_ = p.cmd.Process.Signal(sig)
-	}
-}
-
-// Wait waits up to d for the process to exit and returns its exit code, or
-// -1 if it is still running.
-func (p *Process) Wait(d time.Duration) int {
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(d):
-		return -1
-	}
-}
-
-// Output is what the process wrote to stdout and stderr so far.
-func (p *Process) Output() string { return p.out.String() }
-
-// WaitReady polls /readyz until it answers 200.
-func (p *Process) WaitReady(t testing.TB) {
+// StartProcesses starts a cluster of n shard processes (n1 on 127.0.0.2,
+// n2 on 127.0.0.3, ...) with the flags args, and waits until every one is
+// ready and routes by the same ring of n.
+func StartProcesses(t testing.TB, n int, args ...string) []*shardproc.Process {
 	t.Helper()
-	wait.For(t, 20*time.Second, 50*time.Millisecond, func() error {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited: %v\n%s", p.Name, p.err, p.Output())
-		default:
+	procs, err := shardproc.StartCluster(context.Background(), shardproc.ClusterSpec{
+		Nodes:   n,
+		Node:    shardproc.Spec{Bin: Binary(t), Args: args},
+		LogDir:  t.TempDir(),
+		Timeout: processTimeout,
+	})
+	for _, p := range procs {
+		killAtEnd(t, p)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return procs
+}
+
+// killAtEnd kills p when the test ends, and prints its log if the test
+// failed.
+func killAtEnd(t testing.TB, p *shardproc.Process) {
+	t.Cleanup(func() {
+		p.Signal(syscall.SIGKILL)
+		p.Wait(processTimeout)
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", p.Name, p.Output())
 		}
-		resp, err := http.Get("http://" + p.HTTP + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("%s /readyz: %d", p.Name, resp.StatusCode)
-		}
-		return nil
 	})
 }
 
-// ClusterView is the answer of GET /api/cluster.
-type ClusterView struct {
-	Self    string `json:"self"`
-	Members []struct {
-		Name  string `json:"name"`
-		HTTP  string `json:"http"`
-		State string `json:"state"`
-	} `json:"members"`
-	Ring struct {
-		Members int    `json:"members"`
-		Version string `json:"version"`
-	} `json:"ring"`
-}
-
-// Cluster fetches /api/cluster of the process.
-func (p *Process) Cluster() (ClusterView, error) {
-	var v ClusterView
-	resp, err := http.Get("http://" + p.HTTP + "/api/cluster")
-	if err != nil {
-		return v, err
+// WaitReady waits until every process answers /readyz, and fails the test
+// at once if one exits.
+func WaitReady(t testing.TB, procs ...*shardproc.Process) {
+	t.Helper()
+	if err := shardproc.WaitReady(context.Background(), processTimeout, procs...); err != nil {
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	return v, json.NewDecoder(resp.Body).Decode(&v)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// WaitRing waits up to within until every process routes by the same ring
+// of want members.
+func WaitRing(t testing.TB, within time.Duration, want int, procs ...*shardproc.Process) {
+	t.Helper()
+	if err := shardproc.WaitRing(context.Background(), within, want, procs...); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,5 +1,7 @@
-// Package testcluster starts in-process shard clusters on loopback for tests:
-// real nodes, real sockets, random free ports. It is never used in production code.
+// Package testcluster starts shard clusters on loopback for tests: real
+// nodes, real sockets, random free ports; in-process nodes, or whole
+// processes through internal/shardproc, killed when the test ends. It is
+// never used in production code, nor by bench.
 package testcluster
 
 import (

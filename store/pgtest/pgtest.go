@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -26,6 +25,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/shardchat/shard/internal/freeport"
 )
 
 // ErrNoServer says the server binaries are missing, and how to get them.
@@ -126,7 +127,7 @@ func StartServer() (*Server, error) {
 }
 
 func start(bin, dir, data string, cred *syscall.Credential) (*Server, error) {
-	port, err := freePort()
+	port, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -188,15 +189,6 @@ func credential(dir string) (*syscall.Credential, error) {
 		return nil, err
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // URL is the connection URL of database db.

@@ -1,0 +1,25 @@
+package protocol
+
+// ClusterInfo is the answer of GET /api/cluster: SPEC section 5, plus the
+// node's routing and store. The node writes it; bench, the tests and
+// operators' tools read it.
+type ClusterInfo struct {
+	Self    string          `json:"self"`    // the answering node's name
+	Members []ClusterMember `json:"members"` // every member it knows of, itself included
+	Ring    RingInfo        `json:"ring"`
+	Routing string          `json:"routing"` // not in SPEC: "owner" or "broadcast"
+	Store   string          `json:"store"`   // not in SPEC: "none", "embedded" or "postgres"
+}
+
+// ClusterMember is one member as the answering node sees it.
+type ClusterMember struct {
+	Name  string `json:"name"`
+	HTTP  string `json:"http"`  // its client listener, host:port
+	State string `json:"state"` // alive, suspect, dead or left
+}
+
+// RingInfo is the ring the answering node routes by.
+type RingInfo struct {
+	Members int    `json:"members"` // members in the ring
+	Version string `json:"version"` // opaque: equal on nodes that agree on the ring
+}
