@@ -85,11 +85,14 @@ func (f *fanout) finish() {
 	count, refused, failed, unrouted := f.count, f.refused, f.failed, f.unrouted
 	f.mu.Unlock()
 	switch {
-	case !f.direct && unrouted != nil:
+	case !f.direct && unrouted != nil && !f.stored:
 		f.done(result{err: unrouted})
 	case !f.direct:
 		// Recipients on a node that could not be reached are not counted:
-		// the number says who got it.
+		// the number says who got it. A stored message that reached no one
+		// because the room's owner could not be asked is kept all the same:
+		// `sent` to those it reached, never `unavailable`, which would have
+		// its sender send it again.
 		f.done(result{status: protocol.StatusSent, recipients: count})
 	case count > 0:
 		f.done(result{status: protocol.StatusDelivered})
