@@ -11,17 +11,47 @@ import (
 // Frame is one decoded client frame. Its strings may share memory with the
 // payload it was decoded from, which must therefore never be modified.
 type Frame struct {
-	Type string
-	ID   string
-	To   string
-	Room string
-	Body string
-	Key  string // send: idempotency key, optional
+	Type  string
+	ID    string
+	To    string
+	Room  string
+	Group string // send, sync, the group frames, read
+	User  string // group_add, group_remove: the member
+	With  string // read: the peer of a direct conversation
+	Body  string
+	Key   string // send: idempotency key, optional
+	// List is a list of ids as its JSON text (group_create: members),
+	// validated: at most MaxListLen well-formed ids. Items decodes it; the
+	// frame stays comparable and decoding it allocates nothing.
+	List string
 	// After (sync) and Since (join) are stream offsets; HasSince tells a
 	// join that asks for a replay from one that does not.
 	After    int64
 	Since    int64
 	HasSince bool
+	Seq      int64 // read: the offset read up to
+}
+
+// MaxListLen bounds a list of ids in one frame: the members of one
+// group_create (SPEC 8: at most 1000).
+const MaxListLen = 1000
+
+// Items returns the ids of f.List, in order.
+func (f *Frame) Items() []string {
+	if f.List == "" {
+		return nil
+	}
+	var items []string
+	s := f.List
+	for i := skipSpace(s, 1); s[i] != ']'; {
+		var v string
+		v, i = readString(s, i)
+		items = append(items, v)
+		if i = skipSpace(s, i); s[i] == ',' {
+			i = skipSpace(s, i+1)
+		}
+	}
+	return items
 }
 
 // FrameError says why a client frame was refused. ID is set when the frame
@@ -44,7 +74,14 @@ const (
 	hasKey
 	hasAfter
 	hasSince
+	hasGroup
+	hasUser
+	hasWith
+	hasList
+	hasSeq
 )
+
+const idRule = " must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
 
 // DecodeFrame parses and validates one client frame. Validation comes before
 // anything else: a frame that decodes is well-formed for its type.
@@ -70,41 +107,81 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		return f, e
 	}
 	if seen&hasID != 0 && !ValidID(f.ID) {
-		return f, &FrameError{Code: CodeBadRequest, Message: "id must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"}
+		return f, &FrameError{Code: CodeBadRequest, Message: "id" + idRule}
 	}
 	fail := func(msg string) (Frame, *FrameError) {
 		return f, &FrameError{ID: f.ID, Code: CodeBadRequest, Message: msg}
 	}
 	switch f.Type {
 	case TypeSend:
-		switch seen & (hasTo | hasRoom) {
+		switch seen & (hasTo | hasRoom | hasGroup) {
 		case hasTo:
 			if !ValidID(f.To) {
-				return fail("to must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+				return fail("to" + idRule)
 			}
 		case hasRoom:
 			if !ValidID(f.Room) {
-				return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+				return fail("room" + idRule)
+			}
+		case hasGroup:
+			if !ValidID(f.Group) {
+				return fail("group" + idRule)
 			}
 		default:
-			return fail("send names exactly one of to and room")
+			return fail("send names exactly one of to, room and group")
 		}
 		if f.Body == "" {
 			return fail("body must be a non-empty string")
 		}
 		if seen&hasKey != 0 && !ValidID(f.Key) {
-			return fail("key must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+			return fail("key" + idRule)
 		}
 	case TypeJoin, TypeLeave:
 		if seen&hasRoom == 0 || !ValidID(f.Room) {
-			return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+			return fail("room" + idRule)
 		}
 		f.HasSince = f.Type == TypeJoin && seen&hasSince != 0
-	case TypePing, TypeSync:
+	case TypeSync:
+		if seen&hasGroup != 0 && !ValidID(f.Group) {
+			return fail("group" + idRule)
+		}
+	case TypePing, TypeConversations:
+	case TypeGroupCreate, TypeGroupAdd, TypeGroupRemove, TypeGroupLeave:
+		if seen&hasGroup == 0 || !ValidID(f.Group) {
+			return fail("group" + idRule)
+		}
+		if f.Type == TypeGroupCreate && seen&hasList != 0 {
+			if msg := checkList(f.List); msg != "" {
+				return fail("members" + msg)
+			}
+		}
+		needUser := f.Type == TypeGroupAdd || f.Type == TypeGroupRemove
+		if needUser && (seen&hasUser == 0 || !ValidID(f.User)) {
+			return fail("user" + idRule)
+		}
+	case TypeRead:
+		switch seen & (hasWith | hasGroup) {
+		case hasWith:
+			if !ValidID(f.With) {
+				return fail("with" + idRule)
+			}
+		case hasGroup:
+			if !ValidID(f.Group) {
+				return fail("group" + idRule)
+			}
+		default:
+			return fail("read names exactly one of with and group")
+		}
+		if seen&hasSeq == 0 {
+			return fail("seq must be a non-negative integer")
+		}
 	case "":
 		return fail("type is missing")
 	default:
 		return fail("unknown type " + strconv.Quote(f.Type))
+	}
+	if f.Type != TypeGroupCreate {
+		f.List = "" // an unknown field of this type, skipped like any other
 	}
 	return f, nil
 }
@@ -144,7 +221,18 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 			dst, bit = &f.Body, hasBody
 		case "key":
 			dst, bit = &f.Key, hasKey
-		case "after", "since":
+		case "group":
+			dst, bit = &f.Group, hasGroup
+		case "user":
+			dst, bit = &f.User, hasUser
+		case "with":
+			dst, bit = &f.With, hasWith
+		case "members":
+			end := skipValue(s, i)
+			f.List, seen = s[i:end], seen|hasList
+			i = end
+			continue
+		case "after", "since", "seq":
 			n, next, ok := readOffset(s, i)
 			i = next
 			if !ok {
@@ -153,10 +241,13 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 				}
 				continue
 			}
-			if key == "after" {
+			switch key {
+			case "after":
 				f.After, seen = n, seen|hasAfter
-			} else {
+			case "since":
 				f.Since, seen = n, seen|hasSince
+			default:
+				f.Seq, seen = n, seen|hasSeq
 			}
 			continue
 		}
@@ -175,6 +266,32 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 		*dst, i = readString(s, i)
 		seen |= bit
 	}
+}
+
+// checkList says why the JSON value s (valid JSON already) is not a list of
+// at most MaxListLen well-formed ids, or "" when it is one.
+func checkList(s string) string {
+	if s[0] != '[' {
+		return " must be a list of ids"
+	}
+	n := 0
+	for j := skipSpace(s, 1); s[j] != ']'; {
+		if s[j] != '"' {
+			return " must be a list of ids"
+		}
+		var v string
+		v, j = readString(s, j)
+		if !ValidID(v) {
+			return " must be ids of 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
+		}
+		if n++; n > MaxListLen {
+			return " lists more than " + strconv.Itoa(MaxListLen) + " ids"
+		}
+		if j = skipSpace(s, j); s[j] == ',' {
+			j = skipSpace(s, j+1)
+		}
+	}
+	return ""
 }
 
 // readOffset reads a non-negative integer at s[i]; anything else (a

@@ -2,6 +2,8 @@ package protocol
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -20,6 +22,18 @@ func TestDecodeFrameAcceptsEveryClientFrame(t *testing.T) {
 		{`{"type":"sync","id":"s1","after":41}`, Frame{Type: TypeSync, ID: "s1", After: 41}},
 		{`{"type":"join","id":"j","room":"r","since":0}`, Frame{Type: TypeJoin, ID: "j", Room: "r", HasSince: true}},
 		{`{"type":"send","to":"b","body":"x","key":"k-1"}`, Frame{Type: TypeSend, To: "b", Body: "x", Key: "k-1"}},
+		// Groups and read state (SPEC 8).
+		{`{"type":"group_create","id":"c1","group":"team","members":["bob","carol"]}`,
+			Frame{Type: TypeGroupCreate, ID: "c1", Group: "team", List: `["bob","carol"]`}},
+		{`{"type":"group_create","id":"c1","group":"team"}`, Frame{Type: TypeGroupCreate, ID: "c1", Group: "team"}},
+		{`{"type":"group_add","id":"c2","group":"team","user":"dave"}`, Frame{Type: TypeGroupAdd, ID: "c2", Group: "team", User: "dave"}},
+		{`{"type":"group_remove","id":"c3","group":"team","user":"dave"}`, Frame{Type: TypeGroupRemove, ID: "c3", Group: "team", User: "dave"}},
+		{`{"type":"group_leave","id":"c4","group":"team"}`, Frame{Type: TypeGroupLeave, ID: "c4", Group: "team"}},
+		{`{"type":"send","id":"c5","group":"team","body":"hi"}`, Frame{Type: TypeSend, ID: "c5", Group: "team", Body: "hi"}},
+		{`{"type":"sync","id":"c6","group":"team","after":41}`, Frame{Type: TypeSync, ID: "c6", Group: "team", After: 41}},
+		{`{"type":"read","id":"c7","with":"bob","seq":57}`, Frame{Type: TypeRead, ID: "c7", With: "bob", Seq: 57}},
+		{`{"type":"read","id":"c8","group":"team","seq":12}`, Frame{Type: TypeRead, ID: "c8", Group: "team", Seq: 12}},
+		{`{"type":"conversations","id":"c9"}`, Frame{Type: TypeConversations, ID: "c9"}},
 		// Unknown fields are skipped, whatever their shape.
 		{` { "x" : [1, {"y": "}"}], "type" : "ping", "z": null, "n": -1.5e3 } `, Frame{Type: TypePing}},
 		// Escapes are decoded.
@@ -45,6 +59,9 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"send","to":"bob","body":"\ud83d\ude00\u00e9\n"}`,
 		`{"type":"send","id":7}`,
 		"{\"type\":\"send\",\"id\":\"u\",\"body\":\"\xff\"}",
+		`{"type":"group_create","id":"c1","group":"team","members":["bob","carol"]}`,
+		`{"type":"read","id":"c7","with":"bob","seq":57}`,
+		`{"type":"send","id":"c5","group":"team","body":"hi"}`,
 		`[]`, `"x"`, `{`, ``,
 	} {
 		f.Add([]byte(seed))
@@ -67,23 +84,51 @@ func FuzzDecodeFrame(f *testing.F) {
 		if fr.ID != "" && !ValidID(fr.ID) {
 			t.Fatalf("accepted malformed id %q", fr.ID)
 		}
+		named := func(ids ...string) (n int) {
+			for _, id := range ids {
+				if id != "" {
+					if !ValidID(id) {
+						t.Fatalf("accepted malformed name %q in %+v", id, fr)
+					}
+					n++
+				}
+			}
+			return n
+		}
 		switch fr.Type {
 		case TypeSend:
-			if (fr.To == "") == (fr.Room == "") || fr.Body == "" {
+			if named(fr.To, fr.Room, fr.Group) != 1 || fr.Body == "" {
 				t.Fatalf("accepted send %+v", fr)
 			}
 		case TypeJoin, TypeLeave:
-			if !ValidID(fr.Room) {
+			if named(fr.Room) != 1 {
 				t.Fatalf("accepted %s %+v", fr.Type, fr)
 			}
-		case TypePing, TypeSync:
+		case TypeGroupCreate, TypeGroupLeave:
+			if named(fr.Group) != 1 || len(fr.Items()) > MaxListLen || named(fr.Items()...) != len(fr.Items()) {
+				t.Fatalf("accepted %s %+v", fr.Type, fr)
+			}
+		case TypeGroupAdd, TypeGroupRemove:
+			if named(fr.Group) != 1 || named(fr.User) != 1 {
+				t.Fatalf("accepted %s %+v", fr.Type, fr)
+			}
+		case TypeRead:
+			if named(fr.With, fr.Group) != 1 {
+				t.Fatalf("accepted read %+v", fr)
+			}
+		case TypePing, TypeSync, TypeConversations:
 		default:
 			t.Fatalf("accepted type %q", fr.Type)
 		}
 		// encoding/json agrees on the fields.
-		var std struct{ Type, ID, To, Room, Body string }
+		var std struct {
+			Type, ID, To, Room, Group, User, With, Body string
+			Members                                     []string
+		}
 		if err := json.Unmarshal(p, &std); err == nil {
-			if std.Type != fr.Type || std.ID != fr.ID || std.To != fr.To || std.Room != fr.Room || std.Body != fr.Body {
+			if std.Type != fr.Type || std.ID != fr.ID || std.To != fr.To || std.Room != fr.Room || std.Body != fr.Body ||
+				std.Group != fr.Group || std.User != fr.User || std.With != fr.With ||
+				(fr.List != "" && !slices.Equal(std.Members, fr.Items())) {
 				t.Fatalf("decoded %+v, encoding/json says %+v", fr, std)
 			}
 		}
@@ -97,6 +142,45 @@ func BenchmarkDecodeSend(b *testing.B) {
 	for b.Loop() {
 		if _, err := DecodeFrame(p); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestFrameItemsAreTheListsIDs(t *testing.T) {
+	f, err := DecodeFrame([]byte(`{"type":"group_create","id":"c","group":"g","members":[ "bob" , "carol","d\u0061ve" ]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Items(); len(got) != 3 || got[0] != "bob" || got[1] != "carol" || got[2] != "dave" {
+		t.Fatalf("items %q", got)
+	}
+	if got := (&Frame{}).Items(); got != nil {
+		t.Fatalf("items of no list %q", got)
+	}
+}
+
+func TestDecodeFrameRefusesMalformedGroupFrames(t *testing.T) {
+	tooMany := `{"type":"group_create","id":"s","group":"g","members":["u0"` + strings.Repeat(`,"u"`, MaxListLen) + `]}`
+	for _, in := range []string{
+		`{"type":"send","id":"s","group":"team","room":"r","body":"x"}`,
+		`{"type":"send","id":"s","group":"has space","body":"x"}`,
+		`{"type":"send","id":"s","group":"","body":"x"}`,
+		`{"type":"group_create","id":"s"}`,
+		`{"type":"group_create","id":"s","group":"g","members":"bob"}`,
+		`{"type":"group_create","id":"s","group":"g","members":["bob",7]}`,
+		`{"type":"group_create","id":"s","group":"g","members":["bad id"]}`,
+		tooMany,
+		`{"type":"group_add","id":"s","group":"g"}`,
+		`{"type":"group_remove","id":"s","group":"g","user":""}`,
+		`{"type":"group_leave","id":"s","group":"a b"}`,
+		`{"type":"read","id":"s","with":"bob"}`,
+		`{"type":"read","id":"s","seq":3}`,
+		`{"type":"read","id":"s","with":"bob","group":"g","seq":3}`,
+		`{"type":"read","id":"s","group":"g","seq":-3}`,
+		`{"type":"sync","id":"s","group":"a b"}`,
+	} {
+		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != CodeBadRequest {
+			t.Errorf("%.80s: %v, want bad_request with id s", in, err)
 		}
 	}
 }

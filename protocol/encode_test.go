@@ -70,6 +70,20 @@ func TestServerFramesAreSPECsExamples(t *testing.T) {
 		{AppendAckFrame(nil, &Ack{ID: "c1", Status: StatusStored, Recipients: -1, Seq: 4, Mid: "m1"}),
 			`{"type":"ack","id":"c1","status":"stored","seq":4,"mid":"m1"}`},
 		{AppendPong(nil, "c5"), `{"type":"pong","id":"c5"}`},
+		// SPEC 8.
+		{AppendAckFrame(nil, &Ack{ID: "c5", Status: StatusSent, Recipients: 4, Seq: 13}),
+			`{"type":"ack","id":"c5","status":"sent","recipients":4,"seq":13}`},
+		{AppendMsg(nil, &Msg{Mid: "m3", From: "alice", Group: "team", Body: "hi", TS: 5, Seq: 13}),
+			`{"type":"msg","mid":"m3","from":"alice","group":"team","body":"hi","ts":5,"seq":13}`},
+		{AppendMsg(nil, &Msg{Mid: "m4", From: "alice", Group: "team", Event: EventAdded, User: "dave", TS: 5, Seq: 14}),
+			`{"type":"msg","mid":"m4","from":"alice","group":"team","event":"added","user":"dave","ts":5,"seq":14}`},
+		{AppendReceipt(nil, &Receipt{By: "alice", With: "alice", Seq: 88}), `{"type":"receipt","by":"alice","with":"alice","seq":88}`},
+		{AppendReceipt(nil, &Receipt{By: "alice", Group: "team", Seq: 12}), `{"type":"receipt","by":"alice","group":"team","seq":12}`},
+		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{
+			{With: "bob", Last: 57, Read: 50, Unread: 7, TS: 3}, {Group: "team", Last: 14, Read: 14, TS: 2, Admin: true}}}),
+			`{"type":"ack","id":"c9","status":"ok","conversations":[{"with":"bob","last":57,"read":50,"unread":7,"ts":3},{"group":"team","last":14,"read":14,"unread":0,"ts":2,"admin":true}]}`},
+		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{}}),
+			`{"type":"ack","id":"c9","status":"ok","conversations":[]}`},
 		{AppendError(nil, "c1", CodeNotMember, "join first"), `{"type":"error","id":"c1","code":"not_member","message":"join first"}`},
 	} {
 		if string(tc.got) != tc.want {
