@@ -44,8 +44,10 @@ type Client struct {
 	endpoints []string     // URL, then Fallbacks, with the user or token in their query
 	attempts  atomic.Int64 // connects so far: picks the next endpoint
 
-	msgs chan Msg      // see Options.MessageBuffer; closed when the client stops
-	done chan struct{} // closed when the client has stopped for good
+	msgs chan Msg // see Options.MessageBuffer; closed when the client stops
+	// receipts: see Receipts.
+	receipts chan Receipt
+	done     chan struct{} // closed when the client has stopped for good
 
 	// ctx ends on Close (or when the client stops): it stops dialing,
 	// backoff waits and callers waiting for a connection.
@@ -81,6 +83,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		opts:      o,
 		endpoints: endpoints,
 		msgs:      make(chan Msg, o.MessageBuffer),
+		receipts:  make(chan Receipt, o.MessageBuffer),
 		done:      make(chan struct{}),
 		changed:   make(chan struct{}),
 		rooms:     make(map[string]struct{}),

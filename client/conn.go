@@ -140,15 +140,21 @@ func (cn *conn) read() {
 		}
 		switch f.Type {
 		case protocol.TypeMsg:
-			m := Msg{Mid: f.Mid, From: f.From, To: f.To, Room: f.Room, Body: f.Body,
-				TS: f.TS, Seq: f.Seq, Received: time.Now()}
+			m := Msg{Mid: f.Mid, From: f.From, To: f.To, Room: f.Room, Group: f.Group, Body: f.Body,
+				Event: f.Event, User: f.User, Admin: f.Admin, TS: f.TS, Seq: f.Seq, Received: time.Now()}
 			// Blocks while Messages() is full: see Options.MessageBuffer.
 			select {
 			case cn.c.msgs <- m:
 			case <-cn.c.ctx.Done(): // closing: nobody is owed more messages
 			}
 		case protocol.TypeAck:
-			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More}, nil)
+			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More,
+				Conversations: f.Conversations}, nil)
+		case protocol.TypeReceipt:
+			select { // never held up by an application that does not read them
+			case cn.c.receipts <- Receipt{By: f.By, With: f.With, Group: f.Group, Seq: f.Seq}:
+			default:
+			}
 		case protocol.TypePong:
 			cn.answer(f.ID, Ack{ID: f.ID, Status: StatusPong}, nil)
 		case protocol.TypeError:

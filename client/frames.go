@@ -18,11 +18,18 @@ const StatusPong = protocol.TypePong
 // empty; a given one must be a valid id (see ValidID) not already awaiting an
 // answer on the connection.
 type Frame struct {
-	Type string `json:"type"`
-	ID   string `json:"id,omitempty"`
-	To   string `json:"to,omitempty"`
-	Room string `json:"room,omitempty"`
-	Body string `json:"body,omitempty"`
+	Type  string `json:"type"`
+	ID    string `json:"id,omitempty"`
+	To    string `json:"to,omitempty"`
+	Room  string `json:"room,omitempty"`
+	Group string `json:"group,omitempty"`
+	User  string `json:"user,omitempty"` // group_add, group_remove
+	With  string `json:"with,omitempty"` // read of a direct conversation
+	Body  string `json:"body,omitempty"`
+	// Members are group_create's members besides the sender.
+	Members []string `json:"members,omitempty"`
+	// Seq is a read's offset.
+	Seq int64 `json:"seq,omitempty"`
 	// Key is a send's idempotency key: a resend with the same key within 5
 	// minutes is answered like the first and stored once (with a store).
 	// Send, SendRoom and SendAsync set a random one when it is empty.
@@ -49,16 +56,22 @@ type Welcome struct {
 	MaxFrame int `json:"max_frame"`
 }
 
-// Msg is one chat message received: a direct message (To set) or a room
-// message (Room set).
+// Msg is one chat message received: a direct message (To set), a room
+// message (Room set) or a group's (Group set). A group's membership change
+// is a Msg too, with Event (created, added, removed, left) instead of Body,
+// User the member it names and Admin who became admin when the last left.
 type Msg struct {
-	Mid  string `json:"mid"` // unique across the cluster
-	From string `json:"from"`
-	To   string `json:"to,omitempty"`
-	Room string `json:"room,omitempty"`
-	Body string `json:"body"`
-	TS   int64  `json:"ts"` // milliseconds since the epoch, stamped by the sender's node
-	Seq  int64  `json:"seq,omitempty"`
+	Mid   string `json:"mid"` // unique across the cluster
+	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
+	Room  string `json:"room,omitempty"`
+	Group string `json:"group,omitempty"`
+	Body  string `json:"body"`
+	Event string `json:"event,omitempty"`
+	User  string `json:"user,omitempty"`
+	Admin string `json:"admin,omitempty"`
+	TS    int64  `json:"ts"` // milliseconds since the epoch, stamped by the sender's node
+	Seq   int64  `json:"seq,omitempty"`
 	// Received is when this client read the frame off the socket (local clock).
 	Received time.Time `json:"-"`
 }
@@ -76,6 +89,28 @@ type Ack struct {
 	// whether messages remain after this page.
 	Last int64
 	More bool
+	// Conversations answers Conversations.
+	Conversations []Conversation
+}
+
+// Conversation is one of this user's conversations: exactly one of With (a
+// direct one) and Group is set.
+type Conversation struct {
+	With   string `json:"with,omitempty"`
+	Group  string `json:"group,omitempty"`
+	Last   int64  `json:"last"`   // the newest offset in it
+	Read   int64  `json:"read"`   // this user's read offset
+	Unread int64  `json:"unread"` // messages and events of others after Read
+	TS     int64  `json:"ts"`     // when its newest message was sent
+	Admin  bool   `json:"admin"`  // a group this user is an admin of
+}
+
+// Receipt says By has read a conversation up to Seq: a direct one (With is
+// the conversation as this user names it: By, when By read what this user
+// sent; the peer, when this user read on another device) or Group.
+type Receipt struct {
+	By, With, Group string
+	Seq             int64
 }
 
 // Error is an error frame: the server refused the request with ID.
@@ -118,7 +153,13 @@ type inbound struct {
 	From       string `json:"from"`
 	To         string `json:"to"`
 	Room       string `json:"room"`
+	Group      string `json:"group"`
 	Body       string `json:"body"`
+	Event      string `json:"event"`
+	User       string `json:"user"`
+	Admin      string `json:"admin"`
+	By         string `json:"by"`
+	With       string `json:"with"`
 	TS         int64  `json:"ts"`
 	Seq        int64  `json:"seq"`
 	Status     string `json:"status"`
@@ -127,4 +168,6 @@ type inbound struct {
 	More       bool   `json:"more"`
 	Code       string `json:"code"`
 	Message    string `json:"message"`
+
+	Conversations []Conversation `json:"conversations"`
 }

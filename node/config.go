@@ -64,6 +64,9 @@ type Config struct {
 	// Store is the URL of a shared message store (postgres://...) that
 	// every node of a cluster uses.
 	Store string
+	// MaxGroupMembers bounds the members of one group. Default
+	// store.DefaultMaxGroupMembers.
+	MaxGroupMembers int
 	// RetainCount keeps at most this many messages per stream; 0: all.
 	RetainCount int
 	// RetainAge removes messages older than this; 0: keep.

@@ -366,7 +366,8 @@ func (n *Node) openStore() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := store.Open(ctx, url, store.Options{MaxPerStream: n.cfg.RetainCount, MaxAge: n.cfg.RetainAge, Logger: n.log})
+	st, err := store.Open(ctx, url, store.Options{MaxPerStream: n.cfg.RetainCount, MaxAge: n.cfg.RetainAge,
+		MaxGroupMembers: n.cfg.MaxGroupMembers, Logger: n.log})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

@@ -105,13 +105,15 @@ type Ack struct {
 
 // Conversation is one entry of a conversations answer: exactly one of With
 // and Group is set.
+// Its JSON tags are the HTTP API's.
 type Conversation struct {
-	With, Group string
-	Last        int64 // the newest offset in it: of the user's inbox (direct), of the group's stream
-	Read        int64 // the user's read offset
-	Unread      int64 // messages and events of others after Read
-	TS          int64 // the time of the newest message
-	Admin       bool  // group: the user is an admin
+	With   string `json:"with,omitempty"`
+	Group  string `json:"group,omitempty"`
+	Last   int64  `json:"last"`            // the newest offset in it: of the user's inbox (direct), of the group's stream
+	Read   int64  `json:"read"`            // the user's read offset
+	Unread int64  `json:"unread"`          // messages and events of others after Read
+	TS     int64  `json:"ts"`              // the time of the newest message
+	Admin  bool   `json:"admin,omitempty"` // group: the user is an admin
 }
 
 // AppendAck appends an ack without optional fields but recipients, which

@@ -96,22 +96,35 @@ func (r *Router) registerLocked(owner string, regs []registration) <-chan error 
 func (r *Router) deliverLocal(d *delivery) (got, refused int) {
 	r.local.mu.RLock()
 	defer r.local.mu.RUnlock()
-	if d.target.Room {
+	written := 0
+	switch {
+	case d.users != nil:
+		for _, u := range d.users {
+			g, _ := r.sendAll(r.local.conns[Key{Name: u}], d.skip, d.frame)
+			got += g
+		}
+		written = got
+	case d.target.Room:
 		for _, c := range r.local.conns[d.target] {
 			if c != d.skip && c.sendRoom(d.target.Name, d.seq, d.frame) {
 				got++
 			}
 		}
-		r.countDeliveries(got)
-		return got, 0
-	}
-	got, refused = r.sendAll(r.local.conns[d.target], d.skip, d.frame)
-	if d.from != "" && d.from != d.target.Name {
-		copy := d.copy
-		if copy == nil {
-			copy = d.frame
+		written = got
+	default:
+		got, refused = r.sendAll(r.local.conns[d.target], d.skip, d.frame)
+		written = got
+		if d.from != "" && d.from != d.target.Name {
+			copy := d.copy
+			if copy == nil {
+				copy = d.frame
+			}
+			copies, _ := r.sendAll(r.local.conns[Key{Name: d.from}], d.skip, copy)
+			written += copies
 		}
-		r.sendAll(r.local.conns[Key{Name: d.from}], d.skip, copy)
+	}
+	if !d.ephemeral && written > 0 {
+		r.m.Deliveries.Add(float64(written))
 	}
 	return got, refused
 }
@@ -127,14 +140,7 @@ func (r *Router) sendAll(conns []*client, skip *client, frame []byte) (got, refu
 			refused++
 		}
 	}
-	r.countDeliveries(got)
 	return got, refused
-}
-
-func (r *Router) countDeliveries(n int) {
-	if n > 0 {
-		r.m.Deliveries.Add(float64(n))
-	}
 }
 
 func init() { servePeer(kindRegister, "register", (*Router).serveRegister) }
