@@ -1,6 +1,6 @@
 // Package client is the Go client of shard: it dials a node, speaks the
-// frames of SPEC sections 3 and 4, matches every answer to its request by id,
-// and can reconnect with jittered backoff and join its rooms again.
+// frames of docs/protocol.md §3 and §4, matches every answer to its request
+// by id, and can reconnect with jittered backoff and join its rooms again.
 //
 // Of this module it imports only protocol (the frames' vocabulary, which
 // imports nothing), so that users can take it alone; and it never leaves a
@@ -69,7 +69,8 @@ type Client struct {
 // Dial connects to o.URL and returns once the server's welcome has arrived,
 // so that from then on messages sent from any node reach this client. A
 // refused upgrade returns a *HandshakeError carrying the HTTP status and the
-// SPEC error code. ctx bounds the dial and the wait for the welcome only.
+// error code (docs/protocol.md §2.5). ctx bounds the dial and the wait for
+// the welcome only.
 func Dial(ctx context.Context, o Options) (*Client, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -519,8 +520,8 @@ func (c *Client) rejoin(cn *conn) error {
 
 // rejoinRoom joins room on cn. A refusal to retry later (rate_limited,
 // unavailable) is retried on the same connection after a backoff; a
-// refusal for good, which SPEC does not foresee for a room joined before,
-// forgets the room.
+// refusal for good, which docs/protocol.md §3.3 does not foresee for a room
+// joined before, forgets the room.
 func (c *Client) rejoinRoom(cn *conn, room string) error {
 	wait := c.opts.BackoffMin
 	for {

@@ -8,10 +8,10 @@ import (
 	"github.com/shardchat/shard/protocol"
 )
 
-// StatusPong is not a SPEC status: it is the client's name for the answer to
-// a ping (the pong frame's type), so that pings are answered like any
-// request. Frame types, the other statuses and error codes are the protocol
-// package's.
+// StatusPong is not an ack status (docs/protocol.md §4.6): it is the client's
+// name for the answer to a ping (the pong frame's type), so that pings are
+// answered like any request. Frame types, the other statuses and error codes
+// are the protocol package's.
 const StatusPong = protocol.TypePong
 
 // Frame is one outgoing client frame. ID is filled in ("c1", "c2", ...) when
@@ -123,10 +123,11 @@ type Error struct {
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // HandshakeError is a refused upgrade: the server answered the WebSocket
-// request with an HTTP error (SPEC section 3) instead of switching protocols.
+// request with an HTTP error (docs/protocol.md §2.5) instead of switching
+// protocols.
 type HandshakeError struct {
 	Status  int    // HTTP status: 400, 401, 503, ...
-	Code    string // the SPEC code from the JSON body; empty if the body had none
+	Code    string // the error code from the JSON body; empty if the body had none
 	Message string // the message from the JSON body
 }
 
@@ -142,7 +143,7 @@ func (e *HandshakeError) Error() string {
 }
 
 // ValidID reports whether s is a well-formed user id, room name or frame id:
-// 1 to 64 characters of A-Z a-z 0-9 _ . @ - (SPEC section 3).
+// 1 to 64 characters of A-Z a-z 0-9 _ . @ - (docs/protocol.md §2.2).
 func ValidID(s string) bool { return protocol.ValidID(s) }
 
 // inbound is any server frame; Type says which fields mean something.

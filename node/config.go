@@ -13,7 +13,8 @@ import (
 	"github.com/shardchat/shard/session"
 )
 
-// Config is one node's configuration; the flags of SPEC section 2.
+// Config is one node's configuration: the flags of the README's Configuration
+// table (the bounds among them: docs/protocol.md §11).
 type Config struct {
 	// Name must be unique in the cluster. Default: "shard-" + the http
 	// host and port, which is unique on one machine.
@@ -81,7 +82,7 @@ type Config struct {
 	Logger           *slog.Logger
 }
 
-// Defaults of SPEC section 2.
+// Defaults of the flags, as the README's Configuration table gives them.
 const (
 	DefaultHTTP         = "127.0.0.1:8080"
 	DefaultGossip       = "127.0.0.1:7946"

@@ -246,7 +246,7 @@ func (n *Node) membershipLoop() {
 // ErrDrainCut is returned by Drain when it had to stop at the drain timeout.
 var ErrDrainCut = errors.New("drain cut short at the drain timeout")
 
-// Drain shuts the node down gracefully (SPEC section 6): it stops being
+// Drain shuts the node down gracefully (docs/protocol.md §10.2): it stops being
 // ready, leaves the gossip, answers every frame it has already read, closes
 // client connections with 1012 and stops, all within the drain timeout.
 func (n *Node) Drain() error {

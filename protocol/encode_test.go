@@ -49,10 +49,11 @@ func BenchmarkEncodeMsg(b *testing.B) {
 	}
 }
 
-// The server frames are byte for byte SPEC section 4's examples, so that
+// The server frames are byte for byte those of docs/protocol.md §2.6 and §4
+// (their fields, in their order, with values of the tests' own), so that
 // the names of types, statuses and codes are pinned to the wire here and
 // every other test may use the constants.
-func TestServerFramesAreSPECsExamples(t *testing.T) {
+func TestServerFramesAreAsDocumented(t *testing.T) {
 	for _, tc := range []struct {
 		got  []byte
 		want string
@@ -87,7 +88,7 @@ func TestServerFramesAreSPECsExamples(t *testing.T) {
 		{AppendError(nil, "c1", CodeNotMember, "join first"), `{"type":"error","id":"c1","code":"not_member","message":"join first"}`},
 	} {
 		if string(tc.got) != tc.want {
-			t.Errorf("encoded %s, SPEC says %s", tc.got, tc.want)
+			t.Errorf("encoded %s, docs/protocol.md says %s", tc.got, tc.want)
 		}
 	}
 }

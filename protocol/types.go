@@ -1,7 +1,6 @@
 package protocol
 
-// Frame types a client sends (SPEC section 4, and sync from the history
-// additions).
+// Frame types a client sends (docs/protocol.md §3).
 const (
 	TypeSend  = "send"  // a message to a user (to), a joined room (room) or a group (group)
 	TypeJoin  = "join"  // this connection joins a room, with a replay if since is given
@@ -20,7 +19,7 @@ const (
 	TypeConversations = "conversations" // the sender's conversations, newest activity first
 )
 
-// Frame types the server sends.
+// Frame types the server sends (docs/protocol.md §4).
 const (
 	TypeWelcome = "welcome" // the first frame of every connection
 	TypeMsg     = "msg"     // a chat message, direct or room

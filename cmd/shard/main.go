@@ -24,7 +24,8 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-// run returns the exit code of SPEC section 2: 0 after a clean drain, 1 for
+// run returns the exit code the README gives (Configuration, and
+// docs/protocol.md §10.2 for the drain): 0 after a clean drain, 1 for
 // a drain cut short or a failed start, 2 for bad flags.
 func run(args []string, stderr io.Writer) int {
 	cfg, level, err := parseFlags(args, os.LookupEnv, stderr)
@@ -54,8 +55,8 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// parseFlags reads the flags of SPEC section 2, each with its SHARD_<FLAG>
-// environment fallback.
+// parseFlags reads the flags of the README's Configuration table, each with
+// its SHARD_<FLAG> environment fallback.
 func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer) (node.Config, slog.Level, error) {
 	fs := flag.NewFlagSet("shard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
