@@ -80,7 +80,8 @@ import (
 
 type embedded struct {
 	db       *pebble.DB
-	frontend // the Store methods
+	guard    *diskGuard // refuses writes on a full disk, before Pebble would die of them
+	frontend            // the Store methods
 	// tx is the commit under way; only the committer goroutine uses it.
 	tx txn
 }
@@ -90,12 +91,13 @@ func openEmbedded(dir string, opts Options) (Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietPebble{}})
+	guard := newDiskGuard(dir, opts.DiskReserve, opts.diskBallast)
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietPebble{}, FS: guard.pebbleFS()})
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	opts.Logger.Info("message store open", "engine", "pebble", "dir", dir)
-	e := &embedded{db: db}
+	e := &embedded{db: db, guard: guard}
 	e.tx = newTxn(e)
 	e.start(e, 1, opts)
 	return e, nil
@@ -216,6 +218,10 @@ func readStream(r pebble.Reader, s Stream, after int64, limit int) (msgs []Messa
 
 func (e *embedded) close() error { return e.db.Close() }
 
+// probe checks the disk as a commit would, so that Health turns when the
+// disk fills or empties without a write.
+func (e *embedded) probe(context.Context) error { return e.guard.check() }
+
 // trimStep queues the step: the committer goroutine, the only writer, runs
 // it between two groups (runTrimStep).
 func (e *embedded) trimStep(ctx context.Context, cur trimCursor) (int, trimCursor, bool, error) {
@@ -231,6 +237,14 @@ func (e *embedded) trimStep(ctx context.Context, cur trimCursor) (int, trimCurso
 // own for each trim step and each membership change (rare, and each
 // reads much of its group).
 func (e *embedded) commit(batch []*request) {
+	if err := e.guard.check(); err != nil {
+		e.health.set(err)
+		err = fmt.Errorf("store commit: %w", err)
+		for _, r := range batch {
+			r.err = err
+		}
+		return
+	}
 	start := 0
 	for i, r := range batch {
 		switch r.op {
@@ -253,7 +267,9 @@ func (e *embedded) commitGroup(group []*request) {
 		return
 	}
 	err := e.update(func(b *pebble.Batch) error { return e.writeGroup(b, group) })
-	if err != nil {
+	if err == nil {
+		e.health.set(nil)
+	} else {
 		err = fmt.Errorf("store commit: %w", err)
 		for _, r := range group {
 			r.res, r.marked, r.err = Appended{}, ReadMarked{}, err

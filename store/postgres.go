@@ -418,13 +418,51 @@ func (p *postgres) commit(batch []*request) {
 		if len(work.reqs) == 0 {
 			continue
 		}
-		if err := retryPG(func() error { return work.f(ctx, work.reqs) }); err != nil {
+		err := retryPG(func() error { return work.f(ctx, work.reqs) })
+		switch {
+		case err == nil:
+			p.health.set(nil)
+		case unreachable(err):
+			err = fmt.Errorf("store commit: %w: %w", ErrUnavailable, err)
+			p.health.set(err)
+		default:
 			err = fmt.Errorf("store commit: %w", err)
+		}
+		if err != nil {
 			for _, r := range work.reqs {
 				r.res, r.err = Appended{}, err
 			}
 		}
 	}
+}
+
+// unreachable says err is the database not serving, rather than refusing
+// this transaction: no answer from the server (a connection refused or
+// cut, a timeout), or one of the classes connection exception (08),
+// insufficient resources (53), operator intervention (57: shutting down,
+// starting up, terminated) and system error (58).
+func unreachable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return true
+	}
+	if len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "08", "53", "57", "58":
+		return true
+	}
+	return false
+}
+
+// probe pings the database through the pool: a connection that is idle
+// goes back and forth once; none, and a new one is made.
+func (p *postgres) probe(ctx context.Context) error {
+	if err := p.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // retryPG runs f up to three times while it fails with a deadlock or a

@@ -171,6 +171,10 @@ type Store interface {
 	// right: a removed message is no longer unread.
 	Trim(ctx context.Context) (removed int, err error)
 
+	// Health says whether the store can take writes now, as its last
+	// write or its last probe (every second) found.
+	Health() Health
+
 	Groups
 	ReadState
 	Presence
@@ -206,6 +210,15 @@ type Options struct {
 	// Now is the clock for key windows and age retention. Default time.Now.
 	Now func() time.Time
 
+	// DiskReserve is the free space the embedded engine keeps on its disk:
+	// below it, writes are refused (ErrFull) until space returns, and half
+	// of it is held as a ballast file for what fills the disk anyway
+	// (diskguard.go). Default DefaultDiskReserve; negative: no refusal,
+	// only the ballast (tests). PostgreSQL ignores it.
+	DiskReserve int64
+	// diskBallast overrides the ballast's size (tests).
+	diskBallast int64
+
 	Logger *slog.Logger
 }
 
@@ -219,6 +232,11 @@ const (
 	// DefaultMaxBatch: 256 appends of about 1 KiB is a 256 KiB commit,
 	// past which a bigger group buys no fewer syncs worth having.
 	DefaultMaxBatch = 256
+	// DefaultDiskReserve: a full memtable's flush (Pebble's default 4 MiB
+	// memtables, growing to 64 MiB) and the WAL it comes from fit in it,
+	// with its ballast of 32 MiB on top; on a disk of gigabytes it is
+	// nothing.
+	DefaultDiskReserve = 64 << 20
 	// MaxReadLimit caps one Read page: well under the 1024 frames of the
 	// default --send-queue, so that a page never trips the slow-consumer
 	// limit on its own.
@@ -260,6 +278,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.DiskReserve == 0 {
+		o.DiskReserve = DefaultDiskReserve
+	}
+	if o.diskBallast == 0 {
+		o.diskBallast = max(o.DiskReserve, 0) / 2
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
