@@ -221,6 +221,9 @@ func (n *Node) serveCluster(ctx *fasthttp.RequestCtx) {
 		Routing: n.cfg.Routing.String(),
 		Store:   n.storeKind,
 	}
+	if n.store != nil {
+		info.StoreState, info.StoreError = storeState(n.store.Health())
+	}
 	for _, m := range ms {
 		info.Members = append(info.Members, protocol.ClusterMember{Name: m.Name, HTTP: m.Meta.HTTP, State: string(m.State)})
 	}

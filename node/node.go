@@ -127,6 +127,16 @@ func Start(cfg Config) (*Node, error) {
 	sizes := func(pick func(queued, keys, cached int) int) func() float64 {
 		return func() float64 { return float64(pick(n.router.Sizes())) }
 	}
+	if n.store != nil {
+		n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shard_store_up",
+			Help: "1 while the message store takes writes, 0 while it is down (unreachable, or its disk full)."},
+			func() float64 {
+				if n.store.Health().OK {
+					return 1
+				}
+				return 0
+			}))
+	}
 	n.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shard_link_queued_frames", Help: "Frames waiting in the node-to-node link queues."},
 			sizes(func(q, _, _ int) int { return q })),
@@ -351,6 +361,14 @@ func (n *Node) removeConn(c *session.Conn) {
 	delete(n.conns, c)
 	n.connMu.Unlock()
 	n.handlers.Done()
+}
+
+// storeState is /api/cluster's store_state and store_error for h.
+func storeState(h store.Health) (state, cause string) {
+	if h.OK {
+		return "ok", ""
+	}
+	return "down", h.Cause
 }
 
 // openStore opens --store, else --data, else nothing, and says which.
