@@ -43,11 +43,14 @@ type memberList struct {
 	users   []string // shared, read-only
 }
 
+// get returns group's members at version; at version 0, the newest list
+// kept, of whatever version (good enough for a receipt, never for a
+// message).
 func (m *memberLists) get(group string, version int64) ([]string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l, ok := m.groups[group]
-	return l.users, ok && l.version == version
+	return l.users, ok && (l.version == version || version == 0)
 }
 
 // put keeps users as group's members at version, unless a newer version is
@@ -71,13 +74,11 @@ func (m *memberLists) put(group string, version int64, users []string) {
 }
 
 // membersAt returns the members of group as of membership version version
-// (0: as the group stands now): from this node's lists, else from the
-// owner of the group's name.
+// (0: as the group stands, or as this node last knew it): from this node's
+// lists, else from the owner of the group's name.
 func (r *Router) membersAt(ctx context.Context, group string, version int64) ([]string, error) {
-	if version > 0 {
-		if users, ok := r.members.get(group, version); ok {
-			return users, nil
-		}
+	if users, ok := r.members.get(group, version); ok {
+		return users, nil
 	}
 	switch owner := r.view.Load().ring.Owner(group); owner {
 	case "":
