@@ -68,6 +68,15 @@ type Config struct {
 	// MaxGroupMembers bounds the members of one group. Default
 	// store.DefaultMaxGroupMembers.
 	MaxGroupMembers int
+	// Webhook, when set, is the URL the node POSTs an offline push to for
+	// every message stored for a recipient with no connection
+	// (node/webhook.go). It needs a store.
+	Webhook string
+	// WebhookSecret signs each push (HMAC-SHA256 of the body).
+	WebhookSecret string
+	// WebhookBackoff is the first wait before a push is tried again; it
+	// doubles, with jitter. Default DefaultWebhookBackoff.
+	WebhookBackoff time.Duration
 	// RetainCount keeps at most this many messages per stream; 0: all.
 	RetainCount int
 	// RetainAge removes messages older than this; 0: keep.

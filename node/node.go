@@ -41,6 +41,7 @@ type Node struct {
 	rm        *router.Metrics
 	store     store.Store // nil: none
 	storeKind string
+	webhook   *webhook // nil without --webhook
 
 	members prometheus.Gauge
 
@@ -113,6 +114,22 @@ func Start(cfg Config) (*Node, error) {
 	var incBytes [8]byte
 	rand.Read(incBytes[:])
 	inc := hex.EncodeToString(incBytes[:])
+	var offline func(router.OfflineMessage)
+	if cfg.Webhook != "" {
+		if n.store == nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, errors.New("--webhook needs a message store (--data or --store): it tells of messages stored for offline users")
+		}
+		if n.webhook, err = newWebhook(cfg.Webhook, cfg.WebhookSecret, cfg.WebhookBackoff, n.log, n.reg); err != nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, err
+		}
+		offline = n.webhook.offline
+	}
 	links := link.New(link.Config{Self: n.name, Inc: inc, Key: clusterKey, Logger: n.log}, linkLn)
 	n.router = router.New(router.Config{
 		Self:        n.name,
@@ -120,6 +137,7 @@ func Start(cfg Config) (*Node, error) {
 		Mode:        cfg.Routing,
 		MaxRooms:    cfg.MaxRooms,
 		Store:       n.store,
+		Offline:     offline,
 		Logger:      n.log,
 		Metrics:     n.rm,
 	}, links)
@@ -311,11 +329,10 @@ func (n *Node) closeAll() {
 		_ = n.server.Shutdown()
 		<-n.serveDone
 		n.router.Close()
-		if n.store != nil {
-			if err := n.store.Close(); err != nil {
-				n.log.Warn("store close", "err", err)
-			}
+		if n.webhook != nil {
+			n.webhook.close()
 		}
+		n.closeStore()
 		// Hijacked connections outlive the server's shutdown: wait for
 		// their handlers, which end once their sockets close.
 		n.connMu.Lock()
@@ -325,6 +342,14 @@ func (n *Node) closeAll() {
 		n.connMu.Unlock()
 		n.handlers.Wait()
 	})
+}
+
+func (n *Node) closeStore() {
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			n.log.Warn("store close", "err", err)
+		}
+	}
 }
 
 func (n *Node) connCount() int {

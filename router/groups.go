@@ -307,7 +307,8 @@ func (r *Router) routeGroup(m protocol.Msg, version int64, sender *client, done 
 		return
 	}
 	frame := protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
-	r.deliver(&delivery{users: users, frame: frame, skip: sender, stored: true}, done)
+	r.deliver(&delivery{users: users, frame: frame, skip: sender, stored: true,
+		offline: func(users []string) { r.tellOffline(&m, users...) }}, done)
 }
 
 // ChangeGroup makes a membership change for the HTTP API, as the change's

@@ -78,6 +78,8 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "shared secret: encrypts gossip and authenticates node-to-node links")
 	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "HMAC secret of client tokens (JWT HS256, sub = user id); empty: user id from the query string")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "bearer key for POST /api/send; empty disables it")
+	fs.StringVar(&cfg.Webhook, "webhook", "", "URL to POST an offline push to for each message stored for a recipient with no connection (needs a store)")
+	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret that signs each push (header "+node.WebhookSignatureHeader+")")
 	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", session.DefaultMaxFrame, "largest client frame in bytes")
 	fs.IntVar(&cfg.Session.Rate, "rate", session.DefaultRate, "client frames per second per connection (burst twice that)")
 	fs.IntVar(&cfg.Session.SendQueue, "send-queue", session.DefaultSendQueue, "outgoing frames a connection may have waiting before it is closed as a slow consumer")
