@@ -116,6 +116,7 @@ type Appended struct {
 	// list cached by version is right for it (a message racing a removal
 	// is either before the removal's offset, with the older version and
 	// the removed member among its recipients, or after it, without).
+	// Group gives the members at the newest version, MembersAt at any.
 	Version int64
 
 	// Duplicate: Key was seen from From within the window. Nothing was

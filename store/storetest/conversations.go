@@ -294,6 +294,9 @@ func testRetentionKeepsUnreadRight(s *suite) {
 			s.t.Fatalf("%s after retention: %+v; want %d unread (what is left of the unread), last unchanged", name, c, want)
 		}
 	}
+	if _, err := st.MembersAt(s.ctx, "team", 0); !errors.Is(err, store.ErrTooOld) {
+		s.t.Fatalf("members of team before retention's horizon: %v, want ErrTooOld", err)
+	}
 	m := s.setRead(st, store.ReadMark{User: "alice", With: "bob", Seq: after["with:bob"].Last - 1})
 	if !m.Moved || m.Unread != 1 {
 		s.t.Fatalf("alice reads all but bob's newest after retention: %+v, want 1 unread", m)
