@@ -382,24 +382,20 @@ func (t *txn) next(s Stream) (int64, error) {
 	return last, nil
 }
 
-// record is a record a transaction decodes once and caches.
-type record[V any] interface {
-	*V
-	decode(v []byte) error
-}
-
-// load is the record id names: from the transaction's cache, else read
-// at key() and decoded (the zero record if it is absent), then cached.
-func load[K comparable, V any, P record[V]](t *txn, cache map[K]V, id K, key func() []byte) (V, error) {
-	if v, ok := cache[id]; ok {
-		return v, nil
+// load sets *v to the record id names: from the transaction's cache,
+// else read at key() and decoded by decode (into *v; the zero record if
+// it is absent), then cached. (decode is the caller's, not a method
+// called here on a type parameter: that would move *v to the heap.)
+func load[K comparable, V any](t *txn, cache map[K]V, id K, v *V, key func() []byte, decode func([]byte) error) error {
+	if c, ok := cache[id]; ok {
+		*v = c
+		return nil
 	}
-	var v V
-	if _, err := get(t.e.db, key(), P(&v).decode); err != nil {
-		return v, err
+	if _, err := get(t.e.db, key(), decode); err != nil {
+		return err
 	}
-	cache[id] = v
-	return v, nil
+	cache[id] = *v
+	return nil
 }
 
 // setMessage writes m at seq in s: peer is its offset in the other
