@@ -17,7 +17,7 @@ import (
 // that the members who should get a message are a function of its offset
 // (Appended.Version) and a cache of member lists can be keyed by it.
 //
-// Rules (SPEC 8), and what the SPEC leaves open:
+// Rules (issue 12), and what it leaves open:
 //   - The creator is a member and the admin; CreateGroup of an existing
 //     group is ErrConflict. Members besides the creator are not admins.
 //   - AddMember and RemoveMember need an admin (ErrForbidden for another
@@ -114,7 +114,7 @@ type Member struct {
 	Seq   int64 // the offset of the event that added it
 }
 
-// Bounds of groups (SPEC 8).
+// Bounds of groups (issue 12).
 const (
 	// DefaultMaxGroupMembers is --max-group-members' default.
 	DefaultMaxGroupMembers = 1000

@@ -10,7 +10,7 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
-// The read state of SPEC 8, as store.ReadState documents it.
+// The read state of issue 12, as store.ReadState documents it.
 
 // at is a with the time ts.
 func at(a store.Append, ts int64) store.Append {

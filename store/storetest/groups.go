@@ -12,7 +12,7 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
-// The group rules of SPEC 8, as store.Groups documents them.
+// The group rules of issue 12, as store.Groups documents them.
 
 // changeOf is a membership change stamped as a node stamps it.
 func changeOf(group, by, user string, members ...string) store.GroupChange {
