@@ -69,6 +69,15 @@ func Start(cfg Config) (*Node, error) {
 		serveDone: make(chan struct{}),
 	}
 	var err error
+	linkAt := cfg.Link
+	if linkAt == "" {
+		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
+			return nil, err
+		}
+	}
+	if len(cfg.Name) > link.MaxName {
+		return nil, fmt.Errorf("name of %d bytes: at most %d", len(cfg.Name), link.MaxName)
+	}
 	n.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
@@ -79,13 +88,6 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.log = cfg.Logger.With("node", n.name)
 
-	linkAt := cfg.Link
-	if linkAt == "" {
-		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
-			n.httpLn.Close()
-			return nil, err
-		}
-	}
 	linkLn, err := net.Listen("tcp", linkAt)
 	if err != nil {
 		n.httpLn.Close()
@@ -123,6 +125,14 @@ func Start(cfg Config) (*Node, error) {
 		Logger:      n.log,
 		Metrics:     n.rm,
 	}, links)
+
+	for _, reason := range link.RefusalReasons {
+		n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "shard_link_refused_total",
+			Help:        "Node-to-node connections this node refused before their hello was done, by why.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(links.Refused(reason)) }))
+	}
 
 	sizes := func(pick func(queued, keys, cached int) int) func() float64 {
 		return func() float64 { return float64(pick(n.router.Sizes())) }
