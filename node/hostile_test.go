@@ -521,3 +521,69 @@ func TestLinksWithoutAKeyLetInOnlyMembers(t *testing.T) {
 		t.Fatalf("bob got %q, want alice's message", m.Body)
 	}
 }
+
+// TestNodeWithoutAKeyListensOnLoopbackOnly: without a cluster key a node
+// refuses to start on a gossip or link address off loopback, saying why,
+// unless Insecure says the network is trusted; then it warns at start.
+func TestNodeWithoutAKeyListensOnLoopbackOnly(t *testing.T) {
+	for _, edit := range []func(*node.Config){
+		func(cfg *node.Config) { cfg.Gossip = "0.0.0.0:0" },
+		func(cfg *node.Config) { cfg.Link = "10.11.12.13:0" },
+		func(cfg *node.Config) { cfg.Advertise = "shard.example:7946" },
+	} {
+		cfg := testcluster.Config(0)
+		edit(&cfg)
+		if n, err := node.Start(cfg); err == nil {
+			n.Kill()
+			t.Fatalf("a node without a key started on gossip %s, link %s, advertise %s", cfg.Gossip, cfg.Link, cfg.Advertise)
+		} else if !strings.Contains(err.Error(), "--cluster-key") {
+			t.Fatalf("refused with %q, which does not say what to do", err)
+		}
+	}
+	warned := &warnings{}
+	cfg := testcluster.Config(0)
+	cfg.Link = "0.0.0.0:0" // a bind on every interface; the test sends nothing off loopback
+	cfg.Insecure = true
+	cfg.Logger = slog.New(warned)
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("an insecure node did not start: %v", err)
+	}
+	n.Kill()
+	if !warned.saw("insecure") {
+		t.Fatal("an insecure node started off loopback without a warning")
+	}
+	// With a key, nothing to warn about.
+	cfg = testcluster.Config(0)
+	cfg.Link, cfg.ClusterKey = "0.0.0.0:0", "k"
+	if n, err = node.Start(cfg); err != nil {
+		t.Fatalf("a node with a key did not start off loopback: %v", err)
+	}
+	n.Kill()
+}
+
+// warnings keeps the messages of the warnings logged.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	w.msgs = append(w.msgs, r.Message)
+	w.mu.Unlock()
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+func (w *warnings) saw(prefix string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range w.msgs {
+		if strings.HasPrefix(m, prefix) {
+			return true
+		}
+	}
+	return false
+}

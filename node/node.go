@@ -75,6 +75,10 @@ func Start(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	exposed, err := checkExposure(cfg, linkAt)
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.Name) > link.MaxName {
 		return nil, fmt.Errorf("name of %d bytes: at most %d", len(cfg.Name), link.MaxName)
 	}
@@ -87,6 +91,10 @@ func Start(cfg Config) (*Node, error) {
 		n.name = "shard-" + strings.ReplaceAll(n.httpLn.Addr().String(), ":", "-")
 	}
 	n.log = cfg.Logger.With("node", n.name)
+	if len(exposed) > 0 {
+		n.log.Warn("insecure: no cluster key on a non-loopback address; node-to-node traffic is neither authenticated nor encrypted, and anyone who can send from a member's address can pose as it",
+			"addrs", exposed)
+	}
 
 	linkLn, err := net.Listen("tcp", linkAt)
 	if err != nil {
