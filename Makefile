@@ -33,13 +33,10 @@ deps:
 # duration run with a bare "context deadline exceeded" when its deadline fires
 # (golang/go#75804, fixed in Go 1.27), and did so in CI. About 10 s each here.
 FUZZEXECS ?= 100000
-# The handshake's fuzzer makes an X25519 key per input, which takes about
-# three times as long as the others' inputs.
-FUZZEXECS_HANDSHAKE ?= 30000
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZEXECS)x ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzPeerFrame$$' -fuzztime $(FUZZEXECS)x ./router/
-	$(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZEXECS_HANDSHAKE)x ./link/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZEXECS)x ./link/
 
 BENCH_ARGS ?=
 bench:
