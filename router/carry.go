@@ -23,7 +23,7 @@ func carried(frame []byte) bool {
 		return false
 	}
 	switch typ {
-	case protocol.TypeMsg:
+	case protocol.TypeMsg, protocol.TypeReceipt:
 		return true
 	}
 	return false
