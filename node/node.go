@@ -42,6 +42,7 @@ type Node struct {
 	store     store.Store // nil: none
 	storeKind string
 	webhook   *webhook // nil without --webhook
+	view      *clusterView
 
 	members prometheus.Gauge
 
@@ -141,6 +142,7 @@ func Start(cfg Config) (*Node, error) {
 		offline = n.webhook.offline
 	}
 	links := link.New(link.Config{Self: n.name, Inc: inc, Key: clusterKey, Logger: n.log}, linkLn)
+	n.view = &clusterView{links: links, inc: inc}
 	n.router = router.New(router.Config{
 		Self:        n.name,
 		Incarnation: inc,
