@@ -196,6 +196,10 @@ func TestClusterViewNeedsTheAPIKeyWhenTheNodesHaveOne(t *testing.T) {
 			t.Fatalf("GET %s with the key: %d %s", path, status, body)
 		}
 	}
+	// The page itself holds nothing secret: it asks for the key.
+	if status, body := ask("/cluster", ""); status != 200 || !strings.Contains(body, `id="key-form"`) {
+		t.Fatalf("GET /cluster: %d, want 200 and the page with its key form", status)
+	}
 	// The serving node asks the others with the same key.
 	_, body := ask("/api/cluster/live", "Bearer "+key)
 	var v protocol.ClusterLive
