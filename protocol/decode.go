@@ -17,6 +17,10 @@ type Frame struct {
 	Room string
 	Body string
 	Key  string // send: idempotency key, optional
+	// Group names a group (SPEC 8), on a typing frame for now.
+	Group string
+	// Users are the users of a watch or unwatch: 1 to MaxUsersPerFrame ids.
+	Users []string
 	// After (sync) and Since (join) are stream offsets; HasSince tells a
 	// join that asks for a replay from one that does not.
 	After    int64
@@ -44,7 +48,16 @@ const (
 	hasKey
 	hasAfter
 	hasSince
+	hasGroup
+	hasUsers
 )
+
+// MaxUsersPerFrame bounds the users one watch or unwatch names: --max-watch's
+// default, so that the default's worth fits one frame, and so that a
+// frame of short ids does not make the decoder build a list of thousands.
+const MaxUsersPerFrame = 1000
+
+const idSyntax = " must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
 
 // DecodeFrame parses and validates one client frame. Validation comes before
 // anything else: a frame that decodes is well-formed for its type.
@@ -100,6 +113,32 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 			return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		}
 		f.HasSince = f.Type == TypeJoin && seen&hasSince != 0
+	case TypeTyping:
+		switch seen & (hasTo | hasRoom | hasGroup) {
+		case hasTo:
+			if !ValidID(f.To) {
+				return fail("to" + idSyntax)
+			}
+		case hasRoom:
+			if !ValidID(f.Room) {
+				return fail("room" + idSyntax)
+			}
+		case hasGroup:
+			if !ValidID(f.Group) {
+				return fail("group" + idSyntax)
+			}
+		default:
+			return fail("typing names exactly one of to, room and group")
+		}
+	case TypeWatch, TypeUnwatch:
+		if len(f.Users) == 0 {
+			return fail("users must be a non-empty array of user ids")
+		}
+		for _, u := range f.Users {
+			if !ValidID(u) {
+				return fail("each of users" + idSyntax)
+			}
+		}
 	case TypePing, TypeSync:
 	case "":
 		return fail("type is missing")
@@ -144,6 +183,16 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 			dst, bit = &f.Body, hasBody
 		case "key":
 			dst, bit = &f.Key, hasKey
+		case "group":
+			dst, bit = &f.Group, hasGroup
+		case "users":
+			var why string
+			f.Users, i, why = readUsers(s, i, f.Users[:0])
+			if why != "" && bad == "" {
+				bad = why
+			}
+			seen |= hasUsers
+			continue
 		case "after", "since":
 			n, next, ok := readOffset(s, i)
 			i = next
@@ -174,6 +223,39 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 		}
 		*dst, i = readString(s, i)
 		seen |= bit
+	}
+}
+
+// readUsers reads the array of strings at s[i] into users; anything else,
+// or more than MaxUsersPerFrame, is refused but skipped.
+func readUsers(s string, i int, users []string) ([]string, int, string) {
+	if s[i] != '[' {
+		return users, skipValue(s, i), "users must be an array of strings"
+	}
+	bad := ""
+	i++
+	for {
+		i = skipSpace(s, i)
+		switch s[i] {
+		case ']':
+			return users, i + 1, bad
+		case ',':
+			i++
+			continue
+		case '"':
+			var u string
+			u, i = readString(s, i)
+			if len(users) < MaxUsersPerFrame {
+				users = append(users, u)
+			} else if bad == "" {
+				bad = "users names at most " + strconv.Itoa(MaxUsersPerFrame) + " users per frame"
+			}
+		default:
+			if bad == "" {
+				bad = "users must be an array of strings"
+			}
+			i = skipValue(s, i)
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package protocol
 
 import (
 	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -20,6 +22,11 @@ func TestDecodeFrameAcceptsEveryClientFrame(t *testing.T) {
 		{`{"type":"sync","id":"s1","after":41}`, Frame{Type: TypeSync, ID: "s1", After: 41}},
 		{`{"type":"join","id":"j","room":"r","since":0}`, Frame{Type: TypeJoin, ID: "j", Room: "r", HasSince: true}},
 		{`{"type":"send","to":"b","body":"x","key":"k-1"}`, Frame{Type: TypeSend, To: "b", Body: "x", Key: "k-1"}},
+		{`{"type":"typing","to":"bob"}`, Frame{Type: TypeTyping, To: "bob"}},
+		{`{"type":"typing","id":"t1","room":"lobby"}`, Frame{Type: TypeTyping, ID: "t1", Room: "lobby"}},
+		{`{"type":"typing","group":"team"}`, Frame{Type: TypeTyping, Group: "team"}},
+		{`{"type":"watch","id":"c1","users":["bob","carol"]}`, Frame{Type: TypeWatch, ID: "c1", Users: []string{"bob", "carol"}}},
+		{`{"type":"unwatch","id":"c2","users":[ "bob" ]}`, Frame{Type: TypeUnwatch, ID: "c2", Users: []string{"bob"}}},
 		// Unknown fields are skipped, whatever their shape.
 		{` { "x" : [1, {"y": "}"}], "type" : "ping", "z": null, "n": -1.5e3 } `, Frame{Type: TypePing}},
 		// Escapes are decoded.
@@ -30,7 +37,7 @@ func TestDecodeFrameAcceptsEveryClientFrame(t *testing.T) {
 			t.Errorf("%s: %v", tc.in, err)
 			continue
 		}
-		if got != tc.want {
+		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: got %+v, want %+v", tc.in, got, tc.want)
 		}
 	}
@@ -44,6 +51,8 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"ping","id":"c5","extra":[1,{"a":"}"}]}`,
 		`{"type":"send","to":"bob","body":"\ud83d\ude00\u00e9\n"}`,
 		`{"type":"send","id":7}`,
+		`{"type":"typing","id":"t","group":"team"}`,
+		`{"type":"watch","id":"w","users":["bob","carol",3]}`,
 		"{\"type\":\"send\",\"id\":\"u\",\"body\":\"\xff\"}",
 		`[]`, `"x"`, `{`, ``,
 	} {
@@ -75,6 +84,28 @@ func FuzzDecodeFrame(f *testing.F) {
 		case TypeJoin, TypeLeave:
 			if !ValidID(fr.Room) {
 				t.Fatalf("accepted %s %+v", fr.Type, fr)
+			}
+		case TypeTyping:
+			named := 0
+			for _, n := range []string{fr.To, fr.Room, fr.Group} {
+				if n != "" {
+					named++
+					if !ValidID(n) {
+						t.Fatalf("accepted typing %+v", fr)
+					}
+				}
+			}
+			if named != 1 {
+				t.Fatalf("accepted typing %+v", fr)
+			}
+		case TypeWatch, TypeUnwatch:
+			if len(fr.Users) == 0 || len(fr.Users) > MaxUsersPerFrame {
+				t.Fatalf("accepted %s of %d users", fr.Type, len(fr.Users))
+			}
+			for _, u := range fr.Users {
+				if !ValidID(u) {
+					t.Fatalf("accepted %s of %q", fr.Type, u)
+				}
 			}
 		case TypePing, TypeSync:
 		default:
@@ -114,6 +145,55 @@ func TestDecodeFrameRefusesBadOffsetsAndKeys(t *testing.T) {
 	} {
 		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != CodeBadRequest {
 			t.Errorf("%s: %v, want bad_request with id s", in, err)
+		}
+	}
+}
+
+func TestDecodeFrameRefusesBadTypingAndWatches(t *testing.T) {
+	many := `"u"` + strings.Repeat(`,"u"`, MaxUsersPerFrame)
+	for _, in := range []string{
+		`{"type":"typing","id":"s"}`,
+		`{"type":"typing","id":"s","to":"bob","room":"lobby"}`,
+		`{"type":"typing","id":"s","room":"lobby","group":"team"}`,
+		`{"type":"typing","id":"s","group":""}`,
+		`{"type":"typing","id":"s","group":7}`,
+		`{"type":"typing","id":"s","to":"b o b"}`,
+		`{"type":"watch","id":"s"}`,
+		`{"type":"watch","id":"s","users":[]}`,
+		`{"type":"watch","id":"s","users":"bob"}`,
+		`{"type":"watch","id":"s","users":["bob",7]}`,
+		`{"type":"watch","id":"s","users":["bob",""]}`,
+		`{"type":"unwatch","id":"s","users":["bob","has space"]}`,
+		`{"type":"watch","id":"s","users":[` + many + `]}`,
+	} {
+		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != CodeBadRequest {
+			t.Errorf("%.80s: %v, want bad_request with id s", in, err)
+		}
+	}
+}
+
+func BenchmarkDecodeTyping(b *testing.B) {
+	p := []byte(`{"type":"typing","to":"bob"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeFrame(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A watch is not a hot path (once per connection and contact list), but
+// its one allocation, the list, is shown here.
+func BenchmarkDecodeWatch100(b *testing.B) {
+	users := make([]string, 100)
+	for i := range users {
+		users[i] = `"user` + strings.Repeat("x", i%10) + `"`
+	}
+	p := []byte(`{"type":"watch","id":"w1","users":[` + strings.Join(users, ",") + `]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeFrame(p); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -49,6 +49,24 @@ func BenchmarkEncodeMsg(b *testing.B) {
 	}
 }
 
+func BenchmarkEncodeTyping(b *testing.B) {
+	t := &Typing{From: "alice", To: "bob"}
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendTyping(buf[:0], t)
+	}
+}
+
+func BenchmarkEncodePresence(b *testing.B) {
+	p := &Presence{User: "bob", LastSeen: 1732450000123}
+	buf := make([]byte, 0, 80)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendPresence(buf[:0], p)
+	}
+}
+
 // The server frames are byte for byte SPEC section 4's examples, so that
 // the names of types, statuses and codes are pinned to the wire here and
 // every other test may use the constants.
@@ -70,6 +88,11 @@ func TestServerFramesAreSPECsExamples(t *testing.T) {
 		{AppendAckFrame(nil, &Ack{ID: "c1", Status: StatusStored, Recipients: -1, Seq: 4, Mid: "m1"}),
 			`{"type":"ack","id":"c1","status":"stored","seq":4,"mid":"m1"}`},
 		{AppendPong(nil, "c5"), `{"type":"pong","id":"c5"}`},
+		{AppendTyping(nil, &Typing{From: "alice", To: "bob"}), `{"type":"typing","from":"alice","to":"bob"}`},
+		{AppendTyping(nil, &Typing{From: "alice", Room: "lobby"}), `{"type":"typing","from":"alice","room":"lobby"}`},
+		{AppendTyping(nil, &Typing{From: "alice", Group: "team"}), `{"type":"typing","from":"alice","group":"team"}`},
+		{AppendPresence(nil, &Presence{User: "bob", Online: true}), `{"type":"presence","user":"bob","online":true,"last_seen":0}`},
+		{AppendPresence(nil, &Presence{User: "bob", LastSeen: 1732450000123}), `{"type":"presence","user":"bob","online":false,"last_seen":1732450000123}`},
 		{AppendError(nil, "c1", CodeNotMember, "join first"), `{"type":"error","id":"c1","code":"not_member","message":"join first"}`},
 	} {
 		if string(tc.got) != tc.want {

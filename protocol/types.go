@@ -1,22 +1,26 @@
 package protocol
 
-// Frame types a client sends (SPEC section 4, and sync from the history
-// additions).
+// Frame types a client sends (SPEC section 4, sync from the history
+// additions, typing and watch from section 9).
 const (
-	TypeSend  = "send"  // a message to a user (to) or to a joined room (room)
-	TypeJoin  = "join"  // this connection joins a room, with a replay if since is given
-	TypeLeave = "leave" // this connection leaves a room
-	TypePing  = "ping"  // application-level keepalive: browsers cannot send ping frames
-	TypeSync  = "sync"  // a page of the sender's inbox after an offset
+	TypeSend    = "send"    // a message to a user (to) or to a joined room (room)
+	TypeJoin    = "join"    // this connection joins a room, with a replay if since is given
+	TypeLeave   = "leave"   // this connection leaves a room
+	TypePing    = "ping"    // application-level keepalive: browsers cannot send ping frames
+	TypeSync    = "sync"    // a page of the sender's inbox after an offset
+	TypeTyping  = "typing"  // the sender is typing to a user, a room or a group; the server sends it on, with from
+	TypeWatch   = "watch"   // tell this connection of these users' presence, now and at every change
+	TypeUnwatch = "unwatch" // stop telling it
 )
 
 // Frame types the server sends.
 const (
-	TypeWelcome = "welcome" // the first frame of every connection
-	TypeMsg     = "msg"     // a chat message, direct or room
-	TypeAck     = "ack"     // a request accepted; the HTTP API's send answers with one too
-	TypePong    = "pong"    // the answer to a ping
-	TypeError   = "error"   // a request refused, with a code
+	TypeWelcome  = "welcome"  // the first frame of every connection
+	TypeMsg      = "msg"      // a chat message, direct or room
+	TypeAck      = "ack"      // a request accepted; the HTTP API's send answers with one too
+	TypePong     = "pong"     // the answer to a ping
+	TypeError    = "error"    // a request refused, with a code
+	TypePresence = "presence" // a watched user's presence: at once after a watch, then at every change
 )
 
 // Ack statuses.
