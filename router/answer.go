@@ -16,7 +16,14 @@ type result struct {
 	page       bool   // a sync page: last and more are set
 	last       int64
 	more       bool
+	silent     bool // no answer is owed: a typing frame without id
 }
+
+// A refusal is an error the client is answered with as it is: a SPEC code
+// and a message for people.
+type refusal struct{ code, message string }
+
+func (e *refusal) Error() string { return e.message }
 
 var (
 	errNotMember = errors.New("not a member")
@@ -28,7 +35,14 @@ var (
 
 func (r *Router) answer(c Conn, id, typ string, res result) {
 	var frame []byte
+	var ref *refusal
 	switch {
+	case res.silent:
+		c.Answer(nil)
+		return
+	case errors.As(res.err, &ref):
+		r.m.answerStatus.WithLabelValues(ref.code).Inc()
+		frame = protocol.AppendError(nil, id, ref.code, ref.message)
 	case res.err == errNotMember:
 		r.m.answerStatus.WithLabelValues(protocol.CodeNotMember).Inc()
 		frame = protocol.AppendError(nil, id, protocol.CodeNotMember, "join the room before sending to it")

@@ -9,7 +9,8 @@ import (
 )
 
 // HandleFrame acts on a frame a client connection sent (send, join, leave,
-// sync); each gets exactly one answer through c.Answer. It runs in the
+// sync, typing); each gets exactly one answer through c.Answer (a typing
+// frame without id, whose answer is nil). It runs in the
 // connection's reader, so that its frames are routed in order; only a
 // lookup at an owner (on a cache miss), a store call or a join waits here.
 func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
@@ -29,6 +30,8 @@ func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 		r.handleLeave(cl, f, answer)
 	case protocol.TypeSync:
 		r.handleSync(cl, f, answer)
+	case protocol.TypeTyping:
+		r.handleTyping(cl, f, answer)
 	}
 }
 

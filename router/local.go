@@ -98,27 +98,38 @@ func (r *Router) deliverLocal(d *delivery) (got, refused int) {
 	defer r.local.mu.RUnlock()
 	if d.target.Room {
 		for _, c := range r.local.conns[d.target] {
-			if c != d.skip && c.sendRoom(d.target.Name, d.seq, d.frame) {
+			if c == d.skip {
+				continue
+			}
+			var sent bool
+			if d.ephemeral {
+				// No offset for a replay to hand over: queued at once (a
+				// room's fan-out waits for none of its members).
+				sent = c.Queue(d.frame)
+			} else {
+				sent = c.sendRoom(d.target.Name, d.seq, d.frame)
+			}
+			if sent {
 				got++
 			}
 		}
-		r.countDeliveries(got)
+		r.countDeliveries(d, got)
 		return got, 0
 	}
-	got, refused = r.sendAll(r.local.conns[d.target], d.skip, d.frame)
+	got, refused = r.sendAll(d, r.local.conns[d.target], d.frame)
 	if d.from != "" && d.from != d.target.Name {
 		copy := d.copy
 		if copy == nil {
 			copy = d.frame
 		}
-		r.sendAll(r.local.conns[Key{Name: d.from}], d.skip, copy)
+		r.sendAll(d, r.local.conns[Key{Name: d.from}], copy)
 	}
 	return got, refused
 }
 
-func (r *Router) sendAll(conns []*client, skip *client, frame []byte) (got, refused int) {
+func (r *Router) sendAll(d *delivery, conns []*client, frame []byte) (got, refused int) {
 	for _, c := range conns {
-		if c == skip {
+		if c == d.skip {
 			continue
 		}
 		if c.Send(frame) {
@@ -127,12 +138,13 @@ func (r *Router) sendAll(conns []*client, skip *client, frame []byte) (got, refu
 			refused++
 		}
 	}
-	r.countDeliveries(got)
+	r.countDeliveries(d, got)
 	return got, refused
 }
 
-func (r *Router) countDeliveries(n int) {
-	if n > 0 {
+// countDeliveries counts the `msg` frames of d that n connections got.
+func (r *Router) countDeliveries(d *delivery, n int) {
+	if n > 0 && !d.ephemeral {
 		r.m.Deliveries.Add(float64(n))
 	}
 }

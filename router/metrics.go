@@ -15,6 +15,7 @@ type Metrics struct {
 	LookupCache    *prometheus.CounterVec // result: hit, miss
 	Reregistration prometheus.Counter
 	answerStatus   *prometheus.CounterVec // status: delivered, offline, sent, unavailable, not_member
+	Typing         *prometheus.CounterVec // result: forwarded, dropped (over one per conversation per 2 s)
 }
 
 // NewMetrics creates the router's metrics and registers them with reg.
@@ -42,8 +43,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "shard_reregistered_keys_total", Help: "Directory keys re-registered with a new owner after a ring change."}),
 		answerStatus: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shard_answers_total", Help: "Answers to client send, join and leave frames, by status or error code."}, []string{"status"}),
+		Typing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shard_typing_total",
+			Help: "Typing frames from this node's connections, forwarded or dropped (over one per conversation per 2 s)."}, []string{"result"}),
 	}
 	reg.MustRegister(m.Connections, m.ChatMessages, m.Deliveries, m.PeerSent, m.PeerReplies,
-		m.Closes, m.RingChanges, m.LookupCache, m.Reregistration, m.answerStatus)
+		m.Closes, m.RingChanges, m.LookupCache, m.Reregistration, m.answerStatus,
+		m.Typing)
 	return m
 }

@@ -59,6 +59,9 @@ type delivery struct {
 	// stored: the message was appended to the store before it was routed,
 	// so a recipient that no connection reaches now finds it in its inbox.
 	stored bool
+	// ephemeral: not a message but an event that is never stored (typing):
+	// it is not a `msg` delivery, and waits for no room replay.
+	ephemeral bool
 }
 
 // routeLive sends m to the connections of its recipients (room members but

@@ -38,6 +38,9 @@ var errMalformed = link.ErrMalformed
 const (
 	forwardDirect byte = 1 // to and from: deliver to both users' connections
 	forwardRoom   byte = 2 // room: deliver to the room's joined connections
+	// forwardEphemeral, added to the mode, marks a frame that is not a
+	// message (typing): never stored, not counted as a delivery.
+	forwardEphemeral byte = 0x10
 )
 
 // appendForward encodes d: mode, target, from, frame, copy (empty when it is
@@ -46,6 +49,9 @@ func appendForward(b []byte, d *delivery) []byte {
 	mode := forwardDirect
 	if d.target.Room {
 		mode = forwardRoom
+	}
+	if d.ephemeral {
+		mode |= forwardEphemeral
 	}
 	b = append(b, mode)
 	b = link.AppendString(b, d.target.Name)
@@ -59,7 +65,9 @@ func appendForward(b []byte, d *delivery) []byte {
 func decodeForward(p []byte) (delivery, error) {
 	d := link.NewDecoder(p)
 	mode := d.Byte()
-	dl := delivery{target: Key{Room: mode == forwardRoom, Name: d.String()}, from: d.String(), frame: d.Bytes()}
+	ephemeral := mode&forwardEphemeral != 0
+	mode &^= forwardEphemeral
+	dl := delivery{target: Key{Room: mode == forwardRoom, Name: d.String()}, from: d.String(), frame: d.Bytes(), ephemeral: ephemeral}
 	if c := d.Bytes(); len(c) > 0 {
 		dl.copy = c
 	}

@@ -13,10 +13,12 @@ func TestPeerPayloadsRoundTrip(t *testing.T) {
 	for _, f := range []delivery{
 		{target: Key{Name: "bob"}, from: "alice", frame: []byte(`{"type":"msg"}`), copy: []byte(`{"type":"msg","seq":2}`)},
 		{target: Key{Room: true, Name: "lobby"}, from: "carol", frame: []byte(`{"type":"msg"}`), seq: 7},
+		{target: Key{Room: true, Name: "lobby"}, frame: []byte(`{"type":"typing"}`), ephemeral: true},
+		{target: Key{Name: "bob"}, frame: []byte(`{"type":"typing"}`), ephemeral: true},
 	} {
 		got, err := decodeForward(appendForward(nil, &f))
 		if err != nil || got.target != f.target || got.from != f.from || !bytes.Equal(got.frame, f.frame) ||
-			!bytes.Equal(got.copy, f.copy) || got.seq != f.seq {
+			!bytes.Equal(got.copy, f.copy) || got.seq != f.seq || got.ephemeral != f.ephemeral {
 			t.Fatalf("forward round trip: %+v %v", got, err)
 		}
 	}
