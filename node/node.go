@@ -119,6 +119,7 @@ func Start(cfg Config) (*Node, error) {
 		Incarnation: inc,
 		Mode:        cfg.Routing,
 		MaxRooms:    cfg.MaxRooms,
+		MaxWatch:    cfg.MaxWatch,
 		Store:       n.store,
 		Logger:      n.log,
 		Metrics:     n.rm,

@@ -58,6 +58,9 @@ type Config struct {
 	// that a client cannot grow the room index without bound. Default
 	// DefaultMaxRooms.
 	MaxRooms int
+	// MaxWatch bounds the users one connection watches at once (SPEC 9,
+	// --max-watch). Default DefaultMaxWatch.
+	MaxWatch int
 	// Store keeps messages; nil: live delivery only, at most once.
 	Store   store.Store
 	Logger  *slog.Logger
@@ -77,6 +80,9 @@ const (
 	// DefaultMaxRooms (the --max-rooms default): more than any chat client
 	// shows at once, and 256 directory entries per connection at most.
 	DefaultMaxRooms = 256
+	// DefaultMaxWatch (the --max-watch default) is SPEC 9's: a contact
+	// list of a thousand users, in one watch frame.
+	DefaultMaxWatch = 1000
 )
 
 func (c Config) withDefaults() Config {
@@ -88,6 +94,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRooms <= 0 {
 		c.MaxRooms = DefaultMaxRooms
+	}
+	if c.MaxWatch <= 0 {
+		c.MaxWatch = DefaultMaxWatch
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -9,8 +9,8 @@ import (
 )
 
 // HandleFrame acts on a frame a client connection sent (send, join, leave,
-// sync, typing); each gets exactly one answer through c.Answer (a typing
-// frame without id, whose answer is nil). It runs in the
+// sync, typing, watch, unwatch); each gets exactly one answer through
+// c.Answer (a typing frame without id, whose answer is nil). It runs in the
 // connection's reader, so that its frames are routed in order; only a
 // lookup at an owner (on a cache miss), a store call or a join waits here.
 func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
@@ -32,6 +32,10 @@ func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 		r.handleSync(cl, f, answer)
 	case protocol.TypeTyping:
 		r.handleTyping(cl, f, answer)
+	case protocol.TypeWatch:
+		r.handleWatch(cl, f, answer)
+	case protocol.TypeUnwatch:
+		r.handleUnwatch(cl, f, answer)
 	}
 }
 

@@ -22,6 +22,7 @@ const (
 	kindInvalidate                                      // drop cached locations of these keys (cache.go)
 	kindSynced                                          // this node has re-registered for this ring version (ringchange.go)
 	kindResync                                          // register again what you hold that I own: I dropped it (ringchange.go)
+	kindPresence                                        // these users you watch are now online or offline, asked by their owner (presence.go)
 )
 
 // String is the `kind` label of the peer message metrics.
@@ -120,24 +121,33 @@ func decodeLocations(p []byte) (byte, []Location, error) {
 	return p[0], locs, d.Done()
 }
 
-// Key names a directory entry: a user's connections or a room's joined
-// connections. Users and rooms are separate namespaces.
+// Key names a directory entry: a user's connections, a room's joined
+// connections, or the connections watching a user's presence (Watch; its
+// owner is the user's, presence.go). They are separate namespaces; at most
+// one of Room and Watch is set.
 type Key struct {
-	Room bool
-	Name string
+	Room  bool
+	Watch bool
+	Name  string
 }
 
 func (k Key) String() string {
-	if k.Room {
+	switch {
+	case k.Room:
 		return "room " + k.Name
+	case k.Watch:
+		return "watchers of " + k.Name
 	}
 	return "user " + k.Name
 }
 
 func appendKey(b []byte, k Key) []byte {
-	if k.Room {
+	switch {
+	case k.Room:
 		b = append(b, 'r')
-	} else {
+	case k.Watch:
+		b = append(b, 'w')
+	default:
 		b = append(b, 'u')
 	}
 	return link.AppendString(b, k.Name)
@@ -145,10 +155,10 @@ func appendKey(b []byte, k Key) []byte {
 
 func decodeKey(d *link.Decoder) Key {
 	c := d.Byte()
-	if c != 'u' && c != 'r' {
+	if c != 'u' && c != 'r' && c != 'w' {
 		d.Fail()
 	}
-	return Key{Room: c == 'r', Name: d.String()}
+	return Key{Room: c == 'r', Watch: c == 'w', Name: d.String()}
 }
 
 // registration is this node's count of connections for one key.

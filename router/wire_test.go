@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/shardchat/shard/link"
+	"github.com/shardchat/shard/protocol"
 )
 
 func TestPeerPayloadsRoundTrip(t *testing.T) {
@@ -27,7 +28,7 @@ func TestPeerPayloadsRoundTrip(t *testing.T) {
 	if err != nil || st != lookupKnown || fmt.Sprint(gotLocs) != fmt.Sprint(locs) {
 		t.Fatalf("locations round trip: %v %v %v", st, gotLocs, err)
 	}
-	regs := []registration{{Key{Name: "bob"}, 2}, {Key{Room: true, Name: "lobby"}, 0}}
+	regs := []registration{{Key{Name: "bob"}, 2}, {Key{Room: true, Name: "lobby"}, 0}, {Key{Watch: true, Name: "bob"}, 3}}
 	gotRegs, err := decodeRegistrations(appendRegistrations(nil, regs))
 	if err != nil || fmt.Sprint(gotRegs) != fmt.Sprint(regs) {
 		t.Fatalf("registrations round trip: %v %v", gotRegs, err)
@@ -43,11 +44,14 @@ func FuzzPeerFrame(f *testing.F) {
 	f.Add(appendKeys(nil, []Key{{Room: true, Name: "lobby"}}))
 	f.Add([]byte{0, 0, 0, 5, byte(kindLookup), 1, 0, 'u', 0})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add(appendPresences(nil, []presenceUpdate{{state: presenceState{Presence: protocol.Presence{User: "bob", Online: true}}}}))
+	f.Add(appendKeys(nil, []Key{{Watch: true, Name: "bob"}}))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		decodeForward(p)
 		decodeLocations(p)
 		decodeRegistrations(p)
 		decodeKeys(p)
+		decodePresences(p)
 		d := link.NewDecoder(p)
 		decodeKey(&d)
 		d.Done()
