@@ -4,11 +4,12 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin/shard
 
-.PHONY: help build run test deps bench bench-hot lint fuzz clean
+.PHONY: help build run test deps sdk-test bench bench-hot lint fuzz clean
 
 help:
 	@echo "make run    - build and start a 3-node cluster behind nginx on loopback (Ctrl-C stops it)"
 	@echo "make test   - install what the tests need, then run every test with the race detector"
+	@echo "make sdk-test   - the JavaScript client's tests (node --test) against real nodes"
 	@echo "make bench      - load generator: local 3-node cluster, 300 users, 2,000 msg/s, 10 s (BENCH_ARGS adds flags)"
 	@echo "make bench-hot  - hot-path benchmarks with allocations"
 	@echo "make lint   - gofmt and go vet"
@@ -23,10 +24,17 @@ run: build
 # Installs the system packages the tests drive for real, then runs them all.
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) sdk-test
 	$(MAKE) fuzz
 
 deps:
-	scripts/deps.sh nginx chromium curl iproute2 postgresql
+	scripts/deps.sh nginx chromium curl iproute2 postgresql nodejs npm
+
+# The JavaScript client (web/sdk) against real nodes: its tests build
+# bin/shard and start PostgreSQL (scripts/pg-start.sh) themselves. ws, its
+# one (development) dependency, comes from the committed lock file.
+sdk-test:
+	cd web/sdk && npm ci --no-audit --no-fund --loglevel=error && node --test test/*.test.js
 
 # A short run of each fuzzer on top of its committed seed corpus. The budget is
 # a count of inputs, not a duration: Go 1.26's fuzz coordinator can fail a

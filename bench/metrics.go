@@ -28,7 +28,7 @@ type node struct {
 	PID  int    `json:"pid,omitempty"`
 }
 
-// sample is one reading of a node's counters (SPEC section 7) and process
+// sample is one reading of a node's counters (docs/protocol.md §9) and process
 // figures.
 type sample struct {
 	At          time.Time

@@ -115,10 +115,10 @@ func (p *plan) pick(phase uint32, seq int64) pick {
 	return pick{room: true, from: members[b%uint64(len(members))], to: r}
 }
 
-// recipients appends to dst the connections that should receive pk (SPEC
-// section 4): for a direct message every connection of the recipient and the
-// sender's other connections; for a room every joined connection but the
-// sending one.
+// recipients appends to dst the connections that should receive pk
+// (docs/protocol.md §6.3): for a direct message every connection of the
+// recipient and the sender's other connections; for a room every joined
+// connection but the sending one.
 func (p *plan) recipients(pk pick, dst []int32) []int32 {
 	if pk.room {
 		for _, c := range p.roomConns[pk.to] {

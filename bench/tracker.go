@@ -327,9 +327,9 @@ type Counts struct {
 	Duplicates int64 `json:"duplicates"`
 	Unexpected int64 `json:"unexpected"`
 	// Reordered: a delivery that came after a later message from the same
-	// sending connection (SPEC promises their order), over the whole run. A
-	// sender that reconnected in between is a new connection, for which the
-	// promise does not hold.
+	// sending connection (docs/protocol.md §6.5 promises their order), over the
+	// whole run. A sender that reconnected in between is a new connection, for
+	// which the promise does not hold.
 	Reordered int64 `json:"reordered"`
 }
 

@@ -381,10 +381,10 @@ func (w *worker) receive(i int32, c *client.Client) {
 	}
 }
 
-// orderCheck checks, for one receiving connection, SPEC's promise that
-// messages from one connection to one recipient arrive in the order sent:
-// the schedule numbers messages in the order each sender writes them, so
-// from any one sender the numbers must rise. It belongs to the receiving
+// orderCheck checks, for one receiving connection, the promise of
+// docs/protocol.md §6.5 that messages from one connection to one recipient
+// arrive in the order sent: the schedule numbers messages in the order each
+// sender writes them, so from any one sender the numbers must rise. It belongs to the receiving
 // goroutine and needs no lock.
 type orderCheck struct {
 	phase uint32

@@ -15,9 +15,9 @@ import (
 	"github.com/shardchat/shard/protocol"
 )
 
-// chatServer is the part of SPEC a worker relies on, in memory: welcome,
-// join, direct and room sends with their acks and deliveries. drop, when it
-// returns true for a body, acknowledges the message but delivers it to
+// chatServer is the part of docs/protocol.md a worker relies on, in memory:
+// welcome, join, direct and room sends with their acks and deliveries. drop,
+// when it returns true for a body, acknowledges the message but delivers it to
 // nobody, as a buggy server would.
 type chatServer struct {
 	srv  *httptest.Server

@@ -1,6 +1,6 @@
 // Package client is the Go client of shard: it dials a node, speaks the
-// frames of SPEC sections 3, 4 and 9, matches every answer to its request by
-// id, and can reconnect with jittered backoff, join its rooms again and
+// frames of docs/protocol.md §3 and §4, matches every answer to its request
+// by id, and can reconnect with jittered backoff, join its rooms again and
 // watch its users again.
 //
 // Of this module it imports only protocol (the frames' vocabulary, which
@@ -45,9 +45,11 @@ type Client struct {
 	endpoints []string     // URL, then Fallbacks, with the user or token in their query
 	attempts  atomic.Int64 // connects so far: picks the next endpoint
 
-	msgs     chan Msg      // see Options.MessageBuffer; closed when the client stops
+	msgs chan Msg // see Options.MessageBuffer; closed when the client stops
+	// receipts: see Receipts.
+	receipts chan Receipt
 	presence chan Presence // as msgs
-	typing   chan Typing   // as msgs, but a full one drops
+	typing   chan Typing   // as receipts: a full one drops
 	done     chan struct{} // closed when the client has stopped for good
 
 	// ctx ends on Close (or when the client stops): it stops dialing,
@@ -71,7 +73,8 @@ type Client struct {
 // Dial connects to o.URL and returns once the server's welcome has arrived,
 // so that from then on messages sent from any node reach this client. A
 // refused upgrade returns a *HandshakeError carrying the HTTP status and the
-// SPEC error code. ctx bounds the dial and the wait for the welcome only.
+// error code (docs/protocol.md §2.5). ctx bounds the dial and the wait for
+// the welcome only.
 func Dial(ctx context.Context, o Options) (*Client, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -85,6 +88,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		opts:      o,
 		endpoints: endpoints,
 		msgs:      make(chan Msg, o.MessageBuffer),
+		receipts:  make(chan Receipt, o.MessageBuffer),
 		presence:  make(chan Presence, o.MessageBuffer),
 		typing:    make(chan Typing, o.MessageBuffer),
 		watched:   make(map[string]struct{}),
@@ -245,7 +249,7 @@ func (c *Client) TypingGroup(ctx context.Context, group string) error {
 // user's state arrives on Presence, then every change of it. Watched users
 // are remembered and watched again after each reconnect, until Unwatch. A
 // long list goes in several frames, each within the node's frame limit and
-// protocol.MaxUsersPerFrame; the node takes at most --max-watch (1000)
+// protocol.MaxListLen; the node takes at most --max-watch (1000)
 // users per connection, past which it answers bad_request. Otherwise as
 // Send; an error leaves the users of the frames answered before it
 // watched.
@@ -283,7 +287,7 @@ func (c *Client) Unwatch(ctx context.Context, users ...string) error {
 
 // usersFrames splits users into the lists of frames that fit the node's
 // frame limit (64 KiB when the node does not say) and
-// protocol.MaxUsersPerFrame.
+// protocol.MaxListLen.
 func usersFrames(users []string, limit int) [][]string {
 	if limit <= 0 {
 		limit = 65536
@@ -294,7 +298,7 @@ func usersFrames(users []string, limit int) [][]string {
 	size := overhead
 	for _, u := range users {
 		n := len(u) + 3 // "u",
-		if len(cur) > 0 && (len(cur) == protocol.MaxUsersPerFrame || size+n > limit) {
+		if len(cur) > 0 && (len(cur) == protocol.MaxListLen || size+n > limit) {
 			out = append(out, cur)
 			cur, size = nil, overhead
 		}
@@ -640,9 +644,9 @@ func (c *Client) rejoin(cn *conn) error {
 
 // renew sends f, a join or a watch the previous connection held, on cn. A
 // refusal to retry later (rate_limited, unavailable) is retried on the same
-// connection after a backoff; a refusal for good, which SPEC does not
-// foresee for what was accepted before, runs forget under the client's
-// lock.
+// connection after a backoff; a refusal for good, which docs/protocol.md
+// §3.3 and §3.8 do not foresee for what was accepted before, runs forget
+// under the client's lock.
 func (c *Client) renew(cn *conn, f Frame, forget func()) error {
 	wait := c.opts.BackoffMin
 	for {

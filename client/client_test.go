@@ -25,8 +25,8 @@ import (
 // round trip takes well under a millisecond even under -race.
 const testTimeout = 5 * time.Second
 
-// fakeServer is the server side of SPEC as far as a client can tell, on
-// loopback, scripted by the test.
+// fakeServer is the server side of docs/protocol.md as far as a client can
+// tell, on loopback, scripted by the test.
 type fakeServer struct {
 	srv   *httptest.Server
 	conns chan *fakeConn // every accepted connection, after its welcome

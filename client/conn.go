@@ -81,7 +81,8 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	return cn, nil
 }
 
-// readWelcome reads the first frame, which SPEC makes the welcome, within ctx.
+// readWelcome reads the first frame, which docs/protocol.md §2.6 makes the
+// welcome, within ctx.
 func readWelcome(ctx context.Context, ws *websocket.Conn) (Welcome, error) {
 	// Cut the read when ctx ends (its deadline included), so that the error
 	// is ctx's and not a bare timeout.
@@ -103,8 +104,8 @@ func readWelcome(ctx context.Context, ws *websocket.Conn) (Welcome, error) {
 	return f.Welcome, nil
 }
 
-// handshakeError reads the SPEC error body of a refused upgrade (gorilla
-// keeps its first KiB).
+// handshakeError reads the error body of a refused upgrade (docs/protocol.md
+// §2.5; gorilla keeps its first KiB).
 func handshakeError(status int, body io.Reader) *HandshakeError {
 	e := &HandshakeError{Status: status}
 	var b struct {
@@ -133,7 +134,7 @@ func (cn *conn) read() {
 			break
 		}
 		if typ != websocket.TextMessage {
-			continue // SPEC has the server send text frames only
+			continue // the server sends text frames only (docs/protocol.md §3.1)
 		}
 		var f inbound
 		if json.Unmarshal(data, &f) != nil {
@@ -141,8 +142,8 @@ func (cn *conn) read() {
 		}
 		switch f.Type {
 		case protocol.TypeMsg:
-			m := Msg{Mid: f.Mid, From: f.From, To: f.To, Room: f.Room, Body: f.Body,
-				TS: f.TS, Seq: f.Seq, Received: time.Now()}
+			m := Msg{Mid: f.Mid, From: f.From, To: f.To, Room: f.Room, Group: f.Group, Body: f.Body,
+				Event: f.Event, User: f.User, Admin: f.Admin, TS: f.TS, Seq: f.Seq, Received: time.Now()}
 			// Blocks while Messages() is full: see Options.MessageBuffer.
 			select {
 			case cn.c.msgs <- m:
@@ -162,7 +163,13 @@ func (cn *conn) read() {
 			default: // ephemeral: an application that does not read them loses them
 			}
 		case protocol.TypeAck:
-			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More}, nil)
+			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More,
+				Conversations: f.Conversations}, nil)
+		case protocol.TypeReceipt:
+			select { // never held up by an application that does not read them
+			case cn.c.receipts <- Receipt{By: f.By, With: f.With, Group: f.Group, Seq: f.Seq}:
+			default:
+			}
 		case protocol.TypePong:
 			cn.answer(f.ID, Ack{ID: f.ID, Status: StatusPong}, nil)
 		case protocol.TypeError:
@@ -170,8 +177,8 @@ func (cn *conn) read() {
 			// which request never sends: it matches nothing.
 			cn.answer(f.ID, Ack{}, &Error{ID: f.ID, Code: f.Code, Message: f.Message})
 		}
-		// Other types (a second welcome, frames added to SPEC later) are not
-		// this client's business.
+		// Other types (a second welcome, frames added to the protocol later)
+		// are not this client's business.
 	}
 	cn.finish(err)
 }

@@ -30,8 +30,8 @@ const (
 	// frame before it drops the TCP connection.
 	closeTimeout = time.Second
 	// rejoinTimeout bounds the answer to one join or watch sent while
-	// reconnecting; SPEC promises one, so silence means the new connection
-	// is broken.
+	// reconnecting; docs/protocol.md §6.1 promises one, so silence means the
+	// new connection is broken.
 	rejoinTimeout = 10 * time.Second
 	// resendWindow bounds how long after its first attempt Send resends a
 	// message: the server recognises a key for 5 minutes.

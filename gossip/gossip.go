@@ -152,7 +152,8 @@ func (g *Gossip) join(seeds []string, timeout time.Duration) error {
 }
 
 // oneLine renders memberlist's multierror ("1 error occurred:\n\t* failed to join ...")
-// as one line, so that the SPEC's one-line start-up error stays one line.
+// as one line, so that the one-line start-up error the README promises (an
+// unreachable --join exits 1 with one line) stays one line.
 func oneLine(err error) error {
 	var multi interface{ WrappedErrors() []error }
 	if !errors.As(err, &multi) {

@@ -12,8 +12,8 @@ import (
 // Meta is what a node announces about itself. It travels in memberlist's node metadata as a
 // small versioned JSON record, e.g. {"v":1,"http":"127.0.0.1:8080","link":"127.0.0.1:7947"}.
 type Meta struct {
-	HTTP string `json:"http"` // client listener address (SPEC --http)
-	Link string `json:"link"` // node-to-node data-plane address (SPEC --link)
+	HTTP string `json:"http"` // client listener address (--http)
+	Link string `json:"link"` // node-to-node data-plane address (--link)
 	// Inc is the incarnation: random per process start, so that a node
 	// restarted under the same name is not mistaken for its former self.
 	Inc string `json:"inc"`

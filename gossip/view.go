@@ -137,8 +137,12 @@ var (
 // NodeMeta announces our Meta. Its size was checked against limit in Config.resolve.
 func (d delegates) NodeMeta(limit int) []byte { return *d.v.meta.Load() }
 
-// We keep the data plane off memberlist (LIBRARY-NOTES 1.7): no user messages, no
-// broadcasts, no user state.
+// We keep the data plane off memberlist: no user messages, no broadcasts, no user state.
+// Measured with memberlist v0.7.0 on loopback when it was chosen: SendReliable dials a TCP
+// connection per message (8.2k msg/s, and 3,000 messages left about 3,000 sockets in
+// TIME_WAIT); SendBestEffort's UDP messages share a LIFO queue that drops past 1024 with
+// the failure detector's (a 20k burst lost 15 % and reordered most of the rest). Chat
+// traffic goes over the link package's persistent connections instead.
 func (d delegates) NotifyMsg([]byte)                           {}
 func (d delegates) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d delegates) LocalState(join bool) []byte                { return nil }

@@ -13,7 +13,8 @@ import (
 	"github.com/shardchat/shard/session"
 )
 
-// Config is one node's configuration; the flags of SPEC section 2.
+// Config is one node's configuration: the flags of the README's Configuration
+// table (the bounds among them: docs/protocol.md §11).
 type Config struct {
 	// Name must be unique in the cluster. Default: "shard-" + the http
 	// host and port, which is unique on one machine.
@@ -48,7 +49,7 @@ type Config struct {
 	// MaxRooms bounds the rooms one connection may have joined at once.
 	// Default router.DefaultMaxRooms.
 	MaxRooms int
-	// MaxWatch bounds the users one connection watches at once (SPEC 9).
+	// MaxWatch bounds the users one connection watches at once (presence).
 	// Default router.DefaultMaxWatch.
 	MaxWatch int
 	// DrainTimeout bounds a graceful shutdown. Default 10s.
@@ -67,6 +68,18 @@ type Config struct {
 	// Store is the URL of a shared message store (postgres://...) that
 	// every node of a cluster uses.
 	Store string
+	// MaxGroupMembers bounds the members of one group. Default
+	// store.DefaultMaxGroupMembers.
+	MaxGroupMembers int
+	// Webhook, when set, is the URL the node POSTs an offline push to for
+	// every message stored for a recipient with no connection
+	// (node/webhook.go). It needs a store.
+	Webhook string
+	// WebhookSecret signs each push (HMAC-SHA256 of the body).
+	WebhookSecret string
+	// WebhookBackoff is the first wait before a push is tried again; it
+	// doubles, with jitter. Default DefaultWebhookBackoff.
+	WebhookBackoff time.Duration
 	// RetainCount keeps at most this many messages per stream; 0: all.
 	RetainCount int
 	// RetainAge removes messages older than this; 0: keep.
@@ -81,7 +94,7 @@ type Config struct {
 	Logger           *slog.Logger
 }
 
-// Defaults of SPEC section 2.
+// Defaults of the flags, as the README's Configuration table gives them.
 const (
 	DefaultHTTP         = "127.0.0.1:8080"
 	DefaultGossip       = "127.0.0.1:7946"

@@ -15,7 +15,7 @@ import (
 // other nodes (after one warm-up round, as a long-running cluster would
 // be), and room messages to a room with members on every node. It returns
 // node-to-node messages per direct and per room message, counted from the
-// SPEC section 7 counters of all nodes.
+// counters of docs/protocol.md §9 on all nodes.
 func peerMessagesPerChatMessage(t *testing.T, mode router.Mode) (direct, room float64) {
 	const nodes, users = 5, 20
 	c := testcluster.Start(t, nodes, func(_ int, cfg *node.Config) { cfg.Routing = mode })

@@ -104,7 +104,7 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	}
 	// Thousands of malformed frames, each answered with bad_request. A
 	// client that does not read its answers as fast as it writes may
-	// instead be cut as a slow consumer: that is an answer SPEC gives too.
+	// instead be cut as a slow consumer: docs/protocol.md §6.8 allows that too.
 	for i := 0; i < 10; i++ {
 		node := i % 3
 		attack("malformed frames", func() error {

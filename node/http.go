@@ -53,7 +53,13 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 	case path == "/api/cluster":
 		n.serveCluster(ctx)
 	case strings.HasPrefix(path, "/api/users/"):
+		if name, ok := strings.CutSuffix(strings.TrimPrefix(path, "/api/users/"), "/conversations"); ok {
+			n.serveConversations(ctx, name)
+			return
+		}
 		n.serveKey(ctx, false, strings.TrimPrefix(path, "/api/users/"))
+	case path == "/api/groups" || strings.HasPrefix(path, "/api/groups/"):
+		n.serveGroups(ctx, strings.TrimPrefix(strings.TrimPrefix(path, "/api/groups"), "/"))
 	case strings.HasPrefix(path, "/api/rooms/"):
 		n.serveKey(ctx, true, strings.TrimPrefix(path, "/api/rooms/"))
 	case path == "/api/send":
@@ -264,10 +270,11 @@ func (n *Node) serveLocations(ctx *fasthttp.RequestCtx, room bool, name string) 
 }
 
 type sendRequest struct {
-	From string `json:"from"`
-	To   string `json:"to"`
-	Room string `json:"room"`
-	Body string `json:"body"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Room  string `json:"room"`
+	Group string `json:"group"`
+	Body  string `json:"body"`
 }
 
 // apiKeyOK guards the endpoints behind --api-key: 404 without one (the
@@ -291,13 +298,17 @@ func (n *Node) apiKeyOK(ctx *fasthttp.RequestCtx, method string) bool {
 }
 
 type historyMessage struct {
-	Seq  int64  `json:"seq"`
-	Mid  string `json:"mid"`
-	From string `json:"from"`
-	To   string `json:"to,omitempty"`
-	Room string `json:"room,omitempty"`
-	Body string `json:"body"`
-	TS   int64  `json:"ts"`
+	Seq   int64  `json:"seq"`
+	Mid   string `json:"mid"`
+	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
+	Room  string `json:"room,omitempty"`
+	Group string `json:"group,omitempty"`
+	Body  string `json:"body,omitempty"`
+	Event string `json:"event,omitempty"`
+	User  string `json:"user,omitempty"`
+	Admin string `json:"admin,omitempty"`
+	TS    int64  `json:"ts"`
 }
 
 // serveKey answers /api/users/{id} and /api/rooms/{room}, where they are,
@@ -305,24 +316,28 @@ type historyMessage struct {
 // named "messages".
 func (n *Node) serveKey(ctx *fasthttp.RequestCtx, room bool, rest string) {
 	if name, sub, _ := strings.Cut(rest, "/"); sub == "messages" {
-		n.serveHistory(ctx, room, name)
+		stream := store.Inbox(name)
+		if room {
+			stream = store.RoomStream(name)
+		}
+		if n.apiKeyOK(ctx, fasthttp.MethodGet) {
+			n.serveHistory(ctx, stream)
+		}
 		return
 	}
 	n.serveLocations(ctx, room, rest) // a name with a slash is malformed: 400
 }
 
-// serveHistory answers GET /api/users/{id}/messages and
-// /api/rooms/{room}/messages: a page of the stream after ?after=N, at most
-// ?limit=M messages.
-func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
-	if !n.apiKeyOK(ctx, fasthttp.MethodGet) {
-		return
-	}
+// serveHistory answers GET /api/users/{id}/messages,
+// /api/rooms/{room}/messages and /api/groups/{group}/messages (behind the
+// api key, checked by the caller): a page of the stream after ?after=N, at
+// most ?limit=M messages.
+func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, stream store.Stream) {
 	if n.store == nil {
 		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, "this cluster keeps no history: it runs without a message store")
 		return
 	}
-	if !protocol.ValidID(name) {
+	if !protocol.ValidID(stream.Name) {
 		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "the name must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		return
 	}
@@ -344,10 +359,6 @@ func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
 		}
 		limit = l
 	}
-	stream := store.Inbox(name)
-	if room {
-		stream = store.RoomStream(name)
-	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	msgs, last, more, err := n.store.Read(c, stream, after, limit)
@@ -357,7 +368,8 @@ func (n *Node) serveHistory(ctx *fasthttp.RequestCtx, room bool, name string) {
 	}
 	out := make([]historyMessage, len(msgs))
 	for i, m := range msgs {
-		out[i] = historyMessage{Seq: m.Seq, Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS}
+		out[i] = historyMessage{Seq: m.Seq, Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Group: m.Group, Body: m.Body,
+			Event: m.Event, User: m.User, Admin: m.Admin, TS: m.TS}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"messages": out, "last": last, "more": more})
 }
@@ -371,15 +383,22 @@ func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "body must be a JSON object: "+err.Error())
 		return
 	}
+	named := 0
+	for _, name := range []string{req.To, req.Room, req.Group} {
+		if name != "" {
+			named++
+		}
+	}
 	switch {
 	case !protocol.ValidID(req.From):
 		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "from must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		return
-	case (req.To == "") == (req.Room == ""):
-		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "name exactly one of to and room")
+	case named != 1:
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "name exactly one of to, room and group")
 		return
-	case req.To != "" && !protocol.ValidID(req.To), req.Room != "" && !protocol.ValidID(req.Room):
-		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "to or room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+	case req.To != "" && !protocol.ValidID(req.To), req.Room != "" && !protocol.ValidID(req.Room),
+		req.Group != "" && !protocol.ValidID(req.Group):
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "to, room or group must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
 		return
 	case req.Body == "":
 		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "body must be a non-empty string")
@@ -390,17 +409,17 @@ func (n *Node) serveSend(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	status, recipients, seq, err := n.router.Publish(c, req.From, req.To, req.Room, req.Body)
+	pub, err := n.router.Publish(c, req.From, req.To, req.Room, req.Group, req.Body)
 	if err != nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "the cluster cannot route this right now; retry later")
+		writeRefusal(ctx, err)
 		return
 	}
-	ack := map[string]any{"type": protocol.TypeAck, "status": status}
-	if req.Room != "" {
-		ack["recipients"] = recipients
+	ack := map[string]any{"type": protocol.TypeAck, "status": pub.Status}
+	if req.Room != "" || req.Group != "" {
+		ack["recipients"] = pub.Recipients
 	}
-	if seq > 0 {
-		ack["seq"] = seq
+	if pub.Seq > 0 {
+		ack["seq"] = pub.Seq
 	}
 	writeJSON(ctx, fasthttp.StatusOK, ack)
 }

@@ -41,6 +41,7 @@ type Node struct {
 	rm        *router.Metrics
 	store     store.Store // nil: none
 	storeKind string
+	webhook   *webhook // nil without --webhook
 
 	members prometheus.Gauge
 
@@ -113,6 +114,22 @@ func Start(cfg Config) (*Node, error) {
 	var incBytes [8]byte
 	rand.Read(incBytes[:])
 	inc := hex.EncodeToString(incBytes[:])
+	var offline func(router.OfflineMessage)
+	if cfg.Webhook != "" {
+		if n.store == nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, errors.New("--webhook needs a message store (--data or --store): it tells of messages stored for offline users")
+		}
+		if n.webhook, err = newWebhook(cfg.Webhook, cfg.WebhookSecret, cfg.WebhookBackoff, n.log, n.reg); err != nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, err
+		}
+		offline = n.webhook.offline
+	}
 	links := link.New(link.Config{Self: n.name, Inc: inc, Key: clusterKey, Logger: n.log}, linkLn)
 	n.router = router.New(router.Config{
 		Self:        n.name,
@@ -121,6 +138,7 @@ func Start(cfg Config) (*Node, error) {
 		MaxRooms:    cfg.MaxRooms,
 		MaxWatch:    cfg.MaxWatch,
 		Store:       n.store,
+		Offline:     offline,
 		Logger:      n.log,
 		Metrics:     n.rm,
 	}, links)
@@ -247,7 +265,7 @@ func (n *Node) membershipLoop() {
 // ErrDrainCut is returned by Drain when it had to stop at the drain timeout.
 var ErrDrainCut = errors.New("drain cut short at the drain timeout")
 
-// Drain shuts the node down gracefully (SPEC section 6): it stops being
+// Drain shuts the node down gracefully (docs/protocol.md §10.2): it stops being
 // ready, leaves the gossip, answers every frame it has already read, closes
 // client connections with 1012 and stops, all within the drain timeout.
 func (n *Node) Drain() error {
@@ -312,11 +330,10 @@ func (n *Node) closeAll() {
 		_ = n.server.Shutdown()
 		<-n.serveDone
 		n.router.Close()
-		if n.store != nil {
-			if err := n.store.Close(); err != nil {
-				n.log.Warn("store close", "err", err)
-			}
+		if n.webhook != nil {
+			n.webhook.close()
 		}
+		n.closeStore()
 		// Hijacked connections outlive the server's shutdown: wait for
 		// their handlers, which end once their sockets close.
 		n.connMu.Lock()
@@ -326,6 +343,14 @@ func (n *Node) closeAll() {
 		n.connMu.Unlock()
 		n.handlers.Wait()
 	})
+}
+
+func (n *Node) closeStore() {
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			n.log.Warn("store close", "err", err)
+		}
+	}
 }
 
 func (n *Node) connCount() int {
@@ -367,7 +392,8 @@ func (n *Node) openStore() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := store.Open(ctx, url, store.Options{MaxPerStream: n.cfg.RetainCount, MaxAge: n.cfg.RetainAge, Logger: n.log})
+	st, err := store.Open(ctx, url, store.Options{MaxPerStream: n.cfg.RetainCount, MaxAge: n.cfg.RetainAge,
+		MaxGroupMembers: n.cfg.MaxGroupMembers, Logger: n.log})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

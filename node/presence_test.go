@@ -343,6 +343,47 @@ func TestTypingBurstIsForwardedOncePerTwoSecondsAndNeverStored(t *testing.T) {
 	}
 }
 
+// A group's typing reaches its members as its messages do, the sender's
+// other connections included, never the sending one; a non-member is
+// refused; and the group's stream does not move.
+func TestTypingInAGroupReachesItsMembers(t *testing.T) {
+	c := withData(t)
+	ctx := ctxFor(t)
+	alice, alicePhone := c.Dial(0, "alice"), c.Dial(0, "alice")
+	bob, eve := c.Dial(0, "bob"), c.Dial(0, "eve")
+	if _, err := alice.CreateGroup(ctx, "team", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	recvMsg(t, bob, "bob") // the created event
+	recvMsg(t, alicePhone, "alice's phone")
+	if err := alice.TypingGroup(ctx, "team"); err != nil {
+		t.Fatalf("typing to a group: %v, want ok", err)
+	}
+	for _, who := range []struct {
+		c    *client.Client
+		name string
+	}{{bob, "bob"}, {alicePhone, "alice's phone"}} {
+		if ev := nextTyping(t, who.c, who.name); ev.From != "alice" || ev.Group != "team" {
+			t.Fatalf("%s was told %+v, want alice typing in team", who.name, ev)
+		}
+	}
+	if _, err := alicePhone.SendGroup(ctx, "team", "marker"); err != nil {
+		t.Fatal(err)
+	}
+	recvMsg(t, alice, "alice")
+	none(t, alice.TypingEvents(), "alice, the sending connection")
+	var e *client.Error
+	if err := eve.TypingGroup(ctx, "team"); !errors.As(err, &e) || e.Code != protocol.CodeNotMember {
+		t.Fatalf("typing to a group one is not in: %v, want not_member", err)
+	}
+	if err := eve.TypingGroup(ctx, "nosuchgroup"); !errors.As(err, &e) || e.Code != protocol.CodeNotMember {
+		t.Fatalf("typing to a group that does not exist: %v, want not_member", err)
+	}
+	if ack, err := bob.SyncGroup(ctx, "team", 0); err != nil || ack.Last != 2 {
+		t.Fatalf("the group's stream: %+v %v, want last 2 (created, marker): typing is not stored", ack, err)
+	}
+}
+
 // BenchmarkPresence measures, over b.N users watched by carol on another
 // node, how long after a user starts connecting carol is told it is online
 // (the dial, the registration at its owner and the owner's word to carol's

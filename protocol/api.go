@@ -1,14 +1,13 @@
 package protocol
 
-// ClusterInfo is the answer of GET /api/cluster: SPEC section 5, plus the
-// node's routing and store. The node writes it; bench, the tests and
-// operators' tools read it.
+// ClusterInfo is the answer of GET /api/cluster (docs/protocol.md §8.3).
+// The node writes it; bench, the tests and operators' tools read it.
 type ClusterInfo struct {
 	Self    string          `json:"self"`    // the answering node's name
 	Members []ClusterMember `json:"members"` // every member it knows of, itself included
 	Ring    RingInfo        `json:"ring"`
-	Routing string          `json:"routing"` // not in SPEC: "owner" or "broadcast"
-	Store   string          `json:"store"`   // not in SPEC: "none", "embedded" or "postgres"
+	Routing string          `json:"routing"` // "owner" or "broadcast": the node's --routing
+	Store   string          `json:"store"`   // "none", "embedded" or "postgres" (docs/protocol.md §7.1)
 }
 
 // ClusterMember is one member as the answering node sees it.

@@ -11,21 +11,57 @@ import (
 // Frame is one decoded client frame. Its strings may share memory with the
 // payload it was decoded from, which must therefore never be modified.
 type Frame struct {
-	Type string
-	ID   string
-	To   string
-	Room string
-	Body string
-	Key  string // send: idempotency key, optional
-	// Group names a group (SPEC 8), on a typing frame for now.
-	Group string
-	// Users are the users of a watch or unwatch: 1 to MaxUsersPerFrame ids.
-	Users []string
+	Type  string
+	ID    string
+	To    string
+	Room  string
+	Group string // send, sync, the group frames, read
+	User  string // group_add, group_remove: the member
+	With  string // read: the peer of a direct conversation
+	Body  string
+	Key   string // send: idempotency key, optional
+	// List is a list of ids as its JSON text (group_create: members),
+	// validated: at most MaxListLen well-formed ids. Items decodes it; the
+	// frame stays comparable and decoding it allocates nothing.
+	List string
+	// Users is, the same way, the users of a watch or unwatch: 1 to
+	// MaxListLen ids. UserItems decodes it.
+	Users string
 	// After (sync) and Since (join) are stream offsets; HasSince tells a
 	// join that asks for a replay from one that does not.
 	After    int64
 	Since    int64
 	HasSince bool
+	Seq      int64 // read: the offset read up to
+}
+
+// MaxListLen bounds a list of ids in one frame: the members of one
+// group_create (SPEC 8: at most 1000), the users of one watch or unwatch
+// (--max-watch's default, so that the default's worth fits one
+// frame; a longer list goes in several).
+const MaxListLen = 1000
+
+// Items returns the ids of f.List, in order.
+func (f *Frame) Items() []string { return listItems(f.List) }
+
+// UserItems returns the ids of f.Users, in order.
+func (f *Frame) UserItems() []string { return listItems(f.Users) }
+
+// listItems returns the ids of a list checkList accepted.
+func listItems(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var items []string
+	for i := skipSpace(s, 1); s[i] != ']'; {
+		var v string
+		v, i = readString(s, i)
+		items = append(items, v)
+		if i = skipSpace(s, i); s[i] == ',' {
+			i = skipSpace(s, i+1)
+		}
+	}
+	return items
 }
 
 // FrameError says why a client frame was refused. ID is set when the frame
@@ -49,15 +85,14 @@ const (
 	hasAfter
 	hasSince
 	hasGroup
+	hasUser
+	hasWith
+	hasList
+	hasSeq
 	hasUsers
 )
 
-// MaxUsersPerFrame bounds the users one watch or unwatch names: --max-watch's
-// default, so that the default's worth fits one frame, and so that a
-// frame of short ids does not make the decoder build a list of thousands.
-const MaxUsersPerFrame = 1000
-
-const idSyntax = " must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
+const idRule = " must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
 
 // DecodeFrame parses and validates one client frame. Validation comes before
 // anything else: a frame that decodes is well-formed for its type.
@@ -83,67 +118,111 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		return f, e
 	}
 	if seen&hasID != 0 && !ValidID(f.ID) {
-		return f, &FrameError{Code: CodeBadRequest, Message: "id must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"}
+		return f, &FrameError{Code: CodeBadRequest, Message: "id" + idRule}
 	}
 	fail := func(msg string) (Frame, *FrameError) {
 		return f, &FrameError{ID: f.ID, Code: CodeBadRequest, Message: msg}
 	}
 	switch f.Type {
 	case TypeSend:
-		switch seen & (hasTo | hasRoom) {
+		switch seen & (hasTo | hasRoom | hasGroup) {
 		case hasTo:
 			if !ValidID(f.To) {
-				return fail("to must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+				return fail("to" + idRule)
 			}
 		case hasRoom:
 			if !ValidID(f.Room) {
-				return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+				return fail("room" + idRule)
+			}
+		case hasGroup:
+			if !ValidID(f.Group) {
+				return fail("group" + idRule)
 			}
 		default:
-			return fail("send names exactly one of to and room")
+			return fail("send names exactly one of to, room and group")
 		}
 		if f.Body == "" {
 			return fail("body must be a non-empty string")
 		}
 		if seen&hasKey != 0 && !ValidID(f.Key) {
-			return fail("key must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+			return fail("key" + idRule)
 		}
 	case TypeJoin, TypeLeave:
 		if seen&hasRoom == 0 || !ValidID(f.Room) {
-			return fail("room must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
+			return fail("room" + idRule)
 		}
 		f.HasSince = f.Type == TypeJoin && seen&hasSince != 0
+	case TypeSync:
+		if seen&hasGroup != 0 && !ValidID(f.Group) {
+			return fail("group" + idRule)
+		}
+	case TypePing, TypeConversations:
+	case TypeGroupCreate, TypeGroupAdd, TypeGroupRemove, TypeGroupLeave:
+		if seen&hasGroup == 0 || !ValidID(f.Group) {
+			return fail("group" + idRule)
+		}
+		if f.Type == TypeGroupCreate && seen&hasList != 0 {
+			if msg := checkList(f.List); msg != "" {
+				return fail("members" + msg)
+			}
+		}
+		needUser := f.Type == TypeGroupAdd || f.Type == TypeGroupRemove
+		if needUser && (seen&hasUser == 0 || !ValidID(f.User)) {
+			return fail("user" + idRule)
+		}
 	case TypeTyping:
 		switch seen & (hasTo | hasRoom | hasGroup) {
 		case hasTo:
 			if !ValidID(f.To) {
-				return fail("to" + idSyntax)
+				return fail("to" + idRule)
 			}
 		case hasRoom:
 			if !ValidID(f.Room) {
-				return fail("room" + idSyntax)
+				return fail("room" + idRule)
 			}
 		case hasGroup:
 			if !ValidID(f.Group) {
-				return fail("group" + idSyntax)
+				return fail("group" + idRule)
 			}
 		default:
 			return fail("typing names exactly one of to, room and group")
 		}
 	case TypeWatch, TypeUnwatch:
-		if len(f.Users) == 0 {
-			return fail("users must be a non-empty array of user ids")
+		if seen&hasUsers == 0 {
+			return fail("users must be a non-empty list of ids")
 		}
-		for _, u := range f.Users {
-			if !ValidID(u) {
-				return fail("each of users" + idSyntax)
+		if msg := checkList(f.Users); msg != "" {
+			return fail("users" + msg)
+		}
+		if f.Users[skipSpace(f.Users, 1)] == ']' { // a list, checked just now
+			return fail("users must be a non-empty list of ids")
+		}
+	case TypeRead:
+		switch seen & (hasWith | hasGroup) {
+		case hasWith:
+			if !ValidID(f.With) {
+				return fail("with" + idRule)
 			}
+		case hasGroup:
+			if !ValidID(f.Group) {
+				return fail("group" + idRule)
+			}
+		default:
+			return fail("read names exactly one of with and group")
 		}
-	case TypePing, TypeSync:
+		if seen&hasSeq == 0 {
+			return fail("seq must be a non-negative integer")
+		}
 	case "":
 		return fail("type is missing")
 	default:
 		return fail("unknown type " + strconv.Quote(f.Type))
+	}
+	if f.Type != TypeGroupCreate {
+		f.List = "" // an unknown field of this type, skipped like any other
+	}
+	if f.Type != TypeWatch && f.Type != TypeUnwatch {
+		f.Users = ""
 	}
 	return f, nil
 }
@@ -185,15 +264,21 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 			dst, bit = &f.Key, hasKey
 		case "group":
 			dst, bit = &f.Group, hasGroup
-		case "users":
-			var why string
-			f.Users, i, why = readUsers(s, i, f.Users[:0])
-			if why != "" && bad == "" {
-				bad = why
-			}
-			seen |= hasUsers
+		case "user":
+			dst, bit = &f.User, hasUser
+		case "with":
+			dst, bit = &f.With, hasWith
+		case "members":
+			end := skipValue(s, i)
+			f.List, seen = s[i:end], seen|hasList
+			i = end
 			continue
-		case "after", "since":
+		case "users":
+			end := skipValue(s, i)
+			f.Users, seen = s[i:end], seen|hasUsers
+			i = end
+			continue
+		case "after", "since", "seq":
 			n, next, ok := readOffset(s, i)
 			i = next
 			if !ok {
@@ -202,10 +287,13 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 				}
 				continue
 			}
-			if key == "after" {
+			switch key {
+			case "after":
 				f.After, seen = n, seen|hasAfter
-			} else {
+			case "since":
 				f.Since, seen = n, seen|hasSince
+			default:
+				f.Seq, seen = n, seen|hasSeq
 			}
 			continue
 		}
@@ -226,37 +314,30 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 	}
 }
 
-// readUsers reads the array of strings at s[i] into users; anything else,
-// or more than MaxUsersPerFrame, is refused but skipped.
-func readUsers(s string, i int, users []string) ([]string, int, string) {
-	if s[i] != '[' {
-		return users, skipValue(s, i), "users must be an array of strings"
+// checkList says why the JSON value s (valid JSON already) is not a list of
+// at most MaxListLen well-formed ids, or "" when it is one.
+func checkList(s string) string {
+	if s[0] != '[' {
+		return " must be a list of ids"
 	}
-	bad := ""
-	i++
-	for {
-		i = skipSpace(s, i)
-		switch s[i] {
-		case ']':
-			return users, i + 1, bad
-		case ',':
-			i++
-			continue
-		case '"':
-			var u string
-			u, i = readString(s, i)
-			if len(users) < MaxUsersPerFrame {
-				users = append(users, u)
-			} else if bad == "" {
-				bad = "users names at most " + strconv.Itoa(MaxUsersPerFrame) + " users per frame"
-			}
-		default:
-			if bad == "" {
-				bad = "users must be an array of strings"
-			}
-			i = skipValue(s, i)
+	n := 0
+	for j := skipSpace(s, 1); s[j] != ']'; {
+		if s[j] != '"' {
+			return " must be a list of ids"
+		}
+		var v string
+		v, j = readString(s, j)
+		if !ValidID(v) {
+			return " must be ids of 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
+		}
+		if n++; n > MaxListLen {
+			return " lists more than " + strconv.Itoa(MaxListLen) + " ids"
+		}
+		if j = skipSpace(s, j); s[j] == ',' {
+			j = skipSpace(s, j+1)
 		}
 	}
+	return ""
 }
 
 // readOffset reads a non-negative integer at s[i]; anything else (a

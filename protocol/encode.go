@@ -5,16 +5,21 @@ import (
 	"unicode/utf8"
 )
 
-// Msg is a chat message as every recipient sees it. Exactly one of To and
-// Room is set.
+// Msg is a chat message as every recipient sees it. Exactly one of To,
+// Room and Group is set.
 type Msg struct {
-	Mid  string
-	From string
-	To   string
-	Room string
-	Body string
-	TS   int64 // milliseconds since the epoch, stamped by the sender's node
-	Seq  int64 // offset in the stream the recipient reads it from; 0 without a store
+	Mid   string
+	From  string
+	To    string
+	Room  string
+	Group string
+	Body  string
+	TS    int64 // milliseconds since the epoch, stamped by the sender's node
+	Seq   int64 // offset in the stream the recipient reads it from; 0 without a store
+	// Event marks a group's membership change (EventAdded, ...), which has
+	// no body; User is the member it names, Admin (EventLeft) who became
+	// admin because the last admin left.
+	Event, User, Admin string
 }
 
 // AppendMsg appends the `msg` frame for m to b. A message is encoded once
@@ -24,15 +29,32 @@ func AppendMsg(b []byte, m *Msg) []byte {
 	b = appendString(b, m.Mid)
 	b = append(b, `,"from":`...)
 	b = appendString(b, m.From)
-	if m.Room != "" {
+	switch {
+	case m.Room != "":
 		b = append(b, `,"room":`...)
 		b = appendString(b, m.Room)
-	} else {
+	case m.Group != "":
+		b = append(b, `,"group":`...)
+		b = appendString(b, m.Group)
+	default:
 		b = append(b, `,"to":`...)
 		b = appendString(b, m.To)
 	}
-	b = append(b, `,"body":`...)
-	b = appendString(b, m.Body)
+	if m.Event != "" {
+		b = append(b, `,"event":`...)
+		b = appendString(b, m.Event)
+		if m.User != "" {
+			b = append(b, `,"user":`...)
+			b = appendString(b, m.User)
+		}
+		if m.Admin != "" {
+			b = append(b, `,"admin":`...)
+			b = appendString(b, m.Admin)
+		}
+	} else {
+		b = append(b, `,"body":`...)
+		b = appendString(b, m.Body)
+	}
 	b = append(b, `,"ts":`...)
 	b = strconv.AppendInt(b, m.TS, 10)
 	if m.Seq > 0 {
@@ -122,6 +144,22 @@ type Ack struct {
 	Last       int64  // sync: the newest offset of the stream
 	More       bool   // sync: offsets after the page remain
 	Page       bool   // sync: write last and more
+	// Conversations answers a conversations frame (written, even empty,
+	// when non-nil).
+	Conversations []Conversation
+}
+
+// Conversation is one entry of a conversations answer: exactly one of With
+// and Group is set.
+// Its JSON tags are the HTTP API's.
+type Conversation struct {
+	With   string `json:"with,omitempty"`
+	Group  string `json:"group,omitempty"`
+	Last   int64  `json:"last"`            // the newest offset in it: of the user's inbox (direct), of the group's stream
+	Read   int64  `json:"read"`            // the user's read offset
+	Unread int64  `json:"unread"`          // messages and events of others after Read
+	TS     int64  `json:"ts"`              // the time of the newest message
+	Admin  bool   `json:"admin,omitempty"` // group: the user is an admin
 }
 
 // AppendAck appends an ack without optional fields but recipients, which
@@ -154,6 +192,62 @@ func AppendAckFrame(b []byte, a *Ack) []byte {
 		b = append(b, `,"more":`...)
 		b = strconv.AppendBool(b, a.More)
 	}
+	if a.Conversations != nil {
+		b = append(b, `,"conversations":[`...)
+		for i := range a.Conversations {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendConversation(b, &a.Conversations[i])
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+func appendConversation(b []byte, c *Conversation) []byte {
+	if c.Group != "" {
+		b = append(b, `{"group":`...)
+		b = appendString(b, c.Group)
+	} else {
+		b = append(b, `{"with":`...)
+		b = appendString(b, c.With)
+	}
+	b = append(b, `,"last":`...)
+	b = strconv.AppendInt(b, c.Last, 10)
+	b = append(b, `,"read":`...)
+	b = strconv.AppendInt(b, c.Read, 10)
+	b = append(b, `,"unread":`...)
+	b = strconv.AppendInt(b, c.Unread, 10)
+	b = append(b, `,"ts":`...)
+	b = strconv.AppendInt(b, c.TS, 10)
+	if c.Group != "" {
+		b = append(b, `,"admin":`...)
+		b = strconv.AppendBool(b, c.Admin)
+	}
+	return append(b, '}')
+}
+
+// Receipt says By has read a conversation up to Seq: exactly one of With
+// (a direct conversation, named as its recipient sees it) and Group is set.
+type Receipt struct {
+	By, With, Group string
+	Seq             int64
+}
+
+// AppendReceipt appends the `receipt` frame for r.
+func AppendReceipt(b []byte, r *Receipt) []byte {
+	b = append(b, `{"type":"`+TypeReceipt+`","by":`...)
+	b = appendString(b, r.By)
+	if r.Group != "" {
+		b = append(b, `,"group":`...)
+		b = appendString(b, r.Group)
+	} else {
+		b = append(b, `,"with":`...)
+		b = appendString(b, r.With)
+	}
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, r.Seq, 10)
 	return append(b, '}')
 }
 

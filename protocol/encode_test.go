@@ -67,10 +67,11 @@ func BenchmarkEncodePresence(b *testing.B) {
 	}
 }
 
-// The server frames are byte for byte SPEC section 4's examples, so that
+// The server frames are byte for byte those of docs/protocol.md §2.6 and §4
+// (their fields, in their order, with values of the tests' own), so that
 // the names of types, statuses and codes are pinned to the wire here and
 // every other test may use the constants.
-func TestServerFramesAreSPECsExamples(t *testing.T) {
+func TestServerFramesAreAsDocumented(t *testing.T) {
 	for _, tc := range []struct {
 		got  []byte
 		want string
@@ -88,6 +89,21 @@ func TestServerFramesAreSPECsExamples(t *testing.T) {
 		{AppendAckFrame(nil, &Ack{ID: "c1", Status: StatusStored, Recipients: -1, Seq: 4, Mid: "m1"}),
 			`{"type":"ack","id":"c1","status":"stored","seq":4,"mid":"m1"}`},
 		{AppendPong(nil, "c5"), `{"type":"pong","id":"c5"}`},
+		// SPEC 8.
+		{AppendAckFrame(nil, &Ack{ID: "c5", Status: StatusSent, Recipients: 4, Seq: 13}),
+			`{"type":"ack","id":"c5","status":"sent","recipients":4,"seq":13}`},
+		{AppendMsg(nil, &Msg{Mid: "m3", From: "alice", Group: "team", Body: "hi", TS: 5, Seq: 13}),
+			`{"type":"msg","mid":"m3","from":"alice","group":"team","body":"hi","ts":5,"seq":13}`},
+		{AppendMsg(nil, &Msg{Mid: "m4", From: "alice", Group: "team", Event: EventAdded, User: "dave", TS: 5, Seq: 14}),
+			`{"type":"msg","mid":"m4","from":"alice","group":"team","event":"added","user":"dave","ts":5,"seq":14}`},
+		{AppendReceipt(nil, &Receipt{By: "alice", With: "alice", Seq: 88}), `{"type":"receipt","by":"alice","with":"alice","seq":88}`},
+		{AppendReceipt(nil, &Receipt{By: "alice", Group: "team", Seq: 12}), `{"type":"receipt","by":"alice","group":"team","seq":12}`},
+		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{
+			{With: "bob", Last: 57, Read: 50, Unread: 7, TS: 3}, {Group: "team", Last: 14, Read: 14, TS: 2, Admin: true}}}),
+			`{"type":"ack","id":"c9","status":"ok","conversations":[{"with":"bob","last":57,"read":50,"unread":7,"ts":3},{"group":"team","last":14,"read":14,"unread":0,"ts":2,"admin":true}]}`},
+		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{}}),
+			`{"type":"ack","id":"c9","status":"ok","conversations":[]}`},
+		// Issue 13.
 		{AppendTyping(nil, &Typing{From: "alice", To: "bob"}), `{"type":"typing","from":"alice","to":"bob"}`},
 		{AppendTyping(nil, &Typing{From: "alice", Room: "lobby"}), `{"type":"typing","from":"alice","room":"lobby"}`},
 		{AppendTyping(nil, &Typing{From: "alice", Group: "team"}), `{"type":"typing","from":"alice","group":"team"}`},
@@ -96,7 +112,7 @@ func TestServerFramesAreSPECsExamples(t *testing.T) {
 		{AppendError(nil, "c1", CodeNotMember, "join first"), `{"type":"error","id":"c1","code":"not_member","message":"join first"}`},
 	} {
 		if string(tc.got) != tc.want {
-			t.Errorf("encoded %s, SPEC says %s", tc.got, tc.want)
+			t.Errorf("encoded %s, docs/protocol.md says %s", tc.got, tc.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package protocol
 
-// MaxIDLen bounds user ids, room names and client frame ids (SPEC section 3).
+// MaxIDLen bounds user ids, room names, client frame ids and idempotency
+// keys (docs/protocol.md §2.2).
 const MaxIDLen = 64
 
 // ValidID reports whether s is a well-formed user id, room name or frame id:

@@ -2,8 +2,10 @@ package router
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/shardchat/shard/protocol"
+	"github.com/shardchat/shard/store"
 )
 
 // result is the outcome of routing one message, or of a join or leave.
@@ -16,54 +18,83 @@ type result struct {
 	page       bool   // a sync page: last and more are set
 	last       int64
 	more       bool
-	silent     bool // no answer is owed: a typing frame without id
+	// conversations answers a conversations frame.
+	conversations []protocol.Conversation
+	silent        bool // no answer is owed: a typing frame without id
 }
 
-// A refusal is an error the client is answered with as it is: a SPEC code
-// and a message for people.
-type refusal struct{ code, message string }
+// refused is an error the client is answered with as it is: a code and a
+// message for people, so that a capability's own refusals need no case in
+// refusal.
+type refused struct{ code, message string }
 
-func (e *refusal) Error() string { return e.message }
+func (e *refused) Error() string { return e.message }
 
 var (
-	errNotMember = errors.New("not a member")
+	errNotMember = errors.New("join the room before sending to it")
 	errNoStore   = errors.New("this cluster keeps no history: it runs without a message store")
+	// errNeedsStore: groups and read state live in the store (SPEC 8).
+	errNeedsStore = errors.New("groups and read state need a message store; this cluster runs without one")
 	// errNotAttached: a frame from a connection the router does not hold
 	// (its registration failed, or it has closed).
 	errNotAttached = errors.New("connection is not registered")
 )
 
+// refusal is how an error reaches a client: a code and a message. Any
+// error not listed is `unavailable`: the cluster could not do it now.
+func refusal(err error) (code, message string) {
+	var rf *refused
+	switch {
+	case errors.As(err, &rf):
+		return rf.code, rf.message
+	case err == errNotMember:
+		return protocol.CodeNotMember, err.Error()
+	case err == errNoStore:
+		return protocol.CodeUnavailable, err.Error()
+	case err == errNeedsStore, err == ErrTooManyRooms:
+		return protocol.CodeBadRequest, err.Error()
+	case errors.Is(err, store.ErrNotMember), errors.Is(err, store.ErrNoGroup):
+		// A group one cannot see is one one is not a member of.
+		return protocol.CodeNotMember, "not a member of this group"
+	case errors.Is(err, store.ErrForbidden):
+		return protocol.CodeForbidden, "only an admin of the group may do that"
+	case errors.Is(err, store.ErrConflict):
+		return protocol.CodeConflict, "a group of that name exists"
+	case errors.Is(err, store.ErrTooMany):
+		return protocol.CodeBadRequest, storeText(err, store.ErrTooMany)
+	case errors.Is(err, store.ErrInvalid):
+		return protocol.CodeBadRequest, storeText(err, store.ErrInvalid)
+	}
+	return protocol.CodeUnavailable, "the cluster cannot route this right now; retry later"
+}
+
+// storeText is what the store said of a refusal, without its sentinel:
+// `add member "team": 1001 members, at most 1000`.
+func storeText(err, sentinel error) string {
+	return strings.TrimSuffix(strings.TrimPrefix(err.Error(), "store: "), ": "+sentinel.Error())
+}
+
 func (r *Router) answer(c Conn, id, typ string, res result) {
 	var frame []byte
-	var ref *refusal
-	switch {
-	case res.silent:
+	if res.silent {
 		c.Answer(nil)
 		return
-	case errors.As(res.err, &ref):
-		r.m.answerStatus.WithLabelValues(ref.code).Inc()
-		frame = protocol.AppendError(nil, id, ref.code, ref.message)
-	case res.err == errNotMember:
-		r.m.answerStatus.WithLabelValues(protocol.CodeNotMember).Inc()
-		frame = protocol.AppendError(nil, id, protocol.CodeNotMember, "join the room before sending to it")
-	case res.err == errNoStore:
-		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
-		frame = protocol.AppendError(nil, id, protocol.CodeUnavailable, res.err.Error())
-	case res.err == ErrTooManyRooms:
-		r.m.answerStatus.WithLabelValues(protocol.CodeBadRequest).Inc()
-		frame = protocol.AppendError(nil, id, protocol.CodeBadRequest, res.err.Error())
-	case res.err != nil:
-		r.m.answerStatus.WithLabelValues(protocol.CodeUnavailable).Inc()
-		r.log.Debug("answered unavailable", "user", c.User(), "conn", c.ID(), "type", typ, "err", res.err)
-		frame = protocol.AppendError(nil, id, protocol.CodeUnavailable, "the cluster cannot route this right now; retry later")
-	default:
-		r.m.answerStatus.WithLabelValues(res.status).Inc()
-		n := -1
-		if res.status == protocol.StatusSent {
-			n = res.recipients
-		}
-		frame = protocol.AppendAckFrame(nil, &protocol.Ack{ID: id, Status: res.status, Recipients: n,
-			Seq: res.seq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more})
 	}
+	if res.err != nil {
+		code, message := refusal(res.err)
+		if code == protocol.CodeUnavailable {
+			r.log.Debug("answered unavailable", "user", c.User(), "conn", c.ID(), "type", typ, "err", res.err)
+		}
+		r.m.answerStatus.WithLabelValues(code).Inc()
+		c.Answer(protocol.AppendError(nil, id, code, message))
+		return
+	}
+	r.m.answerStatus.WithLabelValues(res.status).Inc()
+	n := -1
+	if res.status == protocol.StatusSent {
+		n = res.recipients
+	}
+	frame = protocol.AppendAckFrame(nil, &protocol.Ack{ID: id, Status: res.status, Recipients: n,
+		Seq: res.seq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more, Conversations: res.conversations})
 	c.Answer(frame)
 }

@@ -58,11 +58,14 @@ type Config struct {
 	// that a client cannot grow the room index without bound. Default
 	// DefaultMaxRooms.
 	MaxRooms int
-	// MaxWatch bounds the users one connection watches at once (SPEC 9,
-	// --max-watch). Default DefaultMaxWatch.
+	// MaxWatch bounds the users one connection watches at once
+	// (--max-watch, docs/protocol.md §3.8). Default DefaultMaxWatch.
 	MaxWatch int
 	// Store keeps messages; nil: live delivery only, at most once.
-	Store   store.Store
+	Store store.Store
+	// Offline, when set, is told of every stored message that reached no
+	// connection of a recipient (offline.go). It must not block.
+	Offline func(OfflineMessage)
 	Logger  *slog.Logger
 	Metrics *Metrics
 }
@@ -80,7 +83,7 @@ const (
 	// DefaultMaxRooms (the --max-rooms default): more than any chat client
 	// shows at once, and 256 directory entries per connection at most.
 	DefaultMaxRooms = 256
-	// DefaultMaxWatch (the --max-watch default) is SPEC 9's: a contact
+	// DefaultMaxWatch (the --max-watch default) is issue 13's: a contact
 	// list of a thousand users, in one watch frame.
 	DefaultMaxWatch = 1000
 )

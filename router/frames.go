@@ -9,8 +9,9 @@ import (
 )
 
 // HandleFrame acts on a frame a client connection sent (send, join, leave,
-// sync, typing, watch, unwatch); each gets exactly one answer through
-// c.Answer (a typing frame without id, whose answer is nil). It runs in the
+// sync, the group frames, read, conversations, typing, watch, unwatch);
+// each gets exactly one answer through c.Answer (a typing frame without id
+// a nil one). It runs in the
 // connection's reader, so that its frames are routed in order; only a
 // lookup at an owner (on a cache miss), a store call or a join waits here.
 func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
@@ -29,7 +30,17 @@ func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 	case protocol.TypeLeave:
 		r.handleLeave(cl, f, answer)
 	case protocol.TypeSync:
+		if f.Group != "" {
+			r.handleSyncGroup(cl, f, answer)
+			return
+		}
 		r.handleSync(cl, f, answer)
+	case protocol.TypeGroupCreate, protocol.TypeGroupAdd, protocol.TypeGroupRemove, protocol.TypeGroupLeave:
+		r.handleGroupChange(cl, f, answer)
+	case protocol.TypeRead:
+		r.handleRead(cl, f, answer)
+	case protocol.TypeConversations:
+		r.handleConversations(cl, f, answer)
 	case protocol.TypeTyping:
 		r.handleTyping(cl, f, answer)
 	case protocol.TypeWatch:
@@ -39,13 +50,14 @@ func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 	}
 }
 
-// handleSend routes a message to a user or to a room this connection joined.
+// handleSend routes a message to a user, to a room this connection joined,
+// or to a group (whose membership the store checks).
 func (r *Router) handleSend(c *client, f *protocol.Frame, answer func(result)) {
 	if f.Room != "" && !c.joined(f.Room) {
 		answer(result{err: errNotMember})
 		return
 	}
-	r.route(store.Append{Mid: r.newMid(), From: c.User(), To: f.To, Room: f.Room, Body: f.Body,
+	r.route(store.Append{Mid: r.newMid(), From: c.User(), To: f.To, Room: f.Room, Group: f.Group, Body: f.Body,
 		TS: time.Now().UnixMilli(), Key: f.Key}, c, answer)
 }
 

@@ -44,7 +44,7 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 	}
 	if ap.Duplicate {
 		res := result{seq: ap.Seq, status: protocol.StatusStored}
-		if a.Room != "" {
+		if a.Room != "" || a.Group != "" {
 			res.status = protocol.StatusSent
 		}
 		if ap.Answer != nil {
@@ -57,7 +57,11 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 	if a.Key != "" {
 		r.keys.start(a.From, a.Key)
 	}
+	m := protocol.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Group: a.Group, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
 	finish := func(res result) {
+		if res.status == protocol.StatusStored {
+			r.tellOffline(&m, a.To)
+		}
 		res.seq, res.mid = ap.Seq, ap.Mid
 		if a.Key != "" {
 			r.keys.finish(a.From, a.Key, res)
@@ -65,7 +69,10 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 		}
 		done(res)
 	}
-	m := protocol.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
+	if a.Group != "" {
+		r.routeGroup(m, ap.Version, sender, finish)
+		return
+	}
 	r.routeLive(m, ap.SenderSeq, sender, finish)
 }
 
@@ -187,7 +194,8 @@ func sendHistory(c Conn, msgs []store.Message) {
 	for i := range msgs {
 		m := &msgs[i]
 		frames[i] = protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &protocol.Msg{
-			Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Body: m.Body, TS: m.TS, Seq: m.Seq})
+			Mid: m.Mid, From: m.From, To: m.To, Room: m.Room, Group: m.Group, Body: m.Body, TS: m.TS, Seq: m.Seq,
+			Event: m.Event, User: m.User, Admin: m.Admin})
 	}
 	c.Queue(frames...)
 }

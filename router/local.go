@@ -130,40 +130,42 @@ func (r *Router) registerLocked(owner string, regs []registration) <-chan error 
 func (r *Router) deliverLocal(d *delivery) (got, refused int) {
 	r.local.mu.RLock()
 	defer r.local.mu.RUnlock()
-	if d.target.Room {
+	written := 0
+	switch {
+	case d.users != nil:
+		for _, u := range d.users {
+			g, _ := r.sendAll(r.local.conns[Key{Name: u}], d.skip, d.frame)
+			got += g
+		}
+		written = got
+	case d.target.Room:
 		for _, c := range r.local.conns[d.target] {
-			if c == d.skip {
-				continue
-			}
-			var sent bool
-			if d.ephemeral {
-				// No offset for a replay to hand over: queued at once (a
-				// room's fan-out waits for none of its members).
-				sent = c.Queue(d.frame)
-			} else {
-				sent = c.sendRoom(d.target.Name, d.seq, d.frame)
-			}
-			if sent {
+			if c != d.skip && c.sendRoom(d.target.Name, d.seq, d.frame) {
 				got++
 			}
 		}
-		r.countDeliveries(d, got)
-		return got, 0
-	}
-	got, refused = r.sendAll(d, r.local.conns[d.target], d.frame)
-	if d.from != "" && d.from != d.target.Name {
-		copy := d.copy
-		if copy == nil {
-			copy = d.frame
+		written = got
+	default:
+		got, refused = r.sendAll(r.local.conns[d.target], d.skip, d.frame)
+		written = got
+		if d.from != "" && d.from != d.target.Name {
+			copy := d.copy
+			if copy == nil {
+				copy = d.frame
+			}
+			copies, _ := r.sendAll(r.local.conns[Key{Name: d.from}], d.skip, copy)
+			written += copies
 		}
-		r.sendAll(d, r.local.conns[Key{Name: d.from}], copy)
+	}
+	if !d.ephemeral && written > 0 {
+		r.m.Deliveries.Add(float64(written))
 	}
 	return got, refused
 }
 
-func (r *Router) sendAll(d *delivery, conns []*client, frame []byte) (got, refused int) {
+func (r *Router) sendAll(conns []*client, skip *client, frame []byte) (got, refused int) {
 	for _, c := range conns {
-		if c == d.skip {
+		if c == skip {
 			continue
 		}
 		if c.Send(frame) {
@@ -172,15 +174,7 @@ func (r *Router) sendAll(d *delivery, conns []*client, frame []byte) (got, refus
 			refused++
 		}
 	}
-	r.countDeliveries(d, got)
 	return got, refused
-}
-
-// countDeliveries counts the `msg` frames of d that n connections got.
-func (r *Router) countDeliveries(d *delivery, n int) {
-	if n > 0 && !d.ephemeral {
-		r.m.Deliveries.Add(float64(n))
-	}
 }
 
 func init() { servePeer(kindRegister, "register", (*Router).serveRegister) }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -102,33 +103,15 @@ func (r *Router) askOwner(ctx context.Context, owner string, key Key, version st
 	}
 	payload := appendKey([]byte{flags}, key)
 	payload = link.AppendString(payload, version)
-	type answer struct {
-		p   []byte
-		err error
+	p, err := r.ask(ctx, owner, kindLookup, payload)
+	if err != nil {
+		return nil, err
 	}
-	ch := make(chan answer, 1)
-	r.request(owner, kindLookup, 1, payload, func(p []byte, err error) { ch <- answer{p, err} })
-	var a answer
-	select {
-	case a = <-ch:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if a.err != nil {
-		return nil, a.err
-	}
-	status, locs, err := decodeLocations(a.p)
+	status, locs, err := decodeLocations(p)
 	if err != nil {
 		return nil, fmt.Errorf("lookup %s at %s: %w", key, owner, err)
 	}
-	switch status {
-	case lookupKnown:
-		return locs, nil
-	case lookupUnsettled:
-		return nil, ErrUnsettled
-	default:
-		return nil, ErrNotOwner
-	}
+	return lookupResult{status, locs}.locations()
 }
 
 func init() { servePeer(kindLookup, "lookup", (*Router).serveLookup) }
@@ -145,18 +128,163 @@ func (r *Router) serveLookup(from link.Peer, p []byte, reply func([]byte)) {
 		reply(nil)
 		return
 	}
+	status, locs := r.answerLookup(from, key, flags&lookupWatch != 0, version)
+	reply(appendLocations(nil, status, locs))
+}
+
+// answerLookup is the owner's answer for one key.
+func (r *Router) answerLookup(from link.Peer, key Key, watch bool, version string) (byte, []Location) {
 	if r.view.Load().ring.Owner(key.Name) != r.cfg.Self {
-		reply(appendLocations(nil, lookupNotOwner, nil))
-		return
+		return lookupNotOwner, nil
 	}
 	watcher, until := "", time.Time{}
-	if flags&lookupWatch != 0 {
+	if watch {
 		watcher, until = from.Name, time.Now().Add(r.cfg.CacheTTL+watchSlack)
 	}
 	locs, err := r.lookupOwned(key, watcher, until, version)
 	if err != nil {
-		reply(appendLocations(nil, lookupUnsettled, nil))
+		return lookupUnsettled, nil
+	}
+	return lookupKnown, locs
+}
+
+// A group's members are many users, each with its own owner: they are
+// looked up together, with one request per owner for all the misses it
+// owns, not one per user.
+
+func init() { servePeer(kindLookupUsers, "lookup_users", (*Router).serveLookupUsers) }
+
+// locateUsers returns where each of users has connections, by index: from
+// this node's directory, the cache, or one lookup per owner for the rest.
+// While the cluster cannot tell (the ring just changed) it retries those for
+// settleWait; a user whose owner still cannot tell gets no location, and
+// its index is in unknown.
+func (r *Router) locateUsers(users []string) (locs [][]Location, unknown []int) {
+	locs = make([][]Location, len(users))
+	pending := make([]int, len(users))
+	for i := range pending {
+		pending[i] = i
+	}
+	deadline := time.Now().Add(settleWait)
+	backoff := 5 * time.Millisecond
+	for {
+		pending = r.locateUsersOnce(users, pending, locs)
+		if len(pending) == 0 || time.Now().Add(backoff).After(deadline) {
+			return locs, pending
+		}
+		select {
+		case <-time.After(backoff):
+		case <-r.stop:
+			return locs, pending
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// locateUsersOnce fills locs for the users at the indexes of pending and
+// returns those it could not tell yet.
+func (r *Router) locateUsersOnce(users []string, pending []int, locs [][]Location) (again []int) {
+	v := r.view.Load()
+	now := time.Now()
+	type miss struct {
+		i int
+		f *flight
+	}
+	asks := make(map[string][]miss) // owner -> the keys this node leads the lookup of
+	var follow []miss
+	for _, i := range pending {
+		key := Key{Name: users[i]}
+		switch owner := v.ring.Owner(key.Name); owner {
+		case "":
+			again = append(again, i)
+		case r.cfg.Self:
+			l, err := r.lookupOwned(key, "", time.Time{}, v.version)
+			if err != nil {
+				again = append(again, i)
+				continue
+			}
+			locs[i] = l
+		default:
+			l, hit, f, leader := r.cache.get(key, now)
+			switch {
+			case hit:
+				r.m.LookupCache.WithLabelValues("hit").Inc()
+				locs[i] = l
+			case leader:
+				r.m.LookupCache.WithLabelValues("miss").Inc()
+				asks[owner] = append(asks[owner], miss{i, f})
+			default:
+				follow = append(follow, miss{i, f})
+			}
+		}
+	}
+	type answer struct {
+		owner string
+		p     []byte
+		err   error
+	}
+	answers := make(chan answer, len(asks))
+	for owner, ms := range asks {
+		keys := make([]Key, len(ms))
+		for j, m := range ms {
+			keys[j] = Key{Name: users[m.i]}
+		}
+		payload := append([]byte{lookupWatch}, link.AppendString(nil, v.version)...)
+		payload = appendKeys(payload, keys)
+		r.request(owner, kindLookupUsers, len(keys), payload, func(p []byte, err error) { answers <- answer{owner, p, err} })
+	}
+	expires := now.Add(r.cfg.CacheTTL)
+	for range asks {
+		a := <-answers // every request is answered or fails
+		ms := asks[a.owner]
+		var results []lookupResult
+		err := a.err
+		if err == nil {
+			if results, err = decodeLookupResults(a.p); err == nil && len(results) != len(ms) {
+				err = errMalformed
+			}
+		}
+		for j, m := range ms {
+			key := Key{Name: users[m.i]}
+			var l []Location
+			kerr := err
+			if kerr == nil {
+				l, kerr = results[j].locations()
+			}
+			r.cache.finish(key, m.f, l, kerr, expires)
+			if kerr != nil {
+				again = append(again, m.i)
+				continue
+			}
+			locs[m.i] = l
+		}
+	}
+	for _, m := range follow {
+		<-m.f.done // the leader always finishes
+		if m.f.err != nil {
+			again = append(again, m.i)
+			continue
+		}
+		locs[m.i] = m.f.locs
+	}
+	return again
+}
+
+// serveLookupUsers answers a lookup of many users at once, in order.
+func (r *Router) serveLookupUsers(from link.Peer, p []byte, reply func([]byte)) {
+	d := link.NewDecoder(p)
+	flags := d.Byte()
+	version := d.String()
+	keys := decodeKeyList(&d)
+	if err := d.Done(); err != nil {
+		r.log.Warn("bad lookup of users from peer", "peer", from.Name, "err", err)
+		reply(nil)
 		return
 	}
-	reply(appendLocations(nil, lookupKnown, locs))
+	b := binary.AppendUvarint(nil, uint64(len(keys)))
+	for _, key := range keys {
+		status, locs := r.answerLookup(from, key, flags&lookupWatch != 0, version)
+		b = appendLocations(b, status, locs)
+	}
+	reply(b)
 }

@@ -2,7 +2,7 @@ package router
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the counters of SPEC section 7 that the router moves, plus
+// Metrics are the counters of docs/protocol.md §9 that the router moves, plus
 // a few that explain them.
 type Metrics struct {
 	Connections    prometheus.Gauge

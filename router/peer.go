@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,22 @@ func (r *Router) applyRegistrations(holder link.Peer, regs []registration, done 
 func (r *Router) request(peer string, k kind, n int, payload []byte, cb func([]byte, error)) {
 	if r.links.Request(peer, link.Kind(k), payload, cb) {
 		r.m.PeerSent.WithLabelValues(k.String()).Add(float64(n))
+	}
+}
+
+// ask sends one request to peer and waits for its reply, or for ctx.
+func (r *Router) ask(ctx context.Context, peer string, k kind, payload []byte) ([]byte, error) {
+	type answer struct {
+		p   []byte
+		err error
+	}
+	ch := make(chan answer, 1)
+	r.request(peer, k, 1, payload, func(p []byte, err error) { ch <- answer{p, err} })
+	select {
+	case a := <-ch:
+		return a.p, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 

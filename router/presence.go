@@ -10,9 +10,10 @@ import (
 
 	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/protocol"
+	"github.com/shardchat/shard/store"
 )
 
-// Presence you are told about (SPEC 9). A connection watches users; each
+// Presence you are told about (docs/protocol.md §13). A connection watches users; each
 // user's owner knows from its directory whether the user has a connection
 // anywhere, and tells each node that watches the user once per change; that
 // node hands the change to its own watching connections.
@@ -33,7 +34,7 @@ import (
 // before: a new owner telling it again what it knows costs a node-to-node
 // message, never a frame to a client.
 
-// offlineAfter is SPEC 9's: offline is announced once the user has had no
+// offlineAfter is docs/protocol.md §13.2's: offline is announced once the user has had no
 // connection for 3 s, so that a client reconnecting after a drain (a 1012,
 // then a jittered backoff from 100 ms) does not flap.
 const offlineAfter = 3 * time.Second
@@ -53,12 +54,22 @@ const presenceBatch = 1000
 // told again, while the node it went to is still a member.
 const presenceRetry = time.Second
 
-// maxLastSeen bounds the users whose last_seen an owner keeps in memory:
+// maxLastSeen bounds the users whose last close an owner keeps in memory:
 // 100,000 of about 80 bytes, 8 MB; past it one is forgotten at random, and
-// its last_seen is 0 again (SPEC 9: "else 0 once unknown").
+// its last_seen comes from the store again, or is 0 without one
+// (docs/protocol.md §13.2).
 const maxLastSeen = 100000
 
-var errTooManyNodeWatches = &refusal{protocol.CodeUnavailable, "this node holds the most watches it allows; retry on another node"}
+// lastSeenQueue bounds the closes waiting to be written to the store, and
+// lastSeenWriters the writes under way: a burst of 4096 closes (a node's
+// users after it crashed) within the store's 5 s. Past it a close is not
+// written: it is in the owner's memory, and the store keeps an older one.
+const (
+	lastSeenQueue   = 4096
+	lastSeenWriters = 16
+)
+
+var errTooManyNodeWatches = &refused{protocol.CodeUnavailable, "this node holds the most watches it allows; retry on another node"}
 
 func watchKey(user string) Key { return Key{Watch: true, Name: user} }
 
@@ -87,7 +98,7 @@ type doubt struct {
 // state follows, at once where this node knows it, else as soon as the
 // owner tells it.
 func (r *Router) handleWatch(c *client, f *protocol.Frame, answer func(result)) {
-	users := distinct(f.Users)
+	users := distinct(f.UserItems())
 	r.watches.mu.Lock()
 	c.mu.Lock()
 	var fresh []string
@@ -100,7 +111,7 @@ func (r *Router) handleWatch(c *client, f *protocol.Frame, answer func(result)) 
 	case len(c.watches)+len(fresh) > r.cfg.MaxWatch:
 		c.mu.Unlock()
 		r.watches.mu.Unlock()
-		answer(result{err: &refusal{protocol.CodeBadRequest,
+		answer(result{err: &refused{protocol.CodeBadRequest,
 			fmt.Sprintf("a connection watches at most %d users (--max-watch); unwatch some first", r.cfg.MaxWatch)}})
 		return
 	case r.watches.count+len(fresh) > maxNodeWatches:
@@ -194,7 +205,7 @@ func (r *Router) startWatches(c *client, users []string) {
 // has not been told yet: the retries go on telling it, and the connection
 // gets nothing more of those users all the same.
 func (r *Router) handleUnwatch(c *client, f *protocol.Frame, answer func(result)) {
-	if err := <-r.unwatch(c, distinct(f.Users)); err != nil {
+	if err := <-r.unwatch(c, distinct(f.UserItems())); err != nil {
 		answer(result{err: err})
 		return
 	}
@@ -424,6 +435,17 @@ type presenceBook struct {
 	// owner saw it: see recordLastSeen. Records of users it stops owning
 	// go, so a record says it has owned the user since.
 	lastSeen map[string]int64
+	// writes are the closes on their way to the store (lastSeenLoop).
+	writes chan lastSeenWrite
+	// reads are the users whose last_seen is to be read from the store,
+	// reading whether a read is under way (readLastSeen).
+	reads   map[string]struct{}
+	reading bool
+}
+
+type lastSeenWrite struct {
+	user string
+	ms   int64
 }
 
 // presenceEntry is one watched user at its owner.
@@ -431,8 +453,14 @@ type presenceEntry struct {
 	known     bool // a state was announced
 	online    bool
 	lastSeen  int64
-	uncertain bool   // offline, since when not known: see presenceState
-	version   uint64 // of the announced state: 1, 2, ...
+	uncertain bool // offline, since when not known: see presenceState
+	// stored is the user's last_seen as the store has it, read once for a
+	// user whose close this owner did not see (storedRead). It only
+	// numbers last_seen: it does not say the user has been gone since, as
+	// the close of an owner that just left may not have reached the store.
+	stored     int64
+	storedRead bool
+	version    uint64 // of the announced state: 1, 2, ...
 	// zeroSince is since when the user has had no connection, as far as
 	// this owner knows; zero while it has some, or when not known.
 	zeroSince time.Time
@@ -500,13 +528,17 @@ func (r *Router) markPresence(users ...string) {
 }
 
 // recordLastSeen keeps when user's last connection closed, in memory at
-// the owner. This and lastSeenOf are the seam where last_seen goes to the
-// message store once store.Store can keep it (SPEC 9: "kept in the store
-// when there is one"; SetLastSeen and LastSeen are being added on the
-// branch storegroups): recordLastSeen runs under the directory's lock, so
-// the write would be queued for a writer, as recordAnswer does, and
-// lastSeenOf would read the store for a user it has no record of.
-func (b *presenceBook) recordLastSeen(user string, ms int64) {
+// the owner, and queues it for the store when there is one: this runs
+// under the directory's lock, lastSeenLoop writes.
+func (r *Router) recordLastSeen(user string, ms int64) {
+	b := &r.presence
+	if r.cfg.Store != nil {
+		select {
+		case b.writesLocked() <- lastSeenWrite{user, ms}:
+		default:
+			r.log.Warn("last seen not stored: queue full", "user", user)
+		}
+	}
 	if b.lastSeen == nil {
 		b.lastSeen = make(map[string]int64)
 	}
@@ -524,6 +556,88 @@ func (b *presenceBook) recordLastSeen(user string, ms int64) {
 func (b *presenceBook) lastSeenOf(user string) (int64, bool) {
 	ms, ok := b.lastSeen[user]
 	return ms, ok
+}
+
+// writesLocked returns the queue of closes for the store.
+func (b *presenceBook) writesLocked() chan lastSeenWrite {
+	if b.writes == nil {
+		b.writes = make(chan lastSeenWrite, lastSeenQueue)
+	}
+	return b.writes
+}
+
+// lastSeenLoop writes the closes recordLastSeen queued to the store, at
+// most lastSeenWriters at once.
+func (r *Router) lastSeenLoop() {
+	defer r.wg.Done()
+	r.presence.mu.Lock()
+	writes := r.presence.writesLocked()
+	r.presence.mu.Unlock()
+	writers := make(chan struct{}, lastSeenWriters)
+	for {
+		var w lastSeenWrite
+		select {
+		case <-r.stop:
+			return
+		case w = <-writes:
+		}
+		select {
+		case writers <- struct{}{}:
+		case <-r.stop:
+			return
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			if err := r.cfg.Store.SetLastSeen(ctx, w.user, w.ms); err != nil {
+				r.log.Warn("last seen not stored", "user", w.user, "err", err)
+			}
+			cancel()
+			<-writers
+		}()
+	}
+}
+
+// readLastSeenLocked starts a read from the store of the last_seen of the
+// users queued for one, store.MaxLastSeenUsers at a time, unless one is
+// under way; each read user is looked at again.
+func (r *Router) readLastSeenLocked() {
+	b := &r.presence
+	if b.reading || len(b.reads) == 0 {
+		return
+	}
+	users := make([]string, 0, min(len(b.reads), store.MaxLastSeenUsers))
+	for u := range b.reads {
+		if len(users) == cap(users) {
+			break
+		}
+		users = append(users, u)
+		delete(b.reads, u)
+	}
+	b.reading = true
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		seen, err := r.cfg.Store.LastSeen(ctx, users...)
+		cancel()
+		if err != nil {
+			// Offline is said all the same, without a last_seen: presence
+			// does not wait for a store that cannot answer.
+			r.log.Warn("last seen not read", "users", len(users), "err", err)
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.reading = false
+		for _, u := range users {
+			if e := b.users[u]; e != nil {
+				e.stored, e.storedRead = seen[u], true
+			}
+			b.markLocked(u)
+		}
+		r.readLastSeenLocked()
+	}()
 }
 
 // observePresence is the directory's observer: a user's count that goes to
@@ -550,7 +664,7 @@ func (r *Router) observePresence(c dirChange) {
 	}
 	now := time.Now()
 	if c.now == 0 {
-		b.recordLastSeen(c.key.Name, now.UnixMilli())
+		r.recordLastSeen(c.key.Name, now.UnixMilli())
 	}
 	if e != nil {
 		e.zeroSince = time.Time{}
@@ -621,6 +735,10 @@ func (r *Router) presenceMembersChanged(nv *view) {
 // the watching nodes what changed: one frame per node per batch.
 func (r *Router) presenceLoop() {
 	defer r.wg.Done()
+	if r.cfg.Store != nil {
+		r.wg.Add(1) // this loop is counted still: Close has not passed Wait
+		go r.lastSeenLoop()
+	}
 	r.presence.mu.Lock()
 	wake := r.presence.wakeLocked()
 	r.presence.mu.Unlock()
@@ -689,14 +807,23 @@ func (r *Router) lookAtLocked(user string, v *view, total int, watchers []Locati
 		return
 	case e.zeroSince.IsZero():
 		// It never closed a connection here: offline since before this
-		// node owned it, when, it cannot tell. Said at once, and said so.
-		e.set(false, lastSeen, true)
+		// node owned it, when, it cannot tell. Said at once, and said so,
+		// with the last_seen the store has, once read.
+		if r.cfg.Store != nil && !e.storedRead {
+			if b.reads == nil {
+				b.reads = make(map[string]struct{})
+			}
+			b.reads[user] = struct{}{}
+			r.readLastSeenLocked()
+			return
+		}
+		e.set(false, e.stored, true)
 	default:
 		if wait := e.zeroSince.Add(offlineAfter).Sub(now); wait > 0 {
 			if e.timer == nil {
 				e.timer = time.AfterFunc(wait, func() { r.markPresence(user) })
 			}
-			// Online until the 3 s have passed, for SPEC 9, also to a
+			// Online until the 3 s have passed (§13.2), also to a
 			// watcher that comes meanwhile.
 			e.set(true, 0, false)
 			break

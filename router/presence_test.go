@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/protocol"
+	"github.com/shardchat/shard/store"
 )
 
 // memNet is an in-memory network of routers, for tests that need more of
@@ -191,6 +193,11 @@ func (c *frameConn) awaitPresence(t testing.TB, user string, count int) protocol
 // memCluster starts routers named r0, r1, ... on one memNet, each on a ring
 // of all, and waits until every one is settled.
 func memCluster(t testing.TB, n int) ([]*Router, *memNet) {
+	return memClusterWith(t, n, nil)
+}
+
+// memClusterWith is memCluster with st as every router's store.
+func memClusterWith(t testing.TB, n int, st store.Store) ([]*Router, *memNet) {
 	t.Helper()
 	net := newMemNet()
 	routers := make([]*Router, n)
@@ -198,7 +205,7 @@ func memCluster(t testing.TB, n int) ([]*Router, *memNet) {
 	for i := range routers {
 		name := fmt.Sprintf("r%d", i)
 		self := link.Peer{Name: name, Inc: name + "-1"}
-		routers[i] = New(Config{Self: name, Incarnation: self.Inc, Metrics: NewMetrics(prometheus.NewRegistry())}, net.transport(self))
+		routers[i] = New(Config{Self: name, Incarnation: self.Inc, Store: st, Metrics: NewMetrics(prometheus.NewRegistry())}, net.transport(self))
 		t.Cleanup(routers[i].Close)
 		members[i] = Member{Name: name, Inc: self.Inc}
 	}
@@ -243,7 +250,8 @@ func attach(t testing.TB, r *Router, user string) *frameConn {
 
 func watch(t testing.TB, r *Router, c *frameConn, users ...string) {
 	t.Helper()
-	r.HandleFrame(c, &protocol.Frame{Type: protocol.TypeWatch, ID: "w", Users: users})
+	list, _ := json.Marshal(users)
+	r.HandleFrame(c, &protocol.Frame{Type: protocol.TypeWatch, ID: "w", Users: string(list)})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a := c.answers[len(c.answers)-1]; string(a) != `{"type":"ack","id":"w","status":"ok"}` {
@@ -420,6 +428,34 @@ func TestPresenceAfterTheOwnerCrashesWaitsForAReconnect(t *testing.T) {
 		if p.User == bob && !p.Online {
 			t.Fatalf("carol was told bob is offline, though he reconnected at once after his owner crashed")
 		}
+	}
+}
+
+// With a store, last_seen outlives its owner: a user who left before his
+// owner crashed is told, by the next owner, offline since he left.
+func TestLastSeenOutlivesItsOwnerWithAStore(t *testing.T) {
+	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	routers, net := memClusterWith(t, 3, st)
+	bob := ownedBy(t, "r0", "r0", "r1", "r2")
+	left := time.Now().UnixMilli()
+	routers[1].Closed(attach(t, routers[1], bob), "client_closed")
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		seen, err := st.LastSeen(context.Background(), bob)
+		if err != nil || seen[bob] < left {
+			return fmt.Errorf("the store has %v (%v) of %s, want at or after %d", seen, err, bob, left)
+		}
+		return nil
+	})
+	net.nodes["r0"].Close()
+	setMembers(t, routers[1:], []Member{{Name: "r1", Inc: "r1-1"}, {Name: "r2", Inc: "r2-1"}})
+	carol := attach(t, routers[2], "carol")
+	watch(t, routers[2], carol, bob)
+	if p := carol.awaitPresence(t, bob, 1); p.Online || p.LastSeen < left {
+		t.Fatalf("carol was told %+v, want %s offline since %d", p, bob, left)
 	}
 }
 

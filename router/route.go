@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/shardchat/shard/link"
@@ -9,27 +10,48 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
+// Published is what a message sent through the HTTP API became, as a
+// client's ack would say.
+type Published struct {
+	Status     string
+	Recipients int
+	Seq        int64
+}
+
 // Publish routes a message that comes from the HTTP API rather than from a
-// connection; it waits for the answer a client would get.
-func (r *Router) Publish(ctx context.Context, from, to, room, body string) (status string, recipients int, seq int64, err error) {
+// connection, to exactly one of to, room and group (whose member from must
+// be); it waits for the answer a client would get.
+func (r *Router) Publish(ctx context.Context, from, to, room, group, body string) (Published, error) {
 	done := make(chan result, 1)
 	// The API's sender is not a user: no copy to an inbox or to devices.
-	r.route(store.Append{Mid: r.newMid(), From: from, To: to, Room: room, Body: body,
+	r.route(store.Append{Mid: r.newMid(), From: from, To: to, Room: room, Group: group, Body: body,
 		TS: time.Now().UnixMilli(), NoSenderCopy: true}, nil, func(res result) { done <- res })
 	select {
 	case res := <-done:
-		return res.status, res.recipients, res.seq, res.err
+		return Published{res.status, res.recipients, res.seq}, res.err
 	case <-ctx.Done():
-		return "", 0, 0, ctx.Err()
+		return Published{}, ctx.Err()
 	}
 }
+
+// Refusal is how an error of Publish, ChangeGroup, Group or Conversations
+// reaches a client: a protocol error code (unavailable for an error the
+// cluster may not have later) and a message.
+func Refusal(err error) (code, message string) { return refusal(err) }
 
 // route sends one chat message from sender (nil for the API): stored first
 // when there is a store, then to its recipients' nodes.
 func (r *Router) route(a store.Append, sender *client, done func(result)) {
-	if a.Room != "" {
+	switch {
+	case a.Group != "":
+		if r.cfg.Store == nil {
+			done(result{err: errNeedsStore})
+			return
+		}
+		r.m.ChatMessages.WithLabelValues("group").Inc()
+	case a.Room != "":
 		r.m.ChatMessages.WithLabelValues("room").Inc()
-	} else {
+	default:
 		r.m.ChatMessages.WithLabelValues("direct").Inc()
 	}
 	if r.cfg.Store != nil {
@@ -48,9 +70,12 @@ func (r *Router) route(a store.Append, sender *client, done func(result)) {
 // was stored first, so that traffic that is never stored takes the same
 // road as a message that is.
 type delivery struct {
-	target Key    // a user (a direct message: every connection of the user) or a room
-	from   string // direct: the sender, whose other connections get copy; "" for none
-	frame  []byte // the bytes the target's connections get, written as they are
+	target Key // a user (a direct message: every connection of the user) or a room
+	// users, when set, is the target instead of target: every connection of
+	// each (a group's members).
+	users []string
+	from  string // direct: the sender, whose other connections get copy; "" for none
+	frame []byte // the bytes the target's connections get, written as they are
 	// copy is what the sender's other connections get when it differs from
 	// frame (with a store, each inbox has its own offset); nil: frame.
 	copy []byte
@@ -59,9 +84,12 @@ type delivery struct {
 	// stored: the message was appended to the store before it was routed,
 	// so a recipient that no connection reaches now finds it in its inbox.
 	stored bool
-	// ephemeral: not a message but an event that is never stored (typing):
-	// it is not a `msg` delivery, and waits for no room replay.
+	// ephemeral: not a message but a signal about one (a receipt), never
+	// stored, not counted as a delivery of a message.
 	ephemeral bool
+	// offline, when set, hears which of users have no connection anywhere
+	// (a stored group message: their push notification).
+	offline func(users []string)
 }
 
 // routeLive sends m to the connections of its recipients (room members but
@@ -91,6 +119,10 @@ func (r *Router) routeLive(m protocol.Msg, senderSeq int64, sender *client, done
 // went to has answered: for a user, whether at least one connection of the
 // user got it; for a room, how many connections did.
 func (r *Router) deliver(d *delivery, done func(result)) {
+	if d.users != nil {
+		r.deliverToUsers(d, done)
+		return
+	}
 	fan := &fanout{direct: !d.target.Room, stored: d.stored, done: done}
 	targets, holders, err := r.targets(d)
 	if err != nil {
@@ -118,6 +150,51 @@ func (r *Router) deliver(d *delivery, done func(result)) {
 			}
 			fan.reply(p, err)
 		})
+	}
+}
+
+// deliverToUsers hands d to every connection of each of d.users but d.skip:
+// here, and with one forward to each other node that holds any, naming the
+// users it holds. done gets `sent` with the connections it was written to.
+// A user whose owner cannot tell where it is now gets it from the store.
+func (r *Router) deliverToUsers(d *delivery, done func(result)) {
+	fan := &fanout{done: done}
+	byNode := make(map[string][]string)
+	if r.cfg.Mode == Broadcast {
+		for _, node := range r.others() {
+			byNode[node] = d.users
+		}
+	} else {
+		locs, unknown := r.locateUsers(d.users)
+		if len(unknown) > 0 {
+			r.log.Debug("users not located for a delivery", "users", len(unknown), "of", len(d.users))
+		}
+		var offline []string
+		for i, ls := range locs {
+			if len(ls) == 0 && d.offline != nil && !slices.Contains(unknown, i) {
+				offline = append(offline, d.users[i])
+			}
+			for _, l := range ls {
+				if l.Node != r.cfg.Self {
+					byNode[l.Node] = append(byNode[l.Node], d.users[i])
+				}
+			}
+		}
+		if len(offline) > 0 {
+			d.offline(offline)
+		}
+	}
+	fan.add(r.deliverLocal(d))
+	if len(byNode) == 0 {
+		fan.finish()
+		return
+	}
+	fan.expect(len(byNode))
+	for node, users := range byNode {
+		part := *d
+		part.users = users
+		payload := appendForward(make([]byte, 0, len(d.frame)+16*len(users)+32), &part)
+		r.request(node, kindForward, 1, payload, fan.reply)
 	}
 }
 

@@ -43,10 +43,9 @@ func TestStoredRoomMessageIsSentWhenTheRoomsOwnerCannotBeAsked(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	status, recipients, seq, err := a.Publish(ctx, "system", "", room, "kept")
-	if err != nil || status != protocol.StatusSent || recipients != 0 || seq != 1 {
-		t.Fatalf("a stored room message whose owner is unreachable was answered %q %d seq %d, err %v; want sent to 0 at seq 1",
-			status, recipients, seq, err)
+	pub, err := a.Publish(ctx, "system", "", room, "", "kept")
+	if err != nil || pub.Status != protocol.StatusSent || pub.Recipients != 0 || pub.Seq != 1 {
+		t.Fatalf("a stored room message whose owner is unreachable was answered %+v, err %v; want sent to 0 at seq 1", pub, err)
 	}
 	msgs, _, _, err := st.Read(ctx, store.RoomStream(room), 0, 10)
 	if err != nil || len(msgs) != 1 || msgs[0].Body != "kept" {

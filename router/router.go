@@ -28,6 +28,8 @@ type Router struct {
 	dir   *Directory
 	cache *locationCache
 	local localIndex
+	// members are the member lists of groups, by version (groups.go).
+	members memberLists
 
 	midPrefix string
 	midSeq    atomic.Uint64

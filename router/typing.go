@@ -1,18 +1,20 @@
 package router
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/shardchat/shard/protocol"
 )
 
-// Typing (SPEC 9) is an event, not a message: it takes a message's road to
+// Typing (docs/protocol.md §3.7) is an event, not a message: it takes a message's road to
 // its recipients (one forward per node that holds one) as an ephemeral
 // delivery, never stored and not counted as a `msg` delivery, and at most
 // one per conversation every typingInterval from one connection goes at all.
 
-// typingInterval is SPEC 9's: a connection's typing frames for one
+// typingInterval is docs/protocol.md §3.7's: a connection's typing frames for one
 // conversation are forwarded at most once per 2 s; the others are dropped
 // without an error. A page sends one every few seconds while its user types.
 const typingInterval = 2 * time.Second
@@ -33,14 +35,8 @@ type typingConversation struct {
 }
 
 var (
-	errTypingNotMember = &refusal{protocol.CodeNotMember, "join the room before typing in it"}
-	// Groups (SPEC 8) are not routed yet. Without a store there are none,
-	// and SPEC 8 refuses every group frame with bad_request; with one, no
-	// group has members this node could route to, so the sender is a member
-	// of none. Typing to a group goes to its members, as its messages do,
-	// once the router routes group messages.
-	errGroupNeedsStore = &refusal{protocol.CodeBadRequest, "groups need a message store"}
-	errTypingNoGroup   = &refusal{protocol.CodeNotMember, "not a member of that group"}
+	errTypingNotMember = &refused{protocol.CodeNotMember, "join the room before typing in it"}
+	errTypingNoGroup   = &refused{protocol.CodeNotMember, "not a member of this group"}
 )
 
 // allowTyping reports whether a typing frame to conv may be forwarded now,
@@ -70,29 +66,30 @@ func (c *client) allowTyping(conv typingConversation, now time.Time) bool {
 }
 
 // handleTyping forwards a typing frame to the recipient's connections (not
-// to the sender's other ones: they are not the recipient), or to the room's
-// members but the sending connection. With an id it is answered ok, also
-// when it was dropped; without one it is owed no answer.
+// to the sender's other ones: they are not the recipient), or to a room's or
+// a group's members as its messages go, but the sending connection. With an
+// id it is answered ok, also when it was dropped; without one it is owed no
+// answer.
 func (r *Router) handleTyping(c *client, f *protocol.Frame, answer func(result)) {
 	ok := result{status: protocol.StatusOK, silent: f.ID == ""}
 	var conv typingConversation
-	var target Key
+	d := &delivery{skip: c, ephemeral: true}
 	switch {
 	case f.Group != "":
-		if r.cfg.Store == nil {
-			answer(result{err: errGroupNeedsStore})
-		} else {
-			answer(result{err: errTypingNoGroup})
+		members, err := r.typingGroup(c, f.Group)
+		if err != nil {
+			answer(result{err: err})
+			return
 		}
-		return
+		conv, d.users = typingConversation{'g', f.Group}, members
 	case f.Room != "":
 		if !c.joined(f.Room) {
 			answer(result{err: errTypingNotMember})
 			return
 		}
-		conv, target = typingConversation{'r', f.Room}, Key{Room: true, Name: f.Room}
+		conv, d.target = typingConversation{'r', f.Room}, Key{Room: true, Name: f.Room}
 	default:
-		conv, target = typingConversation{'u', f.To}, Key{Name: f.To}
+		conv, d.target = typingConversation{'u', f.To}, Key{Name: f.To}
 	}
 	if !c.allowTyping(conv, time.Now()) {
 		r.m.Typing.WithLabelValues("dropped").Inc()
@@ -100,13 +97,32 @@ func (r *Router) handleTyping(c *client, f *protocol.Frame, answer func(result))
 		return
 	}
 	r.m.Typing.WithLabelValues("forwarded").Inc()
-	ev := protocol.Typing{From: c.User(), To: f.To, Room: f.Room}
-	frame := protocol.AppendTyping(make([]byte, 0, 48+len(ev.From)+len(f.To)+len(f.Room)), &ev)
-	r.deliver(&delivery{target: target, frame: frame, skip: c, ephemeral: true}, func(res result) {
+	ev := protocol.Typing{From: c.User(), To: f.To, Room: f.Room, Group: f.Group}
+	d.frame = protocol.AppendTyping(make([]byte, 0, 48+len(ev.From)+len(f.To)+len(f.Room)+len(f.Group)), &ev)
+	r.deliver(d, func(res result) {
 		if res.err != nil && res.err != errRecipientMoving {
 			answer(result{err: res.err}) // it could not be routed: unavailable
 			return
 		}
 		answer(ok)
 	})
+}
+
+// typingGroup returns the members of group, the sender among them, as the
+// receipts take them: the newest list this node knows, of any version
+// (groups.go); a sender who is not a member is refused.
+func (r *Router) typingGroup(c *client, group string) ([]string, error) {
+	if r.cfg.Store == nil {
+		return nil, errNeedsStore
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	members, err := r.membersAt(ctx, group, 0)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(members, c.User()) {
+		return nil, errTypingNoGroup
+	}
+	return members, nil
 }

@@ -16,13 +16,15 @@ type kind link.Kind
 
 // The kinds of request. Numbers are on the wire: never reuse one.
 const (
-	kindForward    = kind(link.FirstRequestKind) + iota // deliver one delivery to local connections (route.go)
-	kindLookup                                          // where are a key's connections, asked of its owner (locate.go)
-	kindRegister                                        // this node now holds these counts for these keys (local.go)
-	kindInvalidate                                      // drop cached locations of these keys (cache.go)
-	kindSynced                                          // this node has re-registered for this ring version (ringchange.go)
-	kindResync                                          // register again what you hold that I own: I dropped it (ringchange.go)
-	kindPresence                                        // these users you watch are now online or offline, asked by their owner (presence.go)
+	kindForward     = kind(link.FirstRequestKind) + iota // deliver one delivery to local connections (route.go)
+	kindLookup                                           // where are a key's connections, asked of its owner (locate.go)
+	kindRegister                                         // this node now holds these counts for these keys (local.go)
+	kindInvalidate                                       // drop cached locations of these keys (cache.go)
+	kindSynced                                           // this node has re-registered for this ring version (ringchange.go)
+	kindResync                                           // register again what you hold that I own: I dropped it (ringchange.go)
+	kindLookupUsers                                      // where are these users' connections, asked of their owner (locate.go)
+	kindMembers                                          // who are a group's members at a version, asked of the group's owner (groups.go)
+	kindPresence                                         // these users you watch are now online or offline, told by their owner (presence.go)
 )
 
 // String is the `kind` label of the peer message metrics.
@@ -39,27 +41,40 @@ var errMalformed = link.ErrMalformed
 const (
 	forwardDirect byte = 1 // to and from: deliver to both users' connections
 	forwardRoom   byte = 2 // room: deliver to the room's joined connections
-	// forwardEphemeral, added to the mode, marks a frame that is not a
-	// message (typing): never stored, not counted as a delivery.
-	forwardEphemeral byte = 0x10
+	forwardUsers  byte = 3 // users: deliver to each one's connections (a group's members here)
+
+	// forwardEphemeral, or'ed into the mode, marks a signal that is not a
+	// message (a receipt).
+	forwardEphemeral byte = 0x80
 )
 
 // appendForward encodes d: mode, target, from, frame, copy (empty when it is
-// the frame), seq.
+// the frame), seq, and for users the list of them.
 func appendForward(b []byte, d *delivery) []byte {
 	mode := forwardDirect
-	if d.target.Room {
+	switch {
+	case d.users != nil:
+		mode = forwardUsers
+	case d.target.Room:
 		mode = forwardRoom
 	}
 	if d.ephemeral {
-		mode |= forwardEphemeral
+		b = append(b, mode|forwardEphemeral)
+	} else {
+		b = append(b, mode)
 	}
-	b = append(b, mode)
 	b = link.AppendString(b, d.target.Name)
 	b = link.AppendString(b, d.from)
 	b = link.AppendBytes(b, d.frame)
 	b = link.AppendBytes(b, d.copy)
-	return binary.AppendUvarint(b, uint64(d.seq))
+	b = binary.AppendUvarint(b, uint64(d.seq))
+	if mode == forwardUsers {
+		b = binary.AppendUvarint(b, uint64(len(d.users)))
+		for _, u := range d.users {
+			b = link.AppendString(b, u)
+		}
+	}
+	return b
 }
 
 // decodeForward decodes a delivery from another node; it skips no one.
@@ -73,10 +88,17 @@ func decodeForward(p []byte) (delivery, error) {
 		dl.copy = c
 	}
 	dl.seq = int64(d.Uvarint())
+	if mode == forwardUsers {
+		n := d.Count()
+		dl.users = make([]string, 0, n)
+		for i := 0; i < n && d.Err() == nil; i++ {
+			dl.users = append(dl.users, d.String())
+		}
+	}
 	if err := d.Done(); err != nil {
 		return dl, err
 	}
-	if mode != forwardDirect && mode != forwardRoom {
+	if mode != forwardDirect && mode != forwardRoom && mode != forwardUsers {
 		return dl, errMalformed
 	}
 	return dl, nil
@@ -109,16 +131,49 @@ func appendLocations(b []byte, status byte, locs []Location) []byte {
 }
 
 func decodeLocations(p []byte) (byte, []Location, error) {
-	if len(p) == 0 {
-		return 0, nil, errMalformed
-	}
-	d := link.NewDecoder(p[1:])
+	d := link.NewDecoder(p)
+	r := decodeLookupResult(&d)
+	return r.status, r.locs, d.Done()
+}
+
+// lookupResult is an owner's answer for one key.
+type lookupResult struct {
+	status byte
+	locs   []Location
+}
+
+func decodeLookupResult(d *link.Decoder) lookupResult {
+	r := lookupResult{status: d.Byte()}
 	n := d.Count()
-	locs := make([]Location, 0, n)
+	r.locs = make([]Location, 0, n)
 	for i := 0; i < n && d.Err() == nil; i++ {
-		locs = append(locs, Location{Node: d.String(), Count: int(d.Uvarint())})
+		r.locs = append(r.locs, Location{Node: d.String(), Count: int(d.Uvarint())})
 	}
-	return p[0], locs, d.Done()
+	return r
+}
+
+// locations is the answer, or why there is none.
+func (r lookupResult) locations() ([]Location, error) {
+	switch r.status {
+	case lookupKnown:
+		return r.locs, nil
+	case lookupUnsettled:
+		return nil, ErrUnsettled
+	default:
+		return nil, ErrNotOwner
+	}
+}
+
+// decodeLookupResults decodes the answer to a lookup of many keys: a count,
+// then each key's answer as appendLocations wrote it.
+func decodeLookupResults(p []byte) ([]lookupResult, error) {
+	d := link.NewDecoder(p)
+	n := d.Count()
+	rs := make([]lookupResult, 0, n)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		rs = append(rs, decodeLookupResult(&d))
+	}
+	return rs, d.Done()
 }
 
 // Key names a directory entry: a user's connections, a room's joined
@@ -196,10 +251,15 @@ func appendKeys(b []byte, keys []Key) []byte {
 
 func decodeKeys(p []byte) ([]Key, error) {
 	d := link.NewDecoder(p)
+	keys := decodeKeyList(&d)
+	return keys, d.Done()
+}
+
+func decodeKeyList(d *link.Decoder) []Key {
 	n := d.Count()
 	keys := make([]Key, 0, n)
 	for i := 0; i < n && d.Err() == nil; i++ {
-		keys = append(keys, decodeKey(&d))
+		keys = append(keys, decodeKey(d))
 	}
-	return keys, d.Done()
+	return keys
 }

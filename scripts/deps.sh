@@ -9,6 +9,7 @@ for pkg in "$@"; do
     nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
     chromium) command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
     iproute2) command -v ip >/dev/null 2>&1 || missing+=(iproute2) ;;
+    nodejs) command -v node >/dev/null 2>&1 || missing+=(nodejs) ;;
     # The server binaries live off PATH, in /usr/lib/postgresql/N/bin.
     postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql) ;;
     *) command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg") ;;

@@ -31,7 +31,9 @@ type Config struct {
 	WriteTimeout time.Duration
 }
 
-// Defaults from SPEC section 2.
+// Defaults: those of --max-frame, --rate, --send-queue and --ping-interval
+// (the README's Configuration table), and the write bound of
+// docs/protocol.md §11.
 const (
 	DefaultMaxFrame     = 65536
 	DefaultRate         = 200

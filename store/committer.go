@@ -15,6 +15,9 @@ const (
 	opAppend op = iota
 	opAnswer
 	opTrim
+	opChange // embedded: a membership change, committed on its own
+	opRead   // embedded: a read mark
+	opSeen   // embedded: a last-seen time
 )
 
 // request is one unit of work for a committer, answered through done.
@@ -23,13 +26,17 @@ type keyID struct{ from, key string }
 
 type request struct {
 	op     op
-	append Append
+	append Append // opSeen: append.From names the user, append.TS the time
 	answer Answer // opAnswer: append.From and append.Key name the key
 	trim   trimCursor
+	change *changeRequest
+	mark   ReadMark
 
 	res     Appended
-	removed int  // opTrim
-	more    bool // opTrim: the pass has more steps
+	changed Changed    // opChange
+	marked  ReadMarked // opRead
+	removed int        // opTrim
+	more    bool       // opTrim: the pass has more steps
 	err     error
 	done    chan struct{}
 }
@@ -170,6 +177,18 @@ type engine interface {
 	// zero cursor starts a pass): removed is what it removed, next where
 	// the pass goes on if more.
 	trimStep(ctx context.Context, cur trimCursor) (removed int, next trimCursor, more bool, err error)
+
+	// The groups, read state and presence, once the arguments are
+	// checked; each returns the Store method's result.
+	change(ctx context.Context, r *changeRequest) (Changed, error)
+	group(ctx context.Context, group string) (GroupInfo, error)
+	userGroups(ctx context.Context, user string) ([]string, error)
+	readGroup(ctx context.Context, user, group string, after int64, limit int) (msgs []Message, last int64, more bool, err error)
+	setRead(ctx context.Context, r ReadMark) (ReadMarked, error)
+	conversations(ctx context.Context, user string) ([]Conversation, error)
+	setLastSeen(ctx context.Context, user string, ms int64) error
+	lastSeen(ctx context.Context, users []string) (map[string]int64, error)
+
 	// close closes the engine; nothing calls it after.
 	close() error
 }
@@ -182,9 +201,11 @@ type frontend struct {
 	e     engine
 	c     *committer
 	trims *trimmer
+	opts  Options
 
-	// mu is held for reading by each read and retention step, so that
-	// Close waits for those under way before it closes the engine.
+	// mu is held for reading by each read, retention step and call of the
+	// groups, read state and presence, so that Close waits for those under
+	// way before it closes the engine.
 	mu     sync.RWMutex
 	closed bool
 
@@ -194,7 +215,7 @@ type frontend struct {
 
 // start starts the committer, with n goroutines, and the trimmer of e.
 func (f *frontend) start(e engine, n int, opts Options) {
-	f.e = e
+	f.e, f.opts = e, opts
 	f.c = newCommitter(n, opts.MaxBatch, e.commit)
 	f.trims = startTrimmer(opts.TrimInterval, opts.Logger, f.Trim)
 }

@@ -3,9 +3,12 @@ package store_test
 import (
 	"context"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/shardchat/shard/store"
 	"github.com/shardchat/shard/store/pgtest"
@@ -61,10 +64,71 @@ func TestPostgresNodesMigrateTogether(t *testing.T) {
 	}
 }
 
+// A database of schema version 1 (before groups) opens and is migrated:
+// its messages read as before, its keys still answer resends, offsets go
+// on, and conversations count from the first message after the upgrade.
+func TestPostgresMigratesVersion1(t *testing.T) {
+	url := pg.FreshSchema(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	for _, sql := range []string{
+		`CREATE TABLE shard_schema (version integer NOT NULL); INSERT INTO shard_schema VALUES (1)`,
+		store.SchemaMigrations[0],
+		`INSERT INTO shard_streams VALUES (false, 'bob', 2), (false, 'alice', 2), (true, 'lobby', 1)`,
+		`INSERT INTO shard_messages VALUES
+			(false, 'bob', 1, 'm1', 'alice', 'bob', '', 'one', 1), (false, 'alice', 1, 'm1', 'alice', 'bob', '', 'one', 1),
+			(false, 'bob', 2, 'm2', 'alice', 'bob', '', 'two', 2), (false, 'alice', 2, 'm2', 'alice', 'bob', '', 'two', 2),
+			(true, 'lobby', 1, 'm3', 'alice', '', 'lobby', 'room', 3)`,
+		`INSERT INTO shard_keys VALUES ('alice', 'k1', ` + strconv.FormatInt(now, 10) + `, 'm2', 2, 2, 2, 'delivered', 1)`,
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("building a version 1 database: %v", err)
+		}
+	}
+	conn.Close(ctx)
+	st, err := store.Open(ctx, url, store.Options{TrimInterval: -1})
+	if err != nil {
+		t.Fatalf("opening a version 1 database: %v", err)
+	}
+	defer st.Close()
+	msgs, last, _, err := st.Read(ctx, store.Inbox("bob"), 0, 10)
+	if err != nil || last != 2 || len(msgs) != 2 || msgs[1].Body != "two" || msgs[1].To != "bob" {
+		t.Fatalf("bob's inbox after the migration: %+v, last %d, %v; want its two messages", msgs, last, err)
+	}
+	if msgs, _, _, err := st.Read(ctx, store.RoomStream("lobby"), 0, 10); err != nil || len(msgs) != 1 || msgs[0].Room != "lobby" {
+		t.Fatalf("lobby after the migration: %+v, %v", msgs, err)
+	}
+	dup, err := st.Append(ctx, store.Append{Mid: "again", From: "alice", To: "bob", Body: "two", TS: now, Key: "k1"})
+	if err != nil || !dup.Duplicate || dup.Seq != 2 || dup.Answer == nil || dup.Answer.Status != "delivered" {
+		t.Fatalf("a resend of a key stored before the migration: %+v, %v; want the first answer", dup, err)
+	}
+	res, err := st.Append(ctx, store.Append{Mid: "m4", From: "carol", To: "bob", Body: "new", TS: now})
+	if err != nil || res.Seq != 3 {
+		t.Fatalf("an append after the migration: %+v, %v; want bob's offset 3", res, err)
+	}
+	list, err := st.Conversations(ctx, "bob")
+	if err != nil || len(list) != 1 || list[0].With != "carol" || list[0].Last != 3 || list[0].Unread != 1 {
+		t.Fatalf("bob's conversations: %+v, %v; want carol's, one unread (history before the upgrade is not counted)", list, err)
+	}
+}
+
 func BenchmarkPostgresAppend(b *testing.B) {
 	storetest.BenchAppend(b, pg.FreshSchema)
 }
 
 func BenchmarkPostgresRead(b *testing.B) {
 	storetest.BenchRead(b, pg.FreshSchema)
+}
+
+func BenchmarkPostgresGroupAppend(b *testing.B) {
+	storetest.BenchGroupAppend(b, pg.FreshSchema)
+}
+
+func BenchmarkPostgresConversations(b *testing.B) {
+	storetest.BenchConversations(b, pg.FreshSchema)
 }

@@ -206,7 +206,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 
 	// A crash, not a drain: kill -9 the node serving alice. Her page sees
 	// the socket die, says so, and comes back on the last node once the
-	// cluster has noticed (SPEC: within 5 s).
+	// cluster has noticed (docs/protocol.md §10.3: about 2.5 s on loopback).
 	var aliceProc *shardproc.Process
 	survivor := ""
 	for _, p := range procs {
@@ -612,7 +612,7 @@ func (p *page) record(ev any) {
 	}
 }
 
-// frameID is the SPEC's id syntax.
+// frameID is the id syntax of docs/protocol.md §2.2.
 var frameID = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,64}$`)
 
 // checkFrames checks the page's side of the protocol on every socket so far:

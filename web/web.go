@@ -1,4 +1,5 @@
-// Package web holds what a browser needs: the chat page, embedded in the
+// Package web holds what a browser needs: the chat page and the JavaScript
+// client it is built on (sdk/, served at /sdk/), both embedded in the
 // binary, and the nginx configuration that puts a cluster behind one address.
 package web
 
@@ -14,6 +15,13 @@ import (
 //go:embed static
 var static embed.FS
 
+// sdk is the JavaScript client's modules (not its tests or packaging),
+// served at /sdk/ so that the page, and any other page, loads the very
+// client that speaks this node's protocol.
+//
+//go:embed sdk/*.js
+var sdk embed.FS
+
 // Serve answers GET requests for the page and its assets; it reports false
 // when the path is not one of them.
 func Serve(ctx *fasthttp.RequestCtx) bool {
@@ -27,7 +35,13 @@ func Serve(ctx *fasthttp.RequestCtx) bool {
 	if strings.Contains(name, "..") {
 		return false
 	}
-	body, err := static.ReadFile("static" + name)
+	var body []byte
+	var err error
+	if strings.HasPrefix(name, "/sdk/") {
+		body, err = sdk.ReadFile(name[1:])
+	} else {
+		body, err = static.ReadFile("static" + name)
+	}
 	if err != nil {
 		return false
 	}

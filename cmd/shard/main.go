@@ -17,13 +17,15 @@ import (
 	"github.com/shardchat/shard/node"
 	"github.com/shardchat/shard/router"
 	"github.com/shardchat/shard/session"
+	"github.com/shardchat/shard/store"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-// run returns the exit code of SPEC section 2: 0 after a clean drain, 1 for
+// run returns the exit code the README gives (Configuration, and
+// docs/protocol.md §10.2 for the drain): 0 after a clean drain, 1 for
 // a drain cut short or a failed start, 2 for bad flags.
 func run(args []string, stderr io.Writer) int {
 	cfg, level, err := parseFlags(args, os.LookupEnv, stderr)
@@ -53,8 +55,8 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// parseFlags reads the flags of SPEC section 2, each with its SHARD_<FLAG>
-// environment fallback.
+// parseFlags reads the flags of the README's Configuration table, each with
+// its SHARD_<FLAG> environment fallback.
 func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer) (node.Config, slog.Level, error) {
 	fs := flag.NewFlagSet("shard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -76,6 +78,8 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "shared secret: encrypts gossip and authenticates node-to-node links")
 	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "HMAC secret of client tokens (JWT HS256, sub = user id); empty: user id from the query string")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "bearer key for POST /api/send; empty disables it")
+	fs.StringVar(&cfg.Webhook, "webhook", "", "URL to POST an offline push to for each message stored for a recipient with no connection (needs a store)")
+	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret that signs each push (header "+node.WebhookSignatureHeader+")")
 	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", session.DefaultMaxFrame, "largest client frame in bytes")
 	fs.IntVar(&cfg.Session.Rate, "rate", session.DefaultRate, "client frames per second per connection (burst twice that)")
 	fs.IntVar(&cfg.Session.SendQueue, "send-queue", session.DefaultSendQueue, "outgoing frames a connection may have waiting before it is closed as a slow consumer")
@@ -85,6 +89,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect (scheme://host[:port], or *); empty: same origin only")
 	fs.IntVar(&cfg.MaxConns, "max-conns", node.DefaultMaxConns, "client connections this node accepts; past it upgrades get 503")
 	fs.IntVar(&cfg.MaxRooms, "max-rooms", router.DefaultMaxRooms, "rooms one connection may have joined at once")
+	fs.IntVar(&cfg.MaxGroupMembers, "max-group-members", store.DefaultMaxGroupMembers, "members one group may have (with a message store)")
 	fs.IntVar(&cfg.MaxWatch, "max-watch", router.DefaultMaxWatch, "users one connection may watch at once (presence)")
 	fs.StringVar(&cfg.Data, "data", "", "directory of the embedded message store (one node): history, offline messages, sync")
 	fs.StringVar(&cfg.Store, "store", "", "URL of the message store every node shares (postgres://...); wins over --data")
@@ -139,7 +144,8 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 		return cfg, 0, fmt.Errorf("log-level %q: want debug, info, warn or error", logLevel)
 	}
 	for name, v := range map[string]int{"max-frame": cfg.Session.MaxFrame, "rate": cfg.Session.Rate, "send-queue": cfg.Session.SendQueue,
-		"max-conns": cfg.MaxConns, "max-rooms": cfg.MaxRooms, "max-watch": cfg.MaxWatch} {
+		"max-conns": cfg.MaxConns, "max-rooms": cfg.MaxRooms, "max-group-members": cfg.MaxGroupMembers,
+		"max-watch": cfg.MaxWatch} {
 		if v <= 0 {
 			return cfg, 0, fmt.Errorf("%s must be positive, got %d", name, v)
 		}

@@ -146,7 +146,7 @@ func (l *ledger) event(what string, from time.Time) {
 // TestRollingChangesLoseNothingSilently runs 3 nodes with 300 users and
 // steady traffic while a 4th node joins, every node in turn is drained and
 // restarted, and one is killed with SIGKILL and started again. It then
-// checks the promises of SPEC section 6 over every message of the run.
+// checks the promises of docs/protocol.md §10.6 over every message of the run.
 func TestRollingChangesLoseNothingSilently(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level membership test")

@@ -1,6 +1,9 @@
 // Package storetest is the conformance suite of the message store: every
-// engine runs it, so that what one engine promises, all do. It also holds
-// the append and read benchmarks the engines share.
+// engine runs it, so that what one engine promises, all do: streams and
+// keys (this file), groups (groups.go), read state and unread counts
+// (conversations.go), last seen (presence.go). It also holds the
+// benchmarks the engines share: appends, reads, group appends and
+// conversation lists (bench.go).
 // It never reaches into an engine: it uses store.Open and the Store
 // interface only.
 package storetest
@@ -159,6 +162,25 @@ func Run(t *testing.T, e Engine) {
 		{"RetentionRunsInTheBackground", testBackgroundRetention},
 		{"CloseRefusesAndReopenKeepsEverything", testClose},
 		{"InvalidAppendsAreRefused", testInvalid},
+
+		{"GroupLifecycleWithItsEvents", testGroupLifecycle},
+		{"GroupSendNeedsMembershipAndKeepsKeys", testGroupSend},
+		{"MemberReadsFromTheEventThatAddedIt", testMemberReadsFromItsJoin},
+		{"LastAdminLeavingHandsOver", testAdminHandOver},
+		{"LastMemberLeavingEndsTheGroup", testLastMemberLeaves},
+		{"GroupBoundsChangeNothing", testGroupBounds},
+		{"MalformedGroupRequestsAreRefused", testGroupMalformed},
+		{"SendRacingRemovalIsWhollyBeforeOrAfter", testSendRacingRemoval},
+		{"GroupOffsetsAreDenseAcrossNodes", testGroupOffsetsDense},
+
+		{"UnreadCountsAcrossDirectAndGroupTraffic", testUnreadCounts},
+		{"ReceiptNamesThePeersOwnOffset", testReceiptNamesPeerOffset},
+		{"UnreadCountsUnderConcurrentTraffic", testUnreadUnderConcurrentTraffic},
+		{"RetentionKeepsUnreadCountsRight", testRetentionKeepsUnreadRight},
+		{"ConversationListIsBounded", testConversationsBound},
+		{"GroupsAndReadStateSurviveReopening", testReadStatePersists},
+
+		{"LastSeenOnlyMovesForward", testLastSeen},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
