@@ -37,8 +37,15 @@ type Config struct {
 	Link string
 	// Routing is owner (default) or broadcast.
 	Routing router.Mode
-	// ClusterKey encrypts gossip and authenticates links; all nodes agree.
+	// ClusterKey encrypts gossip, and authenticates and encrypts links; all
+	// nodes agree. Empty: links are let in from current members only, by
+	// name, incarnation and address, and the node refuses to start on a
+	// non-loopback gossip or link address unless Insecure is set.
 	ClusterKey string
+	// Insecure lets a node without ClusterKey start on a non-loopback gossip
+	// or link address (a network where every host is trusted); it logs a
+	// warning at every start.
+	Insecure bool
 	// AuthSecret is the HS256 secret of client tokens; empty is development
 	// mode, where the user id comes from the query string.
 	AuthSecret string

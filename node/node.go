@@ -42,6 +42,7 @@ type Node struct {
 	store     store.Store // nil: none
 	storeKind string
 	webhook   *webhook // nil without --webhook
+	view      *clusterView
 
 	members prometheus.Gauge
 
@@ -70,6 +71,19 @@ func Start(cfg Config) (*Node, error) {
 		serveDone: make(chan struct{}),
 	}
 	var err error
+	linkAt := cfg.Link
+	if linkAt == "" {
+		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
+			return nil, err
+		}
+	}
+	exposed, err := checkExposure(cfg, linkAt)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Name) > link.MaxName {
+		return nil, fmt.Errorf("name of %d bytes: at most %d", len(cfg.Name), link.MaxName)
+	}
 	n.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
@@ -79,14 +93,11 @@ func Start(cfg Config) (*Node, error) {
 		n.name = "shard-" + strings.ReplaceAll(n.httpLn.Addr().String(), ":", "-")
 	}
 	n.log = cfg.Logger.With("node", n.name)
-
-	linkAt := cfg.Link
-	if linkAt == "" {
-		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
-			n.httpLn.Close()
-			return nil, err
-		}
+	if len(exposed) > 0 {
+		n.log.Warn("insecure: no cluster key on a non-loopback address; node-to-node traffic is neither authenticated nor encrypted, and anyone who can send from a member's address can pose as it",
+			"addrs", exposed)
 	}
+
 	linkLn, err := net.Listen("tcp", linkAt)
 	if err != nil {
 		n.httpLn.Close()
@@ -131,6 +142,7 @@ func Start(cfg Config) (*Node, error) {
 		offline = n.webhook.offline
 	}
 	links := link.New(link.Config{Self: n.name, Inc: inc, Key: clusterKey, Logger: n.log}, linkLn)
+	n.view = &clusterView{links: links, inc: inc}
 	n.router = router.New(router.Config{
 		Self:        n.name,
 		Incarnation: inc,
@@ -142,6 +154,14 @@ func Start(cfg Config) (*Node, error) {
 		Logger:      n.log,
 		Metrics:     n.rm,
 	}, links)
+
+	for _, reason := range link.RefusalReasons {
+		n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "shard_link_refused_total",
+			Help:        "Node-to-node connections this node refused before their hello was done, by why.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(links.Refused(reason)) }))
+	}
 
 	sizes := func(pick func(queued, keys, cached int) int) func() float64 {
 		return func() float64 { return float64(pick(n.router.Sizes())) }

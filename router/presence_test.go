@@ -92,8 +92,8 @@ func (t *memTransport) Serve(h link.Handler) {
 	}()
 }
 
-func (t *memTransport) SetPeers(map[string]string) {}
-func (t *memTransport) Queued() int                { return 0 }
+func (t *memTransport) SetPeers(map[string]link.Member) {}
+func (t *memTransport) Queued() int                     { return 0 }
 
 func (t *memTransport) Request(peer string, k link.Kind, payload []byte, cb func([]byte, error)) bool {
 	t.net.mu.Lock()
@@ -125,16 +125,17 @@ func (t *memTransport) Close() {
 	}
 }
 
-// frameConn is a connection that keeps the frames it is handed.
-type frameConn struct {
+// watcherConn is a connection that keeps the frames it is handed, and its
+// answers.
+type watcherConn struct {
 	testConn
 	mu      sync.Mutex
 	frames  [][]byte
 	answers [][]byte
 }
 
-func (c *frameConn) Send(f []byte) bool { return c.Queue(f) }
-func (c *frameConn) Queue(fs ...[]byte) bool {
+func (c *watcherConn) Send(f []byte) bool { return c.Queue(f) }
+func (c *watcherConn) Queue(fs ...[]byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, f := range fs {
@@ -142,14 +143,14 @@ func (c *frameConn) Queue(fs ...[]byte) bool {
 	}
 	return true
 }
-func (c *frameConn) Answer(f []byte) {
+func (c *watcherConn) Answer(f []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.answers = append(c.answers, f)
 }
 
 // presences returns the presence frames c was handed, decoded.
-func (c *frameConn) presences(t testing.TB) []protocol.Presence {
+func (c *watcherConn) presences(t testing.TB) []protocol.Presence {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []protocol.Presence
@@ -172,7 +173,7 @@ func (c *frameConn) presences(t testing.TB) []protocol.Presence {
 
 // awaitPresence waits until c has been handed count presence frames of
 // user and returns the last.
-func (c *frameConn) awaitPresence(t testing.TB, user string, count int) protocol.Presence {
+func (c *watcherConn) awaitPresence(t testing.TB, user string, count int) protocol.Presence {
 	t.Helper()
 	var last protocol.Presence
 	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
@@ -239,16 +240,16 @@ func setMembers(t testing.TB, routers []*Router, members []Member) {
 
 var connIDs atomic.Uint64
 
-func attach(t testing.TB, r *Router, user string) *frameConn {
+func attach(t testing.TB, r *Router, user string) *watcherConn {
 	t.Helper()
-	c := &frameConn{testConn: testConn{id: connIDs.Add(1), user: user}}
+	c := &watcherConn{testConn: testConn{id: connIDs.Add(1), user: user}}
 	if err := r.Attach(c); err != nil {
 		t.Fatalf("attach %s at %s: %v", user, r.cfg.Self, err)
 	}
 	return c
 }
 
-func watch(t testing.TB, r *Router, c *frameConn, users ...string) {
+func watch(t testing.TB, r *Router, c *watcherConn, users ...string) {
 	t.Helper()
 	list, _ := json.Marshal(users)
 	r.HandleFrame(c, &protocol.Frame{Type: protocol.TypeWatch, ID: "w", Users: string(list)})
@@ -308,7 +309,7 @@ func BenchmarkPresenceChange(b *testing.B) {
 // with 3 connections that watch.
 type presenceCluster struct {
 	routers []*Router
-	conns   []*frameConn
+	conns   []*watcherConn
 	next    int
 }
 

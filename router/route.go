@@ -257,9 +257,13 @@ func (r *Router) others() []string {
 func init() { servePeer(kindForward, "forward", (*Router).serveForward) }
 
 // serveForward hands a delivery from another node to this node's
-// connections and answers how many got it.
+// connections and answers how many got it; one that carries a frame a
+// client may not get (carry.go) reaches nobody.
 func (r *Router) serveForward(from link.Peer, p []byte, reply func([]byte)) {
 	d, err := decodeForward(p)
+	if err == nil && (!carried(d.frame) || d.copy != nil && !carried(d.copy)) {
+		err = errNotCarried
+	}
 	if err != nil {
 		r.log.Warn("bad forward from peer", "peer", from.Name, "err", err)
 		reply(nil)
