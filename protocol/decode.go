@@ -125,21 +125,8 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 	}
 	switch f.Type {
 	case TypeSend:
-		switch seen & (hasTo | hasRoom | hasGroup) {
-		case hasTo:
-			if !ValidID(f.To) {
-				return fail("to" + idRule)
-			}
-		case hasRoom:
-			if !ValidID(f.Room) {
-				return fail("room" + idRule)
-			}
-		case hasGroup:
-			if !ValidID(f.Group) {
-				return fail("group" + idRule)
-			}
-		default:
-			return fail("send names exactly one of to, room and group")
+		if msg := oneTarget(&f, seen); msg != "" {
+			return fail(msg)
 		}
 		if f.Body == "" {
 			return fail("body must be a non-empty string")
@@ -171,21 +158,8 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 			return fail("user" + idRule)
 		}
 	case TypeTyping:
-		switch seen & (hasTo | hasRoom | hasGroup) {
-		case hasTo:
-			if !ValidID(f.To) {
-				return fail("to" + idRule)
-			}
-		case hasRoom:
-			if !ValidID(f.Room) {
-				return fail("room" + idRule)
-			}
-		case hasGroup:
-			if !ValidID(f.Group) {
-				return fail("group" + idRule)
-			}
-		default:
-			return fail("typing names exactly one of to, room and group")
+		if msg := oneTarget(&f, seen); msg != "" {
+			return fail(msg)
 		}
 	case TypeWatch, TypeUnwatch:
 		if seen&hasUsers == 0 {
@@ -225,6 +199,26 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		f.Users = ""
 	}
 	return f, nil
+}
+
+// oneTarget says why f, a send or a typing, does not name exactly one
+// well-formed recipient of to, room and group, or "" when it does.
+func oneTarget(f *Frame, seen int) string {
+	var name, v string
+	switch seen & (hasTo | hasRoom | hasGroup) {
+	case hasTo:
+		name, v = "to", f.To
+	case hasRoom:
+		name, v = "room", f.Room
+	case hasGroup:
+		name, v = "group", f.Group
+	default:
+		return f.Type + " names exactly one of to, room and group"
+	}
+	if !ValidID(v) {
+		return name + idRule
+	}
+	return ""
 }
 
 // scanObject reads the known string fields of a JSON object that json.Valid

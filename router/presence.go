@@ -569,34 +569,14 @@ func (b *presenceBook) writesLocked() chan lastSeenWrite {
 // lastSeenLoop writes the closes recordLastSeen queued to the store, at
 // most lastSeenWriters at once.
 func (r *Router) lastSeenLoop() {
-	defer r.wg.Done()
 	r.presence.mu.Lock()
 	writes := r.presence.writesLocked()
 	r.presence.mu.Unlock()
-	writers := make(chan struct{}, lastSeenWriters)
-	for {
-		var w lastSeenWrite
-		select {
-		case <-r.stop:
-			return
-		case w = <-writes:
+	storeWriters(r, writes, lastSeenWriters, func(ctx context.Context, w lastSeenWrite) {
+		if err := r.cfg.Store.SetLastSeen(ctx, w.user, w.ms); err != nil {
+			r.log.Warn("last seen not stored", "user", w.user, "err", err)
 		}
-		select {
-		case writers <- struct{}{}:
-		case <-r.stop:
-			return
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-			if err := r.cfg.Store.SetLastSeen(ctx, w.user, w.ms); err != nil {
-				r.log.Warn("last seen not stored", "user", w.user, "err", err)
-			}
-			cancel()
-			<-writers
-		}()
-	}
+	})
 }
 
 // readLastSeenLocked starts a read from the store of the last_seen of the
