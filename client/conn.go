@@ -121,7 +121,8 @@ func handshakeError(status int, body io.Reader) *HandshakeError {
 }
 
 // read is the connection's reader goroutine: it hands msg frames to
-// Messages() and answers to their requests, until the connection ends.
+// Messages(), presence to Presence(), typing to TypingEvents() and answers
+// to their requests, until the connection ends.
 func (cn *conn) read() {
 	defer cn.c.wg.Done()
 	var err error
@@ -147,6 +148,19 @@ func (cn *conn) read() {
 			select {
 			case cn.c.msgs <- m:
 			case <-cn.c.ctx.Done(): // closing: nobody is owed more messages
+			}
+		case protocol.TypePresence:
+			p := Presence{User: f.User, Online: f.Online, LastSeen: f.LastSeen, Received: time.Now()}
+			// Blocks as msg frames do: a change is never dropped.
+			select {
+			case cn.c.presence <- p:
+			case <-cn.c.ctx.Done():
+			}
+		case protocol.TypeTyping:
+			ev := Typing{From: f.From, To: f.To, Room: f.Room, Group: f.Group, Received: time.Now()}
+			select {
+			case cn.c.typing <- ev:
+			default: // ephemeral: an application that does not read them loses them
 			}
 		case protocol.TypeAck:
 			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More,

@@ -29,9 +29,9 @@ const (
 	// closeTimeout is how long Close waits for the server to answer its close
 	// frame before it drops the TCP connection.
 	closeTimeout = time.Second
-	// rejoinTimeout bounds the answer to one join sent while reconnecting;
-	// docs/protocol.md §6.1 promises one, so silence means the new connection
-	// is broken.
+	// rejoinTimeout bounds the answer to one join or watch sent while
+	// reconnecting; docs/protocol.md §6.1 promises one, so silence means the
+	// new connection is broken.
 	rejoinTimeout = 10 * time.Second
 	// resendWindow bounds how long after its first attempt Send resends a
 	// message: the server recognises a key for 5 minutes.
@@ -81,15 +81,20 @@ type Options struct {
 	// time in [0, min(BackoffMax, BackoffMin*2^n)]. Defaults 100 ms and 5 s.
 	BackoffMin, BackoffMax time.Duration
 
-	// MessageBuffer is how many incoming msg frames wait for Messages().
-	// Default 1024.
+	// MessageBuffer is how many incoming msg frames wait for Messages(),
+	// and, each on their own, presence frames for Presence() and typing
+	// frames for TypingEvents(). Default 1024.
+	//
+	// Typing frames past it are dropped: they are ephemeral, and an
+	// application need not read them. Presence frames, like messages, wait.
 	//
 	// When it is full the client stops reading its socket until the
 	// application receives again: nothing is dropped, but answers (acks,
 	// pongs, errors) wait behind the unread messages, and the server, whose
 	// bounded send queue to this connection then fills, closes the
 	// connection as a slow consumer (1008). An application that does not
-	// want messages must still drain Messages().
+	// want messages must still drain Messages(), and one that watches users
+	// Presence().
 	MessageBuffer int
 
 	// OnState, if set, is told every change of the connection: Connected

@@ -91,6 +91,11 @@ func TestBadFramesGetTheAnswerSpecGives(t *testing.T) {
 		{"body not a string", `{"type":"send","id":"c11","to":"bob","body":{"a":1}}`, false, "c11"},
 		{"join without room", `{"type":"join","id":"c12"}`, false, "c12"},
 		{"malformed room", `{"type":"join","id":"c13","room":"#lobby"}`, false, "c13"},
+		{"typing to no one", `{"type":"typing","id":"c14"}`, false, "c14"},
+		{"typing to a user and a room", `{"type":"typing","id":"c15","to":"bob","room":"lobby"}`, false, "c15"},
+		{"watch without users", `{"type":"watch","id":"c16","users":[]}`, false, "c16"},
+		{"watch of a malformed user", `{"type":"watch","id":"c17","users":["bob","b o b"]}`, false, "c17"},
+		{"unwatch of not a list", `{"type":"unwatch","id":"c18","users":"bob"}`, false, "c18"},
 		{"malformed id", `{"type":"send","id":"no spaces","to":"bob","body":"x"}`, false, nil},
 		{"id not a string", `{"type":"send","id":7,"to":"bob","body":"x"}`, false, nil},
 		{"binary frame", `{"type":"ping","id":"b1"}`, true, nil},
@@ -206,6 +211,9 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 		`{"type":"ping","id":"%s"}`,                               // pong
 		`{"type":"warp","id":"%s"}`,                               // bad_request
 		`{"type":"send","id":"%s","to":"bob"}`,                    // bad_request
+		`{"type":"typing","id":"%s","to":"bob"}`,                  // ok, forwarded or dropped
+		`{"type":"watch","id":"%s","users":["bob","carol"]}`,      // ok, then presence
+		`{"type":"unwatch","id":"%s","users":["carol"]}`,          // ok
 	}
 	want := map[string]int{}
 	for i := 0; i < 150; i++ {
@@ -224,8 +232,12 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 		}
 		want[id]++
 	}
+	// Messages and presence are not answers.
+	notAnswer := func(f map[string]any) bool {
+		return f["type"] == protocol.TypeMsg || f["type"] == protocol.TypePresence
+	}
 	for answered < len(want) {
-		if f := rc.read(); f["type"] != protocol.TypeMsg {
+		if f := rc.read(); !notAnswer(f) {
 			count(f)
 		}
 	}
@@ -233,7 +245,7 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 	rc.write(websocket.TextMessage, `{"type":"ping","id":"last"}`)
 	for {
 		f := rc.read()
-		if f["type"] == protocol.TypeMsg {
+		if notAnswer(f) {
 			continue
 		}
 		if f["id"] == "last" {

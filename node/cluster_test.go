@@ -23,25 +23,13 @@ func ctxFor(t *testing.T) context.Context {
 // recvMsg waits for the next message on cl.
 func recvMsg(t *testing.T, cl *client.Client, who string) client.Msg {
 	t.Helper()
-	select {
-	case m := <-cl.Messages():
-		return m
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s received nothing within 5s", who)
-	}
-	return client.Msg{}
+	return next(t, cl.Messages(), who, 5*time.Second)
 }
 
-// noMsg checks that nothing is waiting on cl. Callers first make a round
-// trip on the connection, or wait for a later message on every path, so that
-// anything wrongly sent would already be here.
+// noMsg checks that no message is waiting on cl (see none).
 func noMsg(t *testing.T, cl *client.Client, who string) {
 	t.Helper()
-	select {
-	case m := <-cl.Messages():
-		t.Fatalf("%s received %q from %s, want nothing", who, m.Body, m.From)
-	default:
-	}
+	none(t, cl.Messages(), who)
 }
 
 func sendOK(t *testing.T, from *client.Client, to, body, wantStatus string) {

@@ -56,6 +56,9 @@ type Config struct {
 	// MaxRooms bounds the rooms one connection may have joined at once.
 	// Default router.DefaultMaxRooms.
 	MaxRooms int
+	// MaxWatch bounds the users one connection watches at once (presence).
+	// Default router.DefaultMaxWatch.
+	MaxWatch int
 	// DrainTimeout bounds a graceful shutdown. Default 10s.
 	DrainTimeout time.Duration
 	// Origins lists the browser origins (scheme://host[:port]) allowed to

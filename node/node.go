@@ -148,6 +148,7 @@ func Start(cfg Config) (*Node, error) {
 		Incarnation: inc,
 		Mode:        cfg.Routing,
 		MaxRooms:    cfg.MaxRooms,
+		MaxWatch:    cfg.MaxWatch,
 		Store:       n.store,
 		Offline:     offline,
 		Logger:      n.log,

@@ -2,11 +2,14 @@ package protocol
 
 // Frame types a client sends (docs/protocol.md §3).
 const (
-	TypeSend  = "send"  // a message to a user (to), a joined room (room) or a group (group)
-	TypeJoin  = "join"  // this connection joins a room, with a replay if since is given
-	TypeLeave = "leave" // this connection leaves a room
-	TypePing  = "ping"  // application-level keepalive: browsers cannot send ping frames
-	TypeSync  = "sync"  // a page of the sender's inbox, or of a group's stream, after an offset
+	TypeSend    = "send"    // a message to a user (to), a joined room (room) or a group (group)
+	TypeJoin    = "join"    // this connection joins a room, with a replay if since is given
+	TypeLeave   = "leave"   // this connection leaves a room
+	TypePing    = "ping"    // application-level keepalive: browsers cannot send ping frames
+	TypeSync    = "sync"    // a page of the sender's inbox, or of a group's stream, after an offset
+	TypeTyping  = "typing"  // the sender is typing to a user, a room or a group; the server sends it on, with from
+	TypeWatch   = "watch"   // tell this connection of these users' presence, now and at every change
+	TypeUnwatch = "unwatch" // stop telling it
 )
 
 // Frame types of groups and read state (docs/protocol.md §12).
@@ -21,12 +24,13 @@ const (
 
 // Frame types the server sends (docs/protocol.md §4).
 const (
-	TypeWelcome = "welcome" // the first frame of every connection
-	TypeMsg     = "msg"     // a chat message, direct or room
-	TypeAck     = "ack"     // a request accepted; the HTTP API's send answers with one too
-	TypePong    = "pong"    // the answer to a ping
-	TypeError   = "error"   // a request refused, with a code
-	TypeReceipt = "receipt" // someone read a conversation up to an offset
+	TypeWelcome  = "welcome"  // the first frame of every connection
+	TypeMsg      = "msg"      // a chat message, direct or room
+	TypeAck      = "ack"      // a request accepted; the HTTP API's send answers with one too
+	TypePong     = "pong"     // the answer to a ping
+	TypeError    = "error"    // a request refused, with a code
+	TypeReceipt  = "receipt"  // someone read a conversation up to an offset
+	TypePresence = "presence" // a watched user's presence: at once after a watch, then at every change
 )
 
 // Group events: a `msg` with `event` records a membership change in the

@@ -23,7 +23,7 @@ func carried(frame []byte) bool {
 		return false
 	}
 	switch typ {
-	case protocol.TypeMsg, protocol.TypeReceipt:
+	case protocol.TypeMsg, protocol.TypeReceipt, protocol.TypeTyping:
 		return true
 	}
 	return false

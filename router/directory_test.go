@@ -7,7 +7,7 @@ import (
 )
 
 func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	bob := Key{Name: "bob"}
 	d.Set(bob, "n2", "i", 1, now)
@@ -43,7 +43,7 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 // window dropped them, and the new owner then answered "offline" for users
 // who were connected.
 func TestDirectoryKeepsARegistrationThatArrivesAheadOfItsRing(t *testing.T) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	bob, ann := Key{Name: "bob"}, Key{Name: "ann"}
 	all := func(_, _ string) bool { return true }
@@ -86,7 +86,7 @@ func TestLocationCacheDropsAnswersSpoiledInFlight(t *testing.T) {
 }
 
 func BenchmarkDirectoryLookup(b *testing.B) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	for i := 0; i < 100000; i++ {
 		d.Set(Key{Name: fmt.Sprintf("user%d", i)}, fmt.Sprintf("n%d", i%5), "i", 1, now)
@@ -116,7 +116,7 @@ func BenchmarkLocationCacheHit(b *testing.B) {
 // back the counts it had: its holders registered with the owner in between,
 // and told that one, not this node, of the connections that closed since.
 func TestDirectoryForgetsAKeyThatMovedAway(t *testing.T) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	bob := Key{Name: "bob"}
 	all := func(_, _ string) bool { return true }

@@ -9,8 +9,9 @@ import (
 )
 
 // HandleFrame acts on a frame a client connection sent (send, join, leave,
-// sync, the group frames, read, conversations); each gets exactly one
-// answer through c.Answer. It runs in the
+// sync, the group frames, read, conversations, typing, watch, unwatch);
+// each gets exactly one answer through c.Answer (a typing frame without id
+// a nil one). It runs in the
 // connection's reader, so that its frames are routed in order; only a
 // lookup at an owner (on a cache miss), a store call or a join waits here.
 func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
@@ -40,6 +41,12 @@ func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 		r.handleRead(cl, f, answer)
 	case protocol.TypeConversations:
 		r.handleConversations(cl, f, answer)
+	case protocol.TypeTyping:
+		r.handleTyping(cl, f, answer)
+	case protocol.TypeWatch:
+		r.handleWatch(cl, f, answer)
+	case protocol.TypeUnwatch:
+		r.handleUnwatch(cl, f, answer)
 	}
 }
 

@@ -21,6 +21,8 @@ type client struct {
 	rooms    map[string]struct{}
 	replays  map[string][]heldFrame // rooms being replayed: live messages held meanwhile
 	replayed map[string]int64       // rooms replayed: the last offset the replay wrote
+	watches  map[string]bool        // users watched (presence.go): true once the watch was answered
+	typing   typingLimiter          // when typing was last forwarded, per conversation (typing.go)
 }
 
 // heldFrame is a live room message that arrived while the room's history

@@ -140,9 +140,12 @@ func (c *Conn) User() string { return c.user }
 // could not be held for it.
 func (c *Conn) Cut() { c.Close(CloseSlowConsumer) }
 
-// Answer queues the answer to a frame given to the Handler.
+// Answer queues the answer to a frame given to the Handler; nil: the frame
+// is owed none, but it has been dealt with all the same (see drain).
 func (c *Conn) Answer(frame []byte) {
-	c.Send(frame)
+	if frame != nil {
+		c.Send(frame)
+	}
 	c.mu.Lock()
 	c.inflight--
 	if c.inflight == 0 && c.drained != nil {

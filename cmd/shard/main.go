@@ -91,6 +91,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.IntVar(&cfg.MaxConns, "max-conns", node.DefaultMaxConns, "client connections this node accepts; past it upgrades get 503")
 	fs.IntVar(&cfg.MaxRooms, "max-rooms", router.DefaultMaxRooms, "rooms one connection may have joined at once")
 	fs.IntVar(&cfg.MaxGroupMembers, "max-group-members", store.DefaultMaxGroupMembers, "members one group may have (with a message store)")
+	fs.IntVar(&cfg.MaxWatch, "max-watch", router.DefaultMaxWatch, "users one connection may watch at once (presence)")
 	fs.StringVar(&cfg.Data, "data", "", "directory of the embedded message store (one node): history, offline messages, sync")
 	fs.StringVar(&cfg.Store, "store", "", "URL of the message store every node shares (postgres://...); wins over --data")
 	fs.IntVar(&cfg.RetainCount, "retain-count", 0, "messages kept per inbox or room stream; 0: all")
@@ -144,7 +145,8 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 		return cfg, 0, fmt.Errorf("log-level %q: want debug, info, warn or error", logLevel)
 	}
 	for name, v := range map[string]int{"max-frame": cfg.Session.MaxFrame, "rate": cfg.Session.Rate, "send-queue": cfg.Session.SendQueue,
-		"max-conns": cfg.MaxConns, "max-rooms": cfg.MaxRooms, "max-group-members": cfg.MaxGroupMembers} {
+		"max-conns": cfg.MaxConns, "max-rooms": cfg.MaxRooms, "max-group-members": cfg.MaxGroupMembers,
+		"max-watch": cfg.MaxWatch} {
 		if v <= 0 {
 			return cfg, 0, fmt.Errorf("%s must be positive, got %d", name, v)
 		}
