@@ -221,6 +221,9 @@ func (c *Conn) Serve(ws *websocket.Conn, raw *CoalescingConn, h Handler) {
 		}
 		return ping(data)
 	})
+	if raw != nil {
+		raw.Framed() // nothing but frames from now on: the upgrade is answered
+	}
 	c.mu.Lock()
 	c.ws, c.raw = ws, raw
 	c.serving = true
