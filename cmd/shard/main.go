@@ -79,7 +79,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "HMAC secret of client tokens (JWT HS256, sub = user id); empty: user id from the query string")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "bearer key for POST /api/send; empty disables it")
 	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", session.DefaultMaxFrame, "largest client frame in bytes")
-	fs.IntVar(&cfg.Session.Rate, "rate", session.DefaultRate, "client frames per second per connection (burst twice that)")
+	fs.IntVar(&cfg.Session.Rate, "rate", session.DefaultRate, "client frames (messages, pings, pongs) per second per connection (burst twice that)")
 	fs.IntVar(&cfg.Session.SendQueue, "send-queue", session.DefaultSendQueue, "outgoing frames a connection may have waiting before it is closed as a slow consumer")
 	fs.DurationVar(&cfg.Session.PingInterval, "ping-interval", session.DefaultPingInterval, "server ping period; silence for twice as long closes a connection")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", node.DefaultDrainTimeout, "longest a graceful shutdown may take")
