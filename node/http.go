@@ -121,9 +121,11 @@ func (n *Node) originAllowed(ctx *fasthttp.RequestCtx) bool {
 	return false
 }
 
-// serveWS authenticates, registers the connection with its owner, queues
-// its welcome, and only then upgrades: a client that holds its welcome can
-// be reached from any node, and a node that cannot register answers 503.
+// serveWS authenticates, checks the upgrade, registers the connection with
+// its owner, queues its welcome, and only then upgrades: a client that
+// holds its welcome can be reached from any node, a node that cannot
+// register answers 503, and a request the upgrade would refuse registers
+// nothing.
 func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	if !n.ready.Load() || n.draining.Load() {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "this node is not serving: it is starting or draining")
@@ -134,8 +136,8 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, status, code, msg)
 		return
 	}
-	if !websocket.FastHTTPIsWebSocketUpgrade(ctx) {
-		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "expected a WebSocket upgrade")
+	if status, reason := upgradeRefusal(ctx); status != 0 {
+		writeError(ctx, status, protocol.CodeBadRequest, reason)
 		return
 	}
 	if !n.originAllowed(ctx) {
