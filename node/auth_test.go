@@ -1,8 +1,12 @@
 package node_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"testing"
@@ -62,6 +66,82 @@ func TestTokensAreVerifiedBeforeTheUpgrade(t *testing.T) {
 		}
 		assertErrorBody(t, resp, protocol.CodeUnauthorized)
 	}
+}
+
+// A token that would let its holder in for longer than --max-token-age is
+// refused, whether its exp is that far from now or from its iat; and with
+// --token-aud and --token-iss, its aud and iss must say so.
+func TestTokenLifetimeAudienceAndIssuerAreChecked(t *testing.T) {
+	secret := []byte("correct horse battery staple")
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) {
+		cfg.AuthSecret = string(secret)
+		cfg.MaxTokenAge = time.Hour
+		cfg.TokenAudience = "chat.example"
+		cfg.TokenIssuer = "auth.example"
+	})
+	now := time.Now()
+	claims := func(edit func(jwt.MapClaims)) string {
+		cl := jwt.MapClaims{"sub": "alice", "exp": now.Add(30 * time.Minute).Unix(), "aud": "chat.example", "iss": "auth.example"}
+		edit(cl)
+		return token(t, jwt.SigningMethodHS256, secret, cl)
+	}
+	for _, tc := range []struct {
+		name string
+		tok  string
+		ok   bool
+	}{
+		{"within the cap", claims(func(jwt.MapClaims) {}), true},
+		{"issued a while ago, within the cap", claims(func(c jwt.MapClaims) { c["iat"] = now.Add(-20 * time.Minute).Unix() }), true},
+		{"valid until the year 3000", claims(func(c jwt.MapClaims) { c["exp"] = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC).Unix() }), false},
+		{"exp 2 h from now", claims(func(c jwt.MapClaims) { c["exp"] = now.Add(2 * time.Hour).Unix() }), false},
+		{"issued for 90 min", claims(func(c jwt.MapClaims) { c["iat"] = now.Add(-time.Hour).Unix() }), false},
+		{"issued in the future", claims(func(c jwt.MapClaims) { c["iat"] = now.Add(10 * time.Minute).Unix() }), false},
+		{"no aud", claims(func(c jwt.MapClaims) { delete(c, "aud") }), false},
+		{"another aud", claims(func(c jwt.MapClaims) { c["aud"] = "other.example" }), false},
+		{"aud in a list", claims(func(c jwt.MapClaims) { c["aud"] = []string{"other.example", "chat.example"} }), true},
+		{"no iss", claims(func(c jwt.MapClaims) { delete(c, "iss") }), false},
+		{"another iss", claims(func(c jwt.MapClaims) { c["iss"] = "evil.example" }), false},
+	} {
+		ws, resp, err := websocket.DefaultDialer.Dial(c.URL(0)+"?token="+tc.tok, nil)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: refused (%v), want accepted", tc.name, err)
+		case tc.ok:
+			ws.Close()
+		case err == nil:
+			ws.Close()
+			t.Errorf("%s: accepted, want 401", tc.name)
+		case resp == nil || resp.StatusCode != http.StatusUnauthorized:
+			t.Errorf("%s: %v, want 401", tc.name, err)
+		default:
+			assertErrorBody(t, resp, protocol.CodeUnauthorized)
+		}
+	}
+}
+
+// An HTTP connection kept alive after its request is closed once it has
+// been idle for --handshake-timeout: idle connections hold no slot for long.
+func TestIdleKeepAliveConnectionIsClosedAfterTheHandshakeTimeout(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.HandshakeTimeout = time.Second })
+	conn, err := net.Dial("tcp", c.Nodes[0].HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /healthz: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(10 * time.Second))
+	_, err = br.ReadByte()
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("an idle keep-alive connection was still open 10 s after its request, with a handshake timeout of 1 s")
+	}
+	t.Logf("idle keep-alive connection closed after %s (%v)", time.Since(start).Round(10*time.Millisecond), err)
 }
 
 func TestOriginsAreChecked(t *testing.T) {

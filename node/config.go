@@ -42,6 +42,14 @@ type Config struct {
 	// AuthSecret is the HS256 secret of client tokens; empty is development
 	// mode, where the user id comes from the query string.
 	AuthSecret string
+	// MaxTokenAge caps how long a token may let its holder in: a token whose
+	// exp is further than this from now, or from its iat, is refused.
+	// Default DefaultMaxTokenAge.
+	MaxTokenAge time.Duration
+	// TokenAudience, when set, must be among a token's aud.
+	TokenAudience string
+	// TokenIssuer, when set, must be a token's iss.
+	TokenIssuer string
 	// APIKey guards POST /api/send; empty disables it.
 	APIKey string
 	// Session holds the per-connection limits.
@@ -76,8 +84,8 @@ type Config struct {
 	// loopback: it exposes the process). Default empty: off.
 	Pprof string
 	// HandshakeTimeout bounds reading an HTTP request, the WebSocket
-	// upgrade included: a half-open handshake is dropped after it.
-	// Default 5s.
+	// upgrade included: a half-open handshake is dropped after it, and a
+	// keep-alive connection idle for as long is closed. Default 5s.
 	HandshakeTimeout time.Duration
 	Logger           *slog.Logger
 }
@@ -90,6 +98,9 @@ const (
 	DefaultDrainTimeout = 10 * time.Second
 	DefaultMaxConns     = 50000
 	DefaultHandshake    = 5 * time.Second
+	// DefaultMaxTokenAge: a day, the longest sign-in most chat apps keep
+	// without asking their auth server again.
+	DefaultMaxTokenAge = 24 * time.Hour
 )
 
 func (c Config) withDefaults() Config {
@@ -110,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshake
+	}
+	if c.MaxTokenAge <= 0 {
+		c.MaxTokenAge = DefaultMaxTokenAge
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

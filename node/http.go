@@ -201,13 +201,28 @@ func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (user string, status int, 
 	return user, 0, "", ""
 }
 
+// verifyToken checks a token as docs/protocol.md §2.3 says and returns its
+// user.
 func (n *Node) verifyToken(token string) (string, error) {
 	claims := jwt.RegisteredClaims{}
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithIssuedAt()}
+	if n.cfg.TokenAudience != "" {
+		opts = append(opts, jwt.WithAudience(n.cfg.TokenAudience))
+	}
+	if n.cfg.TokenIssuer != "" {
+		opts = append(opts, jwt.WithIssuer(n.cfg.TokenIssuer))
+	}
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) {
 		return []byte(n.cfg.AuthSecret), nil
-	}, jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+	}, opts...)
 	if err != nil {
 		return "", fmt.Errorf("invalid token: %w", err)
+	}
+	// A stolen token is worth as much as it lives: none may let its holder
+	// in for longer than the cap, whatever its issuer wrote.
+	exp, maxAge := claims.ExpiresAt.Time, n.cfg.MaxTokenAge
+	if time.Until(exp) > maxAge || claims.IssuedAt != nil && exp.Sub(claims.IssuedAt.Time) > maxAge {
+		return "", fmt.Errorf("invalid token: it lives longer than this node's --max-token-age (%s)", maxAge)
 	}
 	if !protocol.ValidID(claims.Subject) {
 		return "", errors.New("invalid token: sub must be a user id of 1 to 64 characters of A-Z a-z 0-9 _ . @ -")

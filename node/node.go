@@ -140,7 +140,9 @@ func Start(cfg Config) (*Node, error) {
 		Handler:     n.serveHTTP,
 		Name:        "shard",
 		ReadTimeout: cfg.HandshakeTimeout,
-		IdleTimeout: 60 * time.Second,
+		// An idle keep-alive connection holds one of Concurrency's slots:
+		// no longer than a request may take to arrive.
+		IdleTimeout: cfg.HandshakeTimeout,
 		// Room for the WebSockets plus the API, and a bound on what
 		// half-open handshakes can hold.
 		Concurrency:           cfg.MaxConns + 1024,

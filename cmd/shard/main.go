@@ -77,6 +77,9 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&routing, "routing", "owner", "owner, or broadcast (the older design, for benchmarks only)")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "shared secret: encrypts gossip and authenticates node-to-node links")
 	fs.StringVar(&cfg.AuthSecret, "auth-secret", "", "HMAC secret of client tokens (JWT HS256, sub = user id); empty: user id from the query string")
+	fs.DurationVar(&cfg.MaxTokenAge, "max-token-age", node.DefaultMaxTokenAge, "longest a token may let its holder in: its exp at most this far from now and from its iat")
+	fs.StringVar(&cfg.TokenAudience, "token-aud", "", "when set, a token's aud must include it")
+	fs.StringVar(&cfg.TokenIssuer, "token-iss", "", "when set, a token's iss must be it")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "bearer key for POST /api/send; empty disables it")
 	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", session.DefaultMaxFrame, "largest client frame in bytes")
 	fs.IntVar(&cfg.Session.Rate, "rate", session.DefaultRate, "client frames (messages, pings, pongs) per second per connection (burst twice that)")
@@ -147,7 +150,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 		}
 	}
 	for name, v := range map[string]time.Duration{"ping-interval": cfg.Session.PingInterval, "drain-timeout": cfg.DrainTimeout,
-		"join-timeout": cfg.JoinTimeout, "handshake-timeout": cfg.HandshakeTimeout} {
+		"join-timeout": cfg.JoinTimeout, "handshake-timeout": cfg.HandshakeTimeout, "max-token-age": cfg.MaxTokenAge} {
 		if v <= 0 {
 			return cfg, 0, fmt.Errorf("%s must be positive, got %s", name, v)
 		}
