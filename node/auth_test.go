@@ -187,6 +187,57 @@ func TestOriginsAreChecked(t *testing.T) {
 	}
 }
 
+// With --public-url, a browser's Origin must be that URL's origin, scheme
+// and port included (or one of --origins): a page on another name that
+// resolves to the node (DNS rebinding: Host and Origin both evil.example)
+// gets 403.
+func TestPublicURLPinsTheOrigin(t *testing.T) {
+	c := testcluster.Start(t, 2, func(i int, cfg *node.Config) {
+		cfg.PublicURL = "https://chat.example.org/"
+		if i == 1 {
+			cfg.Origins = []string{"https://app.example.org"}
+		}
+	})
+	for _, tc := range []struct {
+		node         int
+		host, origin string
+		wantUpgraded bool
+	}{
+		{0, "", "", true}, // not a browser
+		{0, "chat.example.org", "https://chat.example.org", true},
+		{0, "10.0.0.7:8080", "https://CHAT.example.org", true}, // behind a proxy that rewrites Host
+		{0, "chat.example.org", "https://chat.example.org:443", true},
+		{0, "evil.example", "http://evil.example", false}, // same host, another site
+		{0, "chat.example.org", "http://chat.example.org", false},
+		{0, "chat.example.org", "https://chat.example.org:8443", false},
+		{0, "chat.example.org", "null", false},
+		{0, "", "http://" + c.Nodes[0].HTTPAddr(), false}, // the node's own address is not its public one
+		{1, "chat.example.org", "https://chat.example.org", true},
+		{1, "app.example.org", "https://app.example.org", true},
+		{1, "evil.example", "http://evil.example", false},
+	} {
+		h := http.Header{}
+		if tc.host != "" {
+			h.Set("Host", tc.host)
+		}
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		ws, resp, err := websocket.DefaultDialer.Dial(c.URL(tc.node)+"?user=alice", h)
+		if err == nil {
+			ws.Close()
+		}
+		switch {
+		case tc.wantUpgraded && err != nil:
+			t.Errorf("node %d, Host %q, Origin %q: %v, want upgraded", tc.node, tc.host, tc.origin, err)
+		case !tc.wantUpgraded && err == nil:
+			t.Errorf("node %d, Host %q, Origin %q: upgraded, want 403", tc.node, tc.host, tc.origin)
+		case !tc.wantUpgraded && (resp == nil || resp.StatusCode != http.StatusForbidden):
+			t.Errorf("node %d, Host %q, Origin %q: %v, want 403", tc.node, tc.host, tc.origin, err)
+		}
+	}
+}
+
 func TestConnectionCapRefusesWith503(t *testing.T) {
 	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.MaxConns = 2 })
 	a := c.Dial(0, "a")

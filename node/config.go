@@ -64,6 +64,10 @@ type Config struct {
 	// must name the host the request was sent to. Requests without an
 	// Origin (non-browser clients) are always allowed.
 	Origins []string
+	// PublicURL is the address users reach the chat at
+	// (https://chat.example/): when set, a browser's Origin must be its
+	// scheme, host and port, or one of Origins.
+	PublicURL string
 	// MaxConns caps the client connections of this node; past it upgrades
 	// are refused with 503. Default 50000.
 	MaxConns int

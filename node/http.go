@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,25 +99,6 @@ var upgrader = websocket.FastHTTPUpgrader{
 	},
 	// serveWS has checked the origin against --origins already.
 	CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
-}
-
-// originAllowed applies --origins: a browser's Origin must be listed, or,
-// with no list, name the host the request was sent to.
-func (n *Node) originAllowed(ctx *fasthttp.RequestCtx) bool {
-	origin := string(ctx.Request.Header.Peek("Origin"))
-	if origin == "" {
-		return true // not a browser: nothing to protect against
-	}
-	if len(n.cfg.Origins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, string(ctx.Host()))
-	}
-	for _, o := range n.cfg.Origins {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
 }
 
 // serveWS authenticates, checks the upgrade, registers the connection with

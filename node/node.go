@@ -41,6 +41,8 @@ type Node struct {
 	rm        *router.Metrics
 	store     store.Store // nil: none
 	storeKind string
+	// publicOrigin is --public-url's origin (origin.go); "" without one.
+	publicOrigin string
 
 	members prometheus.Gauge
 
@@ -69,6 +71,11 @@ func Start(cfg Config) (*Node, error) {
 		serveDone: make(chan struct{}),
 	}
 	var err error
+	if cfg.PublicURL != "" {
+		if n.publicOrigin, err = ParsePublicURL(cfg.PublicURL); err != nil {
+			return nil, fmt.Errorf("public url: %w", err)
+		}
+	}
 	n.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTP, err)

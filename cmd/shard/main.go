@@ -88,6 +88,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", node.DefaultDrainTimeout, "longest a graceful shutdown may take")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect (scheme://host[:port], or *); empty: same origin only")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "the URL users reach the chat at (https://chat.example/): a browser's origin must be its scheme, host and port, or one of --origins")
 	fs.IntVar(&cfg.MaxConns, "max-conns", node.DefaultMaxConns, "client connections this node accepts; past it upgrades get 503")
 	fs.IntVar(&cfg.MaxRooms, "max-rooms", router.DefaultMaxRooms, "rooms one connection may have joined at once")
 	fs.IntVar(&cfg.MaxGroupMembers, "max-group-members", store.DefaultMaxGroupMembers, "members one group may have (with a message store)")
@@ -138,6 +139,11 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	var err error
 	if cfg.Routing, err = router.ParseMode(routing); err != nil {
 		return cfg, 0, err
+	}
+	if cfg.PublicURL != "" {
+		if _, err := node.ParsePublicURL(cfg.PublicURL); err != nil {
+			return cfg, 0, fmt.Errorf("public-url: %w", err)
+		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {

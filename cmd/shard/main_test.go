@@ -51,6 +51,7 @@ func TestBadFlagsExitWithTwo(t *testing.T) {
 		{"--no-such-flag"},
 		{"--log-level", "loud"},
 		{"--send-queue", "0"},
+		{"--public-url", "chat.example"},
 		{"stray-argument"},
 	} {
 		var stderr bytes.Buffer
