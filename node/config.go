@@ -50,8 +50,12 @@ type Config struct {
 	TokenAudience string
 	// TokenIssuer, when set, must be a token's iss.
 	TokenIssuer string
-	// APIKey guards POST /api/send; empty disables it.
+	// APIKey guards POST /api/send and the history; empty disables them.
 	APIKey string
+	// PrivateAPI puts where users and rooms are (/api/users/{id},
+	// /api/rooms/{room}), the cluster (/api/cluster) and /metrics behind
+	// APIKey too; without APIKey they are off.
+	PrivateAPI bool
 	// Session holds the per-connection limits.
 	Session session.Config
 	// MaxRooms bounds the rooms one connection may have joined at once.

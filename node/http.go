@@ -48,9 +48,13 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 			ctx.SetBodyString("not ready\n")
 		}
 	case path == "/metrics":
-		n.metricsHandler()(ctx)
+		if n.privateOK(ctx) {
+			n.metricsHandler()(ctx)
+		}
 	case path == "/api/cluster":
-		n.serveCluster(ctx)
+		if n.privateOK(ctx) {
+			n.serveCluster(ctx)
+		}
 	case strings.HasPrefix(path, "/api/users/"):
 		if name, ok := strings.CutSuffix(strings.TrimPrefix(path, "/api/users/"), "/conversations"); ok {
 			n.serveConversations(ctx, name)
@@ -275,14 +279,26 @@ type sendRequest struct {
 }
 
 // apiKeyOK guards the endpoints behind --api-key: 404 without one (the
-// endpoint is off), 401 for a wrong or missing key.
+// endpoint is off), 405 for another method, 401 for a wrong or missing key.
 func (n *Node) apiKeyOK(ctx *fasthttp.RequestCtx, method string) bool {
-	if n.cfg.APIKey == "" {
-		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, string(ctx.Path())+" is disabled: the node has no --api-key")
+	if n.cfg.APIKey != "" && string(ctx.Method()) != method {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "use "+method)
 		return false
 	}
-	if string(ctx.Method()) != method {
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "use "+method)
+	return n.keyOK(ctx)
+}
+
+// privateOK guards the endpoints that --private-api puts behind the api
+// key: open without it.
+func (n *Node) privateOK(ctx *fasthttp.RequestCtx) bool {
+	return !n.cfg.PrivateAPI || n.keyOK(ctx)
+}
+
+// keyOK checks the request's api key: 404 on a node without one, 401 for a
+// wrong or missing key.
+func (n *Node) keyOK(ctx *fasthttp.RequestCtx) bool {
+	if n.cfg.APIKey == "" {
+		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, string(ctx.Path())+" is disabled: the node has no --api-key")
 		return false
 	}
 	auth := string(ctx.Request.Header.Peek("Authorization"))
@@ -322,7 +338,9 @@ func (n *Node) serveKey(ctx *fasthttp.RequestCtx, room bool, rest string) {
 		}
 		return
 	}
-	n.serveLocations(ctx, room, rest) // a name with a slash is malformed: 400
+	if n.privateOK(ctx) {
+		n.serveLocations(ctx, room, rest) // a name with a slash is malformed: 400
+	}
 }
 
 // serveHistory answers GET /api/users/{id}/messages,

@@ -80,7 +80,8 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.DurationVar(&cfg.MaxTokenAge, "max-token-age", node.DefaultMaxTokenAge, "longest a token may let its holder in: its exp at most this far from now and from its iat")
 	fs.StringVar(&cfg.TokenAudience, "token-aud", "", "when set, a token's aud must include it")
 	fs.StringVar(&cfg.TokenIssuer, "token-iss", "", "when set, a token's iss must be it")
-	fs.StringVar(&cfg.APIKey, "api-key", "", "bearer key for POST /api/send; empty disables it")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "bearer key for POST /api/send and the history; empty disables them")
+	fs.BoolVar(&cfg.PrivateAPI, "private-api", false, "put /api/users/{id}, /api/rooms/{room}, /api/cluster and /metrics behind --api-key too")
 	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", session.DefaultMaxFrame, "largest client frame in bytes")
 	fs.IntVar(&cfg.Session.Rate, "rate", session.DefaultRate, "client frames (messages, pings, pongs) per second per connection (burst twice that)")
 	fs.IntVar(&cfg.Session.SendQueue, "send-queue", session.DefaultSendQueue, "outgoing frames a connection may have waiting before it is closed as a slow consumer")
@@ -139,6 +140,9 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	var err error
 	if cfg.Routing, err = router.ParseMode(routing); err != nil {
 		return cfg, 0, err
+	}
+	if cfg.PrivateAPI && cfg.APIKey == "" {
+		return cfg, 0, errors.New("private-api needs an api-key: without one the private endpoints would answer no one")
 	}
 	if cfg.PublicURL != "" {
 		if _, err := node.ParsePublicURL(cfg.PublicURL); err != nil {

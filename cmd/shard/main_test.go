@@ -52,6 +52,7 @@ func TestBadFlagsExitWithTwo(t *testing.T) {
 		{"--log-level", "loud"},
 		{"--send-queue", "0"},
 		{"--public-url", "chat.example"},
+		{"--private-api"},
 		{"stray-argument"},
 	} {
 		var stderr bytes.Buffer
