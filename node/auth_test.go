@@ -258,6 +258,78 @@ func TestConnectionCapRefusesWith503(t *testing.T) {
 	})
 }
 
+// dialFrom opens a WebSocket to node i of c as user, from the local
+// address src (any of 127.0.0.0/8 reaches a loopback listener), with
+// X-Forwarded-For set when xff is: it returns the connection or the
+// refusal's status.
+func dialFrom(t *testing.T, c *testcluster.Cluster, i int, src, xff, user string) (*websocket.Conn, int) {
+	t.Helper()
+	d := websocket.Dialer{NetDial: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).Dial}
+	h := http.Header{}
+	if xff != "" {
+		h.Set("X-Forwarded-For", xff)
+	}
+	ws, resp, err := d.Dial(c.URL(i)+"?user="+user, h)
+	if err == nil {
+		t.Cleanup(func() { ws.Close() })
+		return ws, http.StatusSwitchingProtocols
+	}
+	if resp == nil {
+		t.Fatalf("dial from %s as %s: %v", src, user, err)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		assertErrorBody(t, resp, protocol.CodeTooManyConns)
+	}
+	return nil, resp.StatusCode
+}
+
+// One user, or one client address, cannot take a node's every connection:
+// past --max-conns-per-user or --max-conns-per-ip the upgrade gets 429, and
+// X-Forwarded-For names the client only when a trusted proxy sent it.
+func TestConnectionsPerUserAndPerAddressAreCapped(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) {
+		cfg.MaxConnsPerUser = 2
+		cfg.MaxConnsPerIP = 3
+		cfg.TrustedProxies = []string{"127.0.0.2/32"}
+	})
+	for _, tc := range []struct {
+		src, xff, user string
+		want           int
+	}{
+		{"127.0.0.1", "", "alice", http.StatusSwitchingProtocols},
+		{"127.0.0.1", "", "alice", http.StatusSwitchingProtocols},
+		{"127.0.0.1", "", "alice", http.StatusTooManyRequests}, // a third of one user
+		{"127.0.0.3", "", "alice", http.StatusTooManyRequests}, // from anywhere
+		{"127.0.0.1", "", "bob", http.StatusSwitchingProtocols},
+		{"127.0.0.1", "", "carol", http.StatusTooManyRequests},                      // a fourth from one address
+		{"127.0.0.1", "10.9.9.9", "carol", http.StatusTooManyRequests},              // not a trusted proxy: its header is ignored
+		{"127.0.0.3", "", "carol", http.StatusSwitchingProtocols},                   // another address
+		{"127.0.0.2", "10.1.1.1", "dave", http.StatusSwitchingProtocols},            // the trusted proxy, for 10.1.1.1
+		{"127.0.0.2", "10.1.1.1", "erin", http.StatusSwitchingProtocols},            //
+		{"127.0.0.2", "10.1.1.1", "frank", http.StatusSwitchingProtocols},           //
+		{"127.0.0.2", "10.1.1.1", "grace", http.StatusTooManyRequests},              // a fourth from 10.1.1.1
+		{"127.0.0.2", "10.1.1.1, 10.1.1.2", "grace", http.StatusSwitchingProtocols}, // the proxy saw 10.1.1.2; the rest is the client's word
+		{"127.0.0.2", "", "heidi", http.StatusSwitchingProtocols},                   // the proxy itself
+	} {
+		if _, got := dialFrom(t, c, 0, tc.src, tc.xff, tc.user); got != tc.want {
+			t.Errorf("%s from %s (X-Forwarded-For %q): %d, want %d", tc.user, tc.src, tc.xff, got, tc.want)
+		}
+	}
+	// A closed connection gives its slot back.
+	ws, _ := dialFrom(t, c, 0, "127.0.0.4", "", "ivan")
+	ws.Close()
+	wait.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		for i := 0; i < 2; i++ {
+			ws, got := dialFrom(t, c, 0, "127.0.0.4", "", "ivan")
+			if got != http.StatusSwitchingProtocols {
+				return fmt.Errorf("ivan's connection %d of 2, after his first closed: %d", i+1, got)
+			}
+			defer ws.Close()
+		}
+		return nil
+	})
+}
+
 func TestRoomsPerConnectionAreCapped(t *testing.T) {
 	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.MaxRooms = 2 })
 	cl := c.Dial(0, "joiner")

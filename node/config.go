@@ -3,6 +3,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -75,6 +76,20 @@ type Config struct {
 	// MaxConns caps the client connections of this node; past it upgrades
 	// are refused with 503. Default 50000.
 	MaxConns int
+	// MaxConnsPerUser caps the connections one user may hold on this node;
+	// past it upgrades are refused with 429. It is a per-node bound: a user
+	// may hold as many on each node. Default DefaultMaxConnsPerUser.
+	MaxConnsPerUser int
+	// MaxConnsPerIP caps the connections from one client address (an IPv6
+	// client's /64) on this node; past it upgrades are refused with 429.
+	// Default 0: no cap (behind a proxy that is not in TrustedProxies every
+	// client has the proxy's address).
+	MaxConnsPerIP int
+	// TrustedProxies lists the CIDRs (or addresses) of the proxies in front
+	// of the node: from them, the client's address is the last of
+	// X-Forwarded-For that is not a trusted proxy. From anyone else the
+	// header is ignored.
+	TrustedProxies []string
 	// Data is a directory for the embedded message store (one node). Store
 	// wins when both are set. Neither: no store, live delivery only.
 	Data string
@@ -105,7 +120,11 @@ const (
 	DefaultJoinTimeout  = 30 * time.Second
 	DefaultDrainTimeout = 10 * time.Second
 	DefaultMaxConns     = 50000
-	DefaultHandshake    = 5 * time.Second
+	// DefaultMaxConnsPerUser: a person's phone, laptop and a few dozen
+	// tabs; one message to a user is written this many times per node at
+	// most.
+	DefaultMaxConnsPerUser = 32
+	DefaultHandshake       = 5 * time.Second
 	// DefaultMaxTokenAge: a day, the longest sign-in most chat apps keep
 	// without asking their auth server again.
 	DefaultMaxTokenAge = 24 * time.Hour
@@ -127,6 +146,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxConns <= 0 {
 		c.MaxConns = DefaultMaxConns
 	}
+	if c.MaxConnsPerUser <= 0 {
+		c.MaxConnsPerUser = DefaultMaxConnsPerUser
+	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshake
 	}
@@ -138,6 +160,24 @@ func (c Config) withDefaults() Config {
 	}
 	c.Session = c.Session.WithDefaults()
 	return c
+}
+
+// Validate reports the first value of c that no node could start with: a
+// --public-url that is not an http or https URL, a --trusted-proxies entry
+// that is not a CIDR or an address, --private-api without --api-key.
+func (c Config) Validate() error {
+	if c.PublicURL != "" {
+		if _, err := parseOrigin(c.PublicURL); err != nil {
+			return fmt.Errorf("public-url: %w", err)
+		}
+	}
+	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
+		return fmt.Errorf("trusted-proxies: %w", err)
+	}
+	if c.PrivateAPI && c.APIKey == "" {
+		return errors.New("private-api needs an api-key: without one the private endpoints would answer no one")
+	}
+	return nil
 }
 
 // linkAddr derives the link address from the gossip address: same host,

@@ -130,8 +130,8 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	}
 	c := session.New(n.connSeq.Add(1), user, n.cfg.Session)
 	c.Send(protocol.AppendWelcome(nil, &protocol.Welcome{User: user, Node: n.name, Store: n.store != nil, MaxFrame: n.cfg.Session.MaxFrame}))
-	if !n.addConn(c) {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "this node is draining or at its connection limit; try another")
+	if no := n.addConn(c, n.clientAddr(ctx)); no.status != 0 {
+		writeError(ctx, no.status, no.code, no.message)
 		return
 	}
 	if err := n.router.Attach(c); err != nil {

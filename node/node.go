@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,8 +52,12 @@ type Node struct {
 	connSeq  atomic.Uint64
 
 	connMu   sync.Mutex
-	conns    map[*session.Conn]struct{}
-	handlers sync.WaitGroup // hijacked WebSocket handlers still running
+	conns    map[*session.Conn]connSlot
+	perUser  map[string]int       // connections here by user (conns.go)
+	perAddr  map[netip.Prefix]int // connections here by client address (clientaddr.go)
+	handlers sync.WaitGroup       // hijacked WebSocket handlers still running
+	// trustedProxies are --trusted-proxies, parsed.
+	trustedProxies []netip.Prefix
 
 	stop      chan struct{}
 	loops     sync.WaitGroup
@@ -66,16 +71,21 @@ func Start(cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
 	n := &Node{
 		cfg:       cfg,
-		conns:     make(map[*session.Conn]struct{}),
+		conns:     make(map[*session.Conn]connSlot),
+		perUser:   make(map[string]int),
+		perAddr:   make(map[netip.Prefix]int),
 		stop:      make(chan struct{}),
 		serveDone: make(chan struct{}),
 	}
-	var err error
-	if cfg.PublicURL != "" {
-		if n.publicOrigin, err = ParsePublicURL(cfg.PublicURL); err != nil {
-			return nil, fmt.Errorf("public url: %w", err)
-		}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	// Validate has checked both.
+	if cfg.PublicURL != "" {
+		n.publicOrigin, _ = parseOrigin(cfg.PublicURL)
+	}
+	n.trustedProxies, _ = parseTrustedProxies(cfg.TrustedProxies)
+	var err error
 	n.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
@@ -334,32 +344,6 @@ func (n *Node) closeAll() {
 		n.connMu.Unlock()
 		n.handlers.Wait()
 	})
-}
-
-func (n *Node) connCount() int {
-	n.connMu.Lock()
-	defer n.connMu.Unlock()
-	return len(n.conns)
-}
-
-// addConn records a connection for the drain; false once draining or at
-// the connection cap.
-func (n *Node) addConn(c *session.Conn) bool {
-	n.connMu.Lock()
-	defer n.connMu.Unlock()
-	if n.draining.Load() || len(n.conns) >= n.cfg.MaxConns {
-		return false
-	}
-	n.conns[c] = struct{}{}
-	n.handlers.Add(1)
-	return true
-}
-
-func (n *Node) removeConn(c *session.Conn) {
-	n.connMu.Lock()
-	delete(n.conns, c)
-	n.connMu.Unlock()
-	n.handlers.Done()
 }
 
 // openStore opens --store, else --data, else nothing, and says which.

@@ -24,7 +24,7 @@ func (n *Node) originAllowed(ctx *fasthttp.RequestCtx) bool {
 		return err == nil && strings.EqualFold(u.Host, string(ctx.Host()))
 	}
 	if n.publicOrigin != "" {
-		if o, err := ParsePublicURL(origin); err == nil && o == n.publicOrigin {
+		if o, err := parseOrigin(origin); err == nil && o == n.publicOrigin {
 			return true
 		}
 	}
@@ -36,11 +36,11 @@ func (n *Node) originAllowed(ctx *fasthttp.RequestCtx) bool {
 	return false
 }
 
-// ParsePublicURL returns the origin of an http or https URL (RFC 6454):
+// parseOrigin returns the origin of an http or https URL (RFC 6454):
 // scheme://host[:port] in lower case, without the scheme's default port,
 // as a browser writes it in Origin. It reads --public-url, and the Origins
 // compared with it.
-func ParsePublicURL(raw string) (string, error) {
+func parseOrigin(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", err

@@ -66,6 +66,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 		routing  string
 		logLevel string
 		origins  string
+		proxies  string
 	)
 	fs.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (default: derived from the http host and port)")
 	fs.StringVar(&cfg.HTTP, "http", node.DefaultHTTP, "client listener: WebSocket, chat page, HTTP API")
@@ -91,6 +92,9 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.StringVar(&origins, "origins", "", "comma-separated browser origins allowed to connect (scheme://host[:port], or *); empty: same origin only")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "the URL users reach the chat at (https://chat.example/): a browser's origin must be its scheme, host and port, or one of --origins")
 	fs.IntVar(&cfg.MaxConns, "max-conns", node.DefaultMaxConns, "client connections this node accepts; past it upgrades get 503")
+	fs.IntVar(&cfg.MaxConnsPerUser, "max-conns-per-user", node.DefaultMaxConnsPerUser, "connections one user may hold on this node; past it upgrades get 429")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 0, "connections from one client address (an IPv6 /64) on this node; past it upgrades get 429; 0: no cap")
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated CIDRs of the proxies in front of the nodes, whose X-Forwarded-For names the client")
 	fs.IntVar(&cfg.MaxRooms, "max-rooms", router.DefaultMaxRooms, "rooms one connection may have joined at once")
 	fs.IntVar(&cfg.MaxGroupMembers, "max-group-members", store.DefaultMaxGroupMembers, "members one group may have (with a message store)")
 	fs.StringVar(&cfg.Data, "data", "", "directory of the embedded message store (one node): history, offline messages, sync")
@@ -125,36 +129,21 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 		return cfg, 0, envErr
 	}
 
-	if join != "" {
-		for _, s := range strings.Split(join, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				cfg.Join = append(cfg.Join, s)
-			}
-		}
-	}
-	for _, o := range strings.Split(origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			cfg.Origins = append(cfg.Origins, o)
-		}
-	}
+	cfg.Join = splitList(join)
+	cfg.Origins = splitList(origins)
+	cfg.TrustedProxies = splitList(proxies)
 	var err error
 	if cfg.Routing, err = router.ParseMode(routing); err != nil {
 		return cfg, 0, err
 	}
-	if cfg.PrivateAPI && cfg.APIKey == "" {
-		return cfg, 0, errors.New("private-api needs an api-key: without one the private endpoints would answer no one")
-	}
-	if cfg.PublicURL != "" {
-		if _, err := node.ParsePublicURL(cfg.PublicURL); err != nil {
-			return cfg, 0, fmt.Errorf("public-url: %w", err)
-		}
-	}
+
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return cfg, 0, fmt.Errorf("log-level %q: want debug, info, warn or error", logLevel)
 	}
 	for name, v := range map[string]int{"max-frame": cfg.Session.MaxFrame, "rate": cfg.Session.Rate, "send-queue": cfg.Session.SendQueue,
-		"max-conns": cfg.MaxConns, "max-rooms": cfg.MaxRooms, "max-group-members": cfg.MaxGroupMembers} {
+		"max-conns": cfg.MaxConns, "max-rooms": cfg.MaxRooms, "max-group-members": cfg.MaxGroupMembers,
+		"max-conns-per-user": cfg.MaxConnsPerUser} {
 		if v <= 0 {
 			return cfg, 0, fmt.Errorf("%s must be positive, got %d", name, v)
 		}
@@ -165,5 +154,22 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 			return cfg, 0, fmt.Errorf("%s must be positive, got %s", name, v)
 		}
 	}
+	if cfg.MaxConnsPerIP < 0 {
+		return cfg, 0, fmt.Errorf("max-conns-per-ip must be 0 (no cap) or positive, got %d", cfg.MaxConnsPerIP)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, 0, err
+	}
 	return cfg, level, nil
+}
+
+// splitList reads a comma-separated flag, spaces and empty items dropped.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
