@@ -96,6 +96,11 @@ type Config struct {
 	// Store is the URL of a shared message store (postgres://...) that
 	// every node of a cluster uses.
 	Store string
+	// StoreRate bounds the bytes one user may have stored per second through
+	// this node (each copy's body and 128 bytes for the rest of its row), as
+	// a token bucket holding 10 s of it, or the largest message when that is
+	// more (router.StoreBucket). Default DefaultStoreRate.
+	StoreRate int
 	// MaxGroupMembers bounds the members of one group. Default
 	// store.DefaultMaxGroupMembers.
 	MaxGroupMembers int
@@ -128,6 +133,11 @@ const (
 	// DefaultMaxTokenAge: a day, the longest sign-in most chat apps keep
 	// without asking their auth server again.
 	DefaultMaxTokenAge = 24 * time.Hour
+	// DefaultStoreRate: 64 KiB a second per user, a largest frame each
+	// second or several hundred typed messages, far above what a person
+	// writes; 5.4 GiB a day at most, which retention (RetainAge,
+	// RetainCount) must then bound.
+	DefaultStoreRate = 64 << 10
 )
 
 func (c Config) withDefaults() Config {
@@ -151,6 +161,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshake
+	}
+	if c.StoreRate <= 0 {
+		c.StoreRate = DefaultStoreRate
 	}
 	if c.MaxTokenAge <= 0 {
 		c.MaxTokenAge = DefaultMaxTokenAge

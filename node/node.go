@@ -136,6 +136,8 @@ func Start(cfg Config) (*Node, error) {
 		Incarnation: inc,
 		Mode:        cfg.Routing,
 		MaxRooms:    cfg.MaxRooms,
+		StoreRate:   cfg.StoreRate,
+		StoreBurst:  router.StoreBucket(cfg.StoreRate, cfg.Session.MaxFrame),
 		Store:       n.store,
 		Logger:      n.log,
 		Metrics:     n.rm,

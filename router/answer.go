@@ -38,6 +38,8 @@ func refusal(err error) (code, message string) {
 	switch {
 	case err == errNotMember:
 		return protocol.CodeNotMember, err.Error()
+	case err == errStoreQuota:
+		return protocol.CodeRateLimited, err.Error()
 	case err == errNoStore:
 		return protocol.CodeUnavailable, err.Error()
 	case err == errNeedsStore, err == ErrTooManyRooms:

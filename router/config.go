@@ -58,6 +58,10 @@ type Config struct {
 	// that a client cannot grow the room index without bound. Default
 	// DefaultMaxRooms.
 	MaxRooms int
+	// StoreRate bounds the bytes one user may have stored per second
+	// through this node (quota.go), with a bucket of StoreBurst bytes; 0:
+	// no bound. Messages from the HTTP API are not counted.
+	StoreRate, StoreBurst int
 	// Store keeps messages; nil: live delivery only, at most once.
 	Store   store.Store
 	Logger  *slog.Logger

@@ -43,6 +43,7 @@ type Router struct {
 	answers     chan recordedAnswer
 	retry       retries
 	keys        keyedSends
+	quota       *storeQuota
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -63,6 +64,7 @@ func New(cfg Config, t Transport) *Router {
 		local:     newLocalIndex(),
 		midPrefix: base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:]) + "-",
 		retired:   make(map[string]string),
+		quota:     newStoreQuota(cfg.StoreRate, cfg.StoreBurst),
 		stop:      make(chan struct{}),
 	}
 	empty, _ := ring.New(nil)
@@ -159,4 +161,5 @@ func (r *Router) sweepCaches(now time.Time) {
 	self, rg := r.cfg.Self, r.view.Load().ring
 	r.dir.Sweep(now, func(k Key) bool { return rg.Owner(k.Name) == self })
 	r.cache.sweep(now)
+	r.quota.sweep(now)
 }

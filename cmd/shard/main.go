@@ -99,6 +99,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	fs.IntVar(&cfg.MaxGroupMembers, "max-group-members", store.DefaultMaxGroupMembers, "members one group may have (with a message store)")
 	fs.StringVar(&cfg.Data, "data", "", "directory of the embedded message store (one node): history, offline messages, sync")
 	fs.StringVar(&cfg.Store, "store", "", "URL of the message store every node shares (postgres://...); wins over --data")
+	fs.IntVar(&cfg.StoreRate, "store-rate", node.DefaultStoreRate, "bytes one user may have stored per second through this node (bucket of 10 s); past it sends get rate_limited")
 	fs.IntVar(&cfg.RetainCount, "retain-count", 0, "messages kept per inbox or room stream; 0: all")
 	fs.DurationVar(&cfg.RetainAge, "retain-age", 0, "messages older than this are removed; 0: kept")
 	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; keep it on loopback; empty: off")
@@ -143,7 +144,7 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	}
 	for name, v := range map[string]int{"max-frame": cfg.Session.MaxFrame, "rate": cfg.Session.Rate, "send-queue": cfg.Session.SendQueue,
 		"max-conns": cfg.MaxConns, "max-rooms": cfg.MaxRooms, "max-group-members": cfg.MaxGroupMembers,
-		"max-conns-per-user": cfg.MaxConnsPerUser} {
+		"max-conns-per-user": cfg.MaxConnsPerUser, "store-rate": cfg.StoreRate} {
 		if v <= 0 {
 			return cfg, 0, fmt.Errorf("%s must be positive, got %d", name, v)
 		}
