@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +54,8 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 		if n.privateOK(ctx) {
 			n.serveCluster(ctx)
 		}
+	case path == "/api/node" || path == "/api/cluster/live":
+		n.serveClusterView(ctx, path)
 	case strings.HasPrefix(path, "/api/users/"):
 		if name, ok := strings.CutSuffix(strings.TrimPrefix(path, "/api/users/"), "/conversations"); ok {
 			n.serveConversations(ctx, name)
@@ -301,9 +302,7 @@ func (n *Node) keyOK(ctx *fasthttp.RequestCtx) bool {
 		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, string(ctx.Path())+" is disabled: the node has no --api-key")
 		return false
 	}
-	auth := string(ctx.Request.Header.Peek("Authorization"))
-	given, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(n.cfg.APIKey)) != 1 {
+	if !bearerIs(ctx, n.cfg.APIKey) {
 		writeError(ctx, fasthttp.StatusUnauthorized, protocol.CodeUnauthorized, "a valid Authorization: Bearer <api-key> header is required")
 		return false
 	}

@@ -44,6 +44,8 @@ type Node struct {
 	storeKind string
 	// publicOrigin is --public-url's origin (origin.go); "" without one.
 	publicOrigin string
+	webhook      *webhook // nil without --webhook
+	view         *clusterView
 
 	members prometheus.Gauge
 
@@ -86,6 +88,19 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.trustedProxies, _ = parseTrustedProxies(cfg.TrustedProxies)
 	var err error
+	linkAt := cfg.Link
+	if linkAt == "" {
+		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
+			return nil, err
+		}
+	}
+	exposed, err := checkExposure(cfg, linkAt)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Name) > link.MaxName {
+		return nil, fmt.Errorf("name of %d bytes: at most %d", len(cfg.Name), link.MaxName)
+	}
 	n.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
@@ -95,14 +110,11 @@ func Start(cfg Config) (*Node, error) {
 		n.name = "shard-" + strings.ReplaceAll(n.httpLn.Addr().String(), ":", "-")
 	}
 	n.log = cfg.Logger.With("node", n.name)
-
-	linkAt := cfg.Link
-	if linkAt == "" {
-		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
-			n.httpLn.Close()
-			return nil, err
-		}
+	if len(exposed) > 0 {
+		n.log.Warn("insecure: no cluster key on a non-loopback address; node-to-node traffic is neither authenticated nor encrypted, and anyone who can send from a member's address can pose as it",
+			"addrs", exposed)
 	}
+
 	linkLn, err := net.Listen("tcp", linkAt)
 	if err != nil {
 		n.httpLn.Close()
@@ -130,7 +142,24 @@ func Start(cfg Config) (*Node, error) {
 	var incBytes [8]byte
 	rand.Read(incBytes[:])
 	inc := hex.EncodeToString(incBytes[:])
+	var offline func(router.OfflineMessage)
+	if cfg.Webhook != "" {
+		if n.store == nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, errors.New("--webhook needs a message store (--data or --store): it tells of messages stored for offline users")
+		}
+		if n.webhook, err = newWebhook(cfg.Webhook, cfg.WebhookSecret, cfg.WebhookBackoff, n.log, n.reg); err != nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, err
+		}
+		offline = n.webhook.offline
+	}
 	links := link.New(link.Config{Self: n.name, Inc: inc, Key: clusterKey, Logger: n.log}, linkLn)
+	n.view = &clusterView{links: links, inc: inc}
 	n.router = router.New(router.Config{
 		Self:        n.name,
 		Incarnation: inc,
@@ -139,9 +168,18 @@ func Start(cfg Config) (*Node, error) {
 		StoreRate:   cfg.StoreRate,
 		StoreBurst:  router.StoreBucket(cfg.StoreRate, cfg.Session.MaxFrame),
 		Store:       n.store,
+		Offline:     offline,
 		Logger:      n.log,
 		Metrics:     n.rm,
 	}, links)
+
+	for _, reason := range link.RefusalReasons {
+		n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "shard_link_refused_total",
+			Help:        "Node-to-node connections this node refused before their hello was done, by why.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(links.Refused(reason)) }))
+	}
 
 	sizes := func(pick func(queued, keys, cached int) int) func() float64 {
 		return func() float64 { return float64(pick(n.router.Sizes())) }
@@ -332,11 +370,10 @@ func (n *Node) closeAll() {
 		_ = n.server.Shutdown()
 		<-n.serveDone
 		n.router.Close()
-		if n.store != nil {
-			if err := n.store.Close(); err != nil {
-				n.log.Warn("store close", "err", err)
-			}
+		if n.webhook != nil {
+			n.webhook.close()
 		}
+		n.closeStore()
 		// Hijacked connections outlive the server's shutdown: wait for
 		// their handlers, which end once their sockets close.
 		n.connMu.Lock()
@@ -346,6 +383,14 @@ func (n *Node) closeAll() {
 		n.connMu.Unlock()
 		n.handlers.Wait()
 	})
+}
+
+func (n *Node) closeStore() {
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			n.log.Warn("store close", "err", err)
+		}
+	}
 }
 
 // openStore opens --store, else --data, else nothing, and says which.

@@ -63,7 +63,10 @@ type Config struct {
 	// no bound. Messages from the HTTP API are not counted.
 	StoreRate, StoreBurst int
 	// Store keeps messages; nil: live delivery only, at most once.
-	Store   store.Store
+	Store store.Store
+	// Offline, when set, is told of every stored message that reached no
+	// connection of a recipient (offline.go). It must not block.
+	Offline func(OfflineMessage)
 	Logger  *slog.Logger
 	Metrics *Metrics
 }

@@ -116,6 +116,7 @@ type Appended struct {
 	// list cached by version is right for it (a message racing a removal
 	// is either before the removal's offset, with the older version and
 	// the removed member among its recipients, or after it, without).
+	// Group gives the members at the newest version, MembersAt at any.
 	Version int64
 
 	// Duplicate: Key was seen from From within the window. Nothing was
@@ -189,7 +190,7 @@ type Options struct {
 	// MaxAge removes messages whose ts is older than this; 0 keeps all.
 	MaxAge time.Duration
 
-	// MaxGroupMembers bounds the members of one group (SPEC 8,
+	// MaxGroupMembers bounds the members of one group (issue 12,
 	// --max-group-members). Default DefaultMaxGroupMembers.
 	MaxGroupMembers int
 
@@ -231,7 +232,8 @@ const (
 	queueLen = 4096
 )
 
-// Errors. Each has a SPEC code for the client: ErrInvalid and ErrTooMany
+// Errors. Each has an error code for the client (docs/protocol.md §4.7
+// and issue 12's forbidden and conflict): ErrInvalid and ErrTooMany
 // are bad_request, ErrNotMember not_member (and so is ErrNoGroup, unless
 // the router tells an unknown group apart), ErrForbidden forbidden,
 // ErrConflict conflict.
