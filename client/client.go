@@ -32,6 +32,12 @@ var ErrClosed = errors.New("client: connection closed")
 // connections, reconnecting. Nothing was sent.
 var ErrNotConnected = errors.New("client: not connected")
 
+// ErrInsecureToken is returned by Dial, wrapped with the endpoint, when
+// Options.Token would travel over ws:// to a host that is not loopback:
+// anyone on the path could read it and connect as its user. Nothing was
+// sent. Use wss://, or set Options.AllowInsecureToken.
+var ErrInsecureToken = errors.New("client: the token would be sent in the clear")
+
 // ErrFrameTooLarge is returned, wrapped with the sizes, for a frame larger
 // than the node's limit (Welcome.MaxFrame). Nothing was sent and the
 // connection stays.
@@ -73,8 +79,9 @@ type Client struct {
 // Dial connects to o.URL and returns once the server's welcome has arrived,
 // so that from then on messages sent from any node reach this client. A
 // refused upgrade returns a *HandshakeError carrying the HTTP status and the
-// error code (docs/protocol.md §2.5). ctx bounds the dial and the wait for
-// the welcome only.
+// error code (docs/protocol.md §2.5). A token that one of the endpoints
+// would carry in the clear to another host returns ErrInsecureToken, with
+// nothing sent. ctx bounds the dial and the wait for the welcome only.
 func Dial(ctx context.Context, o Options) (*Client, error) {
 	o, err := o.withDefaults()
 	if err != nil {

@@ -975,3 +975,79 @@ func TestWatchSplitsLongListsAndWatchesAgainAfterAReconnect(t *testing.T) {
 		t.Fatalf("watched again before Connected: %d users, want the 140 still watched", len(got))
 	}
 }
+
+// A frame larger than the client's read limit ends the connection with
+// 1009 instead of being read whole into memory: by default, six times the
+// welcome's max_frame (a body of max_frame bytes escaped) and at least
+// 1 MiB; Options.ReadLimit sets another.
+func TestAFrameOverTheReadLimitEndsTheConnection(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.maxFrame = 1024 })
+	huge := map[string]any{"type": protocol.TypeMsg, "mid": "m1", "from": "mallory", "to": "bob", "body": strings.Repeat("x", 2<<20), "ts": 1}
+
+	c := dial(t, s, "bob", nil)
+	fc := recv(t, s.conns, "connection")
+	fc.send(huge)
+	select {
+	case m, ok := <-c.Messages(): // closed once the client stops
+		if ok {
+			t.Fatalf("the client read a frame of %d bytes whole", len(m.Body))
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the connection outlived a frame over its read limit")
+	}
+	if err := recv(t, fc.ended, "the end of the connection"); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("the client ended the connection with %v, want close 1009", err)
+	}
+
+	c = dial(t, s, "bob", func(o *Options) { o.ReadLimit = 4 << 20 })
+	fc = recv(t, s.conns, "connection")
+	fc.send(huge)
+	if m := recv(t, c.Messages(), "a frame under Options.ReadLimit"); len(m.Body) != 2<<20 {
+		t.Fatalf("got a body of %d bytes", len(m.Body))
+	}
+}
+
+// A token never travels in the clear to another host: a ws:// URL or
+// fallback that is not loopback is refused before anything is dialled,
+// unless Options.AllowInsecureToken says so.
+func TestTokenIsNeverSentInTheClearToAnotherHost(t *testing.T) {
+	s := newFakeServer(t)
+	for _, tc := range []struct {
+		url       string
+		fallbacks []string
+		allow     bool
+		ok        bool
+	}{
+		{s.url(), nil, false, true}, // ws:// to 127.0.0.1
+		{"ws://localhost:1/ws", nil, false, true},
+		{"ws://[::1]:1/ws", nil, false, true},
+		{"wss://chat.example/ws", nil, false, true},
+		{"ws://chat.example/ws", nil, false, false},
+		{s.url(), []string{"wss://chat.example/ws", "ws://chat.example:8080/ws"}, false, false},
+		{"ws://10.0.0.7:8080/ws", nil, false, false},
+		{s.url(), []string{"ws://chat.example:8080/ws"}, true, true},
+	} {
+		o := Options{URL: tc.url, Fallbacks: tc.fallbacks, Token: "secret.jwt.value", AllowInsecureToken: tc.allow}
+		_, err := o.endpoints()
+		if tc.ok && err != nil {
+			t.Errorf("%s %v (allow %v): %v, want the endpoints", tc.url, tc.fallbacks, tc.allow, err)
+		}
+		if !tc.ok && (err == nil || !errors.Is(err, ErrInsecureToken)) {
+			t.Errorf("%s %v: %v, want ErrInsecureToken", tc.url, tc.fallbacks, err)
+		}
+	}
+	// Dial says so at once, having sent nothing.
+	if _, err := Dial(testCtx(t), Options{URL: s.url(), Fallbacks: []string{"ws://chat.example/ws"}, Token: "secret.jwt.value"}); !errors.Is(err, ErrInsecureToken) {
+		t.Fatalf("Dial with a ws:// fallback to another host: %v, want ErrInsecureToken", err)
+	}
+	select {
+	case fc := <-s.conns:
+		t.Fatalf("the token was sent: %v", fc.query)
+	default:
+	}
+	// Without a token nothing is secret: User travels over ws:// anywhere.
+	if _, err := (Options{URL: "ws://chat.example/ws", User: "alice"}).endpoints(); err != nil {
+		t.Fatalf("a user id over ws://: %v", err)
+	}
+}

@@ -58,11 +58,13 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		}
 		return nil, fmt.Errorf("client: dial %s: %w", endpoint, err)
 	}
+	ws.SetReadLimit(welcomeReadLimit)
 	w, err := readWelcome(ctx, ws)
 	if err != nil {
 		ws.Close()
 		return nil, fmt.Errorf("client: dial %s: %w", endpoint, err)
 	}
+	ws.SetReadLimit(c.opts.readLimit(w))
 	cn := &conn{
 		c:       c,
 		ws:      ws,

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -22,6 +23,14 @@ const (
 	// frames, the server's default --send-queue, so that the client holds as
 	// much as the server would have queued for it.
 	DefaultMessageBuffer = 1024
+
+	// welcomeReadLimit bounds the first frame: a welcome is about 100
+	// bytes.
+	welcomeReadLimit = 64 << 10
+	// minReadLimit is the least DefaultReadLimit gives: a conversations
+	// answer lists up to 2,000 conversations of about 200 bytes
+	// (docs/protocol.md §8).
+	minReadLimit = 1 << 20
 
 	// writeTimeout bounds one frame write. A write that stalls this long
 	// means the server has stopped reading: the connection is given up.
@@ -61,6 +70,18 @@ type Options struct {
 	// Token is a JWT (HS256, sub = user id) sent as ?token=. Wins over User.
 	// Default empty.
 	Token string
+
+	// AllowInsecureToken lets Token travel over ws:// to a host that is not
+	// loopback, where anyone on the path can read it and connect as its
+	// user (a private network one trusts, a proxy on the same host). Default
+	// false: Dial refuses such a URL or fallback with ErrInsecureToken.
+	AllowInsecureToken bool
+
+	// ReadLimit is the largest frame, in bytes, the client reads from the
+	// server; a larger one ends the connection with 1009, rather than being
+	// held whole in memory. Default: DefaultReadLimit for the node's
+	// max_frame (Welcome.MaxFrame).
+	ReadLimit int64
 
 	// Dialer opens every connection, reconnects included. Set its NetDial or
 	// NetDialContext to bind a LocalAddr, e.g. to spread many clients over
@@ -132,6 +153,22 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
+// DefaultReadLimit is the read limit of a connection to a node whose
+// max_frame is maxFrame: a msg frame carries a body of at most maxFrame
+// bytes, which JSON escaping makes at most six times as long (`<` is sent as
+// `\u003c`), and its other fields in well under 4 KiB; and at least 1 MiB.
+func DefaultReadLimit(maxFrame int) int64 {
+	return max(6*int64(maxFrame)+4<<10, minReadLimit)
+}
+
+// readLimit is the read limit of a connection welcomed with w.
+func (o Options) readLimit(w Welcome) int64 {
+	if o.ReadLimit > 0 {
+		return o.ReadLimit
+	}
+	return DefaultReadLimit(w.MaxFrame)
+}
+
 // endpoints are URL and the Fallbacks, each with the user or the token in
 // its query.
 func (o Options) endpoints() ([]string, error) {
@@ -153,6 +190,9 @@ func (o Options) endpoint(raw string) (string, error) {
 	}
 	q := u.Query()
 	if o.Token != "" {
+		if u.Scheme != "wss" && !o.AllowInsecureToken && !loopback(u.Hostname()) {
+			return "", fmt.Errorf("%w: endpoint %q is not wss:// and not loopback", ErrInsecureToken, raw)
+		}
 		q.Set("token", o.Token)
 		q.Del("user")
 	} else if o.User != "" {
@@ -160,4 +200,13 @@ func (o Options) endpoint(raw string) (string, error) {
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// loopback reports whether host never leaves this machine.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

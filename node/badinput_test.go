@@ -197,6 +197,49 @@ func TestRateLimitRefusesFramesBeyondTheBucket(t *testing.T) {
 	})
 }
 
+// Binary messages and WebSocket pings take tokens too: a flood of either
+// gets no more answers than the bucket holds, and empties it for the frames
+// after it.
+func TestRateLimitCountsBinaryFramesAndPings(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.Session.Rate = 5 })
+	const frames = 40 // the bucket holds 2 x 5 = 10
+
+	binary := dialRaw(t, c, 0, "binary")
+	for i := 0; i < frames; i++ {
+		binary.write(websocket.BinaryMessage, "\x00\x01")
+	}
+	refused, limited := 0, 0
+	for i := 0; i < frames; i++ {
+		switch f := binary.read(); {
+		case f["code"] == protocol.CodeBadRequest:
+			refused++
+		case f["code"] == protocol.CodeRateLimited:
+			limited++
+		default:
+			t.Fatalf("a binary frame answered %v", f)
+		}
+	}
+	if refused > 12 {
+		t.Errorf("%d of %d binary frames answered bad_request and %d rate_limited, want about 10 (the burst) and the rest rate_limited", refused, frames, limited)
+	}
+
+	pinger := dialRaw(t, c, 0, "pinger")
+	pongs := 0
+	pinger.ws.SetPongHandler(func(string) error { pongs++; return nil })
+	for i := 0; i < frames; i++ {
+		if err := pinger.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Pongs are written as the pings are read, before this frame's answer.
+	pinger.write(websocket.TextMessage, `{"type":"ping","id":"after"}`)
+	answer := pinger.read()
+	t.Logf("binary: %d bad_request, %d rate_limited; pings: %d of %d answered", refused, limited, pongs, frames)
+	if pongs > 12 || answer["code"] != protocol.CodeRateLimited {
+		t.Errorf("%d of %d WebSocket pings answered, then a ping frame answered %v; want about 10 pongs (the burst), then rate_limited", pongs, frames, answer)
+	}
+}
+
 func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 	c := testcluster.Start(t, 3, nil)
 	c.Dial(1, "bob")

@@ -53,13 +53,14 @@ const (
 
 // Error codes, in error frames and in the JSON body of an HTTP error.
 const (
-	CodeBadRequest       = "bad_request"        // invalid JSON or UTF-8, unknown type, missing or malformed field
-	CodeNotMember        = "not_member"         // send to a room this connection has not joined, or to a group the user is not a member of
-	CodeConflict         = "conflict"           // group_create of a group that exists
-	CodeRateLimited      = "rate_limited"       // over the frame rate; the frame was not processed
-	CodeUnavailable      = "unavailable"        // the cluster cannot do it right now: retry later
-	CodeUnauthorized     = "unauthorized"       // HTTP only: a refused upgrade (missing or bad token), a wrong API key
-	CodeNotFound         = "not_found"          // HTTP only: no such page, or an endpoint this node has switched off
-	CodeForbidden        = "forbidden"          // an admin's action by a non-admin; HTTP: an upgrade from an origin --origins does not allow
-	CodeMethodNotAllowed = "method_not_allowed" // HTTP only: an API endpoint asked with the wrong method
+	CodeBadRequest       = "bad_request"          // invalid JSON or UTF-8, unknown type, missing or malformed field
+	CodeNotMember        = "not_member"           // send to a room this connection has not joined, or to a group the user is not a member of
+	CodeConflict         = "conflict"             // group_create of a group that exists
+	CodeRateLimited      = "rate_limited"         // over the frame rate; the frame was not processed
+	CodeUnavailable      = "unavailable"          // the cluster cannot do it right now: retry later
+	CodeUnauthorized     = "unauthorized"         // HTTP only: a refused upgrade (missing or bad token), a wrong API key
+	CodeNotFound         = "not_found"            // HTTP only: no such page, or an endpoint this node has switched off
+	CodeForbidden        = "forbidden"            // an admin's action by a non-admin; HTTP: an upgrade from an origin --origins does not allow
+	CodeMethodNotAllowed = "method_not_allowed"   // HTTP only: an API endpoint asked with the wrong method
+	CodeTooManyConns     = "too_many_connections" // HTTP only: a refused upgrade, past --max-conns-per-user or --max-conns-per-ip
 )

@@ -49,6 +49,8 @@ func refusal(err error) (code, message string) {
 		return rf.code, rf.message
 	case err == errNotMember:
 		return protocol.CodeNotMember, err.Error()
+	case err == errStoreQuota:
+		return protocol.CodeRateLimited, err.Error()
 	case err == errNoStore:
 		return protocol.CodeUnavailable, err.Error()
 	case err == errNeedsStore, err == ErrTooManyRooms:

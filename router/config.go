@@ -61,6 +61,10 @@ type Config struct {
 	// MaxWatch bounds the users one connection watches at once
 	// (--max-watch, docs/protocol.md §3.8). Default DefaultMaxWatch.
 	MaxWatch int
+	// StoreRate bounds the bytes one user may have stored per second
+	// through this node (quota.go), with a bucket of StoreBurst bytes; 0:
+	// no bound. Messages from the HTTP API are not counted.
+	StoreRate, StoreBurst int
 	// Store keeps messages; nil: live delivery only, at most once.
 	Store store.Store
 	// Offline, when set, is told of every stored message that reached no

@@ -86,23 +86,24 @@ func (d *Directory) notify(c dirChange) {
 }
 
 // Lookup returns the nodes holding key, sorted by name. When watcher is
-// set, that node caches the answer until watchUntil and is told of changes.
+// set and some node holds key, that node caches the answer until
+// watchUntil and is told of changes. An empty answer is never watched, nor
+// cached by the asker (locationCache.finish): a key with no connection gets
+// no entry here, so that sends to users who never connected, of which a
+// client can make up any number, leave nothing behind. The asker asks again
+// next time, and finds a connection registered meanwhile.
 func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) []Location {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.entries[key]
+	if e == nil || len(e.counts) == 0 {
+		return nil
+	}
 	if watcher != "" {
-		if e == nil {
-			e = &dirEntry{}
-			d.entries[key] = e
-		}
 		if e.watchers == nil {
 			e.watchers = make(map[string]time.Time)
 		}
 		e.watchers[watcher] = watchUntil
-	}
-	if e == nil || len(e.counts) == 0 {
-		return nil
 	}
 	locs := make([]Location, 0, len(e.counts))
 	for node, h := range e.counts {

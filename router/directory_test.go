@@ -37,6 +37,34 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	}
 }
 
+// A lookup of a key no node holds leaves no entry, however many watch it,
+// and the sender keeps no such answer: nothing would tell it of the key's
+// first connection.
+func TestAnEmptyAnswerIsNeitherWatchedNorCached(t *testing.T) {
+	d := newDirectory(nil)
+	cache := newLocationCache(10)
+	now := time.Now()
+	for i := 0; i < 100; i++ {
+		key := Key{Name: fmt.Sprintf("ghost%d", i)}
+		locs := d.Lookup(key, "n1", now.Add(time.Minute))
+		_, _, f, _ := cache.get(key, now)
+		cache.finish(key, f, locs, nil, now.Add(time.Minute))
+	}
+	if d.Len() != 0 || cache.len() != 0 {
+		t.Fatalf("100 lookups of keys nobody holds left %d directory entries and %d cached answers, want none", d.Len(), cache.len())
+	}
+	ghost := Key{Name: "ghost7"}
+	if tell := d.Set(ghost, "n2", "i", 1, now); len(tell) != 0 {
+		t.Fatalf("watchers told of a key nobody watched: %v", tell)
+	}
+	if locs := d.Lookup(ghost, "n1", now.Add(time.Minute)); len(locs) != 1 {
+		t.Fatalf("after its first registration: %v", locs)
+	}
+	if tell := d.Set(ghost, "n2", "i", 0, now); len(tell) != 1 || tell[0] != "n1" {
+		t.Fatalf("the watcher of a key with connections was not told it has none: %v", tell)
+	}
+}
+
 // A draining node learns first that it left, and registers its connections
 // with their new owners before those owners' rings have changed; an owner
 // may even apply another change first. A sweep or a ring change in that

@@ -35,6 +35,10 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 			return
 		}
 	}
+	if sender != nil && !r.quota.take(&a, time.Now()) {
+		done(result{err: errStoreQuota})
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	ap, err := r.cfg.Store.Append(ctx, a)
 	cancel()

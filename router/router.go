@@ -45,6 +45,7 @@ type Router struct {
 	keys        keyedSends
 	watches     watchIndex   // presence.go: what this node's watching connections were told
 	presence    presenceBook // presence.go: the presence of the users this node owns that are watched
+	quota       *storeQuota
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -64,6 +65,7 @@ func New(cfg Config, t Transport) *Router {
 		local:     newLocalIndex(),
 		midPrefix: base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:]) + "-",
 		retired:   make(map[string]string),
+		quota:     newStoreQuota(cfg.StoreRate, cfg.StoreBurst),
 		stop:      make(chan struct{}),
 	}
 	r.dir = newDirectory(r.observePresence)
@@ -162,4 +164,5 @@ func (r *Router) sweepCaches(now time.Time) {
 	self, rg := r.cfg.Self, r.view.Load().ring
 	r.dir.Sweep(now, func(k Key) bool { return rg.Owner(k.Name) == self })
 	r.cache.sweep(now)
+	r.quota.sweep(now)
 }
