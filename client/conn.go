@@ -165,8 +165,8 @@ func (cn *conn) read() {
 			default: // ephemeral: an application that does not read them loses them
 			}
 		case protocol.TypeAck:
-			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More,
-				Conversations: f.Conversations}, nil)
+			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, SenderSeq: f.SenderSeq, Last: f.Last,
+				More: f.More, Conversations: f.Conversations}, nil)
 		case protocol.TypeReceipt:
 			select { // never held up by an application that does not read them
 			case cn.c.receipts <- Receipt{By: f.By, With: f.With, Group: f.Group, Seq: f.Seq}:

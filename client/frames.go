@@ -110,6 +110,9 @@ type Ack struct {
 	// Seq is, with a store, the message's offset: in the recipient's inbox
 	// (direct) or in the room's stream.
 	Seq int64
+	// SenderSeq is, on a direct send with a store, the offset of this
+	// user's own copy in its inbox: what the recipient's Receipt names.
+	SenderSeq int64
 	// Last and More answer a sync: the newest offset of the inbox, and
 	// whether messages remain after this page.
 	Last int64
@@ -190,6 +193,7 @@ type inbound struct {
 	With       string `json:"with"`
 	TS         int64  `json:"ts"`
 	Seq        int64  `json:"seq"`
+	SenderSeq  int64  `json:"sender_seq"`
 	Status     string `json:"status"`
 	Recipients int    `json:"recipients"`
 	Last       int64  `json:"last"`

@@ -162,6 +162,40 @@ func TestDirectReadIsAReceiptToThePeerAndTheReadersDevices(t *testing.T) {
 	}
 }
 
+// A direct send's ack says where the sender's own copy sits in its inbox,
+// which is the offset the recipient's receipt names: the sending device
+// can tell which of its messages were read. Alice's inbox holds carol's
+// messages first, so that her offsets and bob's differ.
+func TestDirectAckNamesTheSendersCopyThatTheReceiptNames(t *testing.T) {
+	c := withData(t)
+	ctx := ctxFor(t)
+	alice, alicePhone, bob, carol := c.Dial(0, "alice"), c.Dial(0, "alice"), c.Dial(0, "bob"), c.Dial(0, "carol")
+	for i := 0; i < 2; i++ {
+		if _, err := carol.Send(ctx, "alice", fmt.Sprint("from carol ", i)); err != nil {
+			t.Fatal(err)
+		}
+		recvMsg(t, alice, "alice")
+		recvMsg(t, alicePhone, "alice's phone")
+	}
+	ack, err := alice.Send(ctx, "bob", "read me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Seq != 1 || ack.SenderSeq != 3 {
+		t.Fatalf("alice's ack: %+v, want offset 1 in bob's inbox and 3 in hers", ack)
+	}
+	if m := recvMsg(t, alicePhone, "alice's phone"); m.Body != "read me" || m.Seq != ack.SenderSeq {
+		t.Fatalf("alice's phone got %+v, want her copy at the ack's sender_seq %d", m, ack.SenderSeq)
+	}
+	m := recvMsg(t, bob, "bob")
+	if err := bob.Read(ctx, "alice", m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if r := recvReceipt(t, alice, "alice"); r.By != "bob" || r.Seq != ack.SenderSeq {
+		t.Fatalf("alice got %+v, want bob read up to her copy at %d", r, ack.SenderSeq)
+	}
+}
+
 func recvReceipt(t *testing.T, c *client.Client, who string) client.Receipt {
 	t.Helper()
 	select {

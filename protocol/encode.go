@@ -140,6 +140,7 @@ type Ack struct {
 	Status     string
 	Recipients int    // room sends; < 0 leaves it out, right for every status but `sent`
 	Seq        int64  // with a store: the message's offset; 0 leaves it out
+	SenderSeq  int64  // direct, with a store: the offset of the sender's copy in its inbox, which the peer's receipts name; 0 leaves it out
 	Mid        string // a send's message id; empty leaves it out
 	Last       int64  // sync: the newest offset of the stream
 	More       bool   // sync: offsets after the page remain
@@ -181,6 +182,10 @@ func AppendAckFrame(b []byte, a *Ack) []byte {
 	if a.Seq > 0 {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendInt(b, a.Seq, 10)
+	}
+	if a.SenderSeq > 0 {
+		b = append(b, `,"sender_seq":`...)
+		b = strconv.AppendInt(b, a.SenderSeq, 10)
 	}
 	if a.Mid != "" {
 		b = append(b, `,"mid":`...)

@@ -14,6 +14,7 @@ type result struct {
 	recipients int
 	err        error
 	seq        int64  // with a store: the message's offset
+	senderSeq  int64  // a direct send with a store: the offset of the sender's copy
 	mid        string // a send's message id, so that a client matches its own copies
 	page       bool   // a sync page: last and more are set
 	last       int64
@@ -101,6 +102,6 @@ func (r *Router) answer(c Conn, id, typ string, res result) {
 		n = res.recipients
 	}
 	frame = protocol.AppendAckFrame(nil, &protocol.Ack{ID: id, Status: res.status, Recipients: n,
-		Seq: res.seq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more, Conversations: res.conversations})
+		Seq: res.seq, SenderSeq: res.senderSeq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more, Conversations: res.conversations})
 	c.Answer(frame)
 }

@@ -47,7 +47,7 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 		return
 	}
 	if ap.Duplicate {
-		res := result{seq: ap.Seq, status: protocol.StatusStored}
+		res := result{seq: ap.Seq, senderSeq: ap.SenderSeq, status: protocol.StatusStored}
 		if a.Room != "" || a.Group != "" {
 			res.status = protocol.StatusSent
 		}
@@ -66,7 +66,7 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 		if res.status == protocol.StatusStored {
 			r.tellOffline(&m, a.To)
 		}
-		res.seq, res.mid = ap.Seq, ap.Mid
+		res.seq, res.senderSeq, res.mid = ap.Seq, ap.SenderSeq, ap.Mid
 		if a.Key != "" {
 			r.keys.finish(a.From, a.Key, res)
 			r.recordAnswer(a.From, a.Key, res)
