@@ -166,7 +166,7 @@ func (cn *conn) read() {
 			}
 		case protocol.TypeAck:
 			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, SenderSeq: f.SenderSeq, Last: f.Last,
-				More: f.More, Conversations: f.Conversations}, nil)
+				More: f.More, Conversations: f.Conversations, Members: f.Members}, nil)
 		case protocol.TypeReceipt:
 			select { // never held up by an application that does not read them
 			case cn.c.receipts <- Receipt{By: f.By, With: f.With, Group: f.Group, Seq: f.Seq}:

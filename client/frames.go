@@ -119,7 +119,13 @@ type Ack struct {
 	More bool
 	// Conversations answers Conversations.
 	Conversations []Conversation
+	// Members answers GroupMembers.
+	Members []GroupMember
 }
+
+// GroupMember is one member of a group: its user id, whether it is an
+// admin, and when it was added (ms since the epoch).
+type GroupMember = protocol.GroupMember
 
 // Conversation is one of this user's conversations: exactly one of With (a
 // direct one) and Group is set.
@@ -202,4 +208,5 @@ type inbound struct {
 	Message    string `json:"message"`
 
 	Conversations []Conversation `json:"conversations"`
+	Members       []GroupMember  `json:"members"`
 }

@@ -35,6 +35,13 @@ func (c *Client) LeaveGroup(ctx context.Context, group string) (Ack, error) {
 	return c.do(ctx, Frame{Type: protocol.TypeGroupLeave, Group: group}, nil)
 }
 
+// GroupMembers returns group's members, by user id, and which are admins;
+// a user who is not a member gets *Error not_member.
+func (c *Client) GroupMembers(ctx context.Context, group string) ([]GroupMember, error) {
+	ack, err := c.do(ctx, Frame{Type: protocol.TypeGroupMembers, Group: group}, nil)
+	return ack.Members, err
+}
+
 // SendGroup sends body to group, whose member this user must be: an Ack
 // with status sent, the message's offset in the group's stream (Seq) and
 // the connections it was written to (Recipients), or an *Error

@@ -81,12 +81,6 @@ func (n *Node) createGroup(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"group": req.Group, "seq": seq})
 }
 
-type groupMember struct {
-	User  string `json:"user"`
-	Admin bool   `json:"admin"`
-	Since int64  `json:"since"`
-}
-
 func (n *Node) serveGroup(ctx *fasthttp.RequestCtx, group string) {
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
@@ -95,11 +89,7 @@ func (n *Node) serveGroup(ctx *fasthttp.RequestCtx, group string) {
 		writeRefusal(ctx, err)
 		return
 	}
-	members := make([]groupMember, len(info.Members))
-	for i, m := range info.Members {
-		members[i] = groupMember{m.User, m.Admin, m.Since}
-	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"group": group, "members": members, "last": info.Last})
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"group": group, "members": router.GroupMembers(info), "last": info.Last})
 }
 
 // changeMember adds or removes user as by, or as the group's

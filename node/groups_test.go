@@ -196,6 +196,34 @@ func TestDirectAckNamesTheSendersCopyThatTheReceiptNames(t *testing.T) {
 	}
 }
 
+// A member asks who is in the group and who its admins are (the page's
+// member list); anyone else cannot tell the group from none.
+func TestGroupMembersAreShownToMembersOnly(t *testing.T) {
+	c := withData(t)
+	ctx := ctxFor(t)
+	alice, bob, carol := c.Dial(0, "alice"), c.Dial(0, "bob"), c.Dial(0, "carol")
+	if _, err := alice.CreateGroup(ctx, "team", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	members, err := bob.GroupMembers(ctx, "team")
+	if err != nil || len(members) != 2 || members[0].User != "alice" || !members[0].Admin ||
+		members[1].User != "bob" || members[1].Admin || members[1].Since == 0 {
+		t.Fatalf("bob asks the members: %+v %v, want alice (admin) and bob", members, err)
+	}
+	var e *client.Error
+	for _, group := range []string{"team", "no-such-group"} {
+		if _, err := carol.GroupMembers(ctx, group); !errors.As(err, &e) || e.Code != protocol.CodeNotMember {
+			t.Fatalf("carol asks the members of %s: %v, want not_member", group, err)
+		}
+	}
+	if _, err := alice.LeaveGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if members, err := bob.GroupMembers(ctx, "team"); err != nil || len(members) != 1 || !members[0].Admin {
+		t.Fatalf("after alice left: %+v %v, want bob alone, admin", members, err)
+	}
+}
+
 func recvReceipt(t *testing.T, c *client.Client, who string) client.Receipt {
 	t.Helper()
 	select {

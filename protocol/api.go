@@ -22,6 +22,14 @@ type ClusterMember struct {
 	State string `json:"state"` // alive, suspect, dead or left
 }
 
+// GroupMember is one member of a group, in the answer of a group_members
+// frame and of GET /api/groups/{group}.
+type GroupMember struct {
+	User  string `json:"user"`
+	Admin bool   `json:"admin"`
+	Since int64  `json:"since"` // when it was added, ms since the epoch
+}
+
 // RingInfo is the ring the answering node routes by.
 type RingInfo struct {
 	Members int    `json:"members"` // members in the ring

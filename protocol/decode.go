@@ -144,7 +144,7 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 			return fail("group" + idRule)
 		}
 	case TypePing, TypeConversations:
-	case TypeGroupCreate, TypeGroupAdd, TypeGroupRemove, TypeGroupLeave:
+	case TypeGroupCreate, TypeGroupAdd, TypeGroupRemove, TypeGroupLeave, TypeGroupMembers:
 		if seen&hasGroup == 0 || !ValidID(f.Group) {
 			return fail("group" + idRule)
 		}

@@ -29,6 +29,7 @@ func TestDecodeFrameAcceptsEveryClientFrame(t *testing.T) {
 		{`{"type":"group_add","id":"c2","group":"team","user":"dave"}`, Frame{Type: TypeGroupAdd, ID: "c2", Group: "team", User: "dave"}},
 		{`{"type":"group_remove","id":"c3","group":"team","user":"dave"}`, Frame{Type: TypeGroupRemove, ID: "c3", Group: "team", User: "dave"}},
 		{`{"type":"group_leave","id":"c4","group":"team"}`, Frame{Type: TypeGroupLeave, ID: "c4", Group: "team"}},
+		{`{"type":"group_members","id":"c5","group":"team"}`, Frame{Type: TypeGroupMembers, ID: "c5", Group: "team"}},
 		{`{"type":"send","id":"c5","group":"team","body":"hi"}`, Frame{Type: TypeSend, ID: "c5", Group: "team", Body: "hi"}},
 		{`{"type":"sync","id":"c6","group":"team","after":41}`, Frame{Type: TypeSync, ID: "c6", Group: "team", After: 41}},
 		{`{"type":"read","id":"c7","with":"bob","seq":57}`, Frame{Type: TypeRead, ID: "c7", With: "bob", Seq: 57}},
@@ -114,7 +115,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			if named(fr.Room) != 1 {
 				t.Fatalf("accepted %s %+v", fr.Type, fr)
 			}
-		case TypeGroupCreate, TypeGroupLeave:
+		case TypeGroupCreate, TypeGroupLeave, TypeGroupMembers:
 			if named(fr.Group) != 1 || len(fr.Items()) > MaxListLen || named(fr.Items()...) != len(fr.Items()) {
 				t.Fatalf("accepted %s %+v", fr.Type, fr)
 			}
@@ -191,6 +192,7 @@ func TestDecodeFrameRefusesMalformedGroupFrames(t *testing.T) {
 		`{"type":"group_add","id":"s","group":"g"}`,
 		`{"type":"group_remove","id":"s","group":"g","user":""}`,
 		`{"type":"group_leave","id":"s","group":"a b"}`,
+		`{"type":"group_members","id":"s"}`,
 		`{"type":"read","id":"s","with":"bob"}`,
 		`{"type":"read","id":"s","seq":3}`,
 		`{"type":"read","id":"s","with":"bob","group":"g","seq":3}`,

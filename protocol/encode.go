@@ -148,6 +148,8 @@ type Ack struct {
 	// Conversations answers a conversations frame (written, even empty,
 	// when non-nil).
 	Conversations []Conversation
+	// Members answers a group_members frame (written when non-nil).
+	Members []GroupMember
 }
 
 // Conversation is one entry of a conversations answer: exactly one of With
@@ -204,6 +206,23 @@ func AppendAckFrame(b []byte, a *Ack) []byte {
 				b = append(b, ',')
 			}
 			b = appendConversation(b, &a.Conversations[i])
+		}
+		b = append(b, ']')
+	}
+	if a.Members != nil {
+		b = append(b, `,"members":[`...)
+		for i := range a.Members {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			m := &a.Members[i]
+			b = append(b, `{"user":`...)
+			b = appendString(b, m.User)
+			b = append(b, `,"admin":`...)
+			b = strconv.AppendBool(b, m.Admin)
+			b = append(b, `,"since":`...)
+			b = strconv.AppendInt(b, m.Since, 10)
+			b = append(b, '}')
 		}
 		b = append(b, ']')
 	}

@@ -18,6 +18,7 @@ const (
 	TypeGroupAdd      = "group_add"     // an admin adds a member
 	TypeGroupRemove   = "group_remove"  // an admin removes a member
 	TypeGroupLeave    = "group_leave"   // the sender leaves a group
+	TypeGroupMembers  = "group_members" // a member asks who the group's members and admins are
 	TypeRead          = "read"          // the sender has read a conversation up to an offset
 	TypeConversations = "conversations" // the sender's conversations, newest activity first
 )

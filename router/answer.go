@@ -22,6 +22,8 @@ type result struct {
 	// conversations answers a conversations frame.
 	conversations []protocol.Conversation
 	silent        bool // no answer is owed: a typing frame without id
+	// members answers a group_members frame.
+	members []protocol.GroupMember
 }
 
 // refused is an error the client is answered with as it is: a code and a
@@ -102,6 +104,6 @@ func (r *Router) answer(c Conn, id, typ string, res result) {
 		n = res.recipients
 	}
 	frame = protocol.AppendAckFrame(nil, &protocol.Ack{ID: id, Status: res.status, Recipients: n,
-		Seq: res.seq, SenderSeq: res.senderSeq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more, Conversations: res.conversations})
+		Seq: res.seq, SenderSeq: res.senderSeq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more, Conversations: res.conversations, Members: res.members})
 	c.Answer(frame)
 }

@@ -9,9 +9,9 @@ import (
 )
 
 // HandleFrame acts on a frame a client connection sent (send, join, leave,
-// sync, the group frames, read, conversations, typing, watch, unwatch);
-// each gets exactly one answer through c.Answer (a typing frame without id
-// a nil one). It runs in the
+// sync, the group frames, group_members, read, conversations, typing, watch,
+// unwatch); each gets exactly one answer through c.Answer (a typing frame
+// without id a nil one). It runs in the
 // connection's reader, so that its frames are routed in order; only a
 // lookup at an owner (on a cache miss), a store call or a join waits here.
 func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
@@ -37,6 +37,8 @@ func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 		r.handleSync(cl, f, answer)
 	case protocol.TypeGroupCreate, protocol.TypeGroupAdd, protocol.TypeGroupRemove, protocol.TypeGroupLeave:
 		r.handleGroupChange(cl, f, answer)
+	case protocol.TypeGroupMembers:
+		r.handleGroupMembers(cl, f, answer)
 	case protocol.TypeRead:
 		r.handleRead(cl, f, answer)
 	case protocol.TypeConversations:

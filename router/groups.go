@@ -317,6 +317,33 @@ func (r *Router) handleGroupChange(c *client, f *protocol.Frame, answer func(res
 	answer(r.changeGroup(ctx, event, gc, c))
 }
 
+// handleGroupMembers answers a group's members and admins, to a member
+// only: one cannot tell a group one is not in from no group.
+func (r *Router) handleGroupMembers(c *client, f *protocol.Frame, answer func(result)) {
+	info, err := r.Group(context.Background(), f.Group)
+	if err != nil {
+		answer(result{err: err}) // store.ErrNoGroup is not_member
+		return
+	}
+	members := GroupMembers(info)
+	for _, m := range members {
+		if m.User == c.User() {
+			answer(result{status: protocol.StatusOK, members: members})
+			return
+		}
+	}
+	answer(result{err: store.ErrNotMember})
+}
+
+// GroupMembers is info's members as the protocol shows them.
+func GroupMembers(info store.GroupInfo) []protocol.GroupMember {
+	members := make([]protocol.GroupMember, len(info.Members))
+	for i, m := range info.Members {
+		members[i] = protocol.GroupMember{User: m.User, Admin: m.Admin, Since: m.Since}
+	}
+	return members
+}
+
 // handleSyncGroup writes a page of a group's stream, as its member sees it.
 func (r *Router) handleSyncGroup(c *client, f *protocol.Frame, answer func(result)) {
 	if r.cfg.Store == nil {
