@@ -23,6 +23,7 @@ export interface StreamOffsets {
 export interface SavedOffsets {
   inbox?: StreamOffsets | number | null;
   rooms?: Record<string, StreamOffsets | number>;
+  groups?: Record<string, StreamOffsets | number>;
 }
 
 export interface ClientOptions {
@@ -49,6 +50,8 @@ export interface ClientOptions {
   pongTimeout?: number;
   /** Sync the inbox page by page after every welcome from a node that keeps messages, from offsets.inbox (0: all that is kept). Default true. */
   syncInbox?: boolean;
+  /** Sync, after every welcome from a node that keeps messages, each group whose stream the client has seen (a message, a change, an ack, a syncGroup), from the last offset seen. Default true. */
+  syncGroups?: boolean;
   /** Where the streams start: offsets() of an earlier client, or a function of the user (known at the first welcome). */
   offsets?: SavedOffsets | ((user: string) => SavedOffsets | null | undefined);
   /** Requests waiting for a connection or an answer, at most; past it QueueFullError. Default 1024. */
@@ -83,19 +86,35 @@ export interface Message {
   seq?: number;
   /** A group's membership change: created, added, removed, left (SPEC section 8). */
   event?: 'created' | 'added' | 'removed' | 'left';
+  /** The member an event names (added, removed, left). */
   user?: string;
+  /** On a left event: who became admin because the last admin left. */
+  admin?: string;
   /** It came from a sync page or a join's replay, not live. */
   history: boolean;
 }
 
 export interface Conversation {
+  /** A direct conversation: the peer. */
   with?: string;
   group?: string;
+  /** The newest offset in it: of this user's inbox (direct), of the group's stream. */
   last: number;
+  /** This user's read offset in it. */
   read: number;
+  /** Messages and events of others after read: every device of the user agrees on it. */
   unread: number;
+  /** The time of the newest message, ms since the epoch. */
   ts: number;
+  /** A group this user is an admin of. */
   admin?: boolean;
+}
+
+export interface GroupMember {
+  user: string;
+  admin: boolean;
+  /** When it was added, ms since the epoch. */
+  since: number;
 }
 
 /** An ack frame; which fields are set depends on the request. */
@@ -104,12 +123,16 @@ export interface Ack {
   id: string;
   status: 'delivered' | 'offline' | 'stored' | 'sent' | 'ok';
   recipients?: number;
+  /** The message's offset: the recipient's inbox (direct), the room's or the group's stream; a group change's event. */
   seq?: number;
+  /** A direct send: the offset of the sender's own copy in its inbox, which the peer's receipts name. */
+  sender_seq?: number;
   mid?: string;
   /** A sync page: the newest offset, and whether more follow. */
   last?: number;
   more?: boolean;
   conversations?: Conversation[];
+  members?: GroupMember[];
 }
 
 export interface Pong {
@@ -117,6 +140,12 @@ export interface Pong {
   id: string;
 }
 
+/**
+ * by has read up to seq. Direct, by another user: with is by, and seq an
+ * offset in this user's own inbox (an ack's sender_seq). Direct, by this
+ * user on another device: with is the peer, seq an offset in this user's
+ * inbox. A group: seq is an offset in the group's stream.
+ */
 export interface Receipt {
   by: string;
   with?: string;
@@ -156,7 +185,7 @@ export interface Reconnecting {
 export interface ClientEvents {
   /** A connection's welcome, before its catch-up. */
   welcome: Welcome;
-  /** A connection is ready: rooms joined again, watches sent again, the inbox synced; waiting requests have gone out. */
+  /** A connection is ready: rooms joined again, watches sent again, the inbox and the groups synced; waiting requests have gone out. */
   connected: Welcome;
   disconnected: Disconnected;
   reconnecting: Reconnecting;
@@ -166,6 +195,8 @@ export interface ClientEvents {
   presence: Presence;
   /** A room that could not be joined again after a reconnect, for good: it is forgotten. */
   rejoinfailed: { room: string; error: ShardError };
+  /** A group that could not be synced after a reconnect, for good (not_member: removed, or gone): it is forgotten. */
+  syncfailed: { group: string; error: ShardError };
   /** An error frame that answers nothing this client sent, or a catch-up step that failed for good. */
   error: ShardError;
   /** The client stopped for good: close(), a refusal for good, or the end of its one connection without reconnect. */
@@ -196,6 +227,8 @@ export class Client {
   readonly user: string | undefined;
   readonly rooms: string[];
   readonly watched: string[];
+  /** Groups whose stream the client has seen, which a reconnect syncs. */
+  readonly groups: string[];
 
   on<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): () => void;
   off<K extends keyof ClientEvents>(type: K, fn: (ev: ClientEvents[K]) => void): void;
@@ -220,11 +253,18 @@ export class Client {
   /** One page (at most 100) of the inbox after offset after; its messages come as events before the ack. */
   sync(after?: number, opts?: RequestOptions): Promise<Ack>;
 
-  createGroup(group: string, members?: string[], opts?: RequestOptions): Promise<Ack>;
+  /** Creates group with this user as admin; ack ok with the created event's seq. An existing group: ShardError conflict. */
+  createGroup(group: string, members?: Iterable<string>, opts?: RequestOptions): Promise<Ack>;
+  /** An admin adds user (ok, with the event's seq; a member already: ok without); a non-admin: forbidden. */
   addToGroup(group: string, user: string, opts?: RequestOptions): Promise<Ack>;
   removeFromGroup(group: string, user: string, opts?: RequestOptions): Promise<Ack>;
+  /** This user leaves; the client stops syncing the group. */
   leaveGroup(group: string, opts?: RequestOptions): Promise<Ack>;
+  /** The group's members and admins, by user id; not_member for anyone else. */
+  groupMembers(group: string, opts?: RequestOptions): Promise<GroupMember[]>;
+  /** One page of the group's stream after offset after, as sync; the first one is where the client starts following the group. */
   syncGroup(group: string, after?: number, opts?: RequestOptions): Promise<Ack>;
+  /** This user has read up to seq: of its inbox (with), of the group's stream (group). A lower seq changes nothing. */
   read(target: { with: string } | { group: string }, seq: number, opts?: RequestOptions): Promise<Ack>;
   conversations(opts?: RequestOptions): Promise<Conversation[]>;
 
@@ -232,8 +272,8 @@ export class Client {
   watch(users: Iterable<string>, opts?: RequestOptions): Promise<Ack>;
   unwatch(users: Iterable<string>, opts?: RequestOptions): Promise<Ack>;
 
-  /** What the client has received of its inbox and rooms, for options.offsets of a later client. */
-  offsets(): { inbox: StreamOffsets | null; rooms: Record<string, StreamOffsets> };
+  /** What the client has received of its inbox, rooms and groups, for options.offsets of a later client. */
+  offsets(): { inbox: StreamOffsets | null; rooms: Record<string, StreamOffsets>; groups: Record<string, StreamOffsets> };
 }
 
 /** The server refused the request; code is SPEC's (bad_request, not_member, rate_limited, unavailable, forbidden, conflict, ...). */

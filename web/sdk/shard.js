@@ -1,9 +1,10 @@
 // @shard/client: the JavaScript client of shard, for browsers and Node.js
 // (with the ws package). It speaks every frame of SPEC, matches each answer
 // to its request by id, reconnects with full-jitter backoff over several
-// URLs, joins its rooms again with since and syncs its inbox after each
-// reconnect, and resends with its key a send lost with its connection, where
-// the node keeps messages. The promises are the Go client's (client/): a
+// URLs, joins its rooms again with since and syncs its inbox and its
+// groups after each reconnect, and resends with its key a send lost with its connection, where
+// the node keeps messages; it syncs each group it is in from the last
+// offset it saw, too. The promises are the Go client's (client/): a
 // request is answered once, with its ack, its error, or "connection closed".
 //
 // It never invents a frame, never sends one larger than the node takes, and
@@ -36,6 +37,7 @@ const DEFAULTS = {
   pingInterval: 20000,
   pongTimeout: 10000,
   syncInbox: true,
+  syncGroups: true,
   // Requests waiting for a connection or an answer: the node's default
   // --send-queue, far above what --rate (200/s, burst 400) lets through.
   maxQueue: 1024,
@@ -53,6 +55,9 @@ const CATCH_UP_TIMEOUT_MS = 10000;
 // Users per watch frame when watching again: 200 ids stay far below any
 // sensible --max-frame.
 const WATCH_CHUNK = 200;
+// Group syncs under way at once while catching up: a user may be in 1000
+// groups, and the node takes 200 frames a second (a burst of 400).
+const GROUP_SYNCS = 8;
 
 /**
  * newKey returns a random idempotency key ('k' and 24 hex digits), for a
@@ -216,6 +221,7 @@ export class Client {
     this._watched = new Set(); // watched (acked), watched again after a reconnect
     this._inbox = null; // Offsets, from the first welcome on
     this._roomOffsets = new Map();
+    this._groupOffsets = new Map(); // group -> Offsets: the groups synced again after a reconnect
     this._leaves = new Map(); // room -> leave() calls so far: a join's late ok must not undo one
     this._listeners = new Map();
     this._connectWaiters = [];
@@ -232,6 +238,8 @@ export class Client {
   get rooms() { return [...this._rooms]; }
   /** Users watched, which a reconnect watches again. */
   get watched() { return [...this._watched]; }
+  /** Groups whose stream this client has seen, which a reconnect syncs from the last offset seen. */
+  get groups() { return [...this._groupOffsets.keys()]; }
 
   /** on calls fn for every event of type; it returns a function that stops that. */
   on(type, fn) {
@@ -439,23 +447,35 @@ export class Client {
     const saved = typeof this._o.offsets === 'function' ? this._o.offsets(user) : this._o.offsets;
     // The inbox is synced from its start: its base is known, 0.
     this._inbox = new Offsets(saved && saved.inbox != null ? saved.inbox : 0);
-    const rooms = saved && saved.rooms && typeof saved.rooms === 'object' ? saved.rooms : {};
-    for (const [room, v] of Object.entries(rooms)) {
-      if (validId(room) && v != null && !this._roomOffsets.has(room)) this._roomOffsets.set(room, new Offsets(v));
-    }
+    const load = (field, into) => {
+      const m = saved && saved[field] && typeof saved[field] === 'object' ? saved[field] : {};
+      for (const [name, v] of Object.entries(m)) {
+        if (validId(name) && v != null && !into.has(name)) into.set(name, new Offsets(v));
+      }
+    };
+    load('rooms', this._roomOffsets);
+    load('groups', this._groupOffsets);
   }
 
   /**
    * _catchUp brings a new connection to where the last one was, before any
    * request waiting goes: the rooms joined again (with since: what came
-   * meanwhile first), the users watched again, the inbox synced page by page.
+   * meanwhile first), the users watched again, the inbox and the groups
+   * synced page by page.
    */
   async _catchUp(cn) {
     const jobs = [];
     for (const room of this._rooms) jobs.push(this._rejoin(cn, room));
     const users = [...this._watched];
     for (let i = 0; i < users.length; i += WATCH_CHUNK) jobs.push(this._rewatch(cn, users.slice(i, i + WATCH_CHUNK)));
-    if (cn.welcome.store === true && this._o.syncInbox) jobs.push(this._syncInbox(cn));
+    if (cn.welcome.store === true && this._o.syncInbox) jobs.push(this._syncStream(cn, undefined));
+    if (cn.welcome.store === true && this._o.syncGroups) {
+      const groups = [...this._groupOffsets].filter(([, st]) => st.based).map(([g]) => g);
+      const worker = async () => {
+        while (groups.length) await this._syncStream(cn, groups.shift());
+      };
+      for (let i = 0; i < Math.min(GROUP_SYNCS, groups.length); i++) jobs.push(worker());
+    }
     await Promise.all(jobs);
   }
 
@@ -570,7 +590,10 @@ export class Client {
         r.min = Math.min(r.min, seq);
         history = true;
       }
-    } else if (seq && !f.group) {
+    } else if (seq && f.group) {
+      st = this._groupOffsets.get(f.group) || null;
+      if (!st && validId(f.group)) this._groupOffsets.set(f.group, (st = new Offsets()));
+    } else if (seq) {
       st = this._inbox;
     }
     if (st) {
@@ -578,6 +601,11 @@ export class Client {
       // application, which gets all of it.
       if (!cn.ready && st.has(seq)) return;
       st.add(seq);
+    }
+    // This user is out of the group (removed, or left on another device):
+    // there is nothing more to sync of it.
+    if (f.group && (f.event === 'removed' || f.event === 'left') && f.user === cn.welcome.user) {
+      this._groupOffsets.delete(f.group);
     }
     const m = strip(f);
     m.history = history;
@@ -638,32 +666,47 @@ export class Client {
     }
   }
 
+  /** _stream is the offsets of the inbox (group undefined) or of a group. */
+  _stream(group) {
+    return group === undefined ? this._inbox : this._groupOffsets.get(group);
+  }
+
   /**
-   * _syncInbox asks for the inbox after the last offset received, page
-   * after page while the node says there are more.
+   * _syncStream asks for the inbox (group undefined) or a group's stream
+   * after the last offset received, page after page while the node says
+   * there are more. A group this user is no longer in (not_member) is
+   * forgotten.
    */
-  async _syncInbox(cn) {
+  async _syncStream(cn, group) {
     let restarted = false;
     for (;;) {
-      const st = this._inbox;
-      const s = { group: undefined, after: st.last, min: Infinity };
+      const st = this._stream(group);
+      if (!st) return; // left or removed meanwhile
+      const s = { group, after: st.last, min: Infinity };
       cn.syncs.add(s);
       let ack;
       try {
-        ack = await this._retrying(cn, { type: 'sync', after: s.after });
+        ack = await this._retrying(cn, { type: 'sync', group, after: s.after });
       } catch (err) {
         if (!(err instanceof ShardError)) throw err;
-        this._emit('error', err); // live messages go on; the next connection syncs again
+        if (group !== undefined && err.code === 'not_member') {
+          this._groupOffsets.delete(group);
+          this._emit('syncfailed', { group, error: err });
+        } else {
+          this._emit('error', err); // live messages go on; the next connection syncs again
+        }
         return;
       } finally {
         cn.syncs.delete(s);
       }
+      if (this._stream(group) !== st) return; // forgotten, or started over, meanwhile
       const last = isOffset(ack.last) ? ack.last : 0;
       if (last < s.after && !restarted) {
         // The store does not go as far as this client has seen: it is not
         // the one these offsets came from. Start over from its beginning.
         restarted = true;
-        this._inbox = new Offsets(0);
+        if (group === undefined) this._inbox = new Offsets(0);
+        else this._groupOffsets.set(group, new Offsets(0));
         continue;
       }
       st.replayed(s.min);
@@ -738,7 +781,15 @@ export class Client {
 
   /** sendGroup sends body to a group (SPEC section 8): ack sent, with seq and recipients. */
   sendGroup(group, body, opts = {}) {
-    return this._send({ type: 'send', group, body }, opts);
+    return this._send({ type: 'send', group, body }, opts, (ack) => this._groupSeq(group, ack));
+  }
+
+  /** _groupSeq records that this client holds the group offset of ack (its own message or change). */
+  _groupSeq(group, ack) {
+    if (!Number.isSafeInteger(ack.seq) || ack.seq <= 0 || !validId(group)) return;
+    let st = this._groupOffsets.get(group);
+    if (!st) this._groupOffsets.set(group, (st = new Offsets()));
+    st.add(ack.seq);
   }
 
   /**
@@ -810,31 +861,72 @@ export class Client {
     if (!isOffset(frame.after)) throw new TypeError('after must be a non-negative integer');
     // Its messages are marked history while it is under way.
     const s = { group: frame.group, after: frame.after, min: Infinity };
+    const group = frame.group;
     const req = new Request((cn) => {
+      // A group's first sync is where this client starts following it.
+      if (group !== undefined && validId(group) && !this._groupOffsets.has(group)) {
+        this._groupOffsets.set(group, new Offsets(frame.after));
+      }
       cn.syncs.add(s);
       req.cleanups.push(() => cn.syncs.delete(s));
       return frame;
-    }, { signal: opts.signal });
+    }, {
+      signal: opts.signal,
+      onAck: (ack) => {
+        const st = group !== undefined && this._groupOffsets.get(group);
+        if (!st) return;
+        st.replayed(s.min);
+        if (ack.more === false && isOffset(ack.last) && st.last >= frame.after) st.moveTo(ack.last);
+      },
+      onError: (err) => {
+        if (group !== undefined && err.code === 'not_member') this._groupOffsets.delete(group);
+      },
+    });
     return this._submit(req);
   }
 
   // ---------- SPEC section 8: groups, read state, conversations ----------
 
-  /** createGroup creates group with members; the sender is its admin. */
+  /**
+   * _groupChange sends a membership change; its ack's seq (the event's
+   * offset) is recorded, as this connection gets no copy of the event.
+   */
+  _groupChange(frame, opts, then) {
+    return this._submit(new Request(frame, {
+      signal: opts.signal,
+      onAck: (ack) => {
+        this._groupSeq(frame.group, ack);
+        if (then) then();
+      },
+    }));
+  }
+
+  /** createGroup creates group with members; the sender is its admin. From then on the client syncs it after each reconnect. */
   createGroup(group, members = [], opts = {}) {
-    return this.request({ type: 'group_create', group, members }, opts);
+    return this._groupChange({ type: 'group_create', group, members: [...members] }, opts, () => {
+      // A name created again goes on from the old stream's offsets: the
+      // created event is where this group starts.
+      const st = this._groupOffsets.get(group);
+      if (st) st.moveTo(st.hi);
+    });
   }
 
   addToGroup(group, user, opts = {}) {
-    return this.request({ type: 'group_add', group, user }, opts);
+    return this._groupChange({ type: 'group_add', group, user }, opts);
   }
 
   removeFromGroup(group, user, opts = {}) {
-    return this.request({ type: 'group_remove', group, user }, opts);
+    return this._groupChange({ type: 'group_remove', group, user }, opts);
   }
 
+  /** leaveGroup takes this user out of group; the client stops syncing it. */
   leaveGroup(group, opts = {}) {
-    return this.request({ type: 'group_leave', group }, opts);
+    return this._groupChange({ type: 'group_leave', group }, opts, () => this._groupOffsets.delete(group));
+  }
+
+  /** groupMembers resolves with group's members ({user, admin, since}, by user id); for a member only. */
+  groupMembers(group, opts = {}) {
+    return this.request({ type: 'group_members', group }, opts).then((ack) => ack.members || []);
   }
 
   /** syncGroup asks for one page of group's stream after offset after, as sync. */
@@ -883,12 +975,15 @@ export class Client {
   /**
    * offsets returns what the client has received of its streams, to give
    * back as options.offsets to a later client (after a page reload): the
-   * inbox, and each room whose offsets are known.
+   * inbox, and each room and group whose offsets are known.
    */
   offsets() {
-    const rooms = {};
-    for (const [room, st] of this._roomOffsets) if (st.based) rooms[room] = st.toJSON();
-    return { inbox: this._inbox ? this._inbox.toJSON() : null, rooms };
+    const known = (m) => {
+      const out = {};
+      for (const [name, st] of m) if (st.based) out[name] = st.toJSON();
+      return out;
+    };
+    return { inbox: this._inbox ? this._inbox.toJSON() : null, rooms: known(this._roomOffsets), groups: known(this._groupOffsets) };
   }
 }
 

@@ -4,6 +4,7 @@
 // connection at a chosen moment. Everything started here is stopped when
 // the test process ends.
 
+import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -14,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
 
-import { Client } from '../shard.js';
+import { Client, ShardError } from '../shard.js';
 
 const run = promisify(execFile);
 export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -38,6 +39,17 @@ export async function until(what, cond, ms = 10000) {
     if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}${last ? `: ${last.message}` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** code resolves with the SPEC error code a request (a promise) was refused with. */
+export async function code(p) {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof ShardError, `${err}`);
+    return err.code;
+  }
+  return assert.fail('the request was not refused');
 }
 
 /** next resolves with the next event of type on client for which pred holds. */

@@ -1,12 +1,15 @@
 // The client against a real cluster: 3 shard processes on loopback sharing
 // one PostgreSQL store, so that what one node stored another can sync.
-// The drain test runs last: it takes the first node away.
+// SPEC sections 8 and 9 (groups, read state, typing, presence) are in
+// conversations.js, on the same cluster. The drain test runs last: it takes
+// the first node away.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FrameTooLargeError, HandshakeError, ShardError } from '../shard.js';
-import { Proxy, Received, closeAll, dial, next, startCluster, startPostgres } from './cluster.js';
+import { FrameTooLargeError, HandshakeError } from '../shard.js';
+import { Proxy, Received, closeAll, code, dial, next, startCluster, startPostgres } from './cluster.js';
+import { registerConversationTests } from './conversations.js';
 
 // --max-frame small enough to build a larger frame cheaply; --rate low
 // enough to reach in a burst, high enough for the other tests' traffic.
@@ -122,15 +125,6 @@ describe('a 3-node cluster with PostgreSQL', { timeout: 240000 }, () => {
     c.on('disconnected', () => disconnects++);
     const pong = await c.ping();
     assert.equal(pong.type, 'pong');
-    const code = async (p) => {
-      try {
-        await p;
-      } catch (err) {
-        assert.ok(err instanceof ShardError, `${err}`);
-        return err.code;
-      }
-      assert.fail('the request was not refused');
-    };
     assert.equal(await code(c.send('not an id', 'hi')), 'bad_request');
     assert.equal(await code(c.request({ type: 'no_such_frame' })), 'bad_request');
     assert.equal(await code(c.sendRoom('e-never-joined', 'hi')), 'not_member');
@@ -227,6 +221,8 @@ describe('a 3-node cluster with PostgreSQL', { timeout: 240000 }, () => {
     assert.equal(stored[0].history, true);
     assert.equal(atBob.list.filter((m) => m.body === 'exactly once' && !m.history).length, 1, 'delivered live more than once');
   });
+
+  registerConversationTests({ nodes: () => nodes, proxyTo });
 
   test('a drained node\'s client reconnects to another URL by itself, joins its room since, syncs its inbox, and misses nothing', { timeout: 60000 }, async () => {
     const proxy = await proxyTo(nodes[1]);

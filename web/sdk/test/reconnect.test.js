@@ -204,7 +204,7 @@ describe('resending a send lost with its connection', () => {
 });
 
 describe('catching up after a reconnect', () => {
-  test('rooms are joined again with since and the inbox synced after the last offsets, before waiting requests; a replayed message comes once', bounded, async () => {
+  test('rooms are joined again with since, the inbox and the groups synced after the last offsets, before waiting requests; a replayed message comes once', bounded, async () => {
     script = await new Script().start();
     const c = client();
     const got = [];
@@ -217,32 +217,41 @@ describe('catching up after a reconnect', () => {
     await joining;
     const r7 = next(c, 'message', (m) => m.body === 'r7');
     for (let seq = 1; seq <= 3; seq++) sc1.send({ type: 'msg', mid: `d${seq}`, from: 'bob', to: 'alice', body: `d${seq}`, ts: 1, seq });
+    sc1.send({ type: 'msg', mid: 'g4', from: 'bob', group: 'team', body: 'g4', ts: 1, seq: 4 });
     sc1.send({ type: 'msg', mid: 'r7', from: 'bob', room: 'lobby', body: 'r7', ts: 1, seq: 7 });
     await r7;
+    assert.deepEqual(c.groups, ['team'], 'a group message makes the client follow the group');
     const gone = next(c, 'disconnected');
     sc1.ws.terminate();
     await gone;
     const waiting = c.ping();
     const back = next(c, 'connected');
     const sc2 = await script.conn(1);
-    const first = [await sc2.frame(0), await sc2.frame(1)];
+    const first = [await sc2.frame(0), await sc2.frame(1), await sc2.frame(2)];
     const rejoin = first.find((f) => f.type === 'join');
-    const sync = first.find((f) => f.type === 'sync');
+    const sync = first.find((f) => f.type === 'sync' && f.group === undefined);
+    const syncGroup = first.find((f) => f.type === 'sync' && f.group === 'team');
     assert.deepEqual({ room: rejoin.room, since: rejoin.since }, { room: 'lobby', since: 7 });
     assert.equal(sync.after, 3);
-    // The replay holds one message the client has, and one it has not.
+    assert.equal(syncGroup.after, 4);
+    // The replay and the group's page each hold one message the client
+    // has, and one it has not.
     sc2.send({ type: 'msg', mid: 'r7', from: 'bob', room: 'lobby', body: 'r7', ts: 1, seq: 7 });
     sc2.send({ type: 'msg', mid: 'r8', from: 'bob', room: 'lobby', body: 'r8', ts: 1, seq: 8 });
+    sc2.send({ type: 'msg', mid: 'g4', from: 'bob', group: 'team', body: 'g4', ts: 1, seq: 4 });
+    sc2.send({ type: 'msg', mid: 'g5', from: 'bob', group: 'team', body: 'g5', ts: 1, seq: 5 });
     sc2.ack(rejoin);
     sc2.ack(sync, { last: 3, more: false });
+    sc2.ack(syncGroup, { last: 5, more: false });
     await back;
-    const ping = await sc2.frame(2);
+    const ping = await sc2.frame(3);
     assert.equal(ping.type, 'ping', 'the waiting request went before the catch-up was done');
     sc2.send({ type: 'pong', id: ping.id });
     await waiting;
-    assert.deepEqual(got.map((m) => m.body), ['d1', 'd2', 'd3', 'r7', 'r8']);
-    assert.equal(got[4].history, true);
-    assert.deepEqual(c.offsets(), { inbox: { last: 3, hi: 3 }, rooms: { lobby: { last: 8, hi: 8 } } });
+    assert.deepEqual(got.map((m) => m.body), ['d1', 'd2', 'd3', 'g4', 'r7', 'r8', 'g5']);
+    assert.equal(got[5].history, true);
+    assert.equal(got[6].history, true);
+    assert.deepEqual(c.offsets(), { inbox: { last: 3, hi: 3 }, rooms: { lobby: { last: 8, hi: 8 } }, groups: { team: { last: 5, hi: 5 } } });
   });
 
   test('a room left before its join was acked is not joined again', bounded, async () => {
