@@ -1,10 +1,14 @@
-// shard chat page: the people, rooms and messages a person sees, over the
-// JavaScript client (/sdk/shard.js), which speaks the protocol: one
-// connection to whichever node nginx picks, reconnecting by itself when a
-// node drains (1012) or dies, catching up on what came meanwhile, resending
-// a send lost on the way. User text only ever reaches the page through
-// textContent.
+// shard chat page: the people, groups, rooms and messages a person sees,
+// over the JavaScript client (/sdk/shard.js), which speaks the protocol:
+// one connection to whichever node nginx picks, reconnecting by itself when
+// a node drains (1012) or dies, catching up on what came meanwhile (inbox,
+// rooms, groups), resending a send lost on the way. With a message store the
+// conversation list, its unread counts and the read ticks come from the
+// server, so that every device of a person agrees. User text only ever
+// reaches the page through textContent.
 import { Client, ClosedError, FrameTooLargeError, HandshakeError, ShardError, newKey, validId } from './sdk/shard.js';
+import { $, clock, h, hue, paintAvatar } from './dom.js';
+import { GroupDialog, eventText, parseMembers, readText, renderMembers } from './groups.js';
 
 // Reconnect: full-jitter exponential backoff. The first retry after a
 // drain comes within 250 ms; a cluster that stays down is asked at most
@@ -28,6 +32,15 @@ const TYPING_SHOW_MS = 5000;
 const MAX_MSGS_PER_CONV = 500;
 const MAX_SEEN_MIDS = 10000;
 
+// Read state: the conversation in view is marked read once a burst of new
+// messages has settled, with one read frame, not one per message.
+const READ_BURST_MS = 400;
+// A group first seen in the conversation list (on another device, or
+// while away) brings its newest messages along, at most this many.
+const GROUP_HISTORY = 50;
+// Users per watch frame: far below any sensible --max-frame.
+const WATCH_CHUNK = 200;
+
 // Why a connection ended, as a person would want it said.
 function lostText(code, node, welcomed) {
   const n = node || 'the node';
@@ -41,14 +54,6 @@ function lostText(code, node, welcomed) {
   }
 }
 
-const $ = (id) => document.getElementById(id);
-const h = (tag, cls, text) => {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  return e;
-};
-
 const S = {
   me: '',           // user id; from the welcome when signed in with a token
   token: '',        // JWT when the page was opened with ?token=
@@ -58,7 +63,7 @@ const S = {
   connects: 0,      // connections that came up: the test reads it
   outbox: [],       // {conv, m} waiting for a connection or a room join
   inflight: new Set(), // own messages sent and not answered yet
-  convs: new Map(), // '@bob' or '#lobby' -> conversation
+  convs: new Map(), // '@bob', '+team' or '#lobby' -> conversation
   active: null,
   seen: new Set(),
   seenOrder: [],
@@ -68,28 +73,15 @@ const S = {
   lost: '',         // why the last connection ended, until the next one is up
   gen: 0,           // welcomes on this page: the connection a message went out on
   store: null,      // 'kept' or 'none', from the welcome
-  seenBefore: null, // {inbox, rooms: Map}: the highest offsets seen before this page loaded
+  seenBefore: null, // {inbox, rooms: Map, groups: Map}: the highest offsets seen before this page loaded
   saveTimer: 0,
   parked: false,    // in the back/forward cache: no connection until shown again
+  convTimer: 0,     // a conversations refresh due soon
+  toWatch: [],      // people whose presence to ask for, in the next watch frame
+  groupDialog: null,
 };
 
 // ---------- small helpers ----------
-
-function hue(name) {
-  let x = 0;
-  for (let i = 0; i < name.length; i++) x = (x * 31 + name.charCodeAt(i)) >>> 0;
-  return x % 360;
-}
-
-function paintAvatar(el, name, room) {
-  el.textContent = room ? '#' : (name || '?').slice(0, 1);
-  el.classList.toggle('room', !!room);
-  el.style.background = `hsl(${hue(name || '?')} 55% ${room ? 42 : 48}%)`;
-}
-
-function clock(ts) {
-  return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-}
 
 function clearTimer(name) {
   clearTimeout(S.timers[name]);
@@ -139,7 +131,13 @@ function newClient() {
   client.on('message', onMsg);
   client.on('presence', onPresence);
   client.on('typing', onTyping);
+  client.on('receipt', onReceipt);
   client.on('closed', onClosed);
+  // Removed from a group while away: the catch-up could not sync it.
+  client.on('syncfailed', ({ group }) => {
+    const c = S.convs.get(key('group', group));
+    if (c) markGone(c, 'You are no longer a member of this group');
+  });
   client.on('rejoinfailed', ({ room, error }) => {
     const c = S.convs.get(key('room', room));
     if (c) c.joinError = error.code;
@@ -175,7 +173,7 @@ function onConnected() {
   clearTimer('countdown');
   $('conn').dataset.connects = String(S.connects);
   $('me').textContent = S.me;
-  paintAvatar($('me-avatar'), S.me, false);
+  paintAvatar($('me-avatar'), S.me, 'dm');
   setConn('open', 'Connected');
   // What came back with the catch-up has come back: an own message that
   // did not, never will.
@@ -193,6 +191,9 @@ function onConnected() {
   renderHeader();
   refreshRoom(S.active);
   refreshCluster();
+  // What came meanwhile is in: the counts and the list, as the server has them.
+  refreshConversations();
+  if (S.active && S.active.kind === 'group') loadMembers(S.active);
 }
 
 function onDisconnected({ code }) {
@@ -271,11 +272,14 @@ function loadOffsets(user) {
   try { saved = JSON.parse(sessionStorage.getItem('shard.seq.' + user) || 'null'); } catch (e) { saved = null; }
   if (!saved || typeof saved !== 'object') saved = null;
   const hi = (v) => (v && Number.isSafeInteger(v.hi) ? v.hi : 0);
-  const rooms = new Map();
-  if (saved && saved.rooms && typeof saved.rooms === 'object') {
-    for (const [name, v] of Object.entries(saved.rooms)) rooms.set(name, hi(v));
-  }
-  S.seenBefore = { inbox: hi(saved && saved.inbox), rooms };
+  const streams = (field) => {
+    const m = new Map();
+    if (saved && saved[field] && typeof saved[field] === 'object') {
+      for (const [name, v] of Object.entries(saved[field])) m.set(name, hi(v));
+    }
+    return m;
+  };
+  S.seenBefore = { inbox: hi(saved && saved.inbox), rooms: streams('rooms'), groups: streams('groups') };
   return saved;
 }
 
@@ -292,11 +296,14 @@ function saveOffsetsSoon() {
   if (!S.saveTimer) S.saveTimer = setTimeout(saveOffsets, 250);
 }
 
-// seenBeforeLoad reports whether offset seq of a room's stream (or of the
-// inbox) was seen by this tab before the page loaded.
-function seenBeforeLoad(room, seq) {
+// seenBeforeLoad reports whether offset seq of the stream message f came
+// from (a room's, a group's, the inbox) was seen by this tab before the
+// page loaded.
+function seenBeforeLoad(f, seq) {
   if (!seq || !S.seenBefore) return false;
-  return seq <= (room ? S.seenBefore.rooms.get(room) || 0 : S.seenBefore.inbox);
+  if (f.room) return seq <= (S.seenBefore.rooms.get(f.room) || 0);
+  if (f.group) return seq <= (S.seenBefore.groups.get(f.group) || 0);
+  return seq <= S.seenBefore.inbox;
 }
 
 // Messages this page sent on an earlier socket can come back, from a sync
@@ -346,7 +353,9 @@ function setConn(state, text, banner) {
 
 // ---------- conversations ----------
 
-function key(kind, name) { return (kind === 'room' ? '#' : '@') + name; }
+const KEY_PREFIX = { dm: '@', group: '+', room: '#' };
+
+function key(kind, name) { return KEY_PREFIX[kind] + name; }
 
 function ensureConv(kind, name) {
   const k = key(kind, name);
@@ -358,13 +367,45 @@ function ensureConv(kind, name) {
     presence: null, presenceError: '', li: null,
     typing: new Map(), // who types here -> until when it shows
     typingSent: 0,     // when this page last said it types here
+    lastTs: 0,         // the newest activity: the list's order
+    // Read state (with a store), as offsets of this user's inbox (direct)
+    // or of the group's stream:
+    hiSeq: 0,          // the newest offset known in the conversation
+    hiOther: 0,        // the newest one of a message or event of someone else
+    readSeq: 0,        // how far this user has read, on any device
+    readTimer: 0,      // a read frame due at the end of a burst
+    readWant: 0,       // the offset it will say: what was in view
+    peerRead: 0,       // direct: how far the other person has read this user's messages
+    reads: new Map(),  // group: how far each member has read
+    // Groups:
+    members: null,     // Map user -> {admin, since}, once asked
+    membersError: '',
+    admin: false,      // this user is an admin of it
+    gone: false,       // no longer a member: read-only
+    fetched: false,    // its newest messages were asked for
   };
   S.convs.set(k, c);
   // The person's presence comes as events from now on, also after a
   // reconnect (the client watches again).
-  if (kind === 'dm' && name !== S.me && S.client) S.client.watch([name]).catch(() => { /* told by 'error' */ });
+  if (kind === 'dm' && name !== S.me && S.client) watchSoon(name);
   return c;
 }
+
+// watchSoon asks for a person's presence, in one watch frame with the
+// others asked for at the same moment (a conversation list brings many).
+function watchSoon(name) {
+  S.toWatch.push(name);
+  if (S.toWatch.length > 1) return;
+  queueMicrotask(() => {
+    const users = S.toWatch;
+    S.toWatch = [];
+    for (let i = 0; i < users.length; i += WATCH_CHUNK) {
+      S.client.watch(users.slice(i, i + WATCH_CHUNK)).catch(() => { /* told by 'error' */ });
+    }
+  });
+}
+
+function convName(c) { return c.kind === 'room' ? '#' + c.name : c.name; }
 
 function showInList(c) {
   if (c.li) return;
@@ -373,15 +414,16 @@ function showInList(c) {
   b.type = 'button';
   b.dataset.testid = 'conv';
   b.dataset.conv = c.key;
+  b.dataset.kind = c.kind;
   const av = h('span', 'avatar');
-  paintAvatar(av, c.name, c.kind === 'room');
+  paintAvatar(av, c.name, c.kind);
   if (c.kind === 'dm') {
     const dot = h('span', 'presence');
     dot.dataset.online = 'unknown';
     av.appendChild(dot);
   }
   const main = h('span', 'conv-main');
-  main.append(h('span', 'conv-name', c.kind === 'room' ? '#' + c.name : c.name), h('span', 'conv-last'));
+  main.append(h('span', 'conv-name', convName(c)), h('span', 'conv-last'));
   const side = h('span', 'conv-side');
   const badge = h('span', 'badge');
   badge.dataset.testid = 'unread';
@@ -390,8 +432,27 @@ function showInList(c) {
   b.addEventListener('click', () => openConv(c, true));
   li.appendChild(b);
   c.li = li;
-  $(c.kind === 'room' ? 'rooms-list' : 'dms-list').appendChild(li);
+  if (c.kind === 'room') $('rooms-list').appendChild(li);
+  else placeInList(c);
   renderItem(c);
+}
+
+// placeInList puts a person's or a group's conversation where its newest
+// activity belongs: the newest first.
+function placeInList(c) {
+  if (!c.li || c.kind === 'room') return;
+  const list = $('chats-list');
+  let before = null;
+  for (const li of list.children) {
+    if (li === c.li) continue;
+    const other = S.convs.get(li.firstChild.dataset.conv);
+    if (other && other.lastTs < c.lastTs) {
+      before = li;
+      break;
+    }
+  }
+  if (c.li.parentNode === list && c.li.nextSibling === before) return; // in its place already
+  list.insertBefore(c.li, before);
 }
 
 function hideFromList(c) {
@@ -400,27 +461,40 @@ function hideFromList(c) {
   c.li = null;
 }
 
+function previewText(c) {
+  const m = c.last;
+  if (m.note) return m.body;
+  const who = m.own ? 'You' : (c.kind === 'dm' ? '' : m.from);
+  return (who ? who + ': ' : '') + m.body.replace(/\s+/g, ' ');
+}
+
 function renderItem(c) {
   if (!c.li) return;
   const b = c.li.firstChild;
   b.setAttribute('aria-current', String(c === S.active));
   b.dataset.joined = String(c.kind === 'room' ? c.joined : true);
+  b.classList.toggle('gone', c.gone);
   const lastEl = b.querySelector('.conv-last');
   const typing = typingText(c, true);
   lastEl.classList.toggle('typing', !!typing);
   if (typing) {
     lastEl.textContent = typing;
+  } else if (c.kind === 'group' && c.gone) {
+    lastEl.textContent = 'you are no longer a member';
   } else if (c.last) {
-    const who = c.last.own ? 'You' : (c.kind === 'room' ? c.last.from : '');
-    lastEl.textContent = (who ? who + ': ' : '') + c.last.body.replace(/\s+/g, ' ');
-    b.querySelector('time').textContent = clock(c.last.ts);
+    lastEl.textContent = previewText(c);
+  } else if (c.kind === 'room') {
+    lastEl.textContent = c.joined ? 'joined' : c.joinError ? 'not joined' : 'joining…';
   } else {
-    lastEl.textContent = c.kind === 'room' ? (c.joined ? 'joined' : c.joinError ? 'not joined' : 'joining…') : 'no messages yet';
+    lastEl.textContent = c.lastTs ? '' : 'no messages yet';
   }
+  const ts = Math.max(c.lastTs, c.last ? c.last.ts : 0);
+  b.querySelector('time').textContent = ts ? clock(ts) : '';
   const badge = b.querySelector('.badge');
   badge.textContent = c.unread ? (c.unread > 99 ? '99+' : String(c.unread)) : '';
   if (c.unread) b.dataset.unread = String(c.unread); else delete b.dataset.unread;
-  b.setAttribute('aria-label', `${c.kind === 'room' ? 'room ' + c.name : c.name}${c.unread ? `, ${c.unread} unread` : ''}`);
+  const what = { room: 'room ', group: 'group ', dm: '' }[c.kind];
+  b.setAttribute('aria-label', `${what}${c.name}${c.unread ? `, ${c.unread} unread` : ''}`);
   const dot = b.querySelector('.presence');
   if (dot && c.presence) {
     dot.dataset.online = String(!!c.presence.online);
@@ -443,6 +517,14 @@ function renderTitle() {
   bu.textContent = others > 0 ? String(others) : '';
 }
 
+function introText(c) {
+  if (c.kind === 'room') return `Messages in #${c.name} go to everyone connected in the room right now.`;
+  if (c.kind === 'group') return `Messages in ${c.name} reach every member on every device, and wait for those who are away.`;
+  return hasStore()
+    ? `Messages to ${c.name} reach every device they have connected, or wait until one connects.`
+    : `Messages to ${c.name} reach every device they have connected right now.`;
+}
+
 function openConv(c, focusComposer) {
   const prev = S.active;
   S.active = c;
@@ -455,25 +537,28 @@ function openConv(c, focusComposer) {
   $('chat').removeAttribute('data-empty');
   const box = $('messages');
   box.replaceChildren();
-  box.appendChild(h('p', 'intro', c.kind === 'room'
-    ? `Messages in #${c.name} go to everyone connected in the room right now.`
-    : hasStore()
-      ? `Messages to ${c.name} reach every device they have connected, or wait until one connects.`
-      : `Messages to ${c.name} reach every device they have connected right now.`));
+  box.appendChild(h('p', 'intro', introText(c)));
   for (const m of c.msgs) box.appendChild(m.el);
   box.scrollTop = box.scrollHeight;
   $('jump').hidden = true;
+  if (prev !== c) showMembers(false);
   renderHeader();
   renderTyping();
   refreshRoom(c);
   clearTimer('room');
   if (c.kind === 'room') S.timers.room = setInterval(() => refreshRoom(S.active), ROOM_REFRESH_MS);
-  if (focusComposer) $('composer').focus({ preventScroll: true });
+  if (c.kind === 'group') {
+    loadMembers(c);
+    fetchGroup(c);
+  }
+  wantRead(c);
+  if (focusComposer && !$('composer').disabled) $('composer').focus({ preventScroll: true });
 }
 
 function closeConv() {
   const prev = S.active;
   S.active = null;
+  showMembers(false);
   clearTimer('room');
   if (prev) renderItem(prev);
   $('chat').dataset.empty = '';
@@ -498,13 +583,24 @@ function renderHeader() {
     delete sub.dataset.connections;
     return;
   }
-  $('conv-title').textContent = c.kind === 'room' ? '#' + c.name : c.name;
-  paintAvatar($('conv-avatar'), c.name, c.kind === 'room');
+  $('conv-title').textContent = convName(c);
+  paintAvatar($('conv-avatar'), c.name, c.kind);
   $('leave').hidden = c.kind !== 'room';
   $('refresh').hidden = c.kind !== 'room';
+  $('members-toggle').hidden = c.kind !== 'group';
   const sub = $('conv-sub');
   sub.replaceChildren();
-  if (c.kind === 'room') {
+  delete sub.dataset.members;
+  if (c.kind === 'group') {
+    if (c.gone) sub.append(h('span', 'warn', 'you are no longer a member'));
+    else if (c.members) {
+      const names = [...c.members.keys()].sort().map((u) => (u === S.me ? 'you' : u));
+      sub.append(`${names.length} member${names.length === 1 ? '' : 's'} · ${names.join(', ')}`);
+      sub.dataset.members = String(names.length);
+    } else sub.append(c.membersError || ' ');
+    delete sub.dataset.online;
+    delete sub.dataset.connections;
+  } else if (c.kind === 'room') {
     if (!S.open) sub.append(h('span', 'warn', 'offline: waiting for the connection'));
     else if (c.joinError) sub.append(h('span', 'warn', `could not join: ${c.joinError}`));
     else if (!c.joined) sub.append('joining…');
@@ -546,12 +642,19 @@ function onPresence(p) {
 
 // ---------- typing ----------
 
-// onTyping: someone types to this person, or in one of its rooms. (Its
-// own other devices typing elsewhere, and groups, are not shown here.)
+// typingTarget is the conversation a typing event is about.
+function typingTarget(ev) {
+  if (ev.room) return S.convs.get(key('room', ev.room));
+  if (ev.group) return S.convs.get(key('group', ev.group));
+  return S.convs.get(key('dm', ev.from));
+}
+
+// onTyping: someone types to this person, or in one of its groups or
+// rooms. (Its own other devices typing elsewhere are not shown here.)
 function onTyping(ev) {
-  if (typeof ev.from !== 'string' || ev.from === S.me || ev.group) return;
-  const c = S.convs.get(ev.room ? key('room', ev.room) : key('dm', ev.from));
-  if (!c || (c.kind === 'room' && !c.wanted)) return;
+  if (typeof ev.from !== 'string' || ev.from === S.me) return;
+  const c = typingTarget(ev);
+  if (!c || (c.kind === 'room' && !c.wanted) || c.gone) return;
   c.typing.set(ev.from, Date.now() + TYPING_SHOW_MS);
   typingChanged(c);
 }
@@ -590,19 +693,30 @@ function renderTyping() {
 // once per TYPING_SEND_MS.
 function typed() {
   const c = S.active;
-  if (!c || !S.open || !$('composer').value.trim() || (c.kind === 'room' && !c.joined)) return;
+  if (!c || !S.open || !$('composer').value.trim() || (c.kind === 'room' && !c.joined) || c.gone) return;
   const now = Date.now();
   if (now - c.typingSent < TYPING_SEND_MS) return;
   c.typingSent = now;
-  S.client.typing(c.kind === 'room' ? { room: c.name } : { to: c.name }).catch(() => { /* it is only a hint */ });
+  S.client.typing(target(c)).catch(() => { /* it is only a hint */ });
+}
+
+// target is where a conversation's sends and typing go.
+function target(c) {
+  if (c.kind === 'room') return { room: c.name };
+  if (c.kind === 'group') return { group: c.name };
+  return { to: c.name };
 }
 
 function renderComposerHint() {
   const c = S.active;
   const t = $('composer');
   if (!c) return;
-  const to = c.kind === 'room' ? '#' + c.name : c.name;
-  t.placeholder = S.open ? `Message ${to}` : `Message ${to} (sent once reconnected)`;
+  const gone = c.kind === 'group' && c.gone;
+  t.disabled = gone;
+  $('send').disabled = gone;
+  const to = convName(c);
+  if (gone) t.placeholder = 'You are no longer a member of this group';
+  else t.placeholder = S.open ? `Message ${to}` : `Message ${to} (sent once reconnected)`;
 }
 
 // refreshRoom asks who is in a room (GET /api/rooms/{room}).
@@ -695,10 +809,11 @@ function remember(mid) {
   return true;
 }
 
+// onMsg: a message or a group event, live or from a sync or a replay. seq
+// is its offset in this user's inbox, or in the room's or the group's
+// stream; only when the cluster has a store.
 function onMsg(f) {
-  if (typeof f.body !== 'string' || typeof f.from !== 'string' || f.group) return; // (no groups on this page yet)
-  // seq: the offset in this user's inbox, or in the room's stream; only
-  // when the cluster has a store.
+  if (typeof f.from !== 'string' || (typeof f.body !== 'string' && !(f.group && f.event))) return;
   const seq = Number.isSafeInteger(f.seq) && f.seq > 0 ? f.seq : 0;
   let c;
   if (f.room) {
@@ -706,20 +821,34 @@ function onMsg(f) {
     if (!c || !c.wanted) return; // left a moment ago
   }
   if (seq) saveOffsetsSoon();
-  const old = seenBeforeLoad(f.room, seq);
+  const old = seenBeforeLoad(f, seq);
   if (f.mid && S.seen.has(String(f.mid))) return; // shown already
-  if (!f.room) {
+  if (f.group) {
+    if (!validId(f.group)) return;
+    c = ensureConv('group', f.group);
+  } else if (!f.room) {
     const other = f.from === S.me ? f.to : f.from;
     if (!validId(other)) return;
     c = ensureConv('dm', other);
   }
-  if (c.typing.delete(f.from)) typingChanged(c); // what they typed has come
   const own = f.from === S.me;
+  if (f.event) {
+    if (f.mid) remember(String(f.mid));
+    groupEvent(c, f, seq, own);
+    arrived(c, f, own, old);
+    return;
+  }
+  if (c.typing.delete(f.from)) typingChanged(c); // what they typed has come
   if (own) {
     const mine = ownCopy(c, f);
     if (mine) {
       // The server's copy of a message this page sent: shown already.
       if (f.mid) setMid(mine, String(f.mid));
+      if (seq && !mine.seq && c.kind !== 'room') {
+        mine.seq = seq;
+        seen(c, mine);
+        applyRead(c, mine);
+      }
       return;
     }
   }
@@ -727,12 +856,64 @@ function onMsg(f) {
   // Own messages from a sync or a replay are history, not news from
   // another device.
   const status = own ? (f.history ? 'history' : 'elsewhere') : '';
-  const m = { mid: f.mid, from: f.from, body: f.body, ts: Number(f.ts) || Date.now(), own, seq, status };
+  const m = { mid: f.mid, from: f.from, body: f.body, ts: Number(f.ts) || Date.now(), own, seq, status, kind: c.kind };
+  seen(c, m);
   addMsg(c, m);
-  if (!own && !old && (c !== S.active || document.hidden)) {
+  if (own) applyRead(c, m);
+  arrived(c, f, own, old);
+}
+
+// seen records what a message says of its conversation: the newest offset
+// and activity.
+function seen(c, m) {
+  if (m.seq && c.kind !== 'room') {
+    c.hiSeq = Math.max(c.hiSeq, m.seq);
+    if (!m.own) c.hiOther = Math.max(c.hiOther, m.seq);
+  }
+  const before = c.lastTs;
+  c.lastTs = Math.max(c.lastTs, m.ts || 0);
+  if (c.lastTs !== before) placeInList(c);
+}
+
+// arrived: a message or event of f's is on the page. Someone else's counts
+// as unread unless its conversation is in view, which is then read. With a
+// store, what came from a sync is counted by the server (conversations).
+function arrived(c, f, own, old) {
+  if (own) return;
+  const inView = c === S.active && !document.hidden;
+  const counted = c.kind !== 'room' && hasStore() ? !f.history : !old;
+  if (!inView && counted) {
     c.unread++;
     renderItem(c);
     renderTitle();
+  }
+  if (inView) wantRead(c);
+}
+
+// groupEvent shows a membership change in the group's timeline and keeps
+// what it changes: the members, who is admin, whether this user is in.
+function groupEvent(c, f, seq, own) {
+  const ev = { event: String(f.event), from: f.from, user: typeof f.user === 'string' ? f.user : '', admin: typeof f.admin === 'string' ? f.admin : '' };
+  const m = { note: true, ...ev, mid: f.mid, body: eventText(ev, S.me), ts: Number(f.ts) || Date.now(), own, seq, kind: 'group' };
+  seen(c, m);
+  addMsg(c, m);
+  const named = ev.event === 'left' ? ev.user || ev.from : ev.user;
+  if (c.members) {
+    if (ev.event === 'added') c.members.set(ev.user, { admin: false, since: m.ts });
+    if (ev.event === 'removed' || ev.event === 'left') c.members.delete(named);
+    if (ev.admin && c.members.has(ev.admin)) c.members.get(ev.admin).admin = true;
+  }
+  if (ev.admin === S.me) c.admin = true;
+  if (named === S.me && ev.event === 'added') c.gone = false;
+  if (ev.event === 'created' || (named === S.me && ev.event === 'added')) c.fetched = true; // its start is here
+  if (named === S.me && ev.event === 'removed') markGone(c);
+  if (named === S.me && ev.event === 'left') {
+    forgetGroup(c); // left on another device
+    return;
+  }
+  if (c === S.active) {
+    renderHeader();
+    drawMembers(c);
   }
 }
 
@@ -742,18 +923,19 @@ function setMid(m, mid) {
   if (m.el) m.el.dataset.mid = mid;
 }
 
-// A message opens a group unless it follows one from the same sender.
-function opensGroup(prev, m) {
+// A message opens a run of bubbles unless it follows one from the same
+// sender.
+function opensRun(prev, m) {
   return !prev || prev.from !== m.from || !!prev.note || m.ts - prev.ts > 5 * 60 * 1000;
 }
 
-// group marks m as opening a group or not, with the sender's name above
-// it in a room.
-function group(c, m, first) {
+// markRun marks m as opening a run or not, with the sender's name above
+// it in a room or a group.
+function markRun(c, m, first) {
   if (m.note || !m.el) return;
   m.el.classList.toggle('first', first);
   const label = m.el.querySelector(':scope > .from');
-  const want = first && !m.own && c.kind === 'room';
+  const want = first && !m.own && c.kind !== 'dm';
   if (want && !label) {
     const from = h('div', 'from', m.from);
     from.style.color = `hsl(${hue(m.from)} 55% 45%)`;
@@ -764,6 +946,14 @@ function group(c, m, first) {
 }
 
 function msgEl(m) {
+  if (m.note) {
+    // A group's membership change: a line in the timeline.
+    m.el = h('div', 'note event', m.body);
+    m.el.dataset.testid = 'note';
+    m.el.dataset.event = m.event;
+    if (m.mid) m.el.dataset.mid = m.mid;
+    return m.el;
+  }
   const row = h('div', 'msg' + (m.own ? ' own' : ''));
   row.dataset.testid = 'msg';
   row.dataset.from = m.from;
@@ -791,12 +981,12 @@ function addMsg(c, m) {
   if (m.seq) while (i > 0 && c.msgs[i - 1].ts > m.ts) i--;
   const next = c.msgs[i];
   c.msgs.splice(i, 0, m);
-  group(c, m, opensGroup(c.msgs[i - 1], m));
-  if (next) group(c, next, opensGroup(m, next));
+  markRun(c, m, opensRun(c.msgs[i - 1], m));
+  if (next) markRun(c, next, opensRun(m, next));
   if (c.msgs.length > MAX_MSGS_PER_CONV) {
     const gone = c.msgs.shift();
     gone.el.remove();
-    if (c.msgs[0]) group(c, c.msgs[0], true);
+    if (c.msgs[0]) markRun(c, c.msgs[0], true);
     if (gone === m) return;
   }
   if (!next) c.last = m;
@@ -831,7 +1021,9 @@ function addNote(c, text) {
   }
 }
 
-// status: queued, sending, delivered, stored, offline, sent, error, lost, elsewhere
+// status: queued, sending, delivered, stored, offline, sent, error, lost,
+// elsewhere, history, read. One tick: delivered or stored (a group's: sent);
+// two: read.
 function setStatus(m, status, detail) {
   m.status = status;
   m.detail = detail;
@@ -853,7 +1045,18 @@ function paintStatus(m) {
     case 'delivered': text = 'delivered ✓'; kind = 'ok'; break;
     case 'stored': text = 'stored ✓ — delivered when they connect'; kind = 'ok'; break;
     case 'offline': text = 'not delivered: offline'; kind = 'warn'; retry = true; break;
-    case 'sent': text = `sent to ${m.detail}`; kind = m.detail > 0 ? 'ok' : 'warn'; break;
+    case 'sent':
+      // A room's counts who heard it live; a group's message waits for
+      // every member.
+      if (m.kind === 'group') {
+        text = 'sent ✓';
+        kind = 'ok';
+      } else {
+        text = `sent to ${m.detail}`;
+        kind = m.detail > 0 ? 'ok' : 'warn';
+      }
+      break;
+    case 'read': text = `${m.detail || 'read'} ✓✓`; kind = 'read'; break;
     case 'error': text = `error: ${m.detail}`; kind = 'err'; retry = m.retryable !== false; break;
     case 'lost': text = 'connection lost, not confirmed'; kind = 'err'; retry = true; break;
     case 'elsewhere': text = 'sent from another device'; break;
@@ -898,20 +1101,24 @@ function sendNow({ conv: c, m }) {
   m.settled = false;
   setStatus(m, 'sending');
   S.inflight.add(m);
-  const sent = c.kind === 'room'
-    ? S.client.sendRoom(c.name, m.body, { key: m.key })
-    : S.client.send(c.name, m.body, { key: m.key });
+  const opts = { key: m.key };
+  const sent = { room: () => S.client.sendRoom(c.name, m.body, opts), group: () => S.client.sendGroup(c.name, m.body, opts),
+    dm: () => S.client.send(c.name, m.body, opts) }[c.kind]();
   sent.then((ack) => {
     S.inflight.delete(m);
-    // A room send's seq is its offset in the room's stream; a direct
-    // one's is in the recipient's inbox.
-    if (c.kind === 'room' && Number.isSafeInteger(ack.seq) && ack.seq > 0) m.seq = ack.seq;
+    // The offset receipts name: a room's or a group's in its stream, a
+    // direct one's copy in this user's own inbox (sender_seq; ack.seq is
+    // the recipient's).
+    const seq = c.kind === 'dm' ? ack.sender_seq : ack.seq;
+    if (Number.isSafeInteger(seq) && seq > 0) m.seq = seq;
     if (typeof ack.mid === 'string' && ack.mid && !m.mid) setMid(m, ack.mid);
     if (ack.status === 'delivered') setStatus(m, 'delivered');
     else if (ack.status === 'stored') setStatus(m, 'stored');
     else if (ack.status === 'offline') setStatus(m, 'offline');
     else if (ack.status === 'sent') setStatus(m, 'sent', Number(ack.recipients) || 0);
     else setStatus(m, 'error', ack.status || 'unknown');
+    seen(c, m);
+    applyRead(c, m);
   }, (err) => {
     S.inflight.delete(m);
     if (err instanceof FrameTooLargeError) {
@@ -931,6 +1138,7 @@ function sendNow({ conv: c, m }) {
       setStatus(m, 'lost');
       return;
     }
+    if (err.code === 'not_member' && c.kind === 'group') markGone(c);
     // not_member: the membership went with a connection; join and send again once.
     if (err.code === 'not_member' && c.kind === 'room' && !m.rejoined) {
       m.rejoined = true;
@@ -950,14 +1158,270 @@ function sendFromComposer() {
   const c = S.active;
   const t = $('composer');
   const body = t.value;
-  if (!c || !body.trim()) return;
+  if (!c || !body.trim() || (c.kind === 'group' && c.gone)) return;
   t.value = '';
   autosize();
-  const m = { from: S.me, body, ts: Date.now(), own: true, status: 'queued', conv: c };
+  const m = { from: S.me, body, ts: Date.now(), own: true, status: 'queued', conv: c, kind: c.kind };
+  seen(c, m);
   addMsg(c, m);
   S.outbox.push({ conv: c, m });
   if (c.kind === 'room' && !c.wanted) join(c);
   flush();
+}
+
+// ---------- read state (with a store) ----------
+
+// wantRead: the conversation in view has something of others' this user
+// has not read: it is read here now, and the server is told once the burst
+// has settled (READ_BURST_MS), so that every device clears it. What was in
+// view is read even if the person moves on before then.
+function wantRead(c) {
+  if (!c || c !== S.active || c.kind === 'room' || !hasStore() || document.hidden || c.gone) return;
+  if (c.unread) {
+    c.unread = 0;
+    renderItem(c);
+    renderTitle();
+  }
+  if (c.hiOther <= c.readSeq) return;
+  // Up to the newest offset of the conversation: this user's own
+  // messages among them are read anyway.
+  c.readWant = Math.max(c.readWant, c.hiSeq, c.hiOther);
+  if (c.readTimer || !S.open) return; // once connected, the conversations refresh asks again
+  c.readTimer = setTimeout(() => sendRead(c), READ_BURST_MS);
+}
+
+function sendRead(c) {
+  c.readTimer = 0;
+  const seq = c.readWant;
+  if (c.gone || seq <= c.readSeq) return;
+  const before = c.readSeq;
+  c.readSeq = seq;
+  S.client.read(c.kind === 'group' ? { group: c.name } : { with: c.name }, seq).catch((err) => {
+    if (c.readSeq === seq) c.readSeq = before; // asked again once connected
+    if (err instanceof ShardError && err.code === 'not_member') markGone(c);
+  });
+}
+
+// onReceipt: someone read up to an offset. Another person: the ticks of
+// this user's messages turn to read. This user, on another device: the
+// conversation is read here too.
+function onReceipt(r) {
+  if (typeof r.by !== 'string' || !Number.isSafeInteger(r.seq)) return;
+  const c = S.convs.get(r.group ? key('group', r.group) : key('dm', r.by === S.me ? r.with : r.by));
+  if (!c) return;
+  if (r.by === S.me) {
+    c.readSeq = Math.max(c.readSeq, r.seq);
+    if (r.seq >= c.hiOther) {
+      c.unread = 0;
+      renderItem(c);
+      renderTitle();
+    } else {
+      refreshConversationsSoon(); // read partly: the server knows how much is left
+    }
+    return;
+  }
+  if (c.kind === 'group') c.reads.set(r.by, Math.max(c.reads.get(r.by) || 0, r.seq));
+  else c.peerRead = Math.max(c.peerRead, r.seq);
+  for (const m of c.msgs) if (m.own && !m.note) applyRead(c, m);
+}
+
+// Statuses a read receipt may turn into read: the message has reached the
+// server, and nothing is wrong with it.
+const READABLE = new Set(['delivered', 'stored', 'sent', 'elsewhere', 'history', 'read']);
+
+// applyRead gives one of this user's messages its two ticks once someone
+// has read it: the other person, or in a group any other member (who, it
+// says).
+function applyRead(c, m) {
+  if (!m.own || !m.seq || !READABLE.has(m.status)) return;
+  if (c.kind === 'dm') {
+    if (m.seq <= c.peerRead && m.status !== 'read') setStatus(m, 'read');
+    return;
+  }
+  if (c.kind !== 'group') return;
+  const readers = [...c.reads].filter(([u, seq]) => u !== S.me && seq >= m.seq).map(([u]) => u).sort();
+  if (!readers.length) return;
+  const others = c.members ? [...c.members.keys()].filter((u) => u !== S.me).length : 0;
+  const text = readText(readers, others);
+  if (m.status !== 'read' || m.detail !== text) setStatus(m, 'read', text);
+}
+
+function refreshConversationsSoon() {
+  if (!S.convTimer) S.convTimer = setTimeout(refreshConversations, 250);
+}
+
+// refreshConversations asks the server for this user's conversations:
+// the list (groups and people, newest activity first) and the unread
+// counts, which every device of the user agrees on. A group this page has
+// not followed yet brings its newest messages.
+async function refreshConversations() {
+  clearTimeout(S.convTimer);
+  S.convTimer = 0;
+  if (!hasStore() || !S.open) return;
+  let list;
+  try {
+    list = await S.client.conversations();
+  } catch (err) {
+    return; // asked again at the next connection
+  }
+  const following = new Set(S.client.groups);
+  const fetch = [];
+  for (const v of list) {
+    const kind = v.group ? 'group' : 'dm';
+    const name = kind === 'group' ? v.group : v.with;
+    if (!validId(name) || !Number.isSafeInteger(v.last)) continue;
+    const c = ensureConv(kind, name);
+    // What came after the server counted is counted here already.
+    const after = c.msgs.filter((m) => m.seq > v.last && !m.own).length;
+    c.hiSeq = Math.max(c.hiSeq, v.last);
+    c.readSeq = Math.max(c.readSeq, v.read);
+    if (v.unread > 0) c.hiOther = Math.max(c.hiOther, v.last);
+    c.unread = v.unread + after;
+    c.lastTs = Math.max(c.lastTs, v.ts || 0);
+    if (kind === 'group') {
+      c.admin = v.admin === true;
+      c.gone = false;
+      if (!following.has(name)) fetch.push(c);
+    }
+    showInList(c);
+    placeInList(c);
+    renderItem(c);
+  }
+  renderTitle();
+  if (S.active) renderHeader();
+  wantRead(S.active);
+  for (const c of fetch) await fetchGroup(c);
+}
+
+// fetchGroup brings a group's newest messages, once, when the page has
+// none of them: a group it has just learnt of, or one it followed before
+// a reload (whose offsets the client kept, but not the messages).
+async function fetchGroup(c) {
+  if (c.fetched || c.gone || !S.open || c.msgs.some((m) => m.seq)) return;
+  c.fetched = true;
+  await S.client.syncGroup(c.name, Math.max(0, c.hiSeq - GROUP_HISTORY)).catch(() => { /* its messages come live from now on */ });
+}
+
+// ---------- groups ----------
+
+// loadMembers asks who is in the group, and who its admins are.
+async function loadMembers(c) {
+  if (!hasStore() || !S.open || c.gone) return;
+  try {
+    const list = await S.client.groupMembers(c.name);
+    c.members = new Map(list.filter((m) => validId(m.user)).map((m) => [m.user, { admin: m.admin === true, since: m.since }]));
+    c.admin = !!(c.members.get(S.me) || {}).admin;
+    c.membersError = '';
+  } catch (err) {
+    if (err instanceof ShardError && err.code === 'not_member') markGone(c);
+    else c.membersError = 'could not load the members';
+  }
+  for (const m of c.msgs) if (m.own && !m.note) applyRead(c, m);
+  if (c === S.active) {
+    renderHeader();
+    drawMembers(c);
+  }
+}
+
+function drawMembers(c) {
+  if (c !== S.active || $('members').hidden) return;
+  renderMembers(c, S.me, { remove: (user) => changeMember(c, 'removed', user) });
+}
+
+// showMembers opens or closes the member list of the group in view.
+function showMembers(open) {
+  const c = S.active;
+  const show = open && !!c && c.kind === 'group';
+  $('members').hidden = !show;
+  $('members-toggle').setAttribute('aria-expanded', String(show));
+  $('member-error').textContent = '';
+  resetLeave();
+  if (show) drawMembers(c);
+}
+
+// markGone: this user is no longer a member (removed, or told so by the
+// server): the group stays on the page, read-only.
+function markGone(c, why) {
+  const was = c.gone;
+  c.gone = true;
+  c.admin = false;
+  c.unread = 0;
+  clearTimeout(c.readTimer);
+  c.readTimer = 0;
+  if (!was && why) addNote(c, why);
+  renderItem(c);
+  renderTitle();
+  if (c === S.active) {
+    renderHeader();
+    drawMembers(c);
+  }
+}
+
+// forgetGroup: this user left the group: it goes from the page.
+function forgetGroup(c) {
+  c.gone = true;
+  clearTimeout(c.readTimer);
+  S.convs.delete(c.key);
+  hideFromList(c);
+  if (S.active === c) closeConv();
+  renderTitle();
+}
+
+// ownEvent shows a change this page made, whose event the server sends to
+// everyone but this connection.
+function ownEvent(c, ev, ack) {
+  if (!Number.isSafeInteger(ack.seq)) return; // nothing changed
+  const mid = typeof ack.mid === 'string' ? ack.mid : '';
+  if (mid && !remember(mid)) return;
+  groupEvent(c, { ...ev, from: S.me, mid, ts: Date.now() }, ack.seq, true);
+}
+
+async function createGroup(name, users) {
+  const ack = await S.client.createGroup(name, users);
+  const c = ensureConv('group', name);
+  c.gone = false;
+  c.admin = true;
+  c.fetched = true;
+  c.members = new Map([[S.me, { admin: true, since: Date.now() }], ...users.map((u) => [u, { admin: false, since: Date.now() }])]);
+  ownEvent(c, { event: 'created' }, ack);
+  showInList(c);
+  openConv(c, true);
+}
+
+// changeMember adds or removes a member, as an admin.
+async function changeMember(c, event, user) {
+  $('member-error').textContent = '';
+  try {
+    const ack = await (event === 'added' ? S.client.addToGroup(c.name, user) : S.client.removeFromGroup(c.name, user));
+    ownEvent(c, { event, user }, ack);
+  } catch (err) {
+    const why = {
+      forbidden: 'Only an admin can do that.',
+      not_member: event === 'added' ? 'You are not a member of this group.' : `${user} is not a member.`,
+      bad_request: err.message,
+    }[err.code] || `Could not do it now: ${err.message}`;
+    $('member-error').textContent = why;
+    loadMembers(c);
+  }
+}
+
+async function leaveGroup(c) {
+  try {
+    await S.client.leaveGroup(c.name);
+  } catch (err) {
+    if (!(err instanceof ShardError && err.code === 'not_member')) {
+      $('member-error').textContent = `Could not leave now: ${err.message}`;
+      return;
+    }
+  }
+  forgetGroup(c);
+}
+
+// The Leave button asks once more before it leaves.
+function resetLeave() {
+  const b = $('group-leave');
+  delete b.dataset.confirm;
+  b.textContent = 'Leave group';
 }
 
 // ---------- sign-in and boot ----------
@@ -979,7 +1443,7 @@ function start() {
   $('login').hidden = true;
   $('app').hidden = false;
   $('me').textContent = S.me || '…';
-  paintAvatar($('me-avatar'), S.me || '?', false);
+  paintAvatar($('me-avatar'), S.me || '?', 'dm');
   document.title = S.me ? `${S.me} · shard` : 'shard';
   let rooms = [];
   try { rooms = JSON.parse(sessionStorage.getItem('shard.rooms') || '[]'); } catch (e) { rooms = []; }
@@ -1110,6 +1574,39 @@ $('back').addEventListener('click', () => {
   if (c && c.li) c.li.firstChild.focus();
 });
 $('leave').addEventListener('click', () => { if (S.active) leave(S.active); });
+
+S.groupDialog = new GroupDialog(() => S.me, createGroup);
+$('new-group').addEventListener('click', () => S.groupDialog.open());
+$('members-toggle').addEventListener('click', () => showMembers($('members').hidden));
+$('members-close').addEventListener('click', () => {
+  showMembers(false);
+  $('members-toggle').focus();
+});
+$('member-add').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const c = S.active;
+  const input = $('member-add-name');
+  const { users, bad } = parseMembers(input.value, S.me);
+  if (!c || c.kind !== 'group') return;
+  if (bad || users.length !== 1) {
+    $('member-error').textContent = bad ? `“${bad}” is not a valid name.` : 'Type one name.';
+    return;
+  }
+  input.value = '';
+  changeMember(c, 'added', users[0]);
+});
+$('group-leave').addEventListener('click', () => {
+  const c = S.active;
+  const b = $('group-leave');
+  if (!c || c.kind !== 'group') return;
+  if (!b.dataset.confirm) {
+    b.dataset.confirm = 'true';
+    b.textContent = `Leave ${c.name}? Click again`;
+    return;
+  }
+  resetLeave();
+  leaveGroup(c);
+});
 $('refresh').addEventListener('click', () => refreshRoom(S.active));
 const retryNow = () => { if (!S.stopped && !S.open) S.client.reconnectNow(); };
 $('reconnect-now').addEventListener('click', retryNow);
@@ -1150,6 +1647,7 @@ document.addEventListener('visibilitychange', () => {
   renderItem(S.active);
   renderTitle();
   refreshRoom(S.active);
+  wantRead(S.active);
 });
 
 // Offsets are saved shortly after they change, and when the tab goes. A
