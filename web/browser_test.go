@@ -37,8 +37,7 @@ import (
 func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
 	nginx := lookTool(t, "nginx", "/usr/sbin/nginx")
-	start := time.Now()
-	phase := func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
+	phase := phases(t)
 
 	procs := testcluster.StartProcesses(t, 3, "--drain-timeout", "5s") // n1..n3 on 127.0.0.2..4
 	phase("3 nodes ready")
@@ -50,13 +49,6 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	alice := openPage(t, browser, "alice", base+"/?user=alice")
 	bob := openPage(t, browser, "bob", base+"/?user=bob")
 	pages := []*page{alice, bob}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range pages {
-				p.dump()
-			}
-		}
-	})
 
 	// Alice and Bob must sit on different nodes, as the pages say. nginx
 	// picks round robin over every request, so a reload moves Bob along;
@@ -270,11 +262,6 @@ func TestPageReconnectsAfterNginxRestarts(t *testing.T) {
 	ng := startNginx(t, lookTool(t, "nginx", "/usr/sbin/nginx"), testcluster.StartProcesses(t, 1))
 	browser := startBrowser(t, chromium)
 	alice := openPage(t, browser, "alice", ng.base+"/?user=alice")
-	t.Cleanup(func() {
-		if t.Failed() {
-			alice.dump()
-		}
-	})
 	alice.connectedNode(10 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -321,13 +308,6 @@ func TestBrowserShowsPresenceAndTypingFromEvents(t *testing.T) {
 	browser := startBrowser(t, chromium)
 	bob := openPage(t, browser, "bob", base+"/?user=bob")
 	pages := []*page{bob}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range pages {
-				p.dump()
-			}
-		}
-	})
 	bob.connectedNode(10 * time.Second)
 	bob.enterText("new-chat", "alice")
 	bob.waitFor("bob's page to say alice, who never connected, is offline",
@@ -399,8 +379,7 @@ func TestBrowserShowsPresenceAndTypingFromEvents(t *testing.T) {
 // restarts, a page that syncs again does not show its own messages twice.
 func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
-	start := time.Now()
-	phase := func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
+	phase := phases(t)
 
 	node := testcluster.StartProcess(t, shardproc.Spec{Name: "n1", Addrs: testcluster.FreeAddrs(t, "127.0.0.5"),
 		Args: []string{"--data", t.TempDir(), "--drain-timeout", "5s", "--max-frame", "2048"}})
@@ -416,13 +395,6 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 	browser := startBrowser(t, chromium)
 	alice := openPage(t, browser, "alice", base+"/?user=alice")
 	pages := []*page{alice}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range pages {
-				p.dump()
-			}
-		}
-	})
 	alice.connectedNode(10 * time.Second)
 
 	// Bob has never connected: the message waits in his inbox.
@@ -543,6 +515,13 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 		p.checkNoExceptions()
 		t.Logf("%s's page: %s, each id answered once, every send keyed", p.name, p.frameSummary())
 	}
+}
+
+// phases returns a logger of a test's phases, each with the time since
+// the test began.
+func phases(t *testing.T) func(what string) {
+	start := time.Now()
+	return func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
 }
 
 // lookTool finds a program the test drives, or skips the test and says why.
@@ -821,6 +800,12 @@ func openPage(t *testing.T, browser context.Context, name, url string) *page {
 	if err := chromedp.Listen(ctx, p.record); err != nil {
 		t.Fatalf("listen to %s's tab: %v", name, err)
 	}
+	// What the person would have seen, while the tab is still open.
+	t.Cleanup(func() {
+		if t.Failed() {
+			p.dump()
+		}
+	})
 	p.do(chromedp.EmulateViewport(1280, 800), chromedp.Navigate(url))
 	return p
 }

@@ -27,8 +27,7 @@ const changeSeen = 5 * time.Second
 // The ring, the node cards and the links follow within changeSeen.
 func TestClusterViewShowsANodeJoiningAndANodeDrained(t *testing.T) {
 	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
-	start := time.Now()
-	phase := func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
+	phase := phases(t)
 
 	const key = "let-me-see"
 	args := []string{"--drain-timeout", "5s", "--api-key", key}
@@ -42,11 +41,6 @@ func TestClusterViewShowsANodeJoiningAndANodeDrained(t *testing.T) {
 	browser := startBrowser(t, chromium)
 	phase("chromium started")
 	ops := openPage(t, browser, "operator", "http://"+n1.HTTP+"/cluster")
-	t.Cleanup(func() {
-		if t.Failed() {
-			ops.dump()
-		}
-	})
 	ops.do(chromedp.EmulateViewport(1440, 960))
 	ops.waitFor("the cluster view to ask for the API key", `!document.querySelector('#key-form').hidden`)
 	ops.screenshot("cluster-key.png")
