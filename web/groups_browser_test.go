@@ -22,7 +22,7 @@ import (
 // members, and bob sees each change in the timeline. Then bob has two
 // devices: a group message and a direct one are unread on both, and reading
 // each on one device clears it on the other, while alice's direct message
-// turns to read.
+// turns to read. Last, alice removes carol, whose page turns read-only.
 func TestBrowserGroupsReadTicksAndUnreadOnEveryDevice(t *testing.T) {
 	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
 	nginx := lookTool(t, "nginx", "/usr/sbin/nginx")
@@ -140,6 +140,16 @@ func TestBrowserGroupsReadTicksAndUnreadOnEveryDevice(t *testing.T) {
 	bobPhone.screenshot("groups-bob-phone-read.png")
 	alice.screenshot("groups-alice-direct-read.png")
 	phase("read on one of bob's devices, cleared on the other; alice's direct message read")
+
+	// alice removes carol: carol's page keeps the conversation, read-only.
+	alice.do(chromedp.Click(chromedp.CSS(`[data-conv="+team"]`)), chromedp.Click(chromedp.ID("members-toggle")))
+	alice.do(chromedp.Click(chromedp.CSS(`#members-list [data-user=carol] [data-testid=member-remove]`)))
+	carol.waitFor("carol's page to say she was removed, and let her write no more",
+		noteText("removed", "alice removed you")+` &&
+		 document.querySelector('#conv-sub').textContent === 'you are no longer a member' &&
+		 document.querySelector('#composer').disabled`)
+	carol.screenshot("groups-carol-removed.png")
+	phase("carol removed: her page is read-only")
 
 	for _, p := range pages {
 		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)

@@ -587,7 +587,8 @@ function renderHeader() {
   paintAvatar($('conv-avatar'), c.name, c.kind);
   $('leave').hidden = c.kind !== 'room';
   $('refresh').hidden = c.kind !== 'room';
-  $('members-toggle').hidden = c.kind !== 'group';
+  $('members-toggle').hidden = c.kind !== 'group' || c.gone;
+  if (c.gone) showMembers(false);
   const sub = $('conv-sub');
   sub.replaceChildren();
   delete sub.dataset.members;
