@@ -38,6 +38,9 @@ const READ_BURST_MS = 400;
 // A group first seen in the conversation list (on another device, or
 // while away) brings its newest messages along, at most this many.
 const GROUP_HISTORY = 50;
+// A reloaded page brings back this many of the inbox's newest messages it
+// had before, or from its oldest unread one: one sync page (at most 100).
+const INBOX_HISTORY = 100;
 // Users per watch frame: far below any sensible --max-frame.
 const WATCH_CHUNK = 200;
 
@@ -79,6 +82,7 @@ const S = {
   convTimer: 0,     // a conversations refresh due soon
   toWatch: [],      // people whose presence to ask for, in the next watch frame
   groupDialog: null,
+  inboxFetched: false, // the inbox's recent messages were brought back after a reload
 };
 
 // ---------- small helpers ----------
@@ -1060,8 +1064,8 @@ function paintStatus(m) {
     case 'read': text = `${m.detail || 'read'} ✓✓`; kind = 'read'; break;
     case 'error': text = `error: ${m.detail}`; kind = 'err'; retry = m.retryable !== false; break;
     case 'lost': text = 'connection lost, not confirmed'; kind = 'err'; retry = true; break;
-    case 'elsewhere': text = 'sent from another device'; break;
-    case 'history': text = ''; break;
+    case 'elsewhere': text = 'sent from another device ✓'; break;
+    case 'history': text = '✓'; break; // kept by the server; whether it was read is told by the next receipt
     default: text = ''; break;
   }
   if (m.message) st.title = m.message;
@@ -1291,7 +1295,22 @@ async function refreshConversations() {
   renderTitle();
   if (S.active) renderHeader();
   wantRead(S.active);
+  await fetchInbox(list);
   for (const c of fetch) await fetchGroup(c);
+}
+
+// fetchInbox: a reloaded page keeps its offsets (the client syncs only what
+// came after them), not its messages. Once, it brings back the inbox's
+// newest ones from before, and at least from the oldest unread one, so that
+// a conversation counted unread shows what is unread.
+async function fetchInbox(list) {
+  const saved = S.seenBefore ? S.seenBefore.inbox : 0;
+  if (S.inboxFetched || !saved) return; // a new tab synced the whole inbox already
+  S.inboxFetched = true;
+  let from = Math.max(0, saved - INBOX_HISTORY);
+  for (const v of list) if (v.with && v.unread > 0 && Number.isSafeInteger(v.read)) from = Math.min(from, v.read);
+  if (from >= saved) return;
+  await S.client.sync(from).catch(() => { /* what comes next comes live */ });
 }
 
 // fetchGroup brings a group's newest messages, once, when the page has
