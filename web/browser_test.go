@@ -523,7 +523,10 @@ func TestBrowserChatKeepsHistoryWithAStore(t *testing.T) {
 // the test began.
 func phases(t *testing.T) func(what string) {
 	start := time.Now()
-	return func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
+	return func(what string) {
+		t.Helper()
+		t.Logf("%6.2fs %s", time.Since(start).Seconds(), what)
+	}
 }
 
 // lookTool finds a program the test drives, or skips the test and says why.

@@ -22,7 +22,8 @@ import (
 // members, and bob sees each change in the timeline. Then bob has two
 // devices: a group message and a direct one are unread on both, and reading
 // each on one device clears it on the other, while alice's direct message
-// turns to read. Last, alice removes carol, whose page turns read-only.
+// turns to read. Last, alice removes carol, whose page turns read-only, and
+// bob leaves, which takes the group from both his devices.
 func TestBrowserGroupsReadTicksAndUnreadOnEveryDevice(t *testing.T) {
 	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
 	nginx := lookTool(t, "nginx", "/usr/sbin/nginx")
@@ -150,6 +151,18 @@ func TestBrowserGroupsReadTicksAndUnreadOnEveryDevice(t *testing.T) {
 		 document.querySelector('#composer').disabled`)
 	carol.screenshot("groups-carol-removed.png")
 	phase("carol removed: her page is read-only")
+
+	// bob leaves from his first device: the group goes from both of his,
+	// and alice's timeline says so.
+	bob.do(chromedp.Click(chromedp.CSS(`[data-conv="+team"]`)), chromedp.Click(chromedp.ID("members-toggle")))
+	bob.do(chromedp.Click(chromedp.ID("group-leave")))
+	bob.waitFor("bob's Leave button to ask once more", `document.querySelector('#group-leave').textContent === 'Leave team? Click again'`)
+	bob.do(chromedp.Click(chromedp.ID("group-leave")))
+	for _, p := range []*page{bob, bobPhone} {
+		p.waitFor(p.name+" to drop team", `!document.querySelector('[data-conv="+team"]')`)
+	}
+	alice.waitFor(`alice's timeline to say "bob left"`, noteText("left", "bob left"))
+	phase("bob left team, from both his devices")
 
 	for _, p := range pages {
 		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
