@@ -179,7 +179,8 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	// What went over the wire so far, bob's drained socket included: every
 	// frame the pages sent carries an id, and each id got exactly one answer.
 	// This cluster keeps no messages (GET /api/cluster says so), so the
-	// pages must not ask for a sync, and their joins carry no since.
+	// pages must not ask for a sync, read state or conversations, their
+	// joins carry no since, and they offer no groups.
 	var cluster protocol.ClusterInfo
 	getJSON(t, base+"/api/cluster", &cluster)
 	if cluster.Store != "none" {
@@ -189,9 +190,12 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
 		p.checkNoExceptions()
 		for _, f := range p.sentFrames() {
-			if f.Type == "sync" || f.Since != nil {
+			if f.Type == "sync" || f.Since != nil || f.Type == "conversations" || f.Type == "read" {
 				t.Fatalf("%s's page sent %s to a cluster without a store", p.name, f.text)
 			}
+		}
+		if p.eval(`document.querySelector('#new-group').hidden`) != "true" {
+			t.Fatalf("%s's page offers to create a group on a cluster without a store", p.name)
 		}
 		t.Logf("%s's page: %s, each id answered once, every send keyed", p.name, p.frameSummary())
 	}

@@ -334,6 +334,8 @@ function renderStoreText() {
   $('empty-fine').textContent = hasStore()
     ? 'Messages are kept: someone who is not connected gets them when they come back.'
     : 'Messages are delivered live to whoever is connected; nothing is stored.';
+  // Groups live in the store: a cluster without one has none.
+  $('new-group').hidden = S.store === 'none';
 }
 
 function setConn(state, text, banner) {
