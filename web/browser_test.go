@@ -245,12 +245,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	alice.waitMessage(afterCrash, "bob")
 	phase("after the crash: bob -> alice delivered")
 
-	alice.do(chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
-		_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
-			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
-		})
-		return err
-	}))
+	alice.darkMode()
 	alice.screenshot("alice-dark.png")
 	for _, p := range pages {
 		p.checkNoExceptions()
@@ -881,6 +876,17 @@ func (p *page) connectedNode(d time.Duration) string {
 	p.t.Helper()
 	return p.waitForLong(d, p.name+"'s page to connect",
 		`document.querySelector('#conn')?.dataset.state === 'open' && document.querySelector('#node').textContent`)
+}
+
+// darkMode shows the page as a system in dark mode would have it.
+func (p *page) darkMode() {
+	p.t.Helper()
+	p.do(chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+		})
+		return err
+	}))
 }
 
 // enterText types into an input and presses Enter, as a person would.

@@ -163,6 +163,8 @@ func TestBrowserGroupsReadTicksAndUnreadOnEveryDevice(t *testing.T) {
 	}
 	alice.waitFor(`alice's timeline to say "bob left"`, noteText("left", "bob left"))
 	phase("bob left team, from both his devices")
+	alice.darkMode()
+	alice.screenshot("groups-alice-dark.png")
 
 	for _, p := range pages {
 		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
