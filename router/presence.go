@@ -13,6 +13,11 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
+func init() {
+	handleFrames((*Router).handleWatch, protocol.TypeWatch)
+	handleFrames((*Router).handleUnwatch, protocol.TypeUnwatch)
+}
+
 // Presence you are told about (docs/protocol.md §13). A connection watches users; each
 // user's owner knows from its directory whether the user has a connection
 // anywhere, and tells each node that watches the user once per change; that
