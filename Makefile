@@ -26,7 +26,7 @@ test: deps lint
 	$(MAKE) fuzz
 
 deps:
-	scripts/deps.sh nginx chromium curl iproute2 postgresql
+	scripts/deps.sh gcc libc6-dev nginx chromium curl iproute2 postgresql
 
 # A short run of each fuzzer on top of its committed seed corpus. The budget is
 # a count of inputs, not a duration: Go 1.26's fuzz coordinator can fail a
