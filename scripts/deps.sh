@@ -9,24 +9,28 @@ set -euo pipefail
 
 # package | check (a shell command that succeeds when it is installed) | what needs it
 table=$(cat <<'EOF'
-gcc|command -v gcc|go test -race (the race detector needs cgo)
+gcc|command -v gcc|go test -race: the race detector needs cgo
 libc6-dev|test -e /usr/include/stdio.h|cgo's C headers and start files, for -race
-nginx|command -v nginx || test -x /usr/sbin/nginx|the browser test and make run (nginx in front of the nodes)
-chromium|command -v chromium|the browser test (chromedp drives it)
+nginx|command -v nginx || test -x /usr/sbin/nginx|the browser test and make run: nginx in front of the nodes
+chromium|command -v chromium|the browser test, driven by chromedp
 curl|command -v curl|make run's readiness checks; the partition test
 iproute2|command -v ip|the partition test's network namespace
 postgresql|compgen -G '/usr/lib/postgresql/*/bin/initdb'|the PostgreSQL store's tests and make run's message store
 prometheus|command -v promtool|promtool checks deploy/prometheus/alerts.yml
-nodejs|command -v node|the JavaScript client's tests (node --test)
-npm|command -v npm|the JavaScript client's dependencies (npm ci)
+nodejs|command -v node|the JavaScript client's tests, node --test
+npm|command -v npm|the JavaScript client's dependencies, npm ci
 EOF
 )
 
 missing=() why=()
 for pkg in "$@"; do
   check="command -v $pkg" reason="asked for"
-  while IFS='|' read -r name c r; do
-    [ "$name" = "$pkg" ] && { check=$c; reason=$r; }
+  while read -r row; do
+    # The check may hold '|' itself: the name is before the first, the
+    # reason after the last.
+    [ "${row%%|*}" = "$pkg" ] || continue
+    check=${row#*|} reason=${row##*|}
+    check=${check%|*}
   done <<<"$table"
   if ! bash -c "$check" >/dev/null 2>&1; then
     missing+=("$pkg")
