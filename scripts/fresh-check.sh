@@ -66,7 +66,7 @@ mirror=$(awk -v s="$SUITE" '$2 == s { print $1; exit }' <<<"$sources")
 security=$(awk -v s="$SUITE-security" '$2 == s { print $1; exit }' <<<"$sources")
 [ -n "$mirror" ] || { echo "fresh-check: no '$SUITE' source in /etc/apt/sources.list(.d) to take the mirror from" >&2; exit 2; }
 
-root="" mounts=() status=1
+root="" status=1
 # in_root lists the processes whose root directory is the chroot: the only
 # ones this script may stop.
 in_root() {
@@ -99,9 +99,11 @@ cleanup() {
   trap - EXIT INT TERM
   if [ -n "$root" ]; then
     stop_root_procs
-    local i
-    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
-      umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}" || true
+    # Its own mounts and any a test made in the root (ip netns mounts
+    # /run/netns), the deepest first.
+    local m
+    for m in $(findmnt -rn -o TARGET | awk -v d="$root/" 'index($0, d) == 1' | sort -r); do
+      umount "$m" 2>/dev/null || umount -l "$m" || true
     done
     if [ "${FRESH_KEEP:-}" = 1 ]; then
       echo "fresh-check: kept the root: $root"
@@ -119,7 +121,6 @@ mount_in() { # mount_in TARGET mount-args...
   shift
   mkdir -p "$target"
   mount "$@" "$target"
-  mounts+=("$target")
 }
 
 # The base root, built once: debootstrap minbase plus git, make and
@@ -151,6 +152,9 @@ if [ ! -f "$base" ]; then
 fi
 
 root=$(mktemp -d "$CACHE/root.XXXXXX")
+# mktemp's 0700 would be the chroot's / : no other user (postgres, nginx's
+# workers) could reach a single file.
+chmod 755 "$root"
 tar -C "$root" -xf "$base"
 cp -a /usr/local/go "$root/usr/local/go"
 cat /etc/resolv.conf >"$root/etc/resolv.conf"
