@@ -146,16 +146,18 @@ if [ ! -f "$base" ]; then
     [ -n "$security" ] && echo "deb $security $SUITE-security main"
   } >"$build/etc/apt/sources.list"
   chroot "$build" apt-get clean
+  chmod 755 "$build"
   tar -C "$build" -cf "$base.tmp" .
   mv "$base.tmp" "$base"
   remove_tree "$build"
 fi
 
 root=$(mktemp -d "$CACHE/root.XXXXXX")
-# mktemp's 0700 would be the chroot's / : no other user (postgres, nginx's
+tar -C "$root" -xf "$base"
+# The chroot's / must be 0755, as a machine's is, and not mktemp's 0700 (which
+# tar restores from the archive's "."): no other user (postgres, nginx's
 # workers) could reach a single file.
 chmod 755 "$root"
-tar -C "$root" -xf "$base"
 cp -a /usr/local/go "$root/usr/local/go"
 cat /etc/resolv.conf >"$root/etc/resolv.conf"
 # A Debian install has these; debootstrap's minbase may not.
@@ -257,6 +259,8 @@ awk '
     printf "  %-4s %-32s %8s%s\n", ($1 == "ok" ? "PASS" : "FAIL"), pkg, ($3 ~ /s$/ ? $3 : ""), (skipped != "" ? "  skipped: " skipped : "")
     skipped = ""; next
   }
+  /^promtool (check|test) rules / { promtool = $1 " " $2 " " $3; next }
+  promtool != "" && /SUCCESS|FAILED/ { printf "  %-4s %s\n", (/SUCCESS/ ? "PASS" : "FAIL"), promtool; promtool = ""; next }
   /^go test .*-fuzz / { match($0, /Fuzz[A-Za-z0-9]+/); fuzz = substr($0, RSTART, RLENGTH) }
   /^ *--- SKIP: / { skipped = (skipped != "" ? skipped ", " : "") $3
                     r = prev; sub(/^ *[^ ]+\.go:[0-9]+: /, "", r); reasons = reasons "  SKIP " $3 ": " r "\n" }
