@@ -744,10 +744,10 @@ func (r *Router) presenceLoop() {
 			// Read before taking the book's lock, which comes after the
 			// directory's; a change meanwhile marks u again.
 			total := 0
-			for _, l := range r.dir.Lookup(Key{Name: u}, "", time.Time{}) {
+			for _, l := range r.dir.Holders(Key{Name: u}) {
 				total += l.Count
 			}
-			watchers := r.dir.Lookup(watchKey(u), "", time.Time{})
+			watchers := r.dir.Holders(watchKey(u))
 			r.presence.mu.Lock()
 			r.lookAtLocked(u, v, total, watchers, settled, now, batches)
 			r.presence.mu.Unlock()
