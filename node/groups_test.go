@@ -185,18 +185,7 @@ func recvReceipt(t *testing.T, c *client.Client, who string) client.Receipt {
 // anything else (direct messages, other groups).
 func nextInGroup(t *testing.T, cl *client.Client, who, group string) client.Msg {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case m := <-cl.Messages():
-			if m.Group == group {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("%s got nothing of group %s within 5s", who, group)
-			return client.Msg{}
-		}
-	}
+	return testcluster.NextMsg(t, cl, who+" (in "+group+")", 5*time.Second, func(m client.Msg) bool { return m.Group == group })
 }
 
 // expectEvent checks that cl's next message of group is the event at seq.
