@@ -22,9 +22,10 @@ import (
 //
 // Member lists are kept by version. A sender's node asks the owner of the
 // group's name for the members at a version it does not have (the owner
-// reads the store once for every node); a list is right for every message
-// of its version, so a cached one needs no invalidation: a newer version in
-// an append is what says it changed.
+// reads the store once for every node), or reads the store itself when the
+// owner cannot be asked; a list is right for every message of its version,
+// so a cached one needs no invalidation: a newer version in an append is
+// what says it changed.
 
 func init() { servePeer(kindMembers, "members", (*Router).serveMembers) }
 
@@ -72,22 +73,31 @@ func (m *memberLists) put(group string, version int64, users []string) {
 
 // membersAt returns the members of group as of membership version version
 // (0: as the group stands now): from this node's lists, else from the
-// owner of the group's name.
+// owner of the group's name, else from the store.
 func (r *Router) membersAt(ctx context.Context, group string, version int64) ([]string, error) {
 	if version > 0 {
 		if users, ok := r.members.get(group, version); ok {
 			return users, nil
 		}
 	}
-	switch owner := r.view.Load().ring.Owner(group); owner {
+	owner := r.view.Load().ring.Owner(group)
+	switch owner {
 	case "":
 		return nil, ErrNoRing
 	case r.cfg.Self:
 		_, users, err := r.loadMembers(ctx, group, version)
 		return users, err
-	default:
-		return r.askMembers(ctx, owner, group, version)
 	}
+	users, err := r.askMembers(ctx, owner, group, version)
+	if err != nil && !errors.Is(err, store.ErrNoGroup) && ctx.Err() == nil {
+		// The owner only spares the store repeated reads: when it cannot
+		// be asked (it died and is not known dead yet, it is leaving), the
+		// store answers, so that members connected elsewhere still get
+		// the message live.
+		r.log.Debug("members read from the store", "group", group, "owner", owner, "err", err)
+		_, users, err = r.loadMembers(ctx, group, version)
+	}
+	return users, err
 }
 
 // loadMembers reads group's members at version (0: now) from the store,
