@@ -70,3 +70,80 @@ func TestGroupTrafficReachesMembersWhileTheGroupsOwnerIsDown(t *testing.T) {
 		t.Fatalf("the ring changed (%d members) before the test was done: it did not run with the owner unreachable", n)
 	}
 }
+
+// A group message goes once to each other node that holds a member's
+// connection: with 20 members over 5 nodes, 4 node-to-node messages, the
+// member list and the members' locations coming from this node's caches
+// once it has sent to the group. A read's receipt takes the same road,
+// with the member list of the membership version the store read it at:
+// no node asks the group's owner again.
+func TestOwnerRoutingSendsAGroupMessageOnceToEachNodeHoldingMembers(t *testing.T) {
+	const nodes, users = 5, 20
+	url := pgtest.Start(t)
+	c := testcluster.Start(t, nodes, func(_ int, cfg *node.Config) { cfg.Store = url })
+	ctx := ctxFor(t)
+	cls := make([]*client.Client, users)
+	var names []string
+	for i := range cls {
+		names = append(names, fmt.Sprintf("user%d", i))
+		cls[i] = c.Dial(i%nodes, names[i])
+	}
+	if _, err := cls[0].CreateGroup(ctx, "all", names[1:]...); err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	var lastFrom int
+	send := func(i int) {
+		ack, err := cls[i%users].SendGroup(ctx, "all", "hello all")
+		if err != nil || ack.Recipients != users-1 {
+			t.Fatalf("group send: %+v %v, want sent to the %d others", ack, err, users-1)
+		}
+		last, lastFrom = ack.Seq, i%users
+	}
+	for i := 0; i < nodes; i++ {
+		send(i) // warm each node's member list and location cache
+	}
+	sent := func(kind ...string) float64 { return c.CounterAll("shard_peer_messages_sent_total", kind...) }
+	p0, m0 := sent(), c.CounterAll("shard_chat_messages_total", "kind=group")
+	for i := 0; i < 40; i++ {
+		send(i)
+	}
+	perMsg := (sent() - p0) / (c.CounterAll("shard_chat_messages_total", "kind=group") - m0)
+	// Everyone reads it all but the last sender, for whom sending was
+	// reading: a read that moves nothing has no receipt.
+	p0, asks := sent(), sent("kind=members")
+	for i, cl := range cls {
+		if i == lastFrom {
+			continue
+		}
+		if err := cl.ReadGroup(ctx, "all", last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Receipts are not acked: wait until every member has all of them.
+	for i, cl := range cls {
+		want := users - 2
+		if i == lastFrom {
+			want = users - 1
+		}
+		for got := 0; got < want; {
+			select {
+			case r := <-cl.Receipts():
+				if r.Group == "all" && r.Seq == last {
+					got++
+				}
+			case <-ctx.Done():
+				t.Fatalf("%s got %d of the %d receipts", names[i], got, want)
+			}
+		}
+	}
+	perRead := (sent() - p0) / (users - 1)
+	t.Logf("%d members on %d nodes: %.3f node-to-node messages per group message, %.3f per read", users, nodes, perMsg, perRead)
+	if perMsg > nodes-1+0.05 {
+		t.Errorf("%.3f node-to-node messages per group message, want at most %d (one per other node)", perMsg, nodes-1)
+	}
+	if perRead > nodes-1+0.05 || sent("kind=members") != asks {
+		t.Errorf("%.3f node-to-node messages per read, %.0f of them asking for members; want at most %d, none asking",
+			perRead, sent("kind=members")-asks, nodes-1)
+	}
+}
