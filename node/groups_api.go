@@ -32,8 +32,8 @@ func (n *Node) serveGroups(ctx *fasthttp.RequestCtx, rest string) {
 	if !n.apiKeyOK(ctx, method) {
 		return
 	}
-	if n.store == nil {
-		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, "groups need a message store; this cluster runs without one")
+	if n.store == nil { // as the frames are answered (docs/protocol.md §12)
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "groups need a message store; this cluster runs without one")
 		return
 	}
 	if rest == "" {

@@ -725,3 +725,46 @@ func TestBadGroupInputGetsItsCodeAndDisturbsNothing(t *testing.T) {
 		}
 	}
 }
+
+// Without a store there are no groups nor read state: every frame and
+// endpoint of them is bad_request, saying so, and the node goes on serving.
+func TestGroupsWithoutAStoreAreBadRequests(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.APIKey = "k" })
+	rc := dialRaw(t, c, 0, "alice")
+	for _, frame := range []string{
+		`{"type":"group_create","id":"f1","group":"team","members":["bob"]}`,
+		`{"type":"group_add","id":"f2","group":"team","user":"bob"}`,
+		`{"type":"group_remove","id":"f3","group":"team","user":"bob"}`,
+		`{"type":"group_leave","id":"f4","group":"team"}`,
+		`{"type":"send","id":"f5","group":"team","body":"hi"}`,
+		`{"type":"sync","id":"f6","group":"team"}`,
+		`{"type":"read","id":"f7","group":"team","seq":1}`,
+		`{"type":"read","id":"f8","with":"bob","seq":1}`,
+		`{"type":"conversations","id":"f9"}`,
+	} {
+		rc.write(websocket.TextMessage, frame)
+		if f := rc.read(); f["type"] != protocol.TypeError || f["code"] != protocol.CodeBadRequest ||
+			!strings.Contains(fmt.Sprint(f["message"]), "message store") {
+			t.Errorf("%s: %v, want bad_request saying it needs a message store", frame, f)
+		}
+	}
+	for _, tc := range []struct{ method, path, body string }{
+		{"POST", "/api/groups", `{"group":"team","admin":"alice"}`},
+		{"GET", "/api/groups/team", ""},
+		{"POST", "/api/groups/team/members", `{"user":"bob"}`},
+		{"DELETE", "/api/groups/team/members/bob", ""},
+		{"GET", "/api/groups/team/messages", ""},
+		{"GET", "/api/users/alice/conversations", ""},
+		{"POST", "/api/send", `{"from":"alice","group":"team","body":"hi"}`},
+	} {
+		status, v := api(t, c, tc.method, tc.path, tc.body)
+		if e, _ := v["error"].(map[string]any); status != 400 || e["code"] != protocol.CodeBadRequest ||
+			!strings.Contains(fmt.Sprint(e["message"]), "message store") {
+			t.Errorf("%s %s: %d %v, want 400 bad_request saying it needs a message store", tc.method, tc.path, status, v)
+		}
+	}
+	rc.write(websocket.TextMessage, `{"type":"ping","id":"p"}`)
+	if f := rc.read(); f["type"] != protocol.TypePong {
+		t.Fatalf("ping: %v", f)
+	}
+}
