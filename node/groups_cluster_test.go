@@ -147,3 +147,12 @@ func TestOwnerRoutingSendsAGroupMessageOnceToEachNodeHoldingMembers(t *testing.T
 			perRead, sent("kind=members")-asks, nodes-1)
 	}
 }
+
+// The same unread counts on PostgreSQL, with alice's devices, bob and
+// carol on three nodes: the counts, the receipts and the API agree
+// whichever node asks.
+func TestUnreadCountsAcrossNodesOnPostgres(t *testing.T) {
+	url := pgtest.Start(t)
+	c := testcluster.Start(t, 3, func(_ int, cfg *node.Config) { cfg.Store, cfg.APIKey = url, "k" })
+	unreadAfterMixedTraffic(t, c, [4]int{0, 1, 2, 1})
+}

@@ -491,10 +491,15 @@ func TestGroupHTTPAPI(t *testing.T) {
 // sending is reading, a lower read changes nothing, and every read tells
 // the peer (in its own inbox's offsets), the group and the other device.
 func TestUnreadCountsAfterDirectAndGroupTrafficAndReadsFromTwoDevices(t *testing.T) {
-	c := withData(t)
+	unreadAfterMixedTraffic(t, withData(t), [4]int{0, 0, 0, 0})
+}
+
+// unreadAfterMixedTraffic is the test above on cluster c, with alice's
+// two devices, bob and carol on the nodes of at.
+func unreadAfterMixedTraffic(t *testing.T, c *testcluster.Cluster, at [4]int) {
 	ctx := ctxFor(t)
-	pc, phone := c.Dial(0, "alice"), c.Dial(0, "alice")
-	bob, carol := c.Dial(0, "bob"), c.Dial(0, "carol")
+	pc, phone := c.Dial(at[0], "alice"), c.Dial(at[1], "alice")
+	bob, carol := c.Dial(at[2], "bob"), c.Dial(at[3], "carol")
 	must := func(ack client.Ack, err error) client.Ack {
 		t.Helper()
 		if err != nil {
