@@ -44,6 +44,7 @@ FUZZEXECS ?= 100000
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZEXECS)x ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzPeerFrame$$' -fuzztime $(FUZZEXECS)x ./router/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZEXECS)x ./link/
 
 BENCH_ARGS ?=
 bench:

@@ -57,6 +57,10 @@ type Config struct {
 	KeepLogs   bool
 	JSON       bool
 	Progress   string
+
+	// Soak: churn for this long instead of a measured window (soak.go).
+	Soak        time.Duration
+	SoakRestart time.Duration
 }
 
 // Local reports whether bench starts the cluster itself.
@@ -138,6 +142,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON on stdout instead of tables")
 	fs.StringVar(&c.Progress, "progress", "auto", "progress on stderr: auto (a live line on a terminal, a plain line every 5 s otherwise), line, plain, none")
 
+	fs.DurationVar(&c.Soak, "soak", 0, "soak for this long instead: users connect, join, send and disconnect, the last local node is drained and restarted every --soak-restart; prints each node's RSS, goroutines, open files and heap every 10 s and their slopes at the end, and fails on a leak")
+	fs.DurationVar(&c.SoakRestart, "soak-restart", time.Minute, "with --soak: how often the last node is drained and restarted")
+
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -201,6 +208,10 @@ func (c *Config) check() error {
 		return errors.New("--dial-concurrency must be at least 1")
 	case c.Max && (c.MaxStep <= 1 || c.MaxSteps < 1 || c.MaxP99 <= 0 || c.MaxRetries < 0):
 		return errors.New("--max needs --max-step > 1, --max-steps >= 1, --max-retries >= 0 and a positive --max-p99")
+	case c.Soak > 0 && (!c.Local() || c.Nodes < 2 || c.Compare || c.Max || len(c.Sizes) > 0):
+		return errors.New("--soak runs a local cluster of at least 2 nodes (--nodes), without --url, --compare, --max or --sizes")
+	case c.Soak > 0 && c.SoakRestart <= 0:
+		return errors.New("--soak-restart must be positive")
 	case c.Progress != "auto" && c.Progress != "line" && c.Progress != "plain" && c.Progress != "none":
 		return fmt.Errorf("--progress %q: want auto, line, plain or none", c.Progress)
 	}

@@ -10,6 +10,7 @@
 //	go run ./bench --max --sizes 3,5,8 --compare --chart docs/
 //	go run ./bench --url ws://127.0.0.1:8000/ws --users 1000
 //	go run ./bench --nodes 5 --store postgres://... --mix 0:0:1 --groups 1 --group-size 100
+//	go run ./bench --soak 30m
 //
 // Traffic stays on the addresses it is given; the local cluster and the
 // clients use 127.0.0.0/8 only.
@@ -61,6 +62,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.Soak > 0 {
+		return runSoak(ctx, cfg, stdout, stderr)
+	}
 
 	b := &bench{cfg: cfg, prog: newProgress(stderr, cfg.Progress), runID: newRunID()}
 	rep, err := b.execute(ctx, nofile)

@@ -45,6 +45,8 @@ type sample struct {
 	RSS           float64 // bytes
 	// The Go runtime's view, to tell what the RSS is made of.
 	HeapInuse, StackInuse, Goroutines float64
+	// What the soak watches for leaks besides RSS and goroutines.
+	OpenFDs, HeapAlloc float64
 }
 
 func getJSON(ctx context.Context, u string, v any) error {
@@ -158,6 +160,8 @@ func scrape(ctx context.Context, n node) (sample, error) {
 	s.HeapInuse = sum(fams["go_memstats_heap_inuse_bytes"], "", nil)
 	s.StackInuse = sum(fams["go_memstats_stack_inuse_bytes"], "", nil)
 	s.Goroutines = sum(fams["go_goroutines"], "", nil)
+	s.OpenFDs = sum(fams["process_open_fds"], "", nil)
+	s.HeapAlloc = sum(fams["go_memstats_heap_alloc_bytes"], "", nil)
 	if n.PID > 0 {
 		if rss, err := procRSS(n.PID); err == nil {
 			s.RSS = float64(rss)

@@ -38,6 +38,10 @@ type conn struct {
 	addr  string
 	nc    net.Conn // set before the writer or reader starts
 	queue chan outFrame
+	// seal and open are the ciphers of a keyed link's two directions, set
+	// by the hello; the writer alone uses seal, the reader alone open. Nil
+	// without a key.
+	seal, open *frameCipher
 
 	mu      sync.Mutex
 	pending map[uint64]call
@@ -47,15 +51,23 @@ type conn struct {
 	served  chan struct{} // accepted links: closed once the reader stopped
 }
 
+// newConn prepares a link; a dialed one gets its queue at once (requests
+// wait there while it connects), an accepted one once its hello is done
+// (withQueue): a queue of DefaultQueue frames is 640 KiB, not to be spent on
+// a connection that never authenticates.
 func newConn(l *Links, peer, addr string) *conn {
 	return &conn{
 		links:   l,
 		peer:    peer,
 		addr:    addr,
-		queue:   make(chan outFrame, l.cfg.Queue),
 		pending: make(map[uint64]call),
 		done:    make(chan struct{}),
 	}
+}
+
+func (lc *conn) withQueue() *conn {
+	lc.queue = make(chan outFrame, lc.links.cfg.Queue)
+	return lc
 }
 
 func (lc *conn) request(k Kind, payload []byte, cb func([]byte, error)) bool {
@@ -145,7 +157,7 @@ func (lc *conn) expire(now time.Time) {
 }
 
 func (lc *conn) dialAndRun() {
-	nc, err := net.DialTimeout("tcp", lc.addr, lc.links.cfg.DialTimeout)
+	nc, err := lc.links.dialer.Dial("tcp", lc.addr)
 	if err != nil {
 		lc.links.cfg.Logger.Warn("link dial failed", "peer", lc.peer, "addr", lc.addr, "err", err)
 		lc.close(fmt.Errorf("%w: %s: %v", errDialFailed, lc.addr, err))
@@ -170,14 +182,17 @@ func (lc *conn) dialAndRun() {
 }
 
 func (lc *conn) serveAccepted() {
+	l := lc.links
 	br := bufio.NewReaderSize(lc.nc, readBuffer)
-	peer, err := lc.serverHandshake(br)
+	peer, why, err := lc.serverHandshake(br)
+	<-l.handshakes
 	if err != nil {
-		lc.links.cfg.Logger.Warn("link refused", "remote", lc.addr, "err", err)
+		if !errors.Is(err, ErrPeerDown) { // not our own shutdown
+			l.refused.refuse(lc.nc.RemoteAddr(), peer.Name, why, err, time.Now())
+		}
 		lc.nc.Close()
 		return
 	}
-	l := lc.links
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -185,6 +200,7 @@ func (lc *conn) serveAccepted() {
 		return
 	}
 	lc.peer, lc.inc = peer.Name, peer.Inc
+	lc.withQueue()
 	var older []*conn
 	for o := range l.in {
 		if o.peer == peer.Name {
@@ -218,6 +234,7 @@ func (lc *conn) serveAccepted() {
 func (lc *conn) writeLoop() {
 	bw := bufio.NewWriterSize(lc.nc, writeBuffer)
 	var hdr [maxHeader]byte
+	var sealed []byte // a keyed link's frame, sealed before it joins the batch
 	for {
 		var f outFrame
 		select {
@@ -226,12 +243,20 @@ func (lc *conn) writeLoop() {
 			return
 		}
 		for {
-			n := putHeader(hdr[:], f.k, f.id, len(f.payload))
-			if _, err := bw.Write(hdr[:n]); err != nil {
-				lc.close(err)
-				return
+			var err error
+			if lc.seal != nil {
+				sealed = lc.seal.appendFrame(sealed[:0], f.k, f.id, f.payload)
+				_, err = bw.Write(sealed)
+				if cap(sealed) > writeBuffer {
+					sealed = nil // a rare big frame: do not keep its buffer
+				}
+			} else {
+				n := putHeader(hdr[:], f.k, f.id, len(f.payload))
+				if _, err = bw.Write(hdr[:n]); err == nil {
+					_, err = bw.Write(f.payload)
+				}
 			}
-			if _, err := bw.Write(f.payload); err != nil {
+			if err != nil {
 				lc.close(err)
 				return
 			}
@@ -251,11 +276,12 @@ func (lc *conn) writeLoop() {
 
 func (lc *conn) readReplies(br *bufio.Reader) {
 	for {
-		k, id, p, err := ReadFrame(br, MaxFrame)
+		k, id, p, err := readFrame(br, MaxFrame, lc.open)
 		if err == nil && k != KindReply {
 			err = fmt.Errorf("%w: kind %d from a peer on a dialed link", ErrMalformed, k)
 		}
 		if err != nil {
+			lc.logUnauthentic(err)
 			lc.close(err)
 			return
 		}
@@ -272,9 +298,9 @@ func (lc *conn) readReplies(br *bufio.Reader) {
 func (lc *conn) readRequests(br *bufio.Reader) {
 	from := Peer{Name: lc.peer, Inc: lc.inc}
 	for {
-		k, id, p, err := ReadFrame(br, MaxFrame)
+		k, id, p, err := readFrame(br, MaxFrame, lc.open)
 		if err != nil {
-			if err != io.EOF {
+			if err != io.EOF && !lc.logUnauthentic(err) {
 				lc.links.cfg.Logger.Debug("link closed", "peer", lc.peer, "err", err)
 			}
 			lc.close(ErrPeerDown)
@@ -289,4 +315,15 @@ func (lc *conn) readRequests(br *bufio.Reader) {
 			lc.reply(id, answer)
 		})
 	}
+}
+
+// logUnauthentic logs, as a warning, a link closed because a frame failed
+// to open: someone on the path changed the bytes. It reports whether err
+// was that.
+func (lc *conn) logUnauthentic(err error) bool {
+	if !errors.Is(err, errUnauthentic) {
+		return false
+	}
+	lc.links.cfg.Logger.Warn("link closed: a frame failed authentication", "peer", lc.peer, "remote", lc.addr)
+	return true
 }

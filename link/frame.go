@@ -30,7 +30,8 @@ const (
 )
 
 // Version is checked in the hello; a peer speaking another is refused.
-const Version = 1
+// Version 2 added the X25519 keys to the hello and sealed frames.
+const Version = 2
 
 // MaxFrame bounds one node-to-node frame: a chat message is bounded by the
 // client's --max-frame (64 KiB by default) and a register batch by the
@@ -65,17 +66,33 @@ func WriteFrame(w io.Writer, k Kind, id uint64, payload []byte) error {
 // payload may be kept by the caller (a forwarded message is queued as is to
 // client connections).
 func ReadFrame(br *bufio.Reader, limit int) (Kind, uint64, []byte, error) {
+	return readFrame(br, limit, nil)
+}
+
+// readFrame reads one frame, sealed by c when c is not nil: then limit bounds
+// what is inside the seal.
+func readFrame(br *bufio.Reader, limit int, c *frameCipher) (Kind, uint64, []byte, error) {
 	var lenBuf [4]byte
 	if _, err := io.ReadFull(br, lenBuf[:]); err != nil {
 		return 0, 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(lenBuf[:])
-	if n < 2 || n > uint32(limit) {
+	min, max := uint32(2), uint32(limit)
+	if c != nil {
+		min, max = min+sealOverhead, max+sealOverhead
+	}
+	if n < min || n > max {
 		return 0, 0, nil, fmt.Errorf("%w: length %d", ErrMalformed, n)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(br, body); err != nil {
 		return 0, 0, nil, err
+	}
+	if c != nil {
+		var err error
+		if body, err = c.open(body, lenBuf[:]); err != nil {
+			return 0, 0, nil, err
+		}
 	}
 	id, m := binary.Uvarint(body[1:])
 	if m <= 0 {

@@ -1,12 +1,15 @@
 // Package link carries requests and replies between the nodes of a cluster:
 // one persistent TCP connection to each peer this node sends to, the hello
-// that proves both ends hold the cluster key, length-prefixed frames, and
-// batched writes. It knows nothing of what a request means: the router
-// gives each one a Kind and a payload, and serves the peers' requests.
+// that proves both ends hold the cluster key (or, without one, that the
+// dialer is a current member), length-prefixed frames sealed under keys
+// from that hello, and batched writes. It knows nothing of what a request
+// means: the router gives each one a Kind and a payload, and serves the
+// peers' requests. It never serves a frame from a peer it has not admitted.
 package link
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -35,6 +38,12 @@ const (
 	// DefaultDialTimeout bounds connecting to a peer and its hello: a peer
 	// on the same network answers in well under a millisecond.
 	DefaultDialTimeout = time.Second
+	// DefaultMaxHandshakes bounds the accepted connections whose hello is
+	// not done yet: a cluster's nodes dial each other once per link, a
+	// handful at a time even when a whole cluster starts, while a flood of
+	// connections that never finish a hello costs at most this many read
+	// buffers (32 KiB each) for DialTimeout.
+	DefaultMaxHandshakes = 16
 )
 
 // Config tunes the node-to-node links.
@@ -44,8 +53,11 @@ type Config struct {
 	// Inc is this process's incarnation, sent in the hello: owners tell a
 	// restarted node's registrations from its former self's.
 	Inc string
-	// Key authenticates links: both ends prove they hold it. Empty: links
-	// are not authenticated (development).
+	// Key authenticates links, both ends prove they hold it, and seals
+	// every frame after the hello. Empty: a link is accepted only from a
+	// current member (SetPeers), by the name, incarnation and address it
+	// dials from, and frames go in the clear (loopback, or a trusted
+	// network).
 	Key []byte
 	// Queue bounds the frames waiting for one peer; a request past it fails
 	// at once with ErrBackpressure. Default DefaultQueue.
@@ -56,7 +68,11 @@ type Config struct {
 	// DialTimeout bounds connecting to a peer, and the hello. Default
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxHandshakes bounds the accepted connections being authenticated at
+	// once; past it a new connection is closed at once (refused "busy").
+	// Default DefaultMaxHandshakes.
+	MaxHandshakes int
+	Logger        *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -68,6 +84,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -81,6 +100,13 @@ type Peer struct {
 	Inc  string
 }
 
+// Member is a peer as SetPeers lists it: where to dial it, and the
+// incarnation its process announced (a keyless hello must name it).
+type Member struct {
+	Addr string
+	Inc  string
+}
+
 // Handler serves one request from a peer. It must not block: it calls reply
 // exactly once, now or later, from any goroutine.
 type Handler func(from Peer, k Kind, payload []byte, reply func([]byte))
@@ -89,11 +115,17 @@ type Handler func(from Peer, k Kind, payload []byte, reply func([]byte))
 // and serves the connections peers opened to it. Requests to one peer go out
 // in the order they were made, batched into as few writes as the load allows.
 type Links struct {
-	cfg    Config
-	handle Handler
+	cfg     Config
+	handle  Handler
+	dialer  net.Dialer
+	refused *refusals
+	// handshakes holds a token per accepted connection whose hello is not
+	// done: MaxHandshakes at most.
+	handshakes chan struct{}
 
 	mu       sync.Mutex
-	addrs    map[string]string  // peer name -> link address
+	peers    map[string]Member
+	changed  chan struct{}      // closed and replaced by each SetPeers
 	out      map[string]*conn   // dialed by us, by peer name
 	in       map[*conn]struct{} // accepted, until their reader stopped (a closed one may still serve what it read)
 	lastFail map[string]time.Time
@@ -107,15 +139,20 @@ type Links struct {
 // New prepares links that will serve the node-to-node listener ln once
 // Serve is called. Close stops them.
 func New(cfg Config, ln net.Listener) *Links {
+	cfg = cfg.withDefaults()
 	l := &Links{
-		cfg:      cfg.withDefaults(),
-		addrs:    make(map[string]string),
-		out:      make(map[string]*conn),
-		in:       make(map[*conn]struct{}),
-		lastFail: make(map[string]time.Time),
-		ln:       ln,
-		stop:     make(chan struct{}),
+		cfg:        cfg,
+		refused:    newRefusals(cfg.Logger),
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		peers:      make(map[string]Member),
+		changed:    make(chan struct{}),
+		out:        make(map[string]*conn),
+		in:         make(map[*conn]struct{}),
+		lastFail:   make(map[string]time.Time),
+		ln:         ln,
+		stop:       make(chan struct{}),
 	}
+	l.dialer = net.Dialer{Timeout: cfg.DialTimeout, LocalAddr: sourceAddr(ln.Addr())}
 	l.wg.Add(1)
 	go l.sweepLoop()
 	return l
@@ -138,22 +175,25 @@ func (l *Links) Serve(h Handler) {
 	go l.acceptLoop()
 }
 
-// SetPeers replaces the set of peers and their link addresses. Links we
-// dialed to peers no longer listed, or listed at another address, are
-// closed, failing their pending requests with ErrPeerDown. Links peers
-// dialed to us stay: a peer may know of us before we know of it (it joined
-// a moment ago), and closing its link would fail its requests for nothing;
-// a peer that goes away closes its own.
-func (l *Links) SetPeers(addrs map[string]string) {
+// SetPeers replaces the set of peers, by name. Links we dialed to peers no
+// longer listed, or listed at another address, are closed, failing their
+// pending requests with ErrPeerDown. Links peers dialed to us stay: a peer
+// may know of us before we know of it (it joined a moment ago), and closing
+// its link would fail its requests for nothing; a peer that goes away
+// closes its own. Without a key, a hello from a peer not listed yet waits
+// for the SetPeers that lists it, up to DialTimeout.
+func (l *Links) SetPeers(peers map[string]Member) {
 	l.mu.Lock()
 	var stale []*conn
 	for name, lc := range l.out {
-		if addrs[name] != lc.addr {
+		if peers[name].Addr != lc.addr {
 			stale = append(stale, lc)
 			delete(l.out, name)
 		}
 	}
-	l.addrs = addrs
+	l.peers = peers
+	close(l.changed)
+	l.changed = make(chan struct{})
 	l.mu.Unlock()
 	for _, lc := range stale {
 		lc.close(ErrPeerDown)
@@ -172,6 +212,10 @@ func (l *Links) Request(peer string, k Kind, payload []byte, cb func([]byte, err
 	}
 	return lc.request(k, payload, cb)
 }
+
+// Refused is how many connections the listener refused for reason, one of
+// RefusalReasons.
+func (l *Links) Refused(reason string) uint64 { return l.refused.count(reason) }
 
 // Queued is the number of frames waiting in all link queues.
 func (l *Links) Queued() int {
@@ -229,14 +273,14 @@ func (l *Links) dialed(peer string) (*conn, error) {
 	if l.closed {
 		return nil, ErrPeerDown
 	}
-	addr, ok := l.addrs[peer]
+	m, ok := l.peers[peer]
 	if !ok {
 		return nil, ErrPeerUnknown
 	}
 	if time.Since(l.lastFail[peer]) < failFast {
 		return nil, ErrPeerDown
 	}
-	lc := newConn(l, peer, addr)
+	lc := newConn(l, peer, m.Addr).withQueue()
 	l.out[peer] = lc
 	l.wg.Add(1)
 	go func() {
@@ -274,6 +318,14 @@ func (l *Links) acceptLoop() {
 			l.cfg.Logger.Error("link accept failed", "err", err)
 			return
 		}
+		select {
+		case l.handshakes <- struct{}{}:
+		default:
+			l.refused.refuse(c.RemoteAddr(), "", RefusedBusy,
+				fmt.Errorf("%d links being authenticated already", l.cfg.MaxHandshakes), time.Now())
+			c.Close()
+			continue
+		}
 		lc := newConn(l, "", c.RemoteAddr().String())
 		lc.nc = c
 		lc.served = make(chan struct{})
@@ -296,6 +348,7 @@ func (l *Links) sweepLoop() {
 		case <-l.stop:
 			return
 		case now := <-t.C:
+			l.refused.flush(now)
 			l.mu.Lock()
 			conns := make([]*conn, 0, len(l.out))
 			for _, lc := range l.out {

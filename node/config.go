@@ -37,8 +37,15 @@ type Config struct {
 	Link string
 	// Routing is owner (default) or broadcast.
 	Routing router.Mode
-	// ClusterKey encrypts gossip and authenticates links; all nodes agree.
+	// ClusterKey encrypts gossip, and authenticates and encrypts links; all
+	// nodes agree. Empty: links are let in from current members only, by
+	// name, incarnation and address, and the node refuses to start on a
+	// non-loopback gossip or link address unless Insecure is set.
 	ClusterKey string
+	// Insecure lets a node without ClusterKey start on a non-loopback gossip
+	// or link address (a network where every host is trusted); it logs a
+	// warning at every start.
+	Insecure bool
 	// AuthSecret is the HS256 secret of client tokens; empty is development
 	// mode, where the user id comes from the query string.
 	AuthSecret string
@@ -68,6 +75,15 @@ type Config struct {
 	// MaxGroupMembers bounds the members of one group. Default
 	// store.DefaultMaxGroupMembers.
 	MaxGroupMembers int
+	// Webhook, when set, is the URL the node POSTs an offline push to for
+	// every message stored for a recipient with no connection
+	// (node/webhook.go). It needs a store.
+	Webhook string
+	// WebhookSecret signs each push (HMAC-SHA256 of the body).
+	WebhookSecret string
+	// WebhookBackoff is the first wait before a push is tried again; it
+	// doubles, with jitter. Default DefaultWebhookBackoff.
+	WebhookBackoff time.Duration
 	// RetainCount keeps at most this many messages per stream; 0: all.
 	RetainCount int
 	// RetainAge removes messages older than this; 0: keep.

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,10 +41,15 @@ func heapInUse() uint64 {
 // their level afterwards.
 func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	const key = "cluster secret"
-	c := testcluster.Start(t, 3, func(_ int, cfg *node.Config) {
+	var node2Log *linkLog
+	c := testcluster.Start(t, 3, func(i int, cfg *node.Config) {
 		cfg.ClusterKey = key
 		cfg.HandshakeTimeout = time.Second
 		cfg.Session.SendQueue = 256
+		if i == 2 {
+			node2Log = newLinkLog(cfg.Logger.Handler())
+			cfg.Logger = slog.New(node2Log)
+		}
 	})
 	alice, bob := c.Dial(0, "alice"), c.Dial(2, "bob")
 	ctx := ctxFor(t)
@@ -240,7 +247,7 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	for _, forged := range [][]byte{
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
 		{0xff, 0xff, 0xff, 0xff, 1, 2, 3},
-		helloWithoutKey(),
+		helloWithoutKey("node-1", "inc"),
 	} {
 		conn, err := net.Dial("tcp", c.Nodes[2].LinkAddr())
 		if err != nil {
@@ -261,10 +268,28 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 		}
 		conn.Close()
 	}
-	if err := bob.Ping(ctx); err != nil {
+	if err := bob.Ping(ctxFor(t)); err != nil { // the attacks may have outlasted ctx
 		t.Fatal(err)
 	}
 	noMsg(t, bob, "bob (a forged node-to-node message)")
+
+	// A flood of connections that each declare a 4 MiB hello and wait (48
+	// at once, for 2 s; issue 11 found 413 MB of heap and 289 warning lines
+	// after 6 s): closed at once, costing neither memory nor a log line each.
+	floodHeap0 := heapInUse()
+	refusedBefore := node2Log.refusals()
+	floodPeak, floodConns := floodLinkWithBigHellos(t, c.Nodes[2].LinkAddr(), 48, 2*time.Second)
+	t.Logf("flood of %d connections declaring 4 MiB hellos: heap in use %.1f MiB before, %.1f MiB at most during; %d warning lines",
+		floodConns, float64(floodHeap0)/(1<<20), float64(floodPeak)/(1<<20), node2Log.refusals()-refusedBefore)
+	if floodPeak > floodHeap0+64<<20 {
+		t.Errorf("the heap grew from %d to %d bytes during a flood of unauthenticated links", floodHeap0, floodPeak)
+	}
+	if lines := node2Log.refusals() - refusedBefore; lines > 3 {
+		t.Errorf("a flood from one address took %d warning lines, want one per interval", lines)
+	}
+	if got := c.Counter(2, "shard_link_refused_total", "reason=malformed") + c.Counter(2, "shard_link_refused_total", "reason=busy"); got < float64(floodConns) {
+		t.Errorf("shard_link_refused_total counts %v of the flood's %d connections", got, floodConns)
+	}
 
 	// A gossip join without the key fails, and the cluster is unchanged.
 	intruder := testcluster.Config(9)
@@ -300,14 +325,107 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 }
 
 // helloWithoutKey is a link hello from a process that does not hold the
-// cluster key: right version, a name, a nonce, no proof.
-func helloWithoutKey() []byte {
+// cluster key: right version, a name, an incarnation, a nonce, no X25519
+// key and later no proof.
+func helloWithoutKey(name, inc string) []byte {
 	body := []byte{1, 0} // kind hello, request id 0
-	body = binary.AppendUvarint(body, 1)
-	body = appendLinkStr(body, "node-1")
-	body = appendLinkStr(body, "inc")
+	body = binary.AppendUvarint(body, 2)
+	body = appendLinkStr(body, name)
+	body = appendLinkStr(body, inc)
 	body = appendLinkStr(body, "0123456789abcdef")
+	body = appendLinkStr(body, "")
+	frame := append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+	// The proof that follows the acceptor's answer: an empty MAC.
+	return append(frame, 0, 0, 0, 3, 1, 0, 0)
+}
+
+// forgedLookup asks where bob's connections are, as the router would.
+func forgedLookup() []byte {
+	body := []byte{4, 2, 0, 'u'} // kind lookup, request id 2, no watch, a user
+	body = appendLinkStr(body, "bob")
 	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// forgedRawForward is a forward for bob whose frame is not JSON at all.
+func forgedRawForward() []byte {
+	body := []byte{3, 3, 1} // kind forward, request id 3, mode direct
+	body = appendLinkStr(body, "bob")
+	body = appendLinkStr(body, "mallory")
+	body = appendLinkStr(body, "\x00raw \xff bytes")
+	body = appendLinkStr(body, "")
+	body = append(body, 0)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// linkLog counts the warnings about refused links a node logs, and passes
+// every record on.
+type linkLog struct {
+	slog.Handler
+	n *atomic.Int64 // shared with the handlers WithAttrs makes
+}
+
+func newLinkLog(h slog.Handler) *linkLog { return &linkLog{Handler: h, n: new(atomic.Int64)} }
+
+func (l *linkLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn && r.Message == "link refused" {
+		l.n.Add(1)
+	}
+	if !l.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return l.Handler.Handle(ctx, r)
+}
+func (l *linkLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *linkLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return &linkLog{Handler: l.Handler.WithAttrs(as), n: l.n}
+}
+func (l *linkLog) refusals() int64 { return l.n.Load() }
+
+// floodLinkWithBigHellos opens conns connections at once to a link address
+// for d, each declaring a 4 MiB hello frame and waiting for the node to
+// close it, then opening the next; it returns the highest heap in use seen
+// meanwhile and how many connections were made.
+func floodLinkWithBigHellos(t *testing.T, addr string, conns int, d time.Duration) (peak uint64, made int) {
+	t.Helper()
+	end := time.Now().Add(d)
+	var wg sync.WaitGroup
+	var total atomic.Int64
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64)
+			for time.Now().Before(end) {
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					continue
+				}
+				total.Add(1)
+				conn.Write(binary.BigEndian.AppendUint32(nil, 4<<20))
+				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				for {
+					if _, err := conn.Read(buf); err != nil {
+						break
+					}
+				}
+				conn.Close()
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+		select {
+		case <-done:
+			return peak, int(total.Load())
+		case <-tick.C:
+		}
+	}
 }
 
 // forgedForward is a forward request for bob, as the link would carry it.
@@ -322,4 +440,150 @@ func forgedForward() []byte {
 func appendLinkStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+// TestLinksWithoutAKeyLetInOnlyMembers: without a cluster key (the default)
+// a process that reaches a link port is no peer. A hello from a made-up
+// node, or from a member's name with another incarnation, is refused with a
+// warning; what it sends after (a forged message for bob, raw bytes, a
+// lookup of where bob is) is never served; a flood of such hellos costs a
+// few log lines, not one each; the members chat on.
+func TestLinksWithoutAKeyLetInOnlyMembers(t *testing.T) {
+	var log1 *linkLog
+	c := testcluster.Start(t, 2, func(i int, cfg *node.Config) {
+		if i == 1 {
+			log1 = newLinkLog(cfg.Logger.Handler())
+			cfg.Logger = slog.New(log1)
+		}
+	})
+	alice, bob := c.Dial(0, "alice"), c.Dial(1, "bob")
+	sendOK(t, alice, "bob", "before", protocol.StatusDelivered)
+	recvMsg(t, bob, "bob")
+
+	forge := func(name, inc string) {
+		t.Helper()
+		conn, err := net.Dial("tcp", c.Nodes[1].LinkAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write(helloWithoutKey(name, inc))
+		conn.Write(forgedForward())
+		conn.Write(forgedRawForward())
+		conn.Write(forgedLookup())
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(conn)
+		// The acceptor's answer to the hello would come first: nothing
+		// may, not even that.
+		if b, err := br.ReadByte(); err == nil {
+			t.Fatalf("a link from %s/%s was answered (%#x...)", name, inc, b)
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("a link from %s/%s was kept open", name, inc)
+		}
+	}
+	forge("node-9", "made-up")
+	forge("node-0", "another incarnation")
+	if got := c.Counter(1, "shard_link_refused_total", "reason=not_member"); got != 2 {
+		t.Errorf("shard_link_refused_total{reason=not_member} = %v, want 2", got)
+	}
+	if got := log1.refusals(); got < 1 {
+		t.Error("no warning for a link refused")
+	}
+
+	// Many at once: a few are held (a new member may dial before gossip
+	// told us of it), the others are closed at once; a line or two in all.
+	before := log1.refusals()
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := net.Dial("tcp", c.Nodes[1].LinkAddr())
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			conn.Write(helloWithoutKey(fmt.Sprintf("node-%d", 100+i), "x"))
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			bufio.NewReader(conn).ReadByte()
+		}()
+	}
+	wg.Wait()
+	if lines := log1.refusals() - before; lines > 3 {
+		t.Errorf("200 refused links from one address took %d warning lines", lines)
+	}
+	if err := bob.Ping(ctxFor(t)); err != nil {
+		t.Fatal(err)
+	}
+	noMsg(t, bob, "bob (a message forged by a process that is no member)")
+	sendOK(t, alice, "bob", "after", protocol.StatusDelivered)
+	if m := recvMsg(t, bob, "bob"); m.Body != "after" {
+		t.Fatalf("bob got %q, want alice's message", m.Body)
+	}
+}
+
+// TestNodeWithoutAKeyListensOnLoopbackOnly: without a cluster key a node
+// refuses to start on a gossip or link address off loopback, saying why,
+// unless Insecure says the network is trusted; then it warns at start.
+func TestNodeWithoutAKeyListensOnLoopbackOnly(t *testing.T) {
+	for _, edit := range []func(*node.Config){
+		func(cfg *node.Config) { cfg.Gossip = "0.0.0.0:0" },
+		func(cfg *node.Config) { cfg.Link = "10.11.12.13:0" },
+		func(cfg *node.Config) { cfg.Advertise = "shard.example:7946" },
+	} {
+		cfg := testcluster.Config(0)
+		edit(&cfg)
+		if n, err := node.Start(cfg); err == nil {
+			n.Kill()
+			t.Fatalf("a node without a key started on gossip %s, link %s, advertise %s", cfg.Gossip, cfg.Link, cfg.Advertise)
+		} else if !strings.Contains(err.Error(), "--cluster-key") {
+			t.Fatalf("refused with %q, which does not say what to do", err)
+		}
+	}
+	warned := &warnings{}
+	cfg := testcluster.Config(0)
+	cfg.Link = "0.0.0.0:0" // a bind on every interface; the test sends nothing off loopback
+	cfg.Insecure = true
+	cfg.Logger = slog.New(warned)
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("an insecure node did not start: %v", err)
+	}
+	n.Kill()
+	if !warned.saw("insecure") {
+		t.Fatal("an insecure node started off loopback without a warning")
+	}
+	// With a key, nothing to warn about.
+	cfg = testcluster.Config(0)
+	cfg.Link, cfg.ClusterKey = "0.0.0.0:0", "k"
+	if n, err = node.Start(cfg); err != nil {
+		t.Fatalf("a node with a key did not start off loopback: %v", err)
+	}
+	n.Kill()
+}
+
+// warnings keeps the messages of the warnings logged.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	w.msgs = append(w.msgs, r.Message)
+	w.mu.Unlock()
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+func (w *warnings) saw(prefix string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range w.msgs {
+		if strings.HasPrefix(m, prefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +51,8 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 		n.metricsHandler()(ctx)
 	case path == "/api/cluster":
 		n.serveCluster(ctx)
+	case path == "/api/node" || path == "/api/cluster/live":
+		n.serveClusterView(ctx, path)
 	case strings.HasPrefix(path, "/api/users/"):
 		if name, ok := strings.CutSuffix(strings.TrimPrefix(path, "/api/users/"), "/conversations"); ok {
 			n.serveConversations(ctx, name)
@@ -221,6 +222,9 @@ func (n *Node) serveCluster(ctx *fasthttp.RequestCtx) {
 		Routing: n.cfg.Routing.String(),
 		Store:   n.storeKind,
 	}
+	if n.store != nil {
+		info.StoreState, info.StoreError = storeState(n.store.Health())
+	}
 	for _, m := range ms {
 		info.Members = append(info.Members, protocol.ClusterMember{Name: m.Name, HTTP: m.Meta.HTTP, State: string(m.State)})
 	}
@@ -288,9 +292,7 @@ func (n *Node) apiKeyOK(ctx *fasthttp.RequestCtx, method string) bool {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "use "+method)
 		return false
 	}
-	auth := string(ctx.Request.Header.Peek("Authorization"))
-	given, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(given), []byte(n.cfg.APIKey)) != 1 {
+	if !bearerIs(ctx, n.cfg.APIKey) {
 		writeError(ctx, fasthttp.StatusUnauthorized, protocol.CodeUnauthorized, "a valid Authorization: Bearer <api-key> header is required")
 		return false
 	}

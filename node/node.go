@@ -41,6 +41,8 @@ type Node struct {
 	rm        *router.Metrics
 	store     store.Store // nil: none
 	storeKind string
+	webhook   *webhook // nil without --webhook
+	view      *clusterView
 
 	members prometheus.Gauge
 
@@ -69,6 +71,19 @@ func Start(cfg Config) (*Node, error) {
 		serveDone: make(chan struct{}),
 	}
 	var err error
+	linkAt := cfg.Link
+	if linkAt == "" {
+		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
+			return nil, err
+		}
+	}
+	exposed, err := checkExposure(cfg, linkAt)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Name) > link.MaxName {
+		return nil, fmt.Errorf("name of %d bytes: at most %d", len(cfg.Name), link.MaxName)
+	}
 	n.httpLn, err = net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", cfg.HTTP, err)
@@ -78,14 +93,11 @@ func Start(cfg Config) (*Node, error) {
 		n.name = "shard-" + strings.ReplaceAll(n.httpLn.Addr().String(), ":", "-")
 	}
 	n.log = cfg.Logger.With("node", n.name)
-
-	linkAt := cfg.Link
-	if linkAt == "" {
-		if linkAt, err = linkAddr(cfg.Gossip); err != nil {
-			n.httpLn.Close()
-			return nil, err
-		}
+	if len(exposed) > 0 {
+		n.log.Warn("insecure: no cluster key on a non-loopback address; node-to-node traffic is neither authenticated nor encrypted, and anyone who can send from a member's address can pose as it",
+			"addrs", exposed)
 	}
+
 	linkLn, err := net.Listen("tcp", linkAt)
 	if err != nil {
 		n.httpLn.Close()
@@ -113,19 +125,55 @@ func Start(cfg Config) (*Node, error) {
 	var incBytes [8]byte
 	rand.Read(incBytes[:])
 	inc := hex.EncodeToString(incBytes[:])
+	var offline func(router.OfflineMessage)
+	if cfg.Webhook != "" {
+		if n.store == nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, errors.New("--webhook needs a message store (--data or --store): it tells of messages stored for offline users")
+		}
+		if n.webhook, err = newWebhook(cfg.Webhook, cfg.WebhookSecret, cfg.WebhookBackoff, n.log, n.reg); err != nil {
+			n.closeStore()
+			linkLn.Close()
+			n.httpLn.Close()
+			return nil, err
+		}
+		offline = n.webhook.offline
+	}
 	links := link.New(link.Config{Self: n.name, Inc: inc, Key: clusterKey, Logger: n.log}, linkLn)
+	n.view = &clusterView{links: links, inc: inc}
 	n.router = router.New(router.Config{
 		Self:        n.name,
 		Incarnation: inc,
 		Mode:        cfg.Routing,
 		MaxRooms:    cfg.MaxRooms,
 		Store:       n.store,
+		Offline:     offline,
 		Logger:      n.log,
 		Metrics:     n.rm,
 	}, links)
 
+	for _, reason := range link.RefusalReasons {
+		n.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "shard_link_refused_total",
+			Help:        "Node-to-node connections this node refused before their hello was done, by why.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(links.Refused(reason)) }))
+	}
+
 	sizes := func(pick func(queued, keys, cached int) int) func() float64 {
 		return func() float64 { return float64(pick(n.router.Sizes())) }
+	}
+	if n.store != nil {
+		n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shard_store_up",
+			Help: "1 while the message store takes writes, 0 while it is down (unreachable, or its disk full)."},
+			func() float64 {
+				if n.store.Health().OK {
+					return 1
+				}
+				return 0
+			}))
 	}
 	n.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shard_link_queued_frames", Help: "Frames waiting in the node-to-node link queues."},
@@ -311,11 +359,10 @@ func (n *Node) closeAll() {
 		_ = n.server.Shutdown()
 		<-n.serveDone
 		n.router.Close()
-		if n.store != nil {
-			if err := n.store.Close(); err != nil {
-				n.log.Warn("store close", "err", err)
-			}
+		if n.webhook != nil {
+			n.webhook.close()
 		}
+		n.closeStore()
 		// Hijacked connections outlive the server's shutdown: wait for
 		// their handlers, which end once their sockets close.
 		n.connMu.Lock()
@@ -325,6 +372,14 @@ func (n *Node) closeAll() {
 		n.connMu.Unlock()
 		n.handlers.Wait()
 	})
+}
+
+func (n *Node) closeStore() {
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			n.log.Warn("store close", "err", err)
+		}
+	}
 }
 
 func (n *Node) connCount() int {
@@ -351,6 +406,14 @@ func (n *Node) removeConn(c *session.Conn) {
 	delete(n.conns, c)
 	n.connMu.Unlock()
 	n.handlers.Done()
+}
+
+// storeState is /api/cluster's store_state and store_error for h.
+func storeState(h store.Health) (state, cause string) {
+	if h.OK {
+		return "ok", ""
+	}
+	return "down", h.Cause
 }
 
 // openStore opens --store, else --data, else nothing, and says which.

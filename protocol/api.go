@@ -8,6 +8,11 @@ type ClusterInfo struct {
 	Ring    RingInfo        `json:"ring"`
 	Routing string          `json:"routing"` // "owner" or "broadcast": the node's --routing
 	Store   string          `json:"store"`   // "none", "embedded" or "postgres" (docs/protocol.md §7.1)
+	// StoreState is, with a store, "ok" or "down": whether it takes writes
+	// now, as its last write or probe (every second) found; StoreError
+	// says why it is down (docs/protocol.md §8.3).
+	StoreState string `json:"store_state,omitempty"`
+	StoreError string `json:"store_error,omitempty"`
 }
 
 // ClusterMember is one member as the answering node sees it.

@@ -53,6 +53,10 @@ func refusal(err error) (code, message string) {
 		return protocol.CodeBadRequest, storeText(err, store.ErrTooMany)
 	case errors.Is(err, store.ErrInvalid):
 		return protocol.CodeBadRequest, storeText(err, store.ErrInvalid)
+	case errors.Is(err, store.ErrFull):
+		return protocol.CodeUnavailable, "the message store's disk is full: nothing was stored; retry later"
+	case errors.Is(err, store.ErrUnavailable):
+		return protocol.CodeUnavailable, "the message store is unreachable; retry later"
 	}
 	return protocol.CodeUnavailable, "the cluster cannot route this right now; retry later"
 }

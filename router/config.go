@@ -59,7 +59,10 @@ type Config struct {
 	// DefaultMaxRooms.
 	MaxRooms int
 	// Store keeps messages; nil: live delivery only, at most once.
-	Store   store.Store
+	Store store.Store
+	// Offline, when set, is told of every stored message that reached no
+	// connection of a recipient (offline.go). It must not block.
+	Offline func(OfflineMessage)
 	Logger  *slog.Logger
 	Metrics *Metrics
 }

@@ -25,7 +25,8 @@ import (
 // reads the store once for every node), or reads the store itself when the
 // owner cannot be asked; a list is right for every message of its version,
 // so a cached one needs no invalidation: a newer version in an append is
-// what says it changed.
+// what says it changed. The store rebuilds an older version (MembersAt)
+// for a message that raced a change.
 
 func init() { servePeer(kindMembers, "members", (*Router).serveMembers) }
 
@@ -44,6 +45,9 @@ type memberList struct {
 	users   []string // shared, read-only
 }
 
+// get returns group's members at version, if kept. A receipt asks for the
+// version its read was made at (store.ReadMarked.Version), which is kept
+// as the group's messages are.
 func (m *memberLists) get(group string, version int64) ([]string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -75,10 +79,8 @@ func (m *memberLists) put(group string, version int64, users []string) {
 // (0: as the group stands now): from this node's lists, else from the
 // owner of the group's name, else from the store.
 func (r *Router) membersAt(ctx context.Context, group string, version int64) ([]string, error) {
-	if version > 0 {
-		if users, ok := r.members.get(group, version); ok {
-			return users, nil
-		}
+	if users, ok := r.members.get(group, version); ok {
+		return users, nil
 	}
 	owner := r.view.Load().ring.Owner(group)
 	switch owner {
@@ -107,6 +109,14 @@ func (r *Router) loadMembers(ctx context.Context, group string, version int64) (
 		if users, ok := r.members.get(group, version); ok {
 			return version, users, nil
 		}
+		// The store undoes the changes after version, if any came since:
+		// only a message that raced a change is that far behind.
+		users, err := r.cfg.Store.MembersAt(ctx, group, version)
+		if err != nil {
+			return 0, nil, err
+		}
+		r.members.put(group, version, users)
+		return version, users, nil
 	}
 	info, err := r.cfg.Store.Group(ctx, group)
 	if err != nil {
@@ -117,55 +127,7 @@ func (r *Router) loadMembers(ctx context.Context, group string, version int64) (
 		users[i] = m.User
 	}
 	r.members.put(group, info.Version, users)
-	switch {
-	case version == 0 || version == info.Version:
-		return info.Version, users, nil
-	case version > info.Version:
-		// The store answered before the change it reported: never with one
-		// store, but a retry costs little.
-		return 0, nil, fmt.Errorf("group %s: version %d asked, store at %d: %w", group, version, info.Version, ErrUnsettled)
-	}
-	users, err = r.rewindMembers(ctx, group, users, version, info.Version)
-	return version, users, err
-}
-
-// rewindMembers turns the members at version now back into the members at
-// an older version, undoing the membership events after it. Only a message
-// that raced a change asks for an older version, so there are few.
-func (r *Router) rewindMembers(ctx context.Context, group string, users []string, version, now int64) ([]string, error) {
-	var events []store.Message
-	for after := version; after < now; {
-		msgs, _, more, err := r.cfg.Store.Read(ctx, store.GroupStream(group), after, store.MaxReadLimit)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			if m.Seq <= now && m.Event != "" {
-				events = append(events, m)
-			}
-		}
-		if !more || len(msgs) == 0 {
-			break
-		}
-		after = msgs[len(msgs)-1].Seq
-	}
-	set := make(map[string]bool, len(users))
-	for _, u := range users {
-		set[u] = true
-	}
-	for i := len(events) - 1; i >= 0; i-- {
-		switch e := events[i]; e.Event {
-		case store.EventAdded:
-			delete(set, e.User)
-		case store.EventRemoved, store.EventLeft:
-			set[e.User] = true
-		}
-	}
-	out := make([]string, 0, len(set))
-	for u := range set {
-		out = append(out, u)
-	}
-	return out, nil
+	return info.Version, users, nil
 }
 
 // askMembers asks owner for group's members at version (0: now).
@@ -316,7 +278,8 @@ func (r *Router) routeGroup(m protocol.Msg, version int64, sender *client, done 
 		return
 	}
 	frame := protocol.AppendMsg(make([]byte, 0, 160+len(m.Body)), &m)
-	r.deliver(&delivery{users: users, frame: frame, skip: sender, stored: true}, done)
+	r.deliver(&delivery{users: users, frame: frame, skip: sender, stored: true,
+		offline: func(users []string) { r.tellOffline(&m, users...) }}, done)
 }
 
 // ChangeGroup makes a membership change for the HTTP API, as the change's

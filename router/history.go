@@ -57,7 +57,11 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 	if a.Key != "" {
 		r.keys.start(a.From, a.Key)
 	}
+	m := protocol.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Group: a.Group, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
 	finish := func(res result) {
+		if res.status == protocol.StatusStored {
+			r.tellOffline(&m, a.To)
+		}
 		res.seq, res.mid = ap.Seq, ap.Mid
 		if a.Key != "" {
 			r.keys.finish(a.From, a.Key, res)
@@ -65,7 +69,6 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 		}
 		done(res)
 	}
-	m := protocol.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Group: a.Group, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
 	if a.Group != "" {
 		r.routeGroup(m, ap.Version, sender, finish)
 		return

@@ -158,8 +158,8 @@ func init() { servePeer(kindLookupUsers, "lookup_users", (*Router).serveLookupUs
 // this node's directory, the cache, or one lookup per owner for the rest.
 // While the cluster cannot tell (the ring just changed) it retries those for
 // settleWait; a user whose owner still cannot tell gets no location, and
-// failed counts them.
-func (r *Router) locateUsers(users []string) (locs [][]Location, failed int) {
+// its index is in unknown.
+func (r *Router) locateUsers(users []string) (locs [][]Location, unknown []int) {
 	locs = make([][]Location, len(users))
 	pending := make([]int, len(users))
 	for i := range pending {
@@ -170,12 +170,12 @@ func (r *Router) locateUsers(users []string) (locs [][]Location, failed int) {
 	for {
 		pending = r.locateUsersOnce(users, pending, locs)
 		if len(pending) == 0 || time.Now().Add(backoff).After(deadline) {
-			return locs, len(pending)
+			return locs, pending
 		}
 		select {
 		case <-time.After(backoff):
 		case <-r.stop:
-			return locs, len(pending)
+			return locs, pending
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}

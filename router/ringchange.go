@@ -130,20 +130,20 @@ func (r *Router) SetMembers(members []Member) error {
 	r.membersMu.Lock()
 	defer r.membersMu.Unlock()
 	var names []string
-	addrs := make(map[string]string, len(members))
+	peers := make(map[string]link.Member, len(members))
 	for _, m := range members {
 		if !m.Left {
 			names = append(names, m.Name)
 		}
 		if m.Name != r.cfg.Self {
-			addrs[m.Name] = m.Link
+			peers[m.Name] = link.Member{Addr: m.Link, Inc: m.Inc}
 		}
 	}
 	rg, err := ring.New(names)
 	if err != nil {
 		return err
 	}
-	r.links.SetPeers(addrs)
+	r.links.SetPeers(peers)
 	old := r.view.Load()
 	nv := newView(members, rg)
 	for name, inc := range old.inc {

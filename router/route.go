@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/shardchat/shard/link"
@@ -86,6 +87,9 @@ type delivery struct {
 	// ephemeral: not a message but a signal about one (a receipt), never
 	// stored, not counted as a delivery of a message.
 	ephemeral bool
+	// offline, when set, hears which of users have no connection anywhere
+	// (a stored group message: their push notification).
+	offline func(users []string)
 }
 
 // routeLive sends m to the connections of its recipients (room members but
@@ -161,16 +165,23 @@ func (r *Router) deliverToUsers(d *delivery, done func(result)) {
 			byNode[node] = d.users
 		}
 	} else {
-		locs, failed := r.locateUsers(d.users)
-		if failed > 0 {
-			r.log.Debug("users not located for a delivery", "users", failed, "of", len(d.users))
+		locs, unknown := r.locateUsers(d.users)
+		if len(unknown) > 0 {
+			r.log.Debug("users not located for a delivery", "users", len(unknown), "of", len(d.users))
 		}
+		var offline []string
 		for i, ls := range locs {
+			if len(ls) == 0 && d.offline != nil && !slices.Contains(unknown, i) {
+				offline = append(offline, d.users[i])
+			}
 			for _, l := range ls {
 				if l.Node != r.cfg.Self {
 					byNode[l.Node] = append(byNode[l.Node], d.users[i])
 				}
 			}
+		}
+		if len(offline) > 0 {
+			d.offline(offline)
 		}
 	}
 	fan.add(r.deliverLocal(d))
@@ -246,9 +257,13 @@ func (r *Router) others() []string {
 func init() { servePeer(kindForward, "forward", (*Router).serveForward) }
 
 // serveForward hands a delivery from another node to this node's
-// connections and answers how many got it.
+// connections and answers how many got it; one that carries a frame a
+// client may not get (carry.go) reaches nobody.
 func (r *Router) serveForward(from link.Peer, p []byte, reply func([]byte)) {
 	d, err := decodeForward(p)
+	if err == nil && (!carried(d.frame) || d.copy != nil && !carried(d.copy)) {
+		err = errNotCarried
+	}
 	if err != nil {
 		r.log.Warn("bad forward from peer", "peer", from.Name, "err", err)
 		reply(nil)

@@ -7,8 +7,9 @@ import "github.com/shardchat/shard/link"
 type Transport interface {
 	// Serve starts serving the peers' requests with h.
 	Serve(h link.Handler)
-	// SetPeers replaces the peers and their addresses.
-	SetPeers(addrs map[string]string)
+	// SetPeers replaces the peers, by name: their addresses, and the
+	// incarnations that a peer without a cluster key must name to be let in.
+	SetPeers(peers map[string]link.Member)
 	// Request sends a request to peer; cb gets the reply or an error,
 	// exactly once. It reports whether the request went out.
 	Request(peer string, k link.Kind, payload []byte, cb func([]byte, error)) bool

@@ -3,8 +3,10 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/shardchat/shard/link"
 )
@@ -33,7 +35,9 @@ func TestPeerPayloadsRoundTrip(t *testing.T) {
 }
 
 // FuzzPeerFrame feeds arbitrary bytes to everything that parses what a peer
-// sends: none may panic, and a huge declared length must not allocate.
+// sends: none may panic, a huge declared length must not allocate, and what
+// a forward may carry to clients is valid JSON. The link's hello has its
+// own fuzzer (link.FuzzHandshake).
 func FuzzPeerFrame(f *testing.F) {
 	f.Add(appendForward(nil, &delivery{target: Key{Room: true, Name: "lobby"}, from: "carol", frame: []byte(`{"type":"msg"}`)}))
 	f.Add(appendLocations(nil, lookupKnown, []Location{{"n1", 3}}))
@@ -41,6 +45,7 @@ func FuzzPeerFrame(f *testing.F) {
 	f.Add(appendKeys(nil, []Key{{Room: true, Name: "lobby"}}))
 	f.Add([]byte{0, 0, 0, 5, byte(kindLookup), 1, 0, 'u', 0})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte(`{"type":"msg","mid":"m","from":"a","to":"b","body":"h\u00e9","ts":1,"l":[1.5e3,{"x":null}]}`))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		decodeForward(p)
 		decodeLocations(p)
@@ -50,5 +55,9 @@ func FuzzPeerFrame(f *testing.F) {
 		decodeKey(&d)
 		d.Done()
 		link.ReadFrame(bufio.NewReader(bytes.NewReader(p)), link.MaxFrame)
+		// What a forward may hand to clients is valid JSON and UTF-8.
+		if carried(p) && (!json.Valid(p) || !utf8.Valid(p)) {
+			t.Fatalf("a forward would carry %q to clients", p)
+		}
 	})
 }

@@ -124,22 +124,24 @@ func (c *committer) close() {
 	c.wg.Wait()
 }
 
-// trimmer calls trim every interval until stopped: the background half of
-// retention.
-type trimmer struct {
+// background runs a function every interval until stopped: the store's
+// work beside the committer (retention, the health probe).
+type background struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func startTrimmer(interval time.Duration, log *slog.Logger, trim func(context.Context) (int, error)) *trimmer {
+// every starts fn every interval (never if interval < 0); fn's ctx ends
+// when the background is stopped.
+func every(interval time.Duration, fn func(ctx context.Context)) *background {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &trimmer{cancel: cancel, done: make(chan struct{})}
+	b := &background{cancel: cancel, done: make(chan struct{})}
 	if interval < 0 {
-		close(t.done)
-		return t
+		close(b.done)
+		return b
 	}
 	go func() {
-		defer close(t.done)
+		defer close(b.done)
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for {
@@ -148,21 +150,30 @@ func startTrimmer(interval time.Duration, log *slog.Logger, trim func(context.Co
 				return
 			case <-tick.C:
 			}
-			n, err := trim(ctx)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				log.Warn("store retention pass failed", "err", err)
-			case n > 0:
-				log.Debug("store retention pass", "removed", n)
-			}
+			fn(ctx)
 		}
 	}()
-	return t
+	return b
 }
 
-func (t *trimmer) stop() {
-	t.cancel()
-	<-t.done
+// stop stops the background and waits for a run under way.
+func (b *background) stop() {
+	b.cancel()
+	<-b.done
+}
+
+// startTrimmer runs trim every interval: the background half of
+// retention.
+func startTrimmer(interval time.Duration, log *slog.Logger, trim func(context.Context) (int, error)) *background {
+	return every(interval, func(ctx context.Context) {
+		n, err := trim(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("store retention pass failed", "err", err)
+		case n > 0:
+			log.Debug("store retention pass", "removed", n)
+		}
+	})
 }
 
 // engine is what each engine puts behind the frontend.
@@ -189,6 +200,11 @@ type engine interface {
 	setLastSeen(ctx context.Context, user string, ms int64) error
 	lastSeen(ctx context.Context, users []string) (map[string]int64, error)
 
+	// probe checks, cheaply, that the engine can take writes now: nil, or
+	// an error that wraps ErrUnavailable. It runs every probeEvery, beside
+	// the committer.
+	probe(ctx context.Context) error
+
 	// close closes the engine; nothing calls it after.
 	close() error
 }
@@ -198,10 +214,13 @@ type engine interface {
 // reads and retention steps go to the engine; a trimmer runs retention in
 // the background; Close stops all of it in order.
 type frontend struct {
-	e     engine
-	c     *committer
-	trims *trimmer
-	opts  Options
+	e      engine
+	c      *committer
+	trims  *background
+	probes *background
+	opts   Options
+	// health is set by the engine's commits and by the prober.
+	health *health
 
 	// mu is held for reading by each read, retention step and call of the
 	// groups, read state and presence, so that Close waits for those under
@@ -213,12 +232,18 @@ type frontend struct {
 	closeErr  error
 }
 
-// start starts the committer, with n goroutines, and the trimmer of e.
+// start starts the committer, with n goroutines, the trimmer and the
+// prober of e.
 func (f *frontend) start(e engine, n int, opts Options) {
 	f.e, f.opts = e, opts
+	f.health = newHealth(opts.Logger)
 	f.c = newCommitter(n, opts.MaxBatch, e.commit)
 	f.trims = startTrimmer(opts.TrimInterval, opts.Logger, f.Trim)
+	f.probes = startProber(f.health, e.probe)
 }
+
+// Health says whether the store can take writes now.
+func (f *frontend) Health() Health { return f.health.get() }
 
 func (f *frontend) Append(ctx context.Context, a Append) (Appended, error) {
 	if err := a.check(); err != nil {
@@ -297,6 +322,7 @@ func (f *frontend) Close() error {
 		// The trimmer first: its pass then ends by its context, not with
 		// ErrClosed, which it would log.
 		f.trims.stop()
+		f.probes.stop()
 		f.mu.Lock()
 		f.closed = true
 		f.mu.Unlock()

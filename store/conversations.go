@@ -12,7 +12,7 @@ import (
 // one (with a peer; offsets in the user's own inbox) or a group (offsets
 // in the group's stream).
 //
-// Rules (SPEC 8):
+// Rules (issue 12):
 //   - A read offset only moves forward; a lower one changes nothing. It is
 //     clamped to the newest offset of the conversation: one cannot have
 //     read what is not there yet.

@@ -45,8 +45,8 @@ func convKey(b []byte, user, peer string) []byte { return pairKey(b, 'c', user, 
 
 // conv is user's conversation with peer (zero if it has no message).
 func (t *txn) conv(user, peer string) (convState, error) {
-	c, err := load(t, t.convs, convID{user, peer}, func() []byte { return convKey(t.key[:0], user, peer) })
-	if err != nil {
+	var c convState
+	if err := load(t, t.convs, convID{user, peer}, &c, func() []byte { return convKey(t.key[:0], user, peer) }, c.decode); err != nil {
 		return c, fmt.Errorf("conversation %s/%s: %w", user, peer, err)
 	}
 	return c, nil
@@ -71,8 +71,8 @@ func (u *userState) decode(v []byte) error    { return decodeVarints(v, &u.group
 func userKey(b []byte, user string) []byte { return append(append(b, 'p'), user...) }
 
 func (t *txn) user(name string) (userState, error) {
-	u, err := load(t, t.users, name, func() []byte { return userKey(t.key[:0], name) })
-	if err != nil {
+	var u userState
+	if err := load(t, t.users, name, &u, func() []byte { return userKey(t.key[:0], name) }, u.decode); err != nil {
 		return u, fmt.Errorf("user %s: %w", name, err)
 	}
 	return u, nil

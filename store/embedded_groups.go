@@ -69,8 +69,8 @@ func memberKey(b []byte, group, user string) []byte { return pairKey(b, 'n', gro
 func joinedKey(b []byte, user, group string) []byte { return pairKey(b, 'j', user, group) }
 
 func (t *txn) group(name string) (groupState, error) {
-	g, err := load(t, t.groups, name, func() []byte { return groupKey(t.key[:0], name) })
-	if err != nil {
+	var g groupState
+	if err := load(t, t.groups, name, &g, func() []byte { return groupKey(t.key[:0], name) }, g.decode); err != nil {
 		return g, fmt.Errorf("group %s: %w", name, err)
 	}
 	return g, nil
@@ -82,8 +82,8 @@ func (t *txn) putGroup(name string, g groupState) {
 }
 
 func (t *txn) member(group, user string) (memberState, error) {
-	m, err := load(t, t.members, memberID{group, user}, func() []byte { return memberKey(t.key[:0], group, user) })
-	if err != nil {
+	var m memberState
+	if err := load(t, t.members, memberID{group, user}, &m, func() []byte { return memberKey(t.key[:0], group, user) }, m.decode); err != nil {
 		return m, fmt.Errorf("member %s/%s: %w", group, user, err)
 	}
 	return m, nil

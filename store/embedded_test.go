@@ -20,3 +20,11 @@ func BenchmarkEmbeddedAppend(b *testing.B) {
 func BenchmarkEmbeddedRead(b *testing.B) {
 	storetest.BenchRead(b, freshDir)
 }
+
+func BenchmarkEmbeddedGroupAppend(b *testing.B) {
+	storetest.BenchGroupAppend(b, freshDir)
+}
+
+func BenchmarkEmbeddedConversations(b *testing.B) {
+	storetest.BenchConversations(b, freshDir)
+}

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/shardchat/shard/protocol"
@@ -15,7 +17,7 @@ import (
 // that the members who should get a message are a function of its offset
 // (Appended.Version) and a cache of member lists can be keyed by it.
 //
-// Rules (SPEC 8), and what the SPEC leaves open:
+// Rules (issue 12), and what it leaves open:
 //   - The creator is a member and the admin; CreateGroup of an existing
 //     group is ErrConflict. Members besides the creator are not admins.
 //   - AddMember and RemoveMember need an admin (ErrForbidden for another
@@ -60,6 +62,12 @@ type Groups interface {
 	// the event that added it (a page after an earlier offset starts
 	// there), ErrNotMember for a user who is not a member.
 	ReadGroup(ctx context.Context, user, group string, after int64, limit int) (msgs []Message, last int64, more bool, err error)
+	// MembersAt returns the members of group as they were at version (a
+	// message's Appended.Version): the recipients of that message, even
+	// when the group has changed since, by undoing the events after
+	// version. ErrTooOld when those are more than MaxUndoEvents entries
+	// back or retention has removed some.
+	MembersAt(ctx context.Context, group string, version int64) ([]string, error)
 }
 
 // GroupChange is a membership change: who makes it, to what, and the
@@ -106,7 +114,7 @@ type Member struct {
 	Seq   int64 // the offset of the event that added it
 }
 
-// Bounds of groups (SPEC 8).
+// Bounds of groups (issue 12).
 const (
 	// DefaultMaxGroupMembers is --max-group-members' default.
 	DefaultMaxGroupMembers = 1000
@@ -115,7 +123,13 @@ const (
 	MaxUserGroups = 1000
 	// MaxCreateMembers bounds the members one CreateGroup names.
 	MaxCreateMembers = 1000
+	// MaxUndoEvents bounds the stream entries MembersAt reads back: a
+	// router asks for a message it has just stored, a few entries back.
+	MaxUndoEvents = 4 * MaxReadLimit
 )
+
+// ErrTooOld is MembersAt's answer for a version too far back.
+var ErrTooOld = errors.New("store: too old a version to rebuild")
 
 // changeKind is which of the four changes a GroupChange is for.
 type changeKind uint8
@@ -289,6 +303,68 @@ func (f *frontend) ReadGroup(ctx context.Context, user, group string, after int6
 	}
 	defer f.mu.RUnlock()
 	return f.e.readGroup(ctx, user, group, max(after, 0), limit)
+}
+
+// MembersAt takes the members now and undoes, newest first, the events
+// after version: an added member goes, a removed or leaving one comes
+// back. A group that is gone now has no members, and one made again
+// after version had none before its created event.
+func (f *frontend) MembersAt(ctx context.Context, group string, version int64) ([]string, error) {
+	if err := checkGroupName("members at", group); err != nil {
+		return nil, err
+	}
+	members := make(map[string]bool)
+	now := int64(0)
+	info, err := f.Group(ctx, group)
+	switch {
+	case errors.Is(err, ErrNoGroup):
+		if _, now, _, err = f.Read(ctx, GroupStream(group), 0, 1); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	default:
+		now = info.Version
+		for _, m := range info.Members {
+			members[m.User] = true
+		}
+	}
+	if now-version > MaxUndoEvents {
+		return nil, fmt.Errorf("members of %q at %d, %d entries back: %w", group, version, now-version, ErrTooOld)
+	}
+	var events []Message
+	for after := max(version, 0); after < now; {
+		page, _, more, err := f.Read(ctx, GroupStream(group), after, MaxReadLimit)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 || page[0].Seq != after+1 {
+			return nil, fmt.Errorf("members of %q at %d: retention removed what followed: %w", group, version, ErrTooOld)
+		}
+		for _, m := range page {
+			if m.Seq > now {
+				break
+			}
+			if m.Event != "" {
+				events = append(events, m)
+			}
+			after = m.Seq
+		}
+		if !more {
+			break
+		}
+	}
+	for _, ev := range slices.Backward(events) {
+		switch ev.Event {
+		case EventAdded:
+			delete(members, ev.User)
+		case EventRemoved, EventLeft:
+			members[ev.User] = true
+		case EventCreated:
+			clear(members)
+		}
+	}
+	return slices.Sorted(maps.Keys(members)), nil
 }
 
 // changeRequest is a membership change for an engine: the checked

@@ -99,7 +99,7 @@ import (
 // version 1 refuses to open a database of version 2: upgrade every node.
 //
 // An append group (group commit: the appends waiting on one node) is one
-// transaction in two round trips, three with group messages:
+// transaction in two round trips (steps 1 and 2 share one):
 //
 //  1. BEGIN, and INSERT the keys ... ON CONFLICT DO UPDATE (renew) WHERE
 //     created_at is past the window, RETURNING those that are new: the
@@ -127,9 +127,9 @@ import (
 //
 // Every transaction takes its locks in one order, keys before groups'
 // advisory locks before groups' rows before users before streams before
-// conversations before members, each sorted by (kind, name), (user_id, peer) or (from_user,
-// key) in byte order (COLLATE "C"): appends and changes from many nodes
-// never deadlock. A deadlock or serialization error would retry the group
+// conversations before members, each sorted by (kind, name), (user_id,
+// peer) or (from_user, key) in byte order (COLLATE "C"): appends and
+// changes from many nodes never deadlock. A deadlock or serialization error would retry the group
 // all the same.
 //
 // What it costs, `go test -run '^$' -bench PostgresAppend -benchmem
@@ -152,6 +152,14 @@ import (
 // read shard_streams again for the messages and for the keys. Run in turn
 // with the three on a busy machine, `-count 6` medians, group commit: 1080
 // to 1220, 3220 to 4130 and 6350 to 6960 appends/s at 1, 16, 64.)
+//
+// Schema 2 (the conversation upsert in the statement): schema 1's binary
+// and this one in turn, medians of 3, group commit, the box shared and
+// busy (load 3 to 6): 1376 and 1381 appends/s at 1 (p50 0.67 and 0.69
+// ms), 4060 and 6430 at 16, 5260 and 6110 at 64: no loss that the noise
+// lets one see. pgx allocates more to encode the 21 more array
+// parameters: 218 to 310 allocations per append at 1 appender (9 to 18
+// KB), a few µs against the round trips and the sync.
 const schemaVersion = 2
 
 var migrations = []string{
@@ -418,13 +426,51 @@ func (p *postgres) commit(batch []*request) {
 		if len(work.reqs) == 0 {
 			continue
 		}
-		if err := retryPG(func() error { return work.f(ctx, work.reqs) }); err != nil {
+		err := retryPG(func() error { return work.f(ctx, work.reqs) })
+		switch {
+		case err == nil:
+			p.health.set(nil)
+		case unreachable(err):
+			err = fmt.Errorf("store commit: %w: %w", ErrUnavailable, err)
+			p.health.set(err)
+		default:
 			err = fmt.Errorf("store commit: %w", err)
+		}
+		if err != nil {
 			for _, r := range work.reqs {
 				r.res, r.err = Appended{}, err
 			}
 		}
 	}
+}
+
+// unreachable says err is the database not serving, rather than refusing
+// this transaction: no answer from the server (a connection refused or
+// cut, a timeout), or one of the classes connection exception (08),
+// insufficient resources (53), operator intervention (57: shutting down,
+// starting up, terminated) and system error (58).
+func unreachable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return true
+	}
+	if len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "08", "53", "57", "58":
+		return true
+	}
+	return false
+}
+
+// probe pings the database through the pool: a connection that is idle
+// goes back and forth once; none, and a new one is made.
+func (p *postgres) probe(ctx context.Context) error {
+	if err := p.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // retryPG runs f up to three times while it fails with a deadlock or a
@@ -679,43 +725,55 @@ func (p *postgres) commitAppends(ctx context.Context, reqs []*request) error {
 		leader[id] = r
 		keyed = append(keyed, r)
 	}
+	var toGroups []*request
+	for _, r := range reqs {
+		if r.append.Group != "" && follows[r] == nil {
+			toGroups = append(toGroups, r)
+		}
+	}
 	return p.withConn(ctx, func(conn *pgxpool.Conn) error {
-		dup := make(map[*request]bool)
-		begun := len(keyed) > 0
+		// Steps 1 and 2 go in one round trip: the groups of duplicates
+		// are locked and read for nothing, which costs less than a trip.
+		begun := len(keyed) > 0 || len(toGroups) > 0
+		b := &pgx.Batch{}
 		if begun {
-			if err := p.claimKeys(ctx, conn, keyed, now, cutoff, dup); err != nil {
+			b.Queue("BEGIN")
+		}
+		won := queueClaims(b, keyed, now, cutoff)
+		versions := make(map[string]int64)
+		members := queueSenderCheck(b, toGroups, versions)
+		if b.Len() > 0 {
+			if err := conn.SendBatch(ctx, b).Close(); err != nil {
 				return err
 			}
 		}
-		var fresh, toGroups []*request
+		dup := make(map[*request]bool)
+		if len(keyed) > 0 {
+			if err := answerDuplicates(ctx, conn, keyed, won, dup); err != nil {
+				return err
+			}
+		}
+		var fresh []*request
+		var unclaimFrom, unclaimKey []string
 		for _, r := range reqs {
 			if dup[r] || follows[r] != nil {
 				continue
 			}
-			fresh = append(fresh, r)
-			if r.append.Group != "" {
-				toGroups = append(toGroups, r)
-			}
-		}
-		versions := make(map[string]int64)
-		var unclaimFrom, unclaimKey []string
-		if len(toGroups) > 0 {
-			if err := p.checkSenders(ctx, conn, toGroups, !begun, versions); err != nil {
-				return err
-			}
-			begun = true
-			fresh = slices.DeleteFunc(fresh, func(r *request) bool {
-				if r.err != nil && r.append.Key != "" { // its key was claimed for nothing
-					unclaimFrom, unclaimKey = append(unclaimFrom, r.append.From), append(unclaimKey, r.append.Key)
+			if a := &r.append; a.Group != "" && !members[memberID{a.Group, a.From}] {
+				_, exists := versions[a.Group]
+				r.err = notMember("send to group", a.Group, a.From, exists)
+				if a.Key != "" { // its key was claimed for nothing
+					unclaimFrom, unclaimKey = append(unclaimFrom, a.From), append(unclaimKey, a.Key)
 				}
-				return r.err != nil
-			})
+				continue
+			}
+			fresh = append(fresh, r)
 		}
 		pl := &appendPlan{streams: make(map[Stream]*streamCount), convs: make(map[convID]*convCount), at: make(map[*request]*placed)}
 		for _, r := range fresh {
 			pl.place(r)
 		}
-		b := &pgx.Batch{}
+		b = &pgx.Batch{}
 		if len(unclaimFrom) > 0 {
 			b.Queue(`DELETE FROM shard_keys k USING unnest($1::text[], $2::text[]) AS u(from_user, key)
 				WHERE k.from_user = u.from_user AND k.key = u.key`, unclaimFrom, unclaimKey)
@@ -845,12 +903,15 @@ func (pl *appendPlan) arguments(fresh []*request, versions map[string]int64) []a
 // col is an empty column of room for n values.
 func col[T any](n int) []T { return make([]T, 0, n) }
 
-// checkSenders is step 2 for the group messages of an append group:
-// it takes their groups' locks shared (in order), reads their versions
-// into versions, and refuses (r.err) each message whose sender is not a
-// member or whose group does not exist. begin: the transaction starts
-// here.
-func (p *postgres) checkSenders(ctx context.Context, conn *pgxpool.Conn, reqs []*request, begin bool, versions map[string]int64) error {
+// queueSenderCheck queues step 2 for the group messages reqs of an append
+// group: take their groups' locks shared (in order), read their
+// versions into versions, and which senders are members, which it
+// returns once the batch is sent.
+func queueSenderCheck(b *pgx.Batch, reqs []*request, versions map[string]int64) map[memberID]bool {
+	member := make(map[memberID]bool)
+	if len(reqs) == 0 {
+		return member
+	}
 	var names, gGroup, gUser []string
 	for _, r := range reqs {
 		names = append(names, r.append.Group)
@@ -858,11 +919,6 @@ func (p *postgres) checkSenders(ctx context.Context, conn *pgxpool.Conn, reqs []
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
-	member := make(map[memberID]bool)
-	b := &pgx.Batch{}
-	if begin {
-		b.Queue("BEGIN")
-	}
 	// unnest keeps names' order (sorted), and the locks are taken in it.
 	b.Queue(`SELECT pg_advisory_xact_lock_shared(`+groupLock("g.name")+`) FROM unnest($1::text[]) AS g(name)`, names)
 	// Statements of their own, after the locks: their snapshot has every
@@ -889,23 +945,18 @@ func (p *postgres) checkSenders(ctx context.Context, conn *pgxpool.Conn, reqs []
 		}
 		return rows.Err()
 	})
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return err
-	}
-	for _, r := range reqs {
-		a := &r.append
-		if !member[memberID{a.Group, a.From}] {
-			_, exists := versions[a.Group]
-			r.err = notMember("send to group", a.Group, a.From, exists)
-		}
-	}
-	return nil
+	return member
 }
 
-// claimKeys begins the group's transaction and claims its keys: a key new
-// or past its window is (re)created for this group; the others mark
-// their append a duplicate, answered from the first append's record.
-func (p *postgres) claimKeys(ctx context.Context, conn *pgxpool.Conn, keyed []*request, now, cutoff int64, dup map[*request]bool) error {
+// queueClaims queues the claim of keyed's keys in their transaction (step
+// 1): a key new or past its window is (re)created for this group, and
+// is in the set it returns once the batch is sent; the others are
+// duplicates (answerDuplicates).
+func queueClaims(b *pgx.Batch, keyed []*request, now, cutoff int64) map[keyID]bool {
+	won := make(map[keyID]bool, len(keyed))
+	if len(keyed) == 0 {
+		return won
+	}
 	slices.SortFunc(keyed, func(a, b *request) int {
 		return cmp.Or(strings.Compare(a.append.From, b.append.From), strings.Compare(a.append.Key, b.append.Key))
 	})
@@ -914,9 +965,6 @@ func (p *postgres) claimKeys(ctx context.Context, conn *pgxpool.Conn, keyed []*r
 	for _, r := range keyed {
 		from, key, mid, ts = append(from, r.append.From), append(key, r.append.Key), append(mid, r.append.Mid), append(ts, r.append.TS)
 	}
-	won := make(map[keyID]bool, len(keyed))
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
 	b.Queue(`INSERT INTO shard_keys AS k (from_user, key, created_at, mid, ts, seq, sender_seq)
 		SELECT u.from_user, u.key, $3, u.mid, u.ts, 0, 0
 		FROM unnest($1::text[], $2::text[], $4::text[], $5::bigint[]) AS u(from_user, key, mid, ts)
@@ -934,9 +982,13 @@ func (p *postgres) claimKeys(ctx context.Context, conn *pgxpool.Conn, keyed []*r
 		}
 		return rows.Err()
 	})
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return err
-	}
+	return won
+}
+
+// answerDuplicates marks dup the appends of keyed whose key was not won
+// and answers each from its first append's record (a round trip, only
+// when there is one).
+func answerDuplicates(ctx context.Context, conn *pgxpool.Conn, keyed []*request, won map[keyID]bool, dup map[*request]bool) error {
 	var dupFrom, dupKey []string
 	byID := make(map[keyID]*request)
 	for _, r := range keyed {

@@ -124,3 +124,11 @@ func BenchmarkPostgresAppend(b *testing.B) {
 func BenchmarkPostgresRead(b *testing.B) {
 	storetest.BenchRead(b, pg.FreshSchema)
 }
+
+func BenchmarkPostgresGroupAppend(b *testing.B) {
+	storetest.BenchGroupAppend(b, pg.FreshSchema)
+}
+
+func BenchmarkPostgresConversations(b *testing.B) {
+	storetest.BenchConversations(b, pg.FreshSchema)
+}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Presence keeps when each user was last seen (SPEC 9's last_seen): the
+// Presence keeps when each user was last seen (issue 13's last_seen): the
 // time its last connection closed, kept across restarts. Online state is
 // soft and lives in the router; only this outlives it.
 type Presence interface {
@@ -19,7 +19,7 @@ type Presence interface {
 }
 
 // MaxLastSeenUsers bounds one LastSeen: the users one watch frame may
-// name (SPEC 9, --max-watch).
+// name (issue 13, --max-watch).
 const MaxLastSeenUsers = 1000
 
 func (f *frontend) SetLastSeen(ctx context.Context, user string, ms int64) error {

@@ -116,6 +116,7 @@ type Appended struct {
 	// list cached by version is right for it (a message racing a removal
 	// is either before the removal's offset, with the older version and
 	// the removed member among its recipients, or after it, without).
+	// Group gives the members at the newest version, MembersAt at any.
 	Version int64
 
 	// Duplicate: Key was seen from From within the window. Nothing was
@@ -171,6 +172,10 @@ type Store interface {
 	// right: a removed message is no longer unread.
 	Trim(ctx context.Context) (removed int, err error)
 
+	// Health says whether the store can take writes now, as its last
+	// write or its last probe (every second) found.
+	Health() Health
+
 	Groups
 	ReadState
 	Presence
@@ -189,7 +194,7 @@ type Options struct {
 	// MaxAge removes messages whose ts is older than this; 0 keeps all.
 	MaxAge time.Duration
 
-	// MaxGroupMembers bounds the members of one group (SPEC 8,
+	// MaxGroupMembers bounds the members of one group (issue 12,
 	// --max-group-members). Default DefaultMaxGroupMembers.
 	MaxGroupMembers int
 
@@ -206,6 +211,15 @@ type Options struct {
 	// Now is the clock for key windows and age retention. Default time.Now.
 	Now func() time.Time
 
+	// DiskReserve is the free space the embedded engine keeps on its disk:
+	// below it, writes are refused (ErrFull) until space returns, and half
+	// of it is held as a ballast file for what fills the disk anyway
+	// (diskguard.go). Default DefaultDiskReserve; negative: no refusal,
+	// only the ballast (tests). PostgreSQL ignores it.
+	DiskReserve int64
+	// diskBallast overrides the ballast's size (tests).
+	diskBallast int64
+
 	Logger *slog.Logger
 }
 
@@ -219,6 +233,11 @@ const (
 	// DefaultMaxBatch: 256 appends of about 1 KiB is a 256 KiB commit,
 	// past which a bigger group buys no fewer syncs worth having.
 	DefaultMaxBatch = 256
+	// DefaultDiskReserve: a full memtable's flush (Pebble's default 4 MiB
+	// memtables, growing to 64 MiB) and the WAL it comes from fit in it,
+	// with its ballast of 32 MiB on top; on a disk of gigabytes it is
+	// nothing.
+	DefaultDiskReserve = 64 << 20
 	// MaxReadLimit caps one Read page: well under the 1024 frames of the
 	// default --send-queue, so that a page never trips the slow-consumer
 	// limit on its own.
@@ -231,7 +250,8 @@ const (
 	queueLen = 4096
 )
 
-// Errors. Each has a SPEC code for the client: ErrInvalid and ErrTooMany
+// Errors. Each has an error code for the client (docs/protocol.md §4.7
+// and issue 12's forbidden and conflict): ErrInvalid and ErrTooMany
 // are bad_request, ErrNotMember not_member (and so is ErrNoGroup, unless
 // the router tells an unknown group apart), ErrForbidden forbidden,
 // ErrConflict conflict.
@@ -260,6 +280,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.DiskReserve == 0 {
+		o.DiskReserve = DefaultDiskReserve
+	}
+	if o.diskBallast == 0 {
+		o.diskBallast = max(o.DiskReserve, 0) / 2
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -22,7 +22,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/shardchat/shard/internal/freeport"
+	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/shardproc"
 	"github.com/shardchat/shard/internal/testcluster"
 	"github.com/shardchat/shard/internal/wait"
@@ -42,7 +42,7 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 
 	procs := testcluster.StartProcesses(t, 3, "--drain-timeout", "5s") // n1..n3 on 127.0.0.2..4
 	phase("3 nodes ready")
-	base := startNginx(t, nginx, procs)
+	base := startNginx(t, nginx, procs).base
 	phase("nginx ready at " + base)
 
 	browser := startBrowser(t, chromium)
@@ -261,6 +261,52 @@ func TestBrowserChatThroughNginxSurvivesDrainAndCrash(t *testing.T) {
 	}
 }
 
+// TestPageReconnectsAfterNginxRestarts: nginx, the only way in for the
+// page, is killed (master and workers) and started again; the page shows
+// that it lost its connection, reconnects by itself through the same
+// address, and chats on.
+func TestPageReconnectsAfterNginxRestarts(t *testing.T) {
+	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
+	ng := startNginx(t, lookTool(t, "nginx", "/usr/sbin/nginx"), testcluster.StartProcesses(t, 1))
+	browser := startBrowser(t, chromium)
+	alice := openPage(t, browser, "alice", ng.base+"/?user=alice")
+	t.Cleanup(func() {
+		if t.Failed() {
+			alice.dump()
+		}
+	})
+	alice.connectedNode(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bob, err := client.Dial(ctx, client.Options{URL: "ws" + strings.TrimPrefix(ng.base, "http") + "/ws", User: "bob", Reconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+
+	connects := alice.eval(`document.querySelector('#conn').dataset.connects`)
+	ng.kill()
+	alice.waitFor("alice's page to show that it lost its connection",
+		`document.querySelector('#conn').dataset.state !== 'open' && !document.querySelector('#banner').hidden`)
+	restarted := time.Now()
+	ng.start()
+	alice.waitForLong(15*time.Second, "alice's page to reconnect through nginx once it is back",
+		fmt.Sprintf(`document.querySelector('#conn').dataset.state === 'open' && document.querySelector('#conn').dataset.connects !== %q`, connects))
+	t.Logf("the page reconnected %s after nginx was started again", time.Since(restarted).Round(time.Millisecond))
+	wait.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		ack, err := bob.Send(ctx, "alice", "through the new nginx")
+		if err != nil || ack.Status != protocol.StatusDelivered {
+			return fmt.Errorf("bob -> alice after the restart: %+v %v", ack, err)
+		}
+		return nil
+	})
+	alice.enterText("new-chat", "bob")
+	alice.waitMessage("through the new nginx", "bob")
+	alice.sendMessage("got it")
+	alice.waitStatus("got it", "delivered", "delivered")
+	alice.checkNoExceptions()
+}
+
 // TestBrowserChatKeepsHistoryWithAStore is the page on a node that keeps
 // messages (--data, the embedded store): a message to someone who has never
 // connected is acked "stored" and reaches them when they do; a person who
@@ -426,84 +472,6 @@ func lookTool(t *testing.T, name, fallback string) string {
 	}
 	t.Skipf("%s is not installed (not in PATH, no %s): `make deps` installs it", name, fallback)
 	return ""
-}
-
-// startNginx fills web/nginx.conf.tmpl as scripts/run-cluster.sh does and
-// runs nginx on a free loopback port; it returns the page's base URL.
-func startNginx(t *testing.T, nginx string, procs []*shardproc.Process) string {
-	t.Helper()
-	tmpl, err := os.ReadFile("nginx.conf.tmpl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	// nginx running as root hands its temp directories to an unprivileged
-	// worker, which must be able to reach them.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	port, err := freeport.TCP("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	var conf strings.Builder
-	for _, line := range strings.SplitAfter(string(tmpl), "\n") {
-		line = strings.ReplaceAll(line, "@DIR@", dir)
-		line = strings.ReplaceAll(line, "@LISTEN@", listen)
-		if !strings.Contains(line, "@NODE@") {
-			conf.WriteString(line)
-			continue
-		}
-		for _, p := range procs {
-			conf.WriteString(strings.ReplaceAll(line, "@NODE@", p.HTTP))
-		}
-	}
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	errLog := filepath.Join(dir, "error.log")
-	cmd := exec.Command(nginx, "-e", errLog, "-c", confPath, "-p", dir)
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			log, _ := os.ReadFile(errLog)
-			t.Logf("nginx error log:\n%s", log)
-		}
-	})
-	base := "http://" + listen
-	wait.For(t, 10*time.Second, 50*time.Millisecond, func() error {
-		select {
-		case err := <-done:
-			log, _ := os.ReadFile(errLog)
-			t.Fatalf("nginx exited: %v\n%s\n%s", err, out, log)
-		default:
-		}
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("GET /healthz through nginx: %d", resp.StatusCode)
-		}
-		return nil
-	})
-	return base
 }
 
 func getJSON(t *testing.T, url string, v any) {

@@ -1,6 +1,7 @@
 // Package web holds what a browser needs: the chat page and the JavaScript
-// client it is built on (sdk/, served at /sdk/), both embedded in the
-// binary, and the nginx configuration that puts a cluster behind one address.
+// client it is built on (sdk/, served at /sdk/), the cluster view
+// (/cluster), all embedded in the binary, and the nginx configuration that
+// puts a cluster behind one address.
 package web
 
 import (
@@ -29,8 +30,11 @@ func Serve(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	name := string(ctx.Path())
-	if name == "/" {
+	switch name {
+	case "/":
 		name = "/index.html"
+	case "/cluster":
+		name = "/cluster.html" // the cluster view
 	}
 	if strings.Contains(name, "..") {
 		return false

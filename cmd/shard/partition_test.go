@@ -121,7 +121,9 @@ func TestPartitionedNodeIsRoutedAroundAndHeals(t *testing.T) {
 	}
 	tn := newTestNet(t)
 	start := func(name, host, seed string, inNS bool) *clusterNode {
-		n := &clusterNode{Spec: shardproc.Spec{Name: name, Join: seed, Args: []string{"--drain-timeout", "5s"}}}
+		// The nodes talk over 10.77.0.x, off loopback: a node without a
+		// cluster key starts there only with --insecure.
+		n := &clusterNode{Spec: shardproc.Spec{Name: name, Join: seed, Args: []string{"--drain-timeout", "5s", "--insecure"}}}
 		if inNS { // a fresh namespace has every port free
 			n.Addrs = shardproc.Addrs{HTTP: host + ":18080", Gossip: host + ":17946", Link: host + ":17947"}
 			// Its client's connection crosses the cut: a short ping

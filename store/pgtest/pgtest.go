@@ -37,11 +37,15 @@ const startTimeout = 60 * time.Second
 
 // Server is a running throwaway PostgreSQL server.
 type Server struct {
-	Port int
-	dir  string
-	cmd  *exec.Cmd
-	exit chan error // the server process's end
-	log  *logTail
+	Port    int
+	dir     string
+	bin     string // of postgres
+	data    string // the data directory, in dir
+	cred    *syscall.Credential
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the server process has ended
+	exitErr error         // how it ended, once exited is closed
+	log     *logTail
 }
 
 // BinDir finds the directory of initdb and postgres: $SHARD_PG_BIN, else
@@ -115,7 +119,13 @@ func StartServer() (*Server, error) {
 	}
 	// A free port can be taken between the probe and the bind: try again.
 	for attempt := 0; ; attempt++ {
-		s, err := start(bin, dir, data, cred)
+		port, err := freeport.TCP("127.0.0.1")
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		s := &Server{Port: port, dir: dir, bin: bin, data: data, cred: cred, log: &logTail{}}
+		err = s.start()
 		if err == nil {
 			return s, nil
 		}
@@ -126,29 +136,29 @@ func StartServer() (*Server, error) {
 	}
 }
 
-func start(bin, dir, data string, cred *syscall.Credential) (*Server, error) {
-	port, err := freeport.TCP("127.0.0.1")
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data,
+// start starts the server process on s's data directory and port, and
+// waits until it accepts connections.
+func (s *Server) start() error {
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", s.data,
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "port="+strconv.Itoa(port),
-		"-c", "unix_socket_directories="+dir,
+		"-c", "port="+strconv.Itoa(s.Port),
+		"-c", "unix_socket_directories="+s.dir,
 		"-c", "max_connections=300", // parallel tests, several pools each
 		"-c", "logging_collector=off",
 	)
-	// Pdeathsig: a test binary that dies takes its server with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	// Pdeathsig: a test binary that dies takes its server with it. Setpgid:
+	// the server and its backends are one process group, for Crash.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cmd.Stdout = io.Discard
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
+		return fmt.Errorf("pgtest: start postgres: %w", err)
 	}
-	s := &Server{Port: port, dir: dir, cmd: cmd, exit: make(chan error, 1), log: &logTail{}}
+	exited := make(chan struct{})
+	s.cmd, s.exited = cmd, exited
 	ready := make(chan struct{})
 	go func() {
 		// Read the log to its end, always: a full pipe would stall the server.
@@ -161,16 +171,17 @@ func start(bin, dir, data string, cred *syscall.Credential) (*Server, error) {
 				once.Do(func() { close(ready) })
 			}
 		}
-		s.exit <- cmd.Wait()
+		s.exitErr = cmd.Wait()
+		close(exited)
 	}()
 	select {
 	case <-ready:
-		return s, nil
-	case err := <-s.exit:
-		return nil, fmt.Errorf("pgtest: postgres exited (%v); could not start. Its log:\n%s", err, s.log.String())
+		return nil
+	case <-exited:
+		return fmt.Errorf("pgtest: postgres exited (%v); could not start. Its log:\n%s", s.exitErr, s.log.String())
 	case <-time.After(startTimeout):
 		s.kill()
-		return nil, fmt.Errorf("pgtest: postgres not ready after %s. Its log:\n%s", startTimeout, s.log.String())
+		return fmt.Errorf("pgtest: postgres not ready after %s. Its log:\n%s", startTimeout, s.log.String())
 	}
 }
 
@@ -218,18 +229,39 @@ func (s *Server) Stop() error {
 	if s == nil {
 		return nil
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-s.exit:
-	case <-time.After(15 * time.Second):
-		s.kill()
-	}
+	s.Down()
 	return os.RemoveAll(s.dir)
 }
 
+// Down shuts the server down as `pg_ctl stop -m fast` does (SIGINT): open
+// sessions are cut, transactions under way roll back, the data stays. Up
+// starts it again. It returns once the server has exited.
+func (s *Server) Down() {
+	select {
+	case <-s.exited: // down already
+		return
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+	case <-time.After(15 * time.Second):
+		s.kill()
+	}
+}
+
+// Crash kills the server and all its backends at once with SIGKILL, as a
+// kill -9 of the service would: connections drop mid-transaction, and Up
+// recovers the data from the write-ahead log.
+func (s *Server) Crash() { s.kill() }
+
+// Up starts the server again after Down or Crash, on the same data and
+// port, and returns once it accepts connections.
+func (s *Server) Up() error { return s.start() }
+
 func (s *Server) kill() {
-	_ = s.cmd.Process.Kill()
-	<-s.exit
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.exited
 }
 
 // Once starts one server for a whole test binary on first use: tests that

@@ -10,7 +10,7 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
-// The read state of SPEC 8, as store.ReadState documents it.
+// The read state of issue 12, as store.ReadState documents it.
 
 // at is a with the time ts.
 func at(a store.Append, ts int64) store.Append {
@@ -296,6 +296,9 @@ func testRetentionKeepsUnreadRight(s *suite) {
 		if c := after[name]; c.Unread != want || c.Last != before[name].Last {
 			s.t.Fatalf("%s after retention: %+v; want %d unread (what is left of the unread), last unchanged", name, c, want)
 		}
+	}
+	if _, err := st.MembersAt(s.ctx, "team", 0); !errors.Is(err, store.ErrTooOld) {
+		s.t.Fatalf("members of team before retention's horizon: %v, want ErrTooOld", err)
 	}
 	m := s.setRead(st, store.ReadMark{User: "alice", With: "bob", Seq: after["with:bob"].Last - 1})
 	if !m.Moved || m.Unread != 1 {

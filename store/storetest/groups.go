@@ -12,7 +12,7 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
-// The group rules of SPEC 8, as store.Groups documents them.
+// The group rules of issue 12, as store.Groups documents them.
 
 // changeOf is a membership change stamped as a node stamps it.
 func changeOf(group, by, user string, members ...string) store.GroupChange {
@@ -63,6 +63,17 @@ func memberNames(info store.GroupInfo) []string {
 		names = append(names, n)
 	}
 	return names
+}
+
+// membersAt checks group's members at each version.
+func (s *suite) membersAt(st store.Store, group string, want map[int64][]string) {
+	s.t.Helper()
+	for v, w := range want {
+		got, err := st.MembersAt(s.ctx, group, v)
+		if err != nil || !slices.Equal(got, w) {
+			s.t.Fatalf("members of %s at version %d: %v (%v); want %v", group, v, got, err, w)
+		}
+	}
 }
 
 func (s *suite) readGroupAll(st store.Store, user, group string) []store.Message {
@@ -147,6 +158,9 @@ func testGroupLifecycle(s *suite) {
 			s.t.Fatalf("event %d: %+v, want %s by %s naming %q", i+1, m, w.event, w.from, w.user)
 		}
 	}
+	s.membersAt(st, "team", map[int64][]string{
+		1: {"alice", "bob", "carol"}, 2: {"alice", "bob", "carol", "dave"}, 3: {"alice", "bob", "dave"}, 4: {"alice", "dave"}, 9: {"alice", "dave"},
+	})
 	for user, want := range map[string][]string{"alice": {"team"}, "dave": {"team"}, "bob": nil, "carol": nil} {
 		got, err := st.UserGroups(s.ctx, user)
 		if err != nil || !slices.Equal(got, want) {
@@ -285,6 +299,7 @@ func testLastMemberLeaves(s *suite) {
 	if _, err := st.Group(s.ctx, "team"); !errors.Is(err, store.ErrNoGroup) {
 		s.t.Fatalf("a gone group: %v, want ErrNoGroup", err)
 	}
+	s.membersAt(st, "team", map[int64][]string{1: {"alice", "bob"}, 3: {"alice"}, 4: nil})
 	if _, err := st.Append(s.ctx, toGroup("alice", "team", "anyone?")); !errors.Is(err, store.ErrNoGroup) {
 		s.t.Fatalf("send to a gone group: %v, want ErrNoGroup", err)
 	}
@@ -303,6 +318,7 @@ func testLastMemberLeaves(s *suite) {
 	if info := s.groupInfo(st, "team"); !slices.Equal(memberNames(info), []string{"bob", "carol*"}) || info.Version != 5 {
 		s.t.Fatalf("the new team: %+v", info)
 	}
+	s.membersAt(st, "team", map[int64][]string{1: {"alice", "bob"}, 4: nil, 5: {"bob", "carol"}})
 }
 
 // testGroupBounds: members per group, members per create, groups per
@@ -475,6 +491,8 @@ func testSendRacingRemoval(s *suite) {
 			s.t.Fatalf("dave's message stored at %d, after his removal at %d", m.res.Seq, removal.Seq)
 		}
 	}
+	// The router's view: the recipients of each message by its version.
+	s.membersAt(nodes[1%len(nodes)], "team", map[int64][]string{1: senders, removal.Seq: senders[:3]})
 	if sides[true] == 0 || sides[false] == 0 {
 		s.t.Fatalf("%d messages before the removal, %d after: the sends did not race it", sides[true], sides[false])
 	}

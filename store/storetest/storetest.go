@@ -1,8 +1,9 @@
 // Package storetest is the conformance suite of the message store: every
 // engine runs it, so that what one engine promises, all do: streams and
 // keys (this file), groups (groups.go), read state and unread counts
-// (conversations.go), last seen (presence.go). It also holds
-// the append and read benchmarks the engines share.
+// (conversations.go), last seen (presence.go). It also holds the
+// benchmarks the engines share: appends, reads, group appends and
+// conversation lists (bench.go).
 // It never reaches into an engine: it uses store.Open and the Store
 // interface only.
 package storetest
