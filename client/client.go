@@ -1,6 +1,7 @@
 // Package client is the Go client of shard: it dials a node, speaks the
 // frames of docs/protocol.md §3 and §4, matches every answer to its request
-// by id, and can reconnect with jittered backoff and join its rooms again.
+// by id, and can reconnect with jittered backoff, join its rooms again and
+// watch its users again.
 //
 // Of this module it imports only protocol (the frames' vocabulary, which
 // imports nothing), so that users can take it alone; and it never leaves a
@@ -31,6 +32,12 @@ var ErrClosed = errors.New("client: connection closed")
 // connections, reconnecting. Nothing was sent.
 var ErrNotConnected = errors.New("client: not connected")
 
+// ErrInsecureToken is returned by Dial, wrapped with the endpoint, when
+// Options.Token would travel over ws:// to a host that is not loopback:
+// anyone on the path could read it and connect as its user. Nothing was
+// sent. Use wss://, or set Options.AllowInsecureToken.
+var ErrInsecureToken = errors.New("client: the token would be sent in the clear")
+
 // ErrFrameTooLarge is returned, wrapped with the sizes, for a frame larger
 // than the node's limit (Welcome.MaxFrame). Nothing was sent and the
 // connection stays.
@@ -47,6 +54,8 @@ type Client struct {
 	msgs chan Msg // see Options.MessageBuffer; closed when the client stops
 	// receipts: see Receipts.
 	receipts chan Receipt
+	presence chan Presence // as msgs
+	typing   chan Typing   // as receipts: a full one drops
 	done     chan struct{} // closed when the client has stopped for good
 
 	// ctx ends on Close (or when the client stops): it stops dialing,
@@ -63,14 +72,16 @@ type Client struct {
 	stopped bool          // no connection will come any more
 	welcome Welcome       // of the last connection
 	rooms   map[string]struct{}
+	watched map[string]struct{} // users watched: watched again after a reconnect
 	last    *Disconnected
 }
 
 // Dial connects to o.URL and returns once the server's welcome has arrived,
 // so that from then on messages sent from any node reach this client. A
 // refused upgrade returns a *HandshakeError carrying the HTTP status and the
-// error code (docs/protocol.md §2.5). ctx bounds the dial and the wait for
-// the welcome only.
+// error code (docs/protocol.md §2.5). A token that one of the endpoints
+// would carry in the clear to another host returns ErrInsecureToken, with
+// nothing sent. ctx bounds the dial and the wait for the welcome only.
 func Dial(ctx context.Context, o Options) (*Client, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -85,6 +96,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		endpoints: endpoints,
 		msgs:      make(chan Msg, o.MessageBuffer),
 		receipts:  make(chan Receipt, o.MessageBuffer),
+		presence:  make(chan Presence, o.MessageBuffer),
+		typing:    make(chan Typing, o.MessageBuffer),
+		watched:   make(map[string]struct{}),
 		done:      make(chan struct{}),
 		changed:   make(chan struct{}),
 		rooms:     make(map[string]struct{}),
@@ -117,6 +131,18 @@ func (c *Client) Welcome() Welcome {
 // them. The channel is closed when the client stops. It must be drained: see
 // Options.MessageBuffer.
 func (c *Client) Messages() <-chan Msg { return c.msgs }
+
+// Presence returns the presence of the users this client watches (Watch):
+// one state for each at once, then one at every change, in the order the
+// server sent them; after a reconnect, each user's state again. The channel
+// is closed when the client stops. A client that watches users must drain
+// it, as Messages.
+func (c *Client) Presence() <-chan Presence { return c.presence }
+
+// TypingEvents returns who is typing to this user, or in its rooms and
+// groups. The channel is closed when the client stops; events that find it
+// full are dropped (Options.MessageBuffer).
+func (c *Client) TypingEvents() <-chan Typing { return c.typing }
 
 // Done is closed when the client has stopped for good: after Close, or after
 // a disconnect when Options.Reconnect is off.
@@ -202,6 +228,94 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 	c.mu.Unlock()
 	_, err := c.do(ctx, Frame{Type: protocol.TypeLeave, Room: room}, nil)
 	return err
+}
+
+// Typing tells user to's connections that this user is typing. The server
+// forwards at most one per conversation every 2 s and drops the others (the
+// answer is ok all the same), so calling it at every keystroke is fine.
+// Otherwise as Send, but never sent again.
+func (c *Client) Typing(ctx context.Context, to string) error {
+	_, err := c.do(ctx, Frame{Type: protocol.TypeTyping, To: to}, nil)
+	return err
+}
+
+// TypingRoom is Typing to the members of room, which this client must have
+// joined.
+func (c *Client) TypingRoom(ctx context.Context, room string) error {
+	_, err := c.do(ctx, Frame{Type: protocol.TypeTyping, Room: room}, nil)
+	return err
+}
+
+// TypingGroup is Typing to the members of group.
+func (c *Client) TypingGroup(ctx context.Context, group string) error {
+	_, err := c.do(ctx, Frame{Type: protocol.TypeTyping, Group: group}, nil)
+	return err
+}
+
+// Watch asks for the presence of users: once the server's ok has come, each
+// user's state arrives on Presence, then every change of it. Watched users
+// are remembered and watched again after each reconnect, until Unwatch. A
+// long list goes in several frames, each within the node's frame limit and
+// protocol.MaxListLen; the node takes at most --max-watch (1000)
+// users per connection, past which it answers bad_request. Otherwise as
+// Send; an error leaves the users of the frames answered before it
+// watched.
+func (c *Client) Watch(ctx context.Context, users ...string) error {
+	for _, batch := range usersFrames(users, c.Welcome().MaxFrame) {
+		_, err := c.do(ctx, Frame{Type: protocol.TypeWatch, Users: batch}, func(Ack) {
+			c.mu.Lock()
+			for _, u := range batch {
+				c.watched[u] = struct{}{}
+			}
+			c.mu.Unlock()
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Unwatch stops the presence of users. They are forgotten at once, so not
+// watched again by a reconnect, whatever the answer. Otherwise as Watch.
+func (c *Client) Unwatch(ctx context.Context, users ...string) error {
+	c.mu.Lock()
+	for _, u := range users {
+		delete(c.watched, u)
+	}
+	c.mu.Unlock()
+	for _, batch := range usersFrames(users, c.Welcome().MaxFrame) {
+		if _, err := c.do(ctx, Frame{Type: protocol.TypeUnwatch, Users: batch}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// usersFrames splits users into the lists of frames that fit the node's
+// frame limit (64 KiB when the node does not say) and
+// protocol.MaxListLen.
+func usersFrames(users []string, limit int) [][]string {
+	if limit <= 0 {
+		limit = 65536
+	}
+	const overhead = 64 // {"type":"unwatch","id":"c123456789","users":[]}
+	var out [][]string
+	var cur []string
+	size := overhead
+	for _, u := range users {
+		n := len(u) + 3 // "u",
+		if len(cur) > 0 && (len(cur) == protocol.MaxListLen || size+n > limit) {
+			out = append(out, cur)
+			cur, size = nil, overhead
+		}
+		cur = append(cur, u)
+		size += n
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 // Ping sends an application-level ping and waits for the pong. Otherwise as
@@ -445,6 +559,8 @@ func (c *Client) supervise(cn *conn) {
 	c.mu.Unlock()
 	c.cancel()
 	close(c.msgs) // every reader has finished: none can send any more
+	close(c.presence)
+	close(c.typing)
 	close(c.done)
 }
 
@@ -502,30 +618,46 @@ func (c *Client) backoff(n int) time.Duration {
 }
 
 // rejoin joins, on the new connection cn, every room the client had joined,
-// one at a time, each waiting for its ok.
+// one at a time, each waiting for its ok, then watches its users again.
 func (c *Client) rejoin(cn *conn) error {
 	c.mu.Lock()
 	rooms := make([]string, 0, len(c.rooms))
 	for r := range c.rooms {
 		rooms = append(rooms, r)
 	}
+	users := make([]string, 0, len(c.watched))
+	for u := range c.watched {
+		users = append(users, u)
+	}
 	c.mu.Unlock()
 	for _, room := range rooms {
-		if err := c.rejoinRoom(cn, room); err != nil {
+		err := c.renew(cn, Frame{Type: protocol.TypeJoin, Room: room}, func() { delete(c.rooms, room) })
+		if err != nil {
+			return err
+		}
+	}
+	for _, batch := range usersFrames(users, cn.welcome.MaxFrame) {
+		err := c.renew(cn, Frame{Type: protocol.TypeWatch, Users: batch}, func() {
+			for _, u := range batch {
+				delete(c.watched, u)
+			}
+		})
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// rejoinRoom joins room on cn. A refusal to retry later (rate_limited,
-// unavailable) is retried on the same connection after a backoff; a
-// refusal for good, which docs/protocol.md §3.3 does not foresee for a room
-// joined before, forgets the room.
-func (c *Client) rejoinRoom(cn *conn, room string) error {
+// renew sends f, a join or a watch the previous connection held, on cn. A
+// refusal to retry later (rate_limited, unavailable) is retried on the same
+// connection after a backoff; a refusal for good, which docs/protocol.md
+// §3.3 and §3.8 do not foresee for what was accepted before, runs forget
+// under the client's lock.
+func (c *Client) renew(cn *conn, f Frame, forget func()) error {
 	wait := c.opts.BackoffMin
 	for {
-		err := c.joinOn(cn, room)
+		err := c.requestOn(cn, f)
 		var e *Error
 		if err == nil {
 			return nil
@@ -535,7 +667,7 @@ func (c *Client) rejoinRoom(cn *conn, room string) error {
 		}
 		if e.Code != protocol.CodeRateLimited && e.Code != protocol.CodeUnavailable {
 			c.mu.Lock()
-			delete(c.rooms, room)
+			forget()
 			c.mu.Unlock()
 			return nil
 		}
@@ -553,13 +685,13 @@ func (c *Client) rejoinRoom(cn *conn, room string) error {
 	}
 }
 
-// joinOn sends one join on cn, which is not yet the current connection, and
+// requestOn sends f on cn, which is not yet the current connection, and
 // waits for its answer.
-func (c *Client) joinOn(cn *conn, room string) error {
+func (c *Client) requestOn(cn *conn, f Frame) error {
 	ctx, cancel := context.WithTimeout(c.ctx, rejoinTimeout)
 	defer cancel()
 	ch := make(chan error, 1)
-	err := cn.request(ctx, Frame{Type: protocol.TypeJoin, Room: room}, func(_ Ack, err error) { ch <- err })
+	err := cn.request(ctx, f, func(_ Ack, err error) { ch <- err })
 	if errors.Is(err, errConnGone) {
 		return ErrClosed
 	}

@@ -56,6 +56,9 @@ type fakeConn struct {
 	wmu   sync.Mutex  // one writer at a time
 	mu    sync.Mutex
 	rooms []string // rooms joined, recorded before the ok is sent
+	// watched counts the users of each watch frame, recorded before the ok.
+	watched []int
+	users   map[string]bool
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
@@ -161,7 +164,20 @@ func (fc *fakeConn) answer(f Frame) {
 		fc.rooms = append(fc.rooms, f.Room)
 		fc.mu.Unlock()
 		fc.ack(f.ID, protocol.StatusOK)
-	case protocol.TypeLeave:
+	case protocol.TypeLeave, protocol.TypeTyping:
+		fc.ack(f.ID, protocol.StatusOK)
+	case protocol.TypeWatch, protocol.TypeUnwatch:
+		fc.mu.Lock()
+		if fc.users == nil {
+			fc.users = map[string]bool{}
+		}
+		for _, u := range f.Users {
+			fc.users[u] = f.Type == protocol.TypeWatch
+		}
+		if f.Type == protocol.TypeWatch {
+			fc.watched = append(fc.watched, len(f.Users))
+		}
+		fc.mu.Unlock()
 		fc.ack(f.ID, protocol.StatusOK)
 	case protocol.TypePing:
 		fc.send(map[string]any{"type": protocol.TypePong, "id": f.ID})
@@ -172,6 +188,20 @@ func (fc *fakeConn) answer(f Frame) {
 			fc.ack(f.ID, protocol.StatusDelivered)
 		}
 	}
+}
+
+// watching returns the users watched on fc, and the size of each watch
+// frame.
+func (fc *fakeConn) watching() (users []string, frames []int) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for u, on := range fc.users {
+		if on {
+			users = append(users, u)
+		}
+	}
+	slices.Sort(users)
+	return users, slices.Clone(fc.watched)
 }
 
 func (fc *fakeConn) joined() []string {
@@ -866,5 +896,158 @@ func TestDisconnectedSaysWhenTheServersCloseArrived(t *testing.T) {
 	if d.At.Before(before) || d.At.After(answered) {
 		t.Fatalf("Disconnected.At = %v, want between the close (%v) and the server hearing the answer (%v)",
 			d.At.Format(time.StampMicro), before.Format(time.StampMicro), answered.Format(time.StampMicro))
+	}
+}
+
+func TestPresenceAndTypingArriveOnTheirOwnChannels(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.auto = true })
+	c := dial(t, s, "carol", func(o *Options) { o.MessageBuffer = 2 })
+	fc := recv(t, s.conns, "connection")
+	ctx := testCtx(t)
+	if err := c.Watch(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if f := recv(t, fc.in, "watch frame"); f.Type != protocol.TypeWatch || !slices.Equal(f.Users, []string{"bob"}) {
+		t.Fatalf("the server got %+v, want a watch of bob", f)
+	}
+	fc.send(map[string]any{"type": protocol.TypePresence, "user": "bob", "online": false, "last_seen": 1732450000123})
+	if p := recv(t, c.Presence(), "presence"); p.User != "bob" || p.Online || p.LastSeen != 1732450000123 || p.Received.IsZero() {
+		t.Fatalf("presence %+v", p)
+	}
+	if err := c.Typing(ctx, "bob"); err != nil {
+		t.Fatalf("Typing: %v", err)
+	}
+	if f := recv(t, fc.in, "typing frame"); f.Type != protocol.TypeTyping || f.To != "bob" {
+		t.Fatalf("the server got %+v, want typing to bob", f)
+	}
+	// Typing events nobody reads are dropped past the buffer: they hold up
+	// nothing, not even the answers after them.
+	for range 5 {
+		fc.send(map[string]any{"type": protocol.TypeTyping, "from": "bob", "to": "carol"})
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("a ping behind unread typing events: %v", err)
+	}
+	if ev := recv(t, c.TypingEvents(), "typing"); ev.From != "bob" || ev.To != "carol" {
+		t.Fatalf("typing %+v", ev)
+	}
+	if n := len(c.TypingEvents()); n != 1 {
+		t.Fatalf("%d more typing events buffered, want 1 (a buffer of 2, the rest dropped)", n)
+	}
+	c.Close()
+	if _, ok := <-c.Presence(); ok {
+		t.Fatal("Presence is not closed after Close")
+	}
+}
+
+func TestWatchSplitsLongListsAndWatchesAgainAfterAReconnect(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.auto = true; s.maxFrame = 1024 })
+	var states chan State
+	c := dial(t, s, "carol", func(o *Options) {
+		states = stateLog(o)
+		o.Reconnect = true
+		o.BackoffMin, o.BackoffMax = time.Millisecond, 10*time.Millisecond
+	})
+	nextState[Connected](t, states)
+	fc1 := recv(t, s.conns, "first connection")
+	users := make([]string, 150)
+	for i := range users {
+		users[i] = fmt.Sprintf("contact%03d", i) // 13 bytes each in the frame: about 75 fit 1 KiB
+	}
+	ctx := testCtx(t)
+	if err := c.Watch(ctx, users...); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unwatch(ctx, users[:10]...); err != nil {
+		t.Fatal(err)
+	}
+	got, frames := fc1.watching()
+	if !slices.Equal(got, users[10:]) || len(frames) < 2 {
+		t.Fatalf("watched %d users in frames of %v; want the 140 left, in more than one frame of at most 1 KiB", len(got), frames)
+	}
+	fc1.closeWith(websocket.CloseServiceRestart, "service restart")
+	fc2 := recv(t, s.conns, "second connection")
+	nextState[Connected](t, states)
+	// Connected comes only after every user was watched again.
+	if got, _ := fc2.watching(); !slices.Equal(got, users[10:]) {
+		t.Fatalf("watched again before Connected: %d users, want the 140 still watched", len(got))
+	}
+}
+
+// A frame larger than the client's read limit ends the connection with
+// 1009 instead of being read whole into memory: by default, six times the
+// welcome's max_frame (a body of max_frame bytes escaped) and at least
+// 1 MiB; Options.ReadLimit sets another.
+func TestAFrameOverTheReadLimitEndsTheConnection(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.maxFrame = 1024 })
+	huge := map[string]any{"type": protocol.TypeMsg, "mid": "m1", "from": "mallory", "to": "bob", "body": strings.Repeat("x", 2<<20), "ts": 1}
+
+	c := dial(t, s, "bob", nil)
+	fc := recv(t, s.conns, "connection")
+	fc.send(huge)
+	select {
+	case m, ok := <-c.Messages(): // closed once the client stops
+		if ok {
+			t.Fatalf("the client read a frame of %d bytes whole", len(m.Body))
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the connection outlived a frame over its read limit")
+	}
+	if err := recv(t, fc.ended, "the end of the connection"); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("the client ended the connection with %v, want close 1009", err)
+	}
+
+	c = dial(t, s, "bob", func(o *Options) { o.ReadLimit = 4 << 20 })
+	fc = recv(t, s.conns, "connection")
+	fc.send(huge)
+	if m := recv(t, c.Messages(), "a frame under Options.ReadLimit"); len(m.Body) != 2<<20 {
+		t.Fatalf("got a body of %d bytes", len(m.Body))
+	}
+}
+
+// A token never travels in the clear to another host: a ws:// URL or
+// fallback that is not loopback is refused before anything is dialled,
+// unless Options.AllowInsecureToken says so.
+func TestTokenIsNeverSentInTheClearToAnotherHost(t *testing.T) {
+	s := newFakeServer(t)
+	for _, tc := range []struct {
+		url       string
+		fallbacks []string
+		allow     bool
+		ok        bool
+	}{
+		{s.url(), nil, false, true}, // ws:// to 127.0.0.1
+		{"ws://localhost:1/ws", nil, false, true},
+		{"ws://[::1]:1/ws", nil, false, true},
+		{"wss://chat.example/ws", nil, false, true},
+		{"ws://chat.example/ws", nil, false, false},
+		{s.url(), []string{"wss://chat.example/ws", "ws://chat.example:8080/ws"}, false, false},
+		{"ws://10.0.0.7:8080/ws", nil, false, false},
+		{s.url(), []string{"ws://chat.example:8080/ws"}, true, true},
+	} {
+		o := Options{URL: tc.url, Fallbacks: tc.fallbacks, Token: "secret.jwt.value", AllowInsecureToken: tc.allow}
+		_, err := o.endpoints()
+		if tc.ok && err != nil {
+			t.Errorf("%s %v (allow %v): %v, want the endpoints", tc.url, tc.fallbacks, tc.allow, err)
+		}
+		if !tc.ok && (err == nil || !errors.Is(err, ErrInsecureToken)) {
+			t.Errorf("%s %v: %v, want ErrInsecureToken", tc.url, tc.fallbacks, err)
+		}
+	}
+	// Dial says so at once, having sent nothing.
+	if _, err := Dial(testCtx(t), Options{URL: s.url(), Fallbacks: []string{"ws://chat.example/ws"}, Token: "secret.jwt.value"}); !errors.Is(err, ErrInsecureToken) {
+		t.Fatalf("Dial with a ws:// fallback to another host: %v, want ErrInsecureToken", err)
+	}
+	select {
+	case fc := <-s.conns:
+		t.Fatalf("the token was sent: %v", fc.query)
+	default:
+	}
+	// Without a token nothing is secret: User travels over ws:// anywhere.
+	if _, err := (Options{URL: "ws://chat.example/ws", User: "alice"}).endpoints(); err != nil {
+		t.Fatalf("a user id over ws://: %v", err)
 	}
 }

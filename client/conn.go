@@ -58,11 +58,13 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		}
 		return nil, fmt.Errorf("client: dial %s: %w", endpoint, err)
 	}
+	ws.SetReadLimit(welcomeReadLimit)
 	w, err := readWelcome(ctx, ws)
 	if err != nil {
 		ws.Close()
 		return nil, fmt.Errorf("client: dial %s: %w", endpoint, err)
 	}
+	ws.SetReadLimit(c.opts.readLimit(w))
 	cn := &conn{
 		c:       c,
 		ws:      ws,
@@ -121,7 +123,8 @@ func handshakeError(status int, body io.Reader) *HandshakeError {
 }
 
 // read is the connection's reader goroutine: it hands msg frames to
-// Messages() and answers to their requests, until the connection ends.
+// Messages(), presence to Presence(), typing to TypingEvents() and answers
+// to their requests, until the connection ends.
 func (cn *conn) read() {
 	defer cn.c.wg.Done()
 	var err error
@@ -147,6 +150,19 @@ func (cn *conn) read() {
 			select {
 			case cn.c.msgs <- m:
 			case <-cn.c.ctx.Done(): // closing: nobody is owed more messages
+			}
+		case protocol.TypePresence:
+			p := Presence{User: f.User, Online: f.Online, LastSeen: f.LastSeen, Received: time.Now()}
+			// Blocks as msg frames do: a change is never dropped.
+			select {
+			case cn.c.presence <- p:
+			case <-cn.c.ctx.Done():
+			}
+		case protocol.TypeTyping:
+			ev := Typing{From: f.From, To: f.To, Room: f.Room, Group: f.Group, Received: time.Now()}
+			select {
+			case cn.c.typing <- ev:
+			default: // ephemeral: an application that does not read them loses them
 			}
 		case protocol.TypeAck:
 			cn.answer(f.ID, Ack{ID: f.ID, Status: f.Status, Recipients: f.Recipients, Seq: f.Seq, Last: f.Last, More: f.More,

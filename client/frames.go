@@ -39,6 +39,8 @@ type Frame struct {
 	// Since, on a join, asks for the room's messages after that offset
 	// before live ones.
 	Since *int64 `json:"since,omitempty"`
+	// Users are the users of a watch or unwatch.
+	Users []string `json:"users,omitempty"`
 }
 
 // Welcome is the first frame of every connection: the user the server took
@@ -72,6 +74,29 @@ type Msg struct {
 	Admin string `json:"admin,omitempty"`
 	TS    int64  `json:"ts"` // milliseconds since the epoch, stamped by the sender's node
 	Seq   int64  `json:"seq,omitempty"`
+	// Received is when this client read the frame off the socket (local clock).
+	Received time.Time `json:"-"`
+}
+
+// Presence is a watched user's state (docs/protocol.md §4.9): online while it has a
+// connection on any node. Offline comes once it has had none for 3 s.
+type Presence struct {
+	User   string `json:"user"`
+	Online bool   `json:"online"`
+	// LastSeen is when its last connection closed, in milliseconds since
+	// the epoch; 0 while online, or when the cluster does not know.
+	LastSeen int64 `json:"last_seen"`
+	// Received is when this client read the frame off the socket (local clock).
+	Received time.Time `json:"-"`
+}
+
+// Typing is someone typing to this user (To), or in a room or a group this
+// connection is in.
+type Typing struct {
+	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
+	Room  string `json:"room,omitempty"`
+	Group string `json:"group,omitempty"`
 	// Received is when this client read the frame off the socket (local clock).
 	Received time.Time `json:"-"`
 }
@@ -155,6 +180,8 @@ type inbound struct {
 	To         string `json:"to"`
 	Room       string `json:"room"`
 	Group      string `json:"group"`
+	Online     bool   `json:"online"`
+	LastSeen   int64  `json:"last_seen"`
 	Body       string `json:"body"`
 	Event      string `json:"event"`
 	User       string `json:"user"`

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -23,15 +24,23 @@ const (
 	// much as the server would have queued for it.
 	DefaultMessageBuffer = 1024
 
+	// welcomeReadLimit bounds the first frame: a welcome is about 100
+	// bytes.
+	welcomeReadLimit = 64 << 10
+	// minReadLimit is the least DefaultReadLimit gives: a conversations
+	// answer lists up to 2,000 conversations of about 200 bytes
+	// (docs/protocol.md §8).
+	minReadLimit = 1 << 20
+
 	// writeTimeout bounds one frame write. A write that stalls this long
 	// means the server has stopped reading: the connection is given up.
 	writeTimeout = 10 * time.Second
 	// closeTimeout is how long Close waits for the server to answer its close
 	// frame before it drops the TCP connection.
 	closeTimeout = time.Second
-	// rejoinTimeout bounds the answer to one join sent while reconnecting;
-	// docs/protocol.md §6.1 promises one, so silence means the new connection
-	// is broken.
+	// rejoinTimeout bounds the answer to one join or watch sent while
+	// reconnecting; docs/protocol.md §6.1 promises one, so silence means the
+	// new connection is broken.
 	rejoinTimeout = 10 * time.Second
 	// resendWindow bounds how long after its first attempt Send resends a
 	// message: the server recognises a key for 5 minutes.
@@ -62,6 +71,18 @@ type Options struct {
 	// Default empty.
 	Token string
 
+	// AllowInsecureToken lets Token travel over ws:// to a host that is not
+	// loopback, where anyone on the path can read it and connect as its
+	// user (a private network one trusts, a proxy on the same host). Default
+	// false: Dial refuses such a URL or fallback with ErrInsecureToken.
+	AllowInsecureToken bool
+
+	// ReadLimit is the largest frame, in bytes, the client reads from the
+	// server; a larger one ends the connection with 1009, rather than being
+	// held whole in memory. Default: DefaultReadLimit for the node's
+	// max_frame (Welcome.MaxFrame).
+	ReadLimit int64
+
 	// Dialer opens every connection, reconnects included. Set its NetDial or
 	// NetDialContext to bind a LocalAddr, e.g. to spread many clients over
 	// source addresses. Default: a Dialer with a 5 s handshake timeout that
@@ -81,15 +102,20 @@ type Options struct {
 	// time in [0, min(BackoffMax, BackoffMin*2^n)]. Defaults 100 ms and 5 s.
 	BackoffMin, BackoffMax time.Duration
 
-	// MessageBuffer is how many incoming msg frames wait for Messages().
-	// Default 1024.
+	// MessageBuffer is how many incoming msg frames wait for Messages(),
+	// and, each on their own, presence frames for Presence() and typing
+	// frames for TypingEvents(). Default 1024.
+	//
+	// Typing frames past it are dropped: they are ephemeral, and an
+	// application need not read them. Presence frames, like messages, wait.
 	//
 	// When it is full the client stops reading its socket until the
 	// application receives again: nothing is dropped, but answers (acks,
 	// pongs, errors) wait behind the unread messages, and the server, whose
 	// bounded send queue to this connection then fills, closes the
 	// connection as a slow consumer (1008). An application that does not
-	// want messages must still drain Messages().
+	// want messages must still drain Messages(), and one that watches users
+	// Presence().
 	MessageBuffer int
 
 	// OnState, if set, is told every change of the connection: Connected
@@ -127,6 +153,22 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
+// DefaultReadLimit is the read limit of a connection to a node whose
+// max_frame is maxFrame: a msg frame carries a body of at most maxFrame
+// bytes, which JSON escaping makes at most six times as long (`<` is sent as
+// `\u003c`), and its other fields in well under 4 KiB; and at least 1 MiB.
+func DefaultReadLimit(maxFrame int) int64 {
+	return max(6*int64(maxFrame)+4<<10, minReadLimit)
+}
+
+// readLimit is the read limit of a connection welcomed with w.
+func (o Options) readLimit(w Welcome) int64 {
+	if o.ReadLimit > 0 {
+		return o.ReadLimit
+	}
+	return DefaultReadLimit(w.MaxFrame)
+}
+
 // endpoints are URL and the Fallbacks, each with the user or the token in
 // its query.
 func (o Options) endpoints() ([]string, error) {
@@ -148,6 +190,9 @@ func (o Options) endpoint(raw string) (string, error) {
 	}
 	q := u.Query()
 	if o.Token != "" {
+		if u.Scheme != "wss" && !o.AllowInsecureToken && !loopback(u.Hostname()) {
+			return "", fmt.Errorf("%w: endpoint %q is not wss:// and not loopback", ErrInsecureToken, raw)
+		}
 		q.Set("token", o.Token)
 		q.Del("user")
 	} else if o.User != "" {
@@ -155,4 +200,13 @@ func (o Options) endpoint(raw string) (string, error) {
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// loopback reports whether host never leaves this machine.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

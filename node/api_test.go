@@ -201,6 +201,47 @@ func TestMetricsExposeTheSpecCounters(t *testing.T) {
 	})
 }
 
+// With --private-api, where users and rooms are, the cluster and the
+// metrics answer only to the api key; health and readiness stay open for
+// load balancers.
+func TestPrivateAPIAnswersOnlyToTheKey(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) {
+		cfg.APIKey = "s3cret"
+		cfg.PrivateAPI = true
+	})
+	c.Dial(0, "bob")
+	get := func(path, key string) int {
+		req, _ := http.NewRequest(http.MethodGet, c.HTTP(0)+path, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			assertErrorBody(t, resp, protocol.CodeUnauthorized)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, path := range []string{"/api/users/bob", "/api/rooms/lobby", "/api/cluster", "/metrics"} {
+		for _, key := range []string{"", "wrong"} {
+			if got := get(path, key); got != http.StatusUnauthorized {
+				t.Errorf("GET %s with key %q: %d, want 401", path, key, got)
+			}
+		}
+		if got := get(path, "s3cret"); got != http.StatusOK {
+			t.Errorf("GET %s with the key: %d, want 200", path, got)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/"} {
+		if got := get(path, ""); got != http.StatusOK {
+			t.Errorf("GET %s without a key: %d, want 200", path, got)
+		}
+	}
+}
+
 func decodeJSON(resp *http.Response, v any) error {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {

@@ -91,6 +91,11 @@ func TestBadFramesGetTheAnswerSpecGives(t *testing.T) {
 		{"body not a string", `{"type":"send","id":"c11","to":"bob","body":{"a":1}}`, false, "c11"},
 		{"join without room", `{"type":"join","id":"c12"}`, false, "c12"},
 		{"malformed room", `{"type":"join","id":"c13","room":"#lobby"}`, false, "c13"},
+		{"typing to no one", `{"type":"typing","id":"c14"}`, false, "c14"},
+		{"typing to a user and a room", `{"type":"typing","id":"c15","to":"bob","room":"lobby"}`, false, "c15"},
+		{"watch without users", `{"type":"watch","id":"c16","users":[]}`, false, "c16"},
+		{"watch of a malformed user", `{"type":"watch","id":"c17","users":["bob","b o b"]}`, false, "c17"},
+		{"unwatch of not a list", `{"type":"unwatch","id":"c18","users":"bob"}`, false, "c18"},
 		{"malformed id", `{"type":"send","id":"no spaces","to":"bob","body":"x"}`, false, nil},
 		{"id not a string", `{"type":"send","id":7,"to":"bob","body":"x"}`, false, nil},
 		{"binary frame", `{"type":"ping","id":"b1"}`, true, nil},
@@ -192,6 +197,49 @@ func TestRateLimitRefusesFramesBeyondTheBucket(t *testing.T) {
 	})
 }
 
+// Binary messages and WebSocket pings take tokens too: a flood of either
+// gets no more answers than the bucket holds, and empties it for the frames
+// after it.
+func TestRateLimitCountsBinaryFramesAndPings(t *testing.T) {
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) { cfg.Session.Rate = 5 })
+	const frames = 40 // the bucket holds 2 x 5 = 10
+
+	binary := dialRaw(t, c, 0, "binary")
+	for i := 0; i < frames; i++ {
+		binary.write(websocket.BinaryMessage, "\x00\x01")
+	}
+	refused, limited := 0, 0
+	for i := 0; i < frames; i++ {
+		switch f := binary.read(); {
+		case f["code"] == protocol.CodeBadRequest:
+			refused++
+		case f["code"] == protocol.CodeRateLimited:
+			limited++
+		default:
+			t.Fatalf("a binary frame answered %v", f)
+		}
+	}
+	if refused > 12 {
+		t.Errorf("%d of %d binary frames answered bad_request and %d rate_limited, want about 10 (the burst) and the rest rate_limited", refused, frames, limited)
+	}
+
+	pinger := dialRaw(t, c, 0, "pinger")
+	pongs := 0
+	pinger.ws.SetPongHandler(func(string) error { pongs++; return nil })
+	for i := 0; i < frames; i++ {
+		if err := pinger.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Pongs are written as the pings are read, before this frame's answer.
+	pinger.write(websocket.TextMessage, `{"type":"ping","id":"after"}`)
+	answer := pinger.read()
+	t.Logf("binary: %d bad_request, %d rate_limited; pings: %d of %d answered", refused, limited, pongs, frames)
+	if pongs > 12 || answer["code"] != protocol.CodeRateLimited {
+		t.Errorf("%d of %d WebSocket pings answered, then a ping frame answered %v; want about 10 pongs (the burst), then rate_limited", pongs, frames, answer)
+	}
+}
+
 func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 	c := testcluster.Start(t, 3, nil)
 	c.Dial(1, "bob")
@@ -206,6 +254,9 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 		`{"type":"ping","id":"%s"}`,                               // pong
 		`{"type":"warp","id":"%s"}`,                               // bad_request
 		`{"type":"send","id":"%s","to":"bob"}`,                    // bad_request
+		`{"type":"typing","id":"%s","to":"bob"}`,                  // ok, forwarded or dropped
+		`{"type":"watch","id":"%s","users":["bob","carol"]}`,      // ok, then presence
+		`{"type":"unwatch","id":"%s","users":["carol"]}`,          // ok
 	}
 	want := map[string]int{}
 	for i := 0; i < 150; i++ {
@@ -224,8 +275,12 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 		}
 		want[id]++
 	}
+	// Messages and presence are not answers.
+	notAnswer := func(f map[string]any) bool {
+		return f["type"] == protocol.TypeMsg || f["type"] == protocol.TypePresence
+	}
 	for answered < len(want) {
-		if f := rc.read(); f["type"] != protocol.TypeMsg {
+		if f := rc.read(); !notAnswer(f) {
 			count(f)
 		}
 	}
@@ -233,7 +288,7 @@ func TestEveryFrameIDIsAnsweredExactlyOnce(t *testing.T) {
 	rc.write(websocket.TextMessage, `{"type":"ping","id":"last"}`)
 	for {
 		f := rc.read()
-		if f["type"] == protocol.TypeMsg {
+		if notAnswer(f) {
 			continue
 		}
 		if f["id"] == "last" {

@@ -23,25 +23,13 @@ func ctxFor(t *testing.T) context.Context {
 // recvMsg waits for the next message on cl.
 func recvMsg(t *testing.T, cl *client.Client, who string) client.Msg {
 	t.Helper()
-	select {
-	case m := <-cl.Messages():
-		return m
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s received nothing within 5s", who)
-	}
-	return client.Msg{}
+	return next(t, cl.Messages(), who, 5*time.Second)
 }
 
-// noMsg checks that nothing is waiting on cl. Callers first make a round
-// trip on the connection, or wait for a later message on every path, so that
-// anything wrongly sent would already be here.
+// noMsg checks that no message is waiting on cl (see none).
 func noMsg(t *testing.T, cl *client.Client, who string) {
 	t.Helper()
-	select {
-	case m := <-cl.Messages():
-		t.Fatalf("%s received %q from %s, want nothing", who, m.Body, m.From)
-	default:
-	}
+	none(t, cl.Messages(), who)
 }
 
 func sendOK(t *testing.T, from *client.Client, to, body, wantStatus string) {
@@ -109,6 +97,47 @@ func TestDirectMessageToUserWithNoConnectionIsOffline(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// Sends to users who never connected leave nothing behind: no directory
+// entry (watcher) at their owners, no cached answer at the sender; and a
+// user who connects right after such a send is found by the next one.
+func TestSendsToUnknownUsersLeaveNoDirectoryEntries(t *testing.T) {
+	c := testcluster.Start(t, 2, nil)
+	alice := c.Dial(0, "alice")
+	sendOK(t, alice, "alice", "warm-up", protocol.StatusOffline)
+	keys := func() (dir, cached float64) {
+		return c.CounterAll("shard_directory_keys"), c.Counter(0, "shard_location_cache_keys")
+	}
+	dir0, cached0 := keys()
+	const n = 400 // the rate limit's burst
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		if ack, err := alice.Send(ctx, fmt.Sprintf("ghost%d", i), "anyone?"); err != nil || ack.Status != protocol.StatusOffline {
+			t.Fatalf("send %d to a user who never connected: %+v %v, want offline", i, ack, err)
+		}
+	}
+	dir1, cached1 := keys()
+	t.Logf("%d sends to unknown users: %v directory entries and %v cached answers more", n, dir1-dir0, cached1-cached0)
+	if dir1 != dir0 || cached1 != cached0 {
+		t.Errorf("%d sends to unknown users left %v directory entries at their owners and %v cached answers at the sender, want none",
+			n, dir1-dir0, cached1-cached0)
+	}
+	// One ghost of each owner connects; the next send finds it at once.
+	rg := c.Nodes[0].Router().Ring()
+	found := map[string]bool{}
+	for i := 0; i < n && len(found) < 2; i++ {
+		name := fmt.Sprintf("ghost%d", i)
+		owner := rg.Owner(name)
+		if found[owner] {
+			continue
+		}
+		found[owner] = true
+		ghost := c.Dial(1, name)
+		sendOK(t, alice, name, "there you are", protocol.StatusDelivered)
+		recvMsg(t, ghost, name)
+	}
 }
 
 func TestDirectMessageReachesEveryDeviceAndCopiesTheSender(t *testing.T) {

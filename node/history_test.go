@@ -1,12 +1,19 @@
 package node_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 	"github.com/shardchat/shard/protocol"
 )
@@ -145,4 +152,66 @@ func TestJoinSinceReplaysTheRoomThenGoesLive(t *testing.T) {
 	if len(page.Messages) != 2 || page.Messages[0].Seq != 2 || page.Last != 4 || !page.More {
 		t.Fatalf("history page %+v, want offsets 2 and 3 of 4, more", page)
 	}
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// One user cannot fill the disk: past --store-rate bytes a second (a
+// bucket of 10 s of it) a send is answered rate_limited and nothing is
+// stored, while other users store as before.
+func TestStoreRateBoundsWhatOneUserStores(t *testing.T) {
+	const rate = 100_000 // bytes a second: a bucket of 1 MB
+	dir := t.TempDir()
+	c := testcluster.Start(t, 1, func(_ int, cfg *node.Config) {
+		cfg.Data = dir
+		cfg.StoreRate = rate
+	})
+	mallory, bob := c.Dial(0, "mallory"), c.Dial(0, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	body := strings.Repeat("x", 60_000)
+	size0 := dirSize(dir)
+	start := time.Now()
+	const n = 300 // 18 MB
+	stored, limited := 0, 0
+	for i := 0; i < n; i++ {
+		ack, err := mallory.Send(ctx, fmt.Sprintf("ghost%d", i), body)
+		var e *client.Error
+		switch {
+		case err == nil && ack.Status == protocol.StatusStored:
+			stored++
+		case errors.As(err, &e) && e.Code == protocol.CodeRateLimited && e.Message != "":
+			limited++
+		default:
+			t.Fatalf("send %d: %+v %v, want stored or rate_limited", i, ack, err)
+		}
+	}
+	took := time.Since(start)
+	t.Logf("%d sends of 60 KB in %s: %d stored, %d rate_limited; the store grew by %.1f MB",
+		n, took.Round(time.Millisecond), stored, limited, float64(dirSize(dir)-size0)/1e6)
+	// Each message is kept twice, in ghost's inbox and in mallory's.
+	if most := (10*rate + took.Seconds()*rate) / (2 * 60_000); float64(stored) > most+1 {
+		t.Errorf("%d of %d messages of 60 KB stored in %s, want at most %.0f (--store-rate %d, a bucket of 10 s)", stored, n, took, most+1, rate)
+	}
+	if ack, err := bob.Send(ctx, "ghost0", body); err != nil || ack.Status != protocol.StatusStored {
+		t.Fatalf("another user, while mallory is limited: %+v %v, want stored", ack, err)
+	}
+	wait.For(t, 5*time.Second, 100*time.Millisecond, func() error {
+		if _, err := mallory.Send(ctx, "ghost0", body); err != nil {
+			return fmt.Errorf("mallory, once his bucket refilled: %v", err)
+		}
+		return nil
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -34,11 +35,15 @@ func heapInUse() uint64 {
 
 // TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing throws what a
 // public endpoint meets at a 3-node cluster while two well-behaved users
-// chat: malformed and oversized frames, a flood past the rate limit, a
-// client that never reads, half-open handshakes, forged node-to-node frames
-// and a gossip join without the cluster key. Each gets its documented
-// answer, the users lose nothing, and goroutines and memory come back to
-// their level afterwards.
+// chat: malformed and oversized frames, a flood past the rate limit, floods
+// of binary frames and of WebSocket pings, a client that never reads, one
+// user opening connection after connection, half-open handshakes, idle
+// keep-alive connections, a page on another name (DNS rebinding), upgrades
+// without a key, sends to hundreds of made-up users, forged node-to-node
+// frames, a flood of unauthenticated links and a gossip join without the
+// cluster key. Each gets its documented answer, the users lose nothing,
+// nothing is left behind, and goroutines and memory come back to their
+// level afterwards.
 func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	const key = "cluster secret"
 	var node2Log *linkLog
@@ -46,6 +51,7 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 		cfg.ClusterKey = key
 		cfg.HandshakeTimeout = time.Second
 		cfg.Session.SendQueue = 256
+		cfg.PublicURL = "https://chat.example"
 		if i == 2 {
 			node2Log = newLinkLog(cfg.Logger.Handler())
 			cfg.Logger = slog.New(node2Log)
@@ -115,12 +121,11 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		node := i % 3
 		attack("malformed frames", func() error {
-			ws, _, err := websocket.DefaultDialer.Dial(c.URL(node)+fmt.Sprintf("?user=mallory%d", node), nil)
+			ws, err := dialWelcomed(c.URL(node), fmt.Sprintf("mallory%d", node))
 			if err != nil {
 				return err
 			}
 			defer ws.Close()
-			ws.ReadMessage() // welcome
 			junk := []string{`{`, `[]`, `{"type":"send","id":"x"}`, "{\"type\":\"\xff\"}", `{"type":"warp","id":"w"}`, `{"type":"join","id":"j","room":"no spaces"}`}
 			const n = 300
 			go func() {
@@ -147,12 +152,11 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	// Oversized frames close with 1009.
 	for i := 0; i < 5; i++ {
 		attack("oversized frame", func() error {
-			ws, _, err := websocket.DefaultDialer.Dial(c.URL(1)+"?user=giant", nil)
+			ws, err := dialWelcomed(c.URL(1), "giant")
 			if err != nil {
 				return err
 			}
 			defer ws.Close()
-			ws.ReadMessage()
 			go ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","body":"`+strings.Repeat("x", 1<<17)+`"}`))
 			ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 			_, _, err = ws.ReadMessage()
@@ -164,16 +168,20 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	}
 	// A flood past the rate limit: the excess is refused, not processed.
 	attack("flood", func() error {
-		ws, _, err := websocket.DefaultDialer.Dial(c.URL(0)+"?user=flooder", nil)
+		ws, err := dialWelcomed(c.URL(0), "flooder")
 		if err != nil {
 			return err
 		}
 		defer ws.Close()
-		ws.ReadMessage()
 		const n = 1000
 		limited := 0
+		// Written all at once: a flood does not wait for its answers.
+		go func() {
+			for i := 0; i < n; i++ {
+				ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"send","to":"nobody","body":"spam","id":"s`+fmt.Sprint(i)+`"}`))
+			}
+		}()
 		for i := 0; i < n; i++ {
-			ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"send","to":"nobody","body":"spam","id":"s`+fmt.Sprint(i)+`"}`))
 			ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 			_, p, err := ws.ReadMessage()
 			if err != nil {
@@ -190,50 +198,126 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 	})
 	// A client that never reads, in a busy room: cut as a slow consumer.
 	attack("never reads", func() error {
-		ws, _, err := websocket.DefaultDialer.Dial(c.URL(2)+"?user=sloth", nil)
+		ws, err := dialWelcomed(c.URL(2), "sloth")
 		if err != nil {
 			return err
 		}
 		defer ws.Close()
-		ws.ReadMessage()
 		ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","id":"j","room":"busy"}`))
 		ws.ReadMessage()
-		blaster, _, err := websocket.DefaultDialer.Dial(c.URL(0)+"?user=blaster", nil)
+		blaster, err := dialWelcomed(c.URL(0), "blaster")
 		if err != nil {
 			return err
 		}
 		defer blaster.Close()
-		blaster.ReadMessage()
 		blaster.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","id":"j","room":"busy"}`))
 		blaster.ReadMessage()
-		big := strings.Repeat("x", 32<<10)
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		// Paced under the rate (200/s), without waiting for each ack: a
+		// busy machine makes round trips slow, not the room less busy.
+		go func() {
+			for {
+				if _, _, err := blaster.ReadMessage(); err != nil {
+					return // the acks, until the blaster closes
+				}
+			}
+		}()
+		frame := []byte(`{"type":"send","room":"busy","body":"` + strings.Repeat("x", 32<<10) + `"}`)
+		pace := time.NewTicker(6 * time.Millisecond)
+		defer pace.Stop()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); <-pace.C {
 			if c.Counter(2, "shard_connections_closed_total", "reason=slow_consumer") > 0 {
 				return nil
 			}
-			blaster.WriteMessage(websocket.TextMessage, []byte(`{"type":"send","room":"busy","body":"`+big+`"}`))
-			blaster.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, _, err := blaster.ReadMessage(); err != nil { // its ack: stay within the rate
+			if err := blaster.WriteMessage(websocket.TextMessage, frame); err != nil {
 				return err
 			}
 		}
 		return fmt.Errorf("a client that never reads was never cut")
 	})
-	// Half-open handshakes: a request that never finishes is dropped.
-	for i := 0; i < 20; i++ {
-		attack("half-open handshake", func() error {
-			conn, err := net.Dial("tcp", c.Nodes[i%3].HTTPAddr())
+	// Floods of binary frames and of WebSocket pings take tokens like any
+	// frame: no more answers than the bucket (400, and 200 a second) gives.
+	attack("binary and ping floods", func() error {
+		ws, err := dialWelcomed(c.URL(1), "pinger")
+		if err != nil {
+			return err
+		}
+		defer ws.Close()
+		const n = 2000
+		pongs, binaries := 0, 0
+		ws.SetPongHandler(func(string) error { pongs++; return nil })
+		start := time.Now()
+		go func() {
+			for i := 0; i < n; i++ {
+				ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second))
+				ws.WriteMessage(websocket.BinaryMessage, []byte{0xde, 0xad})
+			}
+			ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","id":"last"}`))
+		}()
+		for {
+			ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, p, err := ws.ReadMessage()
+			if websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+				return nil // cut as a slow consumer: docs/protocol.md §6.8 allows it
+			}
 			if err != nil {
-				return err
+				return fmt.Errorf("after %d answers: %v", binaries, err)
 			}
-			defer conn.Close()
-			fmt.Fprintf(conn, "GET /ws?user=slowpoke HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
-			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, err = bufio.NewReader(conn).ReadByte()
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return fmt.Errorf("the server kept a half-open handshake for 5 s")
+			if strings.Contains(string(p), `"bad_request"`) {
+				binaries++
 			}
-			return nil
+			if strings.Contains(string(p), `"last"`) {
+				break
+			}
+		}
+		if most := 400 + int(200*time.Since(start).Seconds()) + 10; pongs+binaries > most {
+			return fmt.Errorf("%d pongs and %d bad_request for %d pings and %d binary frames, want at most %d together", pongs, binaries, n, n, most)
+		}
+		return nil
+	})
+	// One user opening connection after connection holds at most
+	// --max-conns-per-user of them on a node (32 by default).
+	attack("one user, many connections", func() error {
+		accepted := 0
+		for i := 0; i < 40; i++ {
+			ws, resp, err := websocket.DefaultDialer.Dial(c.URL(2)+"?user=hydra", nil)
+			if err == nil {
+				accepted++
+				defer ws.Close()
+				continue
+			}
+			if resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+				return fmt.Errorf("connection %d: %v, want 429 past the cap", i, err)
+			}
+		}
+		if accepted != node.DefaultMaxConnsPerUser {
+			return fmt.Errorf("one user holds %d connections on one node, want %d", accepted, node.DefaultMaxConnsPerUser)
+		}
+		return nil
+	})
+	// A page on a name that resolves to a node (DNS rebinding) sends that
+	// name as Host and Origin: --public-url tells it apart.
+	attack("DNS rebinding", func() error {
+		for i := 0; i < 20; i++ {
+			h := http.Header{"Host": {"evil.example"}, "Origin": {"http://evil.example"}}
+			ws, resp, err := websocket.DefaultDialer.Dial(c.URL(i%3)+"?user=rebound", h)
+			if err == nil {
+				ws.Close()
+				return fmt.Errorf("a page on evil.example got a connection")
+			}
+			if resp == nil || resp.StatusCode != http.StatusForbidden {
+				return fmt.Errorf("a page on evil.example: %v, want 403", err)
+			}
+		}
+		return nil
+	})
+	// Idle keep-alive connections, and half-open handshakes (a request that
+	// never finishes), are dropped after the handshake timeout.
+	for i := 0; i < 20; i++ {
+		attack("idle keep-alive", func() error {
+			return closedWithin(c.Nodes[i%3].HTTPAddr(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", true)
+		})
+		attack("half-open handshake", func() error {
+			return closedWithin(c.Nodes[i%3].HTTPAddr(), "GET /ws?user=slowpoke HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n", false)
 		})
 	}
 	wg.Wait()
@@ -242,6 +326,46 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 		t.Fatalf("a well-behaved user lost a message during the attack: %v", err)
 	}
 	t.Logf("alice and bob exchanged %d messages during the attack, all delivered", sent)
+	ctx = ctxFor(t) // the attack took its share of the first one
+
+	// Once the attackers are gone, only alice, bob and bob's lobby have a
+	// directory entry.
+	dirKeys := func(want float64, who string) error {
+		if got := c.CounterAll("shard_directory_keys"); got != want {
+			return fmt.Errorf("%v directory entries, want %v (%s)", got, want, who)
+		}
+		return nil
+	}
+	wait.For(t, 10*time.Second, 50*time.Millisecond, func() error { return dirKeys(3, "alice, bob, lobby") })
+
+	// Upgrades the library would refuse (no Sec-WebSocket-Key) are refused
+	// before they cost a registration at an owner (measured once the
+	// attackers' unregistrations have all landed).
+	regs := c.CounterAll("shard_peer_messages_sent_total", "kind=register")
+	for i := 0; i < 200; i++ {
+		resp := rawRequest(t, c.Nodes[i%3].HTTPAddr(), upgradeRequest("GET", fmt.Sprintf("keyless%d", i),
+			"Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13"))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("an upgrade without Sec-WebSocket-Key: %s, want 400", resp.Status)
+		}
+	}
+	if got := c.CounterAll("shard_peer_messages_sent_total", "kind=register") - regs; got != 0 {
+		t.Fatalf("200 upgrades without a key cost %v registrations", got)
+	}
+
+	// Sends to made-up users leave no directory entry: only the sender's
+	// own is added.
+	ghostwriter := c.Dial(1, "ghostwriter")
+	for i := 0; i < 400; i++ {
+		if ack, err := ghostwriter.Send(ctx, fmt.Sprintf("ghost%d", i), "boo"); err != nil || ack.Status != protocol.StatusOffline {
+			t.Fatalf("send %d to a made-up user: %+v %v, want offline", i, ack, err)
+		}
+	}
+	if err := dirKeys(4, "alice, bob, lobby, ghostwriter"); err != nil {
+		t.Fatalf("after 400 sends to made-up users: %v", err)
+	}
+	ghostwriter.Close()
 
 	// Forged node-to-node traffic: garbage, and a hello without the key.
 	for _, forged := range [][]byte{
@@ -322,6 +446,47 @@ func TestHostileClientsAndPeersGetTheirAnswerAndChangeNothing(t *testing.T) {
 		t.Fatalf("heap grew from %d to %d bytes and stayed", heap0, heap1)
 	}
 	sendOK(t, alice, "bob", "after the storm", protocol.StatusDelivered)
+}
+
+// dialWelcomed opens a WebSocket to url as user and reads its welcome.
+func dialWelcomed(url, user string) (*websocket.Conn, error) {
+	ws, _, err := websocket.DefaultDialer.Dial(url+"?user="+user, nil)
+	if err != nil {
+		return nil, err
+	}
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := ws.ReadMessage(); err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("welcome: %w", err)
+	}
+	ws.SetReadDeadline(time.Time{}) // each attack sets its own
+	return ws, nil
+}
+
+// closedWithin writes request on a new connection to addr, reads its
+// answer when it has one, and reports an error unless the server then
+// closes the connection within 5 s.
+func closedWithin(addr, request string, answered bool) error {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(conn, request)
+	br := bufio.NewReader(conn)
+	if answered {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+	}
+	_, err = br.ReadByte()
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return fmt.Errorf("the server kept the connection of %.30q for 5 s", request)
+	}
+	return nil
 }
 
 // helloWithoutKey is a link hello from a process that does not hold the

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,9 +47,13 @@ func (n *Node) serveHTTP(ctx *fasthttp.RequestCtx) {
 			ctx.SetBodyString("not ready\n")
 		}
 	case path == "/metrics":
-		n.metricsHandler()(ctx)
+		if n.privateOK(ctx) {
+			n.metricsHandler()(ctx)
+		}
 	case path == "/api/cluster":
-		n.serveCluster(ctx)
+		if n.privateOK(ctx) {
+			n.serveCluster(ctx)
+		}
 	case path == "/api/node" || path == "/api/cluster/live":
 		n.serveClusterView(ctx, path)
 	case strings.HasPrefix(path, "/api/users/"):
@@ -103,28 +106,11 @@ var upgrader = websocket.FastHTTPUpgrader{
 	CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
 }
 
-// originAllowed applies --origins: a browser's Origin must be listed, or,
-// with no list, name the host the request was sent to.
-func (n *Node) originAllowed(ctx *fasthttp.RequestCtx) bool {
-	origin := string(ctx.Request.Header.Peek("Origin"))
-	if origin == "" {
-		return true // not a browser: nothing to protect against
-	}
-	if len(n.cfg.Origins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, string(ctx.Host()))
-	}
-	for _, o := range n.cfg.Origins {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
-}
-
-// serveWS authenticates, registers the connection with its owner, queues
-// its welcome, and only then upgrades: a client that holds its welcome can
-// be reached from any node, and a node that cannot register answers 503.
+// serveWS authenticates, checks the upgrade, registers the connection with
+// its owner, queues its welcome, and only then upgrades: a client that
+// holds its welcome can be reached from any node, a node that cannot
+// register answers 503, and a request the upgrade would refuse registers
+// nothing.
 func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	if !n.ready.Load() || n.draining.Load() {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "this node is not serving: it is starting or draining")
@@ -135,8 +121,8 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, status, code, msg)
 		return
 	}
-	if !websocket.FastHTTPIsWebSocketUpgrade(ctx) {
-		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "expected a WebSocket upgrade")
+	if status, reason := upgradeRefusal(ctx); status != 0 {
+		writeError(ctx, status, protocol.CodeBadRequest, reason)
 		return
 	}
 	if !n.originAllowed(ctx) {
@@ -145,8 +131,8 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	}
 	c := session.New(n.connSeq.Add(1), user, n.cfg.Session)
 	c.Send(protocol.AppendWelcome(nil, &protocol.Welcome{User: user, Node: n.name, Store: n.store != nil, MaxFrame: n.cfg.Session.MaxFrame}))
-	if !n.addConn(c) {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, protocol.CodeUnavailable, "this node is draining or at its connection limit; try another")
+	if no := n.addConn(c, n.clientAddr(ctx)); no.status != 0 {
+		writeError(ctx, no.status, no.code, no.message)
 		return
 	}
 	if err := n.router.Attach(c); err != nil {
@@ -200,13 +186,28 @@ func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (user string, status int, 
 	return user, 0, "", ""
 }
 
+// verifyToken checks a token as docs/protocol.md §2.3 says and returns its
+// user.
 func (n *Node) verifyToken(token string) (string, error) {
 	claims := jwt.RegisteredClaims{}
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithIssuedAt()}
+	if n.cfg.TokenAudience != "" {
+		opts = append(opts, jwt.WithAudience(n.cfg.TokenAudience))
+	}
+	if n.cfg.TokenIssuer != "" {
+		opts = append(opts, jwt.WithIssuer(n.cfg.TokenIssuer))
+	}
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) {
 		return []byte(n.cfg.AuthSecret), nil
-	}, jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+	}, opts...)
 	if err != nil {
 		return "", fmt.Errorf("invalid token: %w", err)
+	}
+	// A stolen token is worth as much as it lives: none may let its holder
+	// in for longer than the cap, whatever its issuer wrote.
+	exp, maxAge := claims.ExpiresAt.Time, n.cfg.MaxTokenAge
+	if time.Until(exp) > maxAge || claims.IssuedAt != nil && exp.Sub(claims.IssuedAt.Time) > maxAge {
+		return "", fmt.Errorf("invalid token: it lives longer than this node's --max-token-age (%s)", maxAge)
 	}
 	if !protocol.ValidID(claims.Subject) {
 		return "", errors.New("invalid token: sub must be a user id of 1 to 64 characters of A-Z a-z 0-9 _ . @ -")
@@ -282,14 +283,26 @@ type sendRequest struct {
 }
 
 // apiKeyOK guards the endpoints behind --api-key: 404 without one (the
-// endpoint is off), 401 for a wrong or missing key.
+// endpoint is off), 405 for another method, 401 for a wrong or missing key.
 func (n *Node) apiKeyOK(ctx *fasthttp.RequestCtx, method string) bool {
-	if n.cfg.APIKey == "" {
-		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, string(ctx.Path())+" is disabled: the node has no --api-key")
+	if n.cfg.APIKey != "" && string(ctx.Method()) != method {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "use "+method)
 		return false
 	}
-	if string(ctx.Method()) != method {
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "use "+method)
+	return n.keyOK(ctx)
+}
+
+// privateOK guards the endpoints that --private-api puts behind the api
+// key: open without it.
+func (n *Node) privateOK(ctx *fasthttp.RequestCtx) bool {
+	return !n.cfg.PrivateAPI || n.keyOK(ctx)
+}
+
+// keyOK checks the request's api key: 404 on a node without one, 401 for a
+// wrong or missing key.
+func (n *Node) keyOK(ctx *fasthttp.RequestCtx) bool {
+	if n.cfg.APIKey == "" {
+		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, string(ctx.Path())+" is disabled: the node has no --api-key")
 		return false
 	}
 	if !bearerIs(ctx, n.cfg.APIKey) {
@@ -327,7 +340,9 @@ func (n *Node) serveKey(ctx *fasthttp.RequestCtx, room bool, rest string) {
 		}
 		return
 	}
-	n.serveLocations(ctx, room, rest) // a name with a slash is malformed: 400
+	if n.privateOK(ctx) {
+		n.serveLocations(ctx, room, rest) // a name with a slash is malformed: 400
+	}
 }
 
 // serveHistory answers GET /api/users/{id}/messages,

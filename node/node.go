@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,8 +42,10 @@ type Node struct {
 	rm        *router.Metrics
 	store     store.Store // nil: none
 	storeKind string
-	webhook   *webhook // nil without --webhook
-	view      *clusterView
+	// publicOrigin is --public-url's origin (origin.go); "" without one.
+	publicOrigin string
+	webhook      *webhook // nil without --webhook
+	view         *clusterView
 
 	members prometheus.Gauge
 
@@ -51,8 +54,12 @@ type Node struct {
 	connSeq  atomic.Uint64
 
 	connMu   sync.Mutex
-	conns    map[*session.Conn]struct{}
-	handlers sync.WaitGroup // hijacked WebSocket handlers still running
+	conns    map[*session.Conn]connSlot
+	perUser  map[string]int       // connections here by user (conns.go)
+	perAddr  map[netip.Prefix]int // connections here by client address (clientaddr.go)
+	handlers sync.WaitGroup       // hijacked WebSocket handlers still running
+	// trustedProxies are --trusted-proxies, parsed.
+	trustedProxies []netip.Prefix
 
 	stop      chan struct{}
 	loops     sync.WaitGroup
@@ -66,10 +73,20 @@ func Start(cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
 	n := &Node{
 		cfg:       cfg,
-		conns:     make(map[*session.Conn]struct{}),
+		conns:     make(map[*session.Conn]connSlot),
+		perUser:   make(map[string]int),
+		perAddr:   make(map[netip.Prefix]int),
 		stop:      make(chan struct{}),
 		serveDone: make(chan struct{}),
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// Validate has checked both.
+	if cfg.PublicURL != "" {
+		n.publicOrigin, _ = parseOrigin(cfg.PublicURL)
+	}
+	n.trustedProxies, _ = parseTrustedProxies(cfg.TrustedProxies)
 	var err error
 	linkAt := cfg.Link
 	if linkAt == "" {
@@ -148,6 +165,9 @@ func Start(cfg Config) (*Node, error) {
 		Incarnation: inc,
 		Mode:        cfg.Routing,
 		MaxRooms:    cfg.MaxRooms,
+		MaxWatch:    cfg.MaxWatch,
+		StoreRate:   cfg.StoreRate,
+		StoreBurst:  router.StoreBucket(cfg.StoreRate, cfg.Session.MaxFrame),
 		Store:       n.store,
 		Offline:     offline,
 		Logger:      n.log,
@@ -188,7 +208,9 @@ func Start(cfg Config) (*Node, error) {
 		Handler:     n.serveHTTP,
 		Name:        "shard",
 		ReadTimeout: cfg.HandshakeTimeout,
-		IdleTimeout: 60 * time.Second,
+		// An idle keep-alive connection holds one of Concurrency's slots:
+		// no longer than a request may take to arrive.
+		IdleTimeout: cfg.HandshakeTimeout,
 		// Room for the WebSockets plus the API, and a bound on what
 		// half-open handshakes can hold.
 		Concurrency:           cfg.MaxConns + 1024,
@@ -382,32 +404,6 @@ func (n *Node) closeStore() {
 	}
 }
 
-func (n *Node) connCount() int {
-	n.connMu.Lock()
-	defer n.connMu.Unlock()
-	return len(n.conns)
-}
-
-// addConn records a connection for the drain; false once draining or at
-// the connection cap.
-func (n *Node) addConn(c *session.Conn) bool {
-	n.connMu.Lock()
-	defer n.connMu.Unlock()
-	if n.draining.Load() || len(n.conns) >= n.cfg.MaxConns {
-		return false
-	}
-	n.conns[c] = struct{}{}
-	n.handlers.Add(1)
-	return true
-}
-
-func (n *Node) removeConn(c *session.Conn) {
-	n.connMu.Lock()
-	delete(n.conns, c)
-	n.connMu.Unlock()
-	n.handlers.Done()
-}
-
 // storeState is /api/cluster's store_state and store_error for h.
 func storeState(h store.Health) (state, cause string) {
 	if h.OK {
@@ -434,7 +430,7 @@ func (n *Node) openStore() error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	n.store, n.storeKind = st, kind
+	n.store, n.storeKind = meterStore(st, n.reg), kind
 	n.log.Info("message store open", "kind", kind)
 	return nil
 }

@@ -24,6 +24,9 @@ type Frame struct {
 	// validated: at most MaxListLen well-formed ids. Items decodes it; the
 	// frame stays comparable and decoding it allocates nothing.
 	List string
+	// Users is, the same way, the users of a watch or unwatch: 1 to
+	// MaxListLen ids. UserItems decodes it.
+	Users string
 	// After (sync) and Since (join) are stream offsets; HasSince tells a
 	// join that asks for a replay from one that does not.
 	After    int64
@@ -33,16 +36,23 @@ type Frame struct {
 }
 
 // MaxListLen bounds a list of ids in one frame: the members of one
-// group_create (SPEC 8: at most 1000).
+// group_create (SPEC 8: at most 1000), the users of one watch or unwatch
+// (--max-watch's default, so that the default's worth fits one
+// frame; a longer list goes in several).
 const MaxListLen = 1000
 
 // Items returns the ids of f.List, in order.
-func (f *Frame) Items() []string {
-	if f.List == "" {
+func (f *Frame) Items() []string { return listItems(f.List) }
+
+// UserItems returns the ids of f.Users, in order.
+func (f *Frame) UserItems() []string { return listItems(f.Users) }
+
+// listItems returns the ids of a list checkList accepted.
+func listItems(s string) []string {
+	if s == "" {
 		return nil
 	}
 	var items []string
-	s := f.List
 	for i := skipSpace(s, 1); s[i] != ']'; {
 		var v string
 		v, i = readString(s, i)
@@ -79,6 +89,7 @@ const (
 	hasWith
 	hasList
 	hasSeq
+	hasUsers
 )
 
 const idRule = " must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -"
@@ -114,21 +125,8 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 	}
 	switch f.Type {
 	case TypeSend:
-		switch seen & (hasTo | hasRoom | hasGroup) {
-		case hasTo:
-			if !ValidID(f.To) {
-				return fail("to" + idRule)
-			}
-		case hasRoom:
-			if !ValidID(f.Room) {
-				return fail("room" + idRule)
-			}
-		case hasGroup:
-			if !ValidID(f.Group) {
-				return fail("group" + idRule)
-			}
-		default:
-			return fail("send names exactly one of to, room and group")
+		if msg := oneTarget(&f, seen); msg != "" {
+			return fail(msg)
 		}
 		if f.Body == "" {
 			return fail("body must be a non-empty string")
@@ -159,6 +157,20 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 		if needUser && (seen&hasUser == 0 || !ValidID(f.User)) {
 			return fail("user" + idRule)
 		}
+	case TypeTyping:
+		if msg := oneTarget(&f, seen); msg != "" {
+			return fail(msg)
+		}
+	case TypeWatch, TypeUnwatch:
+		if seen&hasUsers == 0 {
+			return fail("users must be a non-empty list of ids")
+		}
+		if msg := checkList(f.Users); msg != "" {
+			return fail("users" + msg)
+		}
+		if f.Users[skipSpace(f.Users, 1)] == ']' { // a list, checked just now
+			return fail("users must be a non-empty list of ids")
+		}
 	case TypeRead:
 		switch seen & (hasWith | hasGroup) {
 		case hasWith:
@@ -183,7 +195,30 @@ func DecodeFrame(p []byte) (Frame, *FrameError) {
 	if f.Type != TypeGroupCreate {
 		f.List = "" // an unknown field of this type, skipped like any other
 	}
+	if f.Type != TypeWatch && f.Type != TypeUnwatch {
+		f.Users = ""
+	}
 	return f, nil
+}
+
+// oneTarget says why f, a send or a typing, does not name exactly one
+// well-formed recipient of to, room and group, or "" when it does.
+func oneTarget(f *Frame, seen int) string {
+	var name, v string
+	switch seen & (hasTo | hasRoom | hasGroup) {
+	case hasTo:
+		name, v = "to", f.To
+	case hasRoom:
+		name, v = "room", f.Room
+	case hasGroup:
+		name, v = "group", f.Group
+	default:
+		return f.Type + " names exactly one of to, room and group"
+	}
+	if !ValidID(v) {
+		return name + idRule
+	}
+	return ""
 }
 
 // scanObject reads the known string fields of a JSON object that json.Valid
@@ -230,6 +265,11 @@ func scanObject(s string, f *Frame) (seen int, bad string) {
 		case "members":
 			end := skipValue(s, i)
 			f.List, seen = s[i:end], seen|hasList
+			i = end
+			continue
+		case "users":
+			end := skipValue(s, i)
+			f.Users, seen = s[i:end], seen|hasUsers
 			i = end
 			continue
 		case "after", "since", "seq":

@@ -34,6 +34,13 @@ func TestDecodeFrameAcceptsEveryClientFrame(t *testing.T) {
 		{`{"type":"read","id":"c7","with":"bob","seq":57}`, Frame{Type: TypeRead, ID: "c7", With: "bob", Seq: 57}},
 		{`{"type":"read","id":"c8","group":"team","seq":12}`, Frame{Type: TypeRead, ID: "c8", Group: "team", Seq: 12}},
 		{`{"type":"conversations","id":"c9"}`, Frame{Type: TypeConversations, ID: "c9"}},
+		// Typing and presence (issue 13).
+		{`{"type":"typing","to":"bob"}`, Frame{Type: TypeTyping, To: "bob"}},
+		{`{"type":"typing","id":"t1","room":"lobby"}`, Frame{Type: TypeTyping, ID: "t1", Room: "lobby"}},
+		{`{"type":"typing","group":"team"}`, Frame{Type: TypeTyping, Group: "team"}},
+		{`{"type":"watch","id":"c1","users":["bob","carol"]}`, Frame{Type: TypeWatch, ID: "c1", Users: `["bob","carol"]`}},
+		{`{"type":"unwatch","id":"c2","users":[ "bob" ]}`, Frame{Type: TypeUnwatch, ID: "c2", Users: `[ "bob" ]`}},
+		{`{"type":"ping","users":["bob"]}`, Frame{Type: TypePing}},
 		// Unknown fields are skipped, whatever their shape.
 		{` { "x" : [1, {"y": "}"}], "type" : "ping", "z": null, "n": -1.5e3 } `, Frame{Type: TypePing}},
 		// Escapes are decoded.
@@ -62,6 +69,9 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"group_create","id":"c1","group":"team","members":["bob","carol"]}`,
 		`{"type":"read","id":"c7","with":"bob","seq":57}`,
 		`{"type":"send","id":"c5","group":"team","body":"hi"}`,
+		`{"type":"typing","id":"t","group":"team"}`,
+		`{"type":"watch","id":"w","users":["bob","carol",3]}`,
+		`{"type":"unwatch","id":"w","users":[ "bob" , "carol"]}`,
 		`[]`, `"x"`, `{`, ``,
 	} {
 		f.Add([]byte(seed))
@@ -115,6 +125,14 @@ func FuzzDecodeFrame(f *testing.F) {
 		case TypeRead:
 			if named(fr.With, fr.Group) != 1 {
 				t.Fatalf("accepted read %+v", fr)
+			}
+		case TypeTyping:
+			if named(fr.To, fr.Room, fr.Group) != 1 {
+				t.Fatalf("accepted typing %+v", fr)
+			}
+		case TypeWatch, TypeUnwatch:
+			if users := fr.UserItems(); len(users) == 0 || len(users) > MaxListLen || named(users...) != len(users) {
+				t.Fatalf("accepted %s %+v", fr.Type, fr)
 			}
 		case TypePing, TypeSync, TypeConversations:
 		default:
@@ -198,6 +216,61 @@ func TestDecodeFrameRefusesBadOffsetsAndKeys(t *testing.T) {
 	} {
 		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != CodeBadRequest {
 			t.Errorf("%s: %v, want bad_request with id s", in, err)
+		}
+	}
+}
+
+func TestDecodeFrameRefusesBadTypingAndWatches(t *testing.T) {
+	many := `"u"` + strings.Repeat(`,"u"`, MaxListLen)
+	for _, in := range []string{
+		`{"type":"typing","id":"s"}`,
+		`{"type":"typing","id":"s","to":"bob","room":"lobby"}`,
+		`{"type":"typing","id":"s","room":"lobby","group":"team"}`,
+		`{"type":"typing","id":"s","group":""}`,
+		`{"type":"typing","id":"s","group":7}`,
+		`{"type":"typing","id":"s","to":"b o b"}`,
+		`{"type":"watch","id":"s"}`,
+		`{"type":"watch","id":"s","users":[]}`,
+		`{"type":"watch","id":"s","users":[ ]}`,
+		`{"type":"watch","id":"s","users":"bob"}`,
+		`{"type":"watch","id":"s","users":7}`,
+		`{"type":"watch","id":"s","users":["bob",7]}`,
+		`{"type":"watch","id":"s","users":["bob",""]}`,
+		`{"type":"unwatch","id":"s","users":["bob","has space"]}`,
+		`{"type":"watch","id":"s","users":[` + many + `]}`,
+	} {
+		if _, err := DecodeFrame([]byte(in)); err == nil || err.ID != "s" || err.Code != CodeBadRequest {
+			t.Errorf("%.80s: %v, want bad_request with id s", in, err)
+		}
+	}
+	f, err := DecodeFrame([]byte(`{"type":"watch","users":["bob", "carol" ,"dave"]}`))
+	if err != nil || !slices.Equal(f.UserItems(), []string{"bob", "carol", "dave"}) {
+		t.Fatalf("users %v (%v), want bob, carol, dave", f.UserItems(), err)
+	}
+}
+
+func BenchmarkDecodeTyping(b *testing.B) {
+	p := []byte(`{"type":"typing","to":"bob"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeFrame(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A watch of 100 users is checked, not listed: decoding allocates nothing
+// (UserItems, which the router calls once, does).
+func BenchmarkDecodeWatch100(b *testing.B) {
+	users := make([]string, 100)
+	for i := range users {
+		users[i] = `"user` + strings.Repeat("x", i%10) + `"`
+	}
+	p := []byte(`{"type":"watch","id":"w1","users":[` + strings.Join(users, ",") + `]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeFrame(p); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

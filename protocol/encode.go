@@ -64,6 +64,52 @@ func AppendMsg(b []byte, m *Msg) []byte {
 	return append(b, '}')
 }
 
+// Typing is a typing event as its recipients see it: From is typing to
+// exactly one of To (a user), Room and Group.
+type Typing struct {
+	From, To, Room, Group string
+}
+
+// AppendTyping appends the `typing` frame for t. Like a message, it is
+// encoded once and the same bytes go to every recipient.
+func AppendTyping(b []byte, t *Typing) []byte {
+	b = append(b, `{"type":"`+TypeTyping+`","from":`...)
+	b = appendString(b, t.From)
+	switch {
+	case t.Room != "":
+		b = append(b, `,"room":`...)
+		b = appendString(b, t.Room)
+	case t.Group != "":
+		b = append(b, `,"group":`...)
+		b = appendString(b, t.Group)
+	default:
+		b = append(b, `,"to":`...)
+		b = appendString(b, t.To)
+	}
+	return append(b, '}')
+}
+
+// Presence is a watched user's state: online while it has a connection on
+// any node; LastSeen is when its last connection closed (milliseconds since
+// the epoch), 0 while online or when not known.
+type Presence struct {
+	User     string
+	Online   bool
+	LastSeen int64
+}
+
+// AppendPresence appends the `presence` frame for p, encoded once for all
+// the watchers of a node.
+func AppendPresence(b []byte, p *Presence) []byte {
+	b = append(b, `{"type":"`+TypePresence+`","user":`...)
+	b = appendString(b, p.User)
+	b = append(b, `,"online":`...)
+	b = strconv.AppendBool(b, p.Online)
+	b = append(b, `,"last_seen":`...)
+	b = strconv.AppendInt(b, p.LastSeen, 10)
+	return append(b, '}')
+}
+
 // Welcome is the first frame of every connection.
 type Welcome struct {
 	User, Node string

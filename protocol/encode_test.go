@@ -49,6 +49,24 @@ func BenchmarkEncodeMsg(b *testing.B) {
 	}
 }
 
+func BenchmarkEncodeTyping(b *testing.B) {
+	t := &Typing{From: "alice", To: "bob"}
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendTyping(buf[:0], t)
+	}
+}
+
+func BenchmarkEncodePresence(b *testing.B) {
+	p := &Presence{User: "bob", LastSeen: 1732450000123}
+	buf := make([]byte, 0, 80)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendPresence(buf[:0], p)
+	}
+}
+
 // The server frames are byte for byte those of docs/protocol.md §2.6 and §4
 // (their fields, in their order, with values of the tests' own), so that
 // the names of types, statuses and codes are pinned to the wire here and
@@ -85,6 +103,12 @@ func TestServerFramesAreAsDocumented(t *testing.T) {
 			`{"type":"ack","id":"c9","status":"ok","conversations":[{"with":"bob","last":57,"read":50,"unread":7,"ts":3},{"group":"team","last":14,"read":14,"unread":0,"ts":2,"admin":true}]}`},
 		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{}}),
 			`{"type":"ack","id":"c9","status":"ok","conversations":[]}`},
+		// Issue 13.
+		{AppendTyping(nil, &Typing{From: "alice", To: "bob"}), `{"type":"typing","from":"alice","to":"bob"}`},
+		{AppendTyping(nil, &Typing{From: "alice", Room: "lobby"}), `{"type":"typing","from":"alice","room":"lobby"}`},
+		{AppendTyping(nil, &Typing{From: "alice", Group: "team"}), `{"type":"typing","from":"alice","group":"team"}`},
+		{AppendPresence(nil, &Presence{User: "bob", Online: true}), `{"type":"presence","user":"bob","online":true,"last_seen":0}`},
+		{AppendPresence(nil, &Presence{User: "bob", LastSeen: 1732450000123}), `{"type":"presence","user":"bob","online":false,"last_seen":1732450000123}`},
 		{AppendError(nil, "c1", CodeNotMember, "join first"), `{"type":"error","id":"c1","code":"not_member","message":"join first"}`},
 	} {
 		if string(tc.got) != tc.want {

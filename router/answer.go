@@ -20,7 +20,15 @@ type result struct {
 	more       bool
 	// conversations answers a conversations frame.
 	conversations []protocol.Conversation
+	silent        bool // no answer is owed: a typing frame without id
 }
+
+// refused is an error the client is answered with as it is: a code and a
+// message for people, so that a capability's own refusals need no case in
+// refusal.
+type refused struct{ code, message string }
+
+func (e *refused) Error() string { return e.message }
 
 var (
 	errNotMember = errors.New("join the room before sending to it")
@@ -35,9 +43,14 @@ var (
 // refusal is how an error reaches a client: a code and a message. Any
 // error not listed is `unavailable`: the cluster could not do it now.
 func refusal(err error) (code, message string) {
+	var rf *refused
 	switch {
+	case errors.As(err, &rf):
+		return rf.code, rf.message
 	case err == errNotMember:
 		return protocol.CodeNotMember, err.Error()
+	case err == errStoreQuota:
+		return protocol.CodeRateLimited, err.Error()
 	case err == errNoStore:
 		return protocol.CodeUnavailable, err.Error()
 	case err == errNeedsStore, err == ErrTooManyRooms:
@@ -69,6 +82,10 @@ func storeText(err, sentinel error) string {
 
 func (r *Router) answer(c Conn, id, typ string, res result) {
 	var frame []byte
+	if res.silent {
+		c.Answer(nil)
+		return
+	}
 	if res.err != nil {
 		code, message := refusal(res.err)
 		if code == protocol.CodeUnavailable {

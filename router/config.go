@@ -58,6 +58,13 @@ type Config struct {
 	// that a client cannot grow the room index without bound. Default
 	// DefaultMaxRooms.
 	MaxRooms int
+	// MaxWatch bounds the users one connection watches at once
+	// (--max-watch, docs/protocol.md §3.8). Default DefaultMaxWatch.
+	MaxWatch int
+	// StoreRate bounds the bytes one user may have stored per second
+	// through this node (quota.go), with a bucket of StoreBurst bytes; 0:
+	// no bound. Messages from the HTTP API are not counted.
+	StoreRate, StoreBurst int
 	// Store keeps messages; nil: live delivery only, at most once.
 	Store store.Store
 	// Offline, when set, is told of every stored message that reached no
@@ -80,6 +87,9 @@ const (
 	// DefaultMaxRooms (the --max-rooms default): more than any chat client
 	// shows at once, and 256 directory entries per connection at most.
 	DefaultMaxRooms = 256
+	// DefaultMaxWatch (the --max-watch default) is issue 13's: a contact
+	// list of a thousand users, in one watch frame.
+	DefaultMaxWatch = 1000
 )
 
 func (c Config) withDefaults() Config {
@@ -91,6 +101,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRooms <= 0 {
 		c.MaxRooms = DefaultMaxRooms
+	}
+	if c.MaxWatch <= 0 {
+		c.MaxWatch = DefaultMaxWatch
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

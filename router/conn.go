@@ -18,7 +18,8 @@ type Conn interface {
 	// writes to the socket, so that a fan-out to many connections waits for
 	// none of them. false as for Send.
 	Queue(frames ...[]byte) bool
-	// Answer hands it the one answer owed to a frame given to HandleFrame.
+	// Answer hands it the one answer owed to a frame given to HandleFrame;
+	// nil when the frame is owed none (a typing frame without id).
 	Answer(frame []byte)
 	// QueueLimit is how many frames may wait; WaitQueue waits until at
 	// most n do, so that a replay of history never overflows the queue.

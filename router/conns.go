@@ -70,6 +70,7 @@ func (r *Router) Closed(c Conn, reason string) {
 	r.m.Connections.Dec()
 	r.m.Closes.WithLabelValues(reason).Inc()
 	r.updateLocalAsync(Key{Name: c.User()}, cl, false)
+	r.unwatchAll(cl)
 	for _, room := range cl.leaveAll() {
 		r.updateLocalAsync(Key{Room: true, Name: room}, cl, false)
 	}

@@ -13,6 +13,20 @@ import (
 type Directory struct {
 	mu      sync.Mutex
 	entries map[Key]*dirEntry
+	// observe, when set, is told of every change of a holder's count, under
+	// mu: it must be quick and must not call the directory.
+	observe func(dirChange)
+}
+
+// A dirChange is one holder's count of a key changing: a registration, or
+// a holder that is gone. A key that moves to another owner is not one.
+type dirChange struct {
+	key  Key
+	node string
+	// fresh: node holds some of key now and held none before, or held them
+	// as another incarnation.
+	fresh    bool
+	was, now int // the key's count over all nodes, before and after
 }
 
 type dirEntry struct {
@@ -50,28 +64,46 @@ type holding struct {
 	inc   string
 }
 
-func newDirectory() *Directory {
-	return &Directory{entries: make(map[Key]*dirEntry)}
+// newDirectory makes a directory that tells observe, when not nil, of
+// every change of a count.
+func newDirectory(observe func(dirChange)) *Directory {
+	return &Directory{entries: make(map[Key]*dirEntry), observe: observe}
+}
+
+// total is the key's count over all nodes.
+func (e *dirEntry) total() int {
+	n := 0
+	for _, h := range e.counts {
+		n += h.count
+	}
+	return n
+}
+
+func (d *Directory) notify(c dirChange) {
+	if d.observe != nil {
+		d.observe(c)
+	}
 }
 
 // Lookup returns the nodes holding key, sorted by name. When watcher is
-// set, that node caches the answer until watchUntil and is told of changes.
+// set and some node holds key, that node caches the answer until
+// watchUntil and is told of changes. An empty answer is never watched, nor
+// cached by the asker (locationCache.finish): a key with no connection gets
+// no entry here, so that sends to users who never connected, of which a
+// client can make up any number, leave nothing behind. The asker asks again
+// next time, and finds a connection registered meanwhile.
 func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) []Location {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.entries[key]
+	if e == nil || len(e.counts) == 0 {
+		return nil
+	}
 	if watcher != "" {
-		if e == nil {
-			e = &dirEntry{}
-			d.entries[key] = e
-		}
 		if e.watchers == nil {
 			e.watchers = make(map[string]time.Time)
 		}
 		e.watchers[watcher] = watchUntil
-	}
-	if e == nil || len(e.counts) == 0 {
-		return nil
 	}
 	locs := make([]Location, 0, len(e.counts))
 	for node, h := range e.counts {
@@ -96,9 +128,11 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 		d.entries[key] = e
 	}
 	e.strayFrom = time.Time{} // the holder says we own it: a new grace
-	if old, ok := e.counts[node]; ok == (count > 0) && old.count == count && old.inc == inc {
+	old, ok := e.counts[node]
+	if ok == (count > 0) && old.count == count && old.inc == inc {
 		return nil
 	}
+	was := e.total()
 	if count == 0 {
 		delete(e.counts, node)
 	} else {
@@ -106,6 +140,9 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 			e.counts = make(map[string]holding)
 		}
 		e.counts[node] = holding{count, inc}
+	}
+	if ok || count > 0 {
+		d.notify(dirChange{key: key, node: node, fresh: count > 0 && (!ok || old.inc != inc), was: was, now: e.total()})
 	}
 	var tell []string
 	for w, until := range e.watchers {
@@ -137,7 +174,9 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Ke
 		}
 		for node, h := range e.counts {
 			if !keep(node, h.inc) {
+				was := e.total()
 				delete(e.counts, node)
+				d.notify(dirChange{key: key, node: node, was: was, now: e.total()})
 			}
 		}
 		for node := range e.watchers {
@@ -176,6 +215,19 @@ func (d *Directory) tidy(key Key, e *dirEntry, owns func(Key) bool, now time.Tim
 	case !e.keepStray(now):
 		delete(d.entries, key)
 	}
+}
+
+// Keys returns the keys with an entry that match.
+func (d *Directory) Keys(match func(Key) bool) []Key {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var keys []Key
+	for k := range d.entries {
+		if match(k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Len is the number of keys with an entry.

@@ -7,7 +7,7 @@ import (
 )
 
 func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	bob := Key{Name: "bob"}
 	d.Set(bob, "n2", "i", 1, now)
@@ -37,13 +37,41 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	}
 }
 
+// A lookup of a key no node holds leaves no entry, however many watch it,
+// and the sender keeps no such answer: nothing would tell it of the key's
+// first connection.
+func TestAnEmptyAnswerIsNeitherWatchedNorCached(t *testing.T) {
+	d := newDirectory(nil)
+	cache := newLocationCache(10)
+	now := time.Now()
+	for i := 0; i < 100; i++ {
+		key := Key{Name: fmt.Sprintf("ghost%d", i)}
+		locs := d.Lookup(key, "n1", now.Add(time.Minute))
+		_, _, f, _ := cache.get(key, now)
+		cache.finish(key, f, locs, nil, now.Add(time.Minute))
+	}
+	if d.Len() != 0 || cache.len() != 0 {
+		t.Fatalf("100 lookups of keys nobody holds left %d directory entries and %d cached answers, want none", d.Len(), cache.len())
+	}
+	ghost := Key{Name: "ghost7"}
+	if tell := d.Set(ghost, "n2", "i", 1, now); len(tell) != 0 {
+		t.Fatalf("watchers told of a key nobody watched: %v", tell)
+	}
+	if locs := d.Lookup(ghost, "n1", now.Add(time.Minute)); len(locs) != 1 {
+		t.Fatalf("after its first registration: %v", locs)
+	}
+	if tell := d.Set(ghost, "n2", "i", 0, now); len(tell) != 1 || tell[0] != "n1" {
+		t.Fatalf("the watcher of a key with connections was not told it has none: %v", tell)
+	}
+}
+
 // A draining node learns first that it left, and registers its connections
 // with their new owners before those owners' rings have changed; an owner
 // may even apply another change first. A sweep or a ring change in that
 // window dropped them, and the new owner then answered "offline" for users
 // who were connected.
 func TestDirectoryKeepsARegistrationThatArrivesAheadOfItsRing(t *testing.T) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	bob, ann := Key{Name: "bob"}, Key{Name: "ann"}
 	all := func(_, _ string) bool { return true }
@@ -86,7 +114,7 @@ func TestLocationCacheDropsAnswersSpoiledInFlight(t *testing.T) {
 }
 
 func BenchmarkDirectoryLookup(b *testing.B) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	for i := 0; i < 100000; i++ {
 		d.Set(Key{Name: fmt.Sprintf("user%d", i)}, fmt.Sprintf("n%d", i%5), "i", 1, now)
@@ -116,7 +144,7 @@ func BenchmarkLocationCacheHit(b *testing.B) {
 // back the counts it had: its holders registered with the owner in between,
 // and told that one, not this node, of the connections that closed since.
 func TestDirectoryForgetsAKeyThatMovedAway(t *testing.T) {
-	d := newDirectory()
+	d := newDirectory(nil)
 	now := time.Now()
 	bob := Key{Name: "bob"}
 	all := func(_, _ string) bool { return true }

@@ -13,6 +13,11 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
+func init() {
+	handleFrames((*Router).handleGroupChange, protocol.TypeGroupCreate, protocol.TypeGroupAdd,
+		protocol.TypeGroupRemove, protocol.TypeGroupLeave)
+}
+
 // A group belongs to its users: its members live in the store, which
 // decides them in the transaction that appends to the group's stream. Each
 // message it stores carries the membership version at its offset (the

@@ -35,6 +35,10 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 			return
 		}
 	}
+	if sender != nil && !r.quota.take(&a, time.Now()) {
+		done(result{err: errStoreQuota})
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	ap, err := r.cfg.Store.Append(ctx, a)
 	cancel()
@@ -160,14 +164,27 @@ func (r *Router) recordAnswer(from, key string, res result) {
 const answerWriters = 64
 
 func (r *Router) recordLoop() {
+	storeWriters(r, r.answers, answerWriters, func(ctx context.Context, a recordedAnswer) {
+		if err := r.cfg.Store.RecordAnswer(ctx, a.from, a.key, a.ans); err != nil {
+			r.log.Warn("answer not recorded", "user", a.from, "err", err)
+		}
+		r.keys.forget(a.from, a.key)
+	})
+}
+
+// storeWriters calls write for each item of queue, at most n at once, each
+// within storeTimeout, until the router stops: the store writes that a
+// link's reader or a lock holder queued rather than waited for. The caller
+// has counted it in the router's WaitGroup.
+func storeWriters[T any](r *Router, queue <-chan T, n int, write func(context.Context, T)) {
 	defer r.wg.Done()
-	writers := make(chan struct{}, answerWriters)
+	writers := make(chan struct{}, n)
 	for {
-		var a recordedAnswer
+		var item T
 		select {
 		case <-r.stop:
 			return
-		case a = <-r.answers:
+		case item = <-queue:
 		}
 		select {
 		case writers <- struct{}{}:
@@ -178,11 +195,8 @@ func (r *Router) recordLoop() {
 		go func() {
 			defer r.wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-			if err := r.cfg.Store.RecordAnswer(ctx, a.from, a.key, a.ans); err != nil {
-				r.log.Warn("answer not recorded", "user", a.from, "err", err)
-			}
+			write(ctx, item)
 			cancel()
-			r.keys.forget(a.from, a.key)
 			<-writers
 		}()
 	}

@@ -37,6 +37,46 @@ func (r *Router) updateLocal(key Key, c *client, add bool) error {
 func (r *Router) updateLocalAsync(key Key, c *client, add bool) <-chan error {
 	r.local.mu.Lock()
 	defer r.local.mu.Unlock()
+	count := r.editLocked(key, c, add)
+	owner := r.view.Load().ring.Owner(key.Name)
+	if owner == "" {
+		done := make(chan error, 1)
+		done <- ErrNoRing
+		return done
+	}
+	return r.registerLocked(owner, []registration{{key, count}})
+}
+
+// updateLocalMany is updateLocalAsync for many keys of one connection: one
+// register frame per owner (of at most registerBatch keys), not one per key,
+// so that a watch of a thousand users costs a message per owner. The
+// channel gets the first error once every owner has answered.
+func (r *Router) updateLocalMany(keys []Key, c *client, add bool) <-chan error {
+	done := make(chan error, 1)
+	r.local.mu.Lock()
+	rg := r.view.Load().ring
+	byOwner := make(map[string][]registration)
+	for _, key := range keys {
+		count := r.editLocked(key, c, add)
+		byOwner[rg.Owner(key.Name)] = append(byOwner[rg.Owner(key.Name)], registration{key, count})
+	}
+	if _, none := byOwner[""]; none {
+		r.local.mu.Unlock()
+		done <- ErrNoRing
+		return done
+	}
+	var waits []<-chan error
+	for owner, regs := range byOwner {
+		waits = append(waits, r.registerBatches(owner, regs)...)
+	}
+	r.local.mu.Unlock()
+	go func() { done <- firstError(waits) }()
+	return done
+}
+
+// editLocked adds or removes c under key and returns how many connections
+// this node now holds for it; the caller holds the index lock.
+func (r *Router) editLocked(key Key, c *client, add bool) int {
 	list := r.local.conns[key]
 	if add {
 		list = append(list, c)
@@ -57,13 +97,7 @@ func (r *Router) updateLocalAsync(key Key, c *client, add bool) <-chan error {
 	}
 	// Our own cached view of key is stale from now on.
 	r.cache.invalidate(key)
-	owner := r.view.Load().ring.Owner(key.Name)
-	if owner == "" {
-		done := make(chan error, 1)
-		done <- ErrNoRing
-		return done
-	}
-	return r.registerLocked(owner, []registration{{key, len(list)}})
+	return len(list)
 }
 
 // registerLocked sends this node's counts to owner, itself included; the

@@ -15,6 +15,9 @@ type Metrics struct {
 	LookupCache    *prometheus.CounterVec // result: hit, miss
 	Reregistration prometheus.Counter
 	answerStatus   *prometheus.CounterVec // status: delivered, offline, sent, unavailable, not_member
+	Watches        prometheus.Gauge       // users watched by this node's connections, a watch per connection and user
+	PresenceEvents *prometheus.CounterVec // to: node (told to a watching node), connection (a presence frame)
+	Typing         *prometheus.CounterVec // result: forwarded, dropped (over one per conversation per 2 s)
 }
 
 // NewMetrics creates the router's metrics and registers them with reg.
@@ -42,8 +45,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "shard_reregistered_keys_total", Help: "Directory keys re-registered with a new owner after a ring change."}),
 		answerStatus: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shard_answers_total", Help: "Answers to client send, join and leave frames, by status or error code."}, []string{"status"}),
+		Watches: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shard_watches", Help: "Users watched by this node's connections: one per connection and user."}),
+		PresenceEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shard_presence_events_total",
+			Help: "Presence changes told to a watching node (to=node) and presence frames written to connections (to=connection)."}, []string{"to"}),
+		Typing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shard_typing_total",
+			Help: "Typing frames from this node's connections, forwarded or dropped (over one per conversation per 2 s)."}, []string{"result"}),
 	}
 	reg.MustRegister(m.Connections, m.ChatMessages, m.Deliveries, m.PeerSent, m.PeerReplies,
-		m.Closes, m.RingChanges, m.LookupCache, m.Reregistration, m.answerStatus)
+		m.Closes, m.RingChanges, m.LookupCache, m.Reregistration, m.answerStatus,
+		m.Watches, m.PresenceEvents, m.Typing)
 	return m
 }

@@ -73,6 +73,7 @@ type settlement struct {
 	waiting  map[string]bool
 	deadline time.Time
 	early    map[string]map[string]bool // reports for versions not yet seen here
+	done     chan struct{}              // closed once waiting is empty
 }
 
 func (s *settlement) reset(version string, members []string, now time.Time) {
@@ -87,6 +88,19 @@ func (s *settlement) reset(version string, members []string, now time.Time) {
 	}
 	delete(s.early, version)
 	s.deadline = now.Add(settleTimeout)
+	s.done = make(chan struct{})
+	if len(s.waiting) == 0 {
+		close(s.done)
+	}
+}
+
+// wait returns the version being settled, a channel closed once every
+// member has reported for it, and the deadline after which it counts as
+// settled all the same.
+func (s *settlement) wait() (version string, done <-chan struct{}, deadline time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version, s.done, s.deadline
 }
 
 // synced records that node finished re-registering for version.
@@ -94,7 +108,12 @@ func (s *settlement) synced(version, node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if version == s.version {
-		delete(s.waiting, node)
+		if s.waiting[node] {
+			delete(s.waiting, node)
+			if len(s.waiting) == 0 {
+				close(s.done)
+			}
+		}
 		return
 	}
 	// A member may be ahead of us; keep a few versions, not a history.
@@ -195,6 +214,7 @@ func (r *Router) SetMembers(members []Member) error {
 	}
 	r.local.mu.Unlock()
 
+	r.presenceMembersChanged(nv)
 	r.m.Reregistration.Add(float64(moved))
 	r.log.Info("membership changed", "members", rg.Len(), "version", nv.version, "reregistered", moved)
 	var firstErr error

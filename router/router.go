@@ -43,6 +43,9 @@ type Router struct {
 	answers     chan recordedAnswer
 	retry       retries
 	keys        keyedSends
+	watches     watchIndex   // presence.go: what this node's watching connections were told
+	presence    presenceBook // presence.go: the presence of the users this node owns that are watched
+	quota       *storeQuota
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -58,19 +61,21 @@ func New(cfg Config, t Transport) *Router {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		m:         cfg.Metrics,
-		dir:       newDirectory(),
 		cache:     newLocationCache(cfg.CacheSize),
 		local:     newLocalIndex(),
 		midPrefix: base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:]) + "-",
 		retired:   make(map[string]string),
+		quota:     newStoreQuota(cfg.StoreRate, cfg.StoreBurst),
 		stop:      make(chan struct{}),
 	}
+	r.dir = newDirectory(r.observePresence)
 	empty, _ := ring.New(nil)
 	r.view.Store(newView(nil, empty))
 	r.links = t
 	t.Serve(r.handlePeer)
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.sweepLoop()
+	go r.presenceLoop()
 	if cfg.Store != nil {
 		r.answers = make(chan recordedAnswer, answerQueue)
 		r.wg.Add(1)
@@ -159,4 +164,5 @@ func (r *Router) sweepCaches(now time.Time) {
 	self, rg := r.cfg.Self, r.view.Load().ring
 	r.dir.Sweep(now, func(k Key) bool { return rg.Owner(k.Name) == self })
 	r.cache.sweep(now)
+	r.quota.sweep(now)
 }

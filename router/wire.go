@@ -24,6 +24,7 @@ const (
 	kindResync                                           // register again what you hold that I own: I dropped it (ringchange.go)
 	kindLookupUsers                                      // where are these users' connections, asked of their owner (locate.go)
 	kindMembers                                          // who are a group's members at a version, asked of the group's owner (groups.go)
+	kindPresence                                         // these users you watch are now online or offline, told by their owner (presence.go)
 )
 
 // String is the `kind` label of the peer message metrics.
@@ -175,24 +176,33 @@ func decodeLookupResults(p []byte) ([]lookupResult, error) {
 	return rs, d.Done()
 }
 
-// Key names a directory entry: a user's connections or a room's joined
-// connections. Users and rooms are separate namespaces.
+// Key names a directory entry: a user's connections, a room's joined
+// connections, or the connections watching a user's presence (Watch; its
+// owner is the user's, presence.go). They are separate namespaces; at most
+// one of Room and Watch is set.
 type Key struct {
-	Room bool
-	Name string
+	Room  bool
+	Watch bool
+	Name  string
 }
 
 func (k Key) String() string {
-	if k.Room {
+	switch {
+	case k.Room:
 		return "room " + k.Name
+	case k.Watch:
+		return "watchers of " + k.Name
 	}
 	return "user " + k.Name
 }
 
 func appendKey(b []byte, k Key) []byte {
-	if k.Room {
+	switch {
+	case k.Room:
 		b = append(b, 'r')
-	} else {
+	case k.Watch:
+		b = append(b, 'w')
+	default:
 		b = append(b, 'u')
 	}
 	return link.AppendString(b, k.Name)
@@ -200,10 +210,10 @@ func appendKey(b []byte, k Key) []byte {
 
 func decodeKey(d *link.Decoder) Key {
 	c := d.Byte()
-	if c != 'u' && c != 'r' {
+	if c != 'u' && c != 'r' && c != 'w' {
 		d.Fail()
 	}
-	return Key{Room: c == 'r', Name: d.String()}
+	return Key{Room: c == 'r', Watch: c == 'w', Name: d.String()}
 }
 
 // registration is this node's count of connections for one key.

@@ -41,22 +41,27 @@ type CoalescingConn struct {
 	mu        sync.Mutex
 	buf       *bufio.Writer   // non-nil while held
 	tail      []byte          // what WriteTextNow left unwritten: the next write sends it first
+	framed    bool            // the HTTP exchange is over: every Write is WebSocket frames
+	frameLeft uint64          // payload bytes of the last frame begun that later Writes carry
 	closeSent bool            // a close frame went out: no data frame may follow it
 	rawConn   syscall.RawConn // nil when the socket gives no raw access: WriteTextNow never can
 }
 
-// closeFrameStart is the first byte of a final close frame. The WebSocket
-// library writes each control frame with one Write, and every data frame
-// starts with its header or, written apart from it, with a JSON payload's
-// '{': so a Write that starts with this byte is a close frame.
-const closeFrameStart = 0x88
+// Framed tells the connection that the upgrade has been answered: from now
+// on every Write is WebSocket frames, whose headers it follows to see the
+// close frame go out.
+func (c *CoalescingConn) Framed() {
+	c.mu.Lock()
+	c.framed = true
+	c.mu.Unlock()
+}
 
 // Write implements net.Conn.
 func (c *CoalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(p) > 0 && p[0] == closeFrameStart {
-		c.closeSent = true
+	if c.framed && !c.closeSent {
+		c.followFrames(p)
 	}
 	if c.buf != nil {
 		return c.buf.Write(p)
@@ -168,6 +173,65 @@ func (w *frameWrite) release() {
 	}
 	w.err = nil
 	frameWrites.Put(w)
+}
+
+// followFrames reads the frame headers in p, a Write of the WebSocket
+// library, and notes a close frame. A header is known by where it falls,
+// never by a byte's value: the library writes a long frame's header with
+// the first part of its payload and the rest in a second Write, which may
+// start with any byte (0x88, a close frame's first, is a UTF-8 continuation
+// byte). Each of its Writes begins with a header or continues the frame
+// before it, and a header never spans two (WriteTextNow's frames and their
+// tails bypass Write and leave it between frames).
+func (c *CoalescingConn) followFrames(p []byte) {
+	for len(p) > 0 {
+		if c.frameLeft > 0 {
+			n := min(c.frameLeft, uint64(len(p)))
+			c.frameLeft -= n
+			p = p[n:]
+			continue
+		}
+		opcode, header, length, ok := parseFrameHeader(p)
+		if !ok || opcode == opClose {
+			// A header cut short would be a library this code does not know:
+			// take it for a close, which costs only the fast path.
+			c.closeSent = true
+			return
+		}
+		c.frameLeft = length
+		p = p[header:]
+	}
+}
+
+// opClose is the opcode of a close frame (RFC 6455 5.5.1).
+const opClose = 8
+
+// parseFrameHeader reads the frame header at the start of p (RFC 6455 5.2):
+// its opcode, its size and the payload's.
+func parseFrameHeader(p []byte) (opcode byte, header int, length uint64, ok bool) {
+	if len(p) < 2 {
+		return 0, 0, 0, false
+	}
+	header = 2
+	switch p[1] & 0x7f {
+	case 126:
+		header = 4
+	case 127:
+		header = 10
+	}
+	if p[1]&0x80 != 0 { // masked: a client's frame, never a server's
+		header += 4
+	}
+	if len(p) < header {
+		return 0, 0, 0, false
+	}
+	switch length = uint64(p[1] & 0x7f); length {
+	case 126:
+		length = uint64(binary.BigEndian.Uint16(p[2:]))
+	case 127:
+		length = binary.BigEndian.Uint64(p[2:])
+	}
+	return p[0] & 0x0f, header, length, true
 }
 
 // appendTextFrame appends a final, unmasked text frame (RFC 6455 5.2): what

@@ -3,6 +3,7 @@ package session
 import (
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,35 @@ func BenchmarkWriteTextNow(b *testing.B) {
 			if err := c.Release(); err != nil {
 				b.Fatal(err)
 			}
+		}
+	}
+}
+
+// A long frame whose payload the WebSocket library writes apart from its
+// header, and whose second part starts with byte 0x88 (a UTF-8 continuation
+// byte, as in "∈"), is not taken for a close frame: the connection keeps
+// writing deliveries at once instead of queueing every one of them for a
+// writer from then on.
+func TestPayloadThatStartsLikeACloseFrameKeepsTheFastPath(t *testing.T) {
+	addr, conns := serveOne(t, Config{PingInterval: time.Hour})
+	cl, c := dialOne(t, addr, conns)
+	small := []byte(`{"type":"msg","body":"still fast"}`)
+	// The library writes the first few KiB of a frame with its header and
+	// the rest in a second write; three alignments of "∈" (E2 88 88) put
+	// 0x88 at the start of that rest in two of them.
+	for shift := 0; shift < 3; shift++ {
+		big := `{"body":"` + strings.Repeat("x", shift) + strings.Repeat("∈", 4000) + `"}`
+		c.Queue([]byte(big)) // through the writer, and so through the library
+		if _, p, err := cl.ReadMessage(); err != nil || string(p) != big {
+			t.Fatalf("shift %d: read %d bytes, %v; want the %d-byte frame", shift, len(p), err, len(big))
+		}
+		waitWriterGone(t, c)
+		taken, _, err := c.raw.WriteTextNow(small)
+		if err != nil || !taken {
+			t.Fatalf("shift %d: after a long frame, a delivery to the idle connection was refused the direct write (taken %v, %v)", shift, taken, err)
+		}
+		if _, p, err := cl.ReadMessage(); err != nil || string(p) != string(small) {
+			t.Fatalf("shift %d: read %q, %v", shift, p, err)
 		}
 	}
 }

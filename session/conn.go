@@ -18,8 +18,9 @@ type Config struct {
 	// MaxFrame is the largest client frame in bytes; a larger one closes the
 	// connection with 1009. Default 65536.
 	MaxFrame int
-	// Rate is the number of client frames per second per connection; a
-	// token bucket with a burst of twice that, starting full. Default 200.
+	// Rate is the number of client frames (messages, pings and pongs) per
+	// second per connection; a token bucket with a burst of twice that,
+	// starting full. Default 200.
 	Rate int
 	// SendQueue is how many outgoing frames may wait; past that the
 	// connection is closed as a slow consumer (1008). Default 1024.
@@ -140,9 +141,12 @@ func (c *Conn) User() string { return c.user }
 // could not be held for it.
 func (c *Conn) Cut() { c.Close(CloseSlowConsumer) }
 
-// Answer queues the answer to a frame given to the Handler.
+// Answer queues the answer to a frame given to the Handler; nil: the frame
+// is owed none, but it has been dealt with all the same (see drain).
 func (c *Conn) Answer(frame []byte) {
-	c.Send(frame)
+	if frame != nil {
+		c.Send(frame)
+	}
 	c.mu.Lock()
 	c.inflight--
 	if c.inflight == 0 && c.drained != nil {
@@ -213,14 +217,23 @@ func (c *Conn) Reason() CloseReason {
 // the connection under ws when the listener coalesces writes, else nil.
 func (c *Conn) Serve(ws *websocket.Conn, raw *CoalescingConn, h Handler) {
 	ws.SetReadLimit(int64(c.cfg.MaxFrame))
-	ws.SetPongHandler(func(string) error { return c.extendDeadline() })
+	// Control frames take tokens like messages (the handlers run in the
+	// reader): a ping over the rate gets no pong, and a flood of pongs
+	// empties the bucket for the frames after it.
+	ws.SetPongHandler(func(string) error {
+		c.takeToken()
+		return c.extendDeadline()
+	})
 	ping := ws.PingHandler()
 	ws.SetPingHandler(func(data string) error {
-		if err := c.extendDeadline(); err != nil {
+		if err := c.extendDeadline(); err != nil || !c.takeToken() {
 			return err
 		}
 		return ping(data)
 	})
+	if raw != nil {
+		raw.Framed() // nothing but frames from now on: the upgrade is answered
+	}
 	c.mu.Lock()
 	c.ws, c.raw = ws, raw
 	c.serving = true
@@ -278,17 +291,18 @@ func (c *Conn) readLoop(h Handler) CloseReason {
 			continue
 		default:
 		}
-		if kind != websocket.TextMessage {
-			c.Send(protocol.AppendError(nil, "", protocol.CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
-			continue
-		}
 		if !c.takeToken() {
-			f, _ := protocol.DecodeFrame(p)
-			id := f.ID
-			if !protocol.ValidID(id) {
-				id = ""
+			id := ""
+			if kind == websocket.TextMessage {
+				if f, _ := protocol.DecodeFrame(p); protocol.ValidID(f.ID) {
+					id = f.ID
+				}
 			}
 			c.Send(protocol.AppendError(nil, id, protocol.CodeRateLimited, "more than the allowed frames per second; slow down"))
+			continue
+		}
+		if kind != websocket.TextMessage {
+			c.Send(protocol.AppendError(nil, "", protocol.CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
 			continue
 		}
 		f, ferr := protocol.DecodeFrame(p)

@@ -152,6 +152,19 @@ func TestNoDataFrameFollowsTheCloseFrame(t *testing.T) {
 	}
 }
 
+// waitWriterGone waits until no writer goroutine owns c's socket.
+func waitWriterGone(t *testing.T, c *Conn) {
+	t.Helper()
+	wait.For(t, 5*time.Second, time.Millisecond, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.writing {
+			return errors.New("the writer still runs")
+		}
+		return nil
+	})
+}
+
 // A frame the socket refuses while frames are queued behind it is written
 // before them.
 func TestFrameRefusedBySocketKeepsItsPlace(t *testing.T) {
@@ -159,14 +172,7 @@ func TestFrameRefusedBySocketKeepsItsPlace(t *testing.T) {
 	cl, c := dialOne(t, addr, conns)
 	// The writer of the welcome may still be on its way out; until it is
 	// gone, its "writing" would pass for the try of "first" below.
-	wait.For(t, 5*time.Second, time.Millisecond, func() error {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.writing {
-			return errors.New("the welcome's writer still runs")
-		}
-		return nil
-	})
+	waitWriterGone(t, c)
 	// Hold the socket while "first" is being tried, make the try fail,
 	// and queue "second" meanwhile.
 	c.raw.mu.Lock()

@@ -307,6 +307,90 @@ func TestPageReconnectsAfterNginxRestarts(t *testing.T) {
 	alice.checkNoExceptions()
 }
 
+// TestBrowserShowsPresenceAndTypingFromEvents: bob has a conversation with
+// alice open; he sees her come online when her page connects, "alice is
+// typing…" while she types (and not 5 s after she stopped), and her go
+// offline, with when she was last seen, once her page is gone; all from
+// the events the cluster sends, through nginx in front of 3 nodes: the page
+// never asks GET /api/users.
+func TestBrowserShowsPresenceAndTypingFromEvents(t *testing.T) {
+	chromium := lookTool(t, "chromium", "/usr/bin/chromium")
+	nginx := lookTool(t, "nginx", "/usr/sbin/nginx")
+	procs := testcluster.StartProcesses(t, 3, "--drain-timeout", "5s")
+	base := startNginx(t, nginx, procs).base
+	browser := startBrowser(t, chromium)
+	bob := openPage(t, browser, "bob", base+"/?user=bob")
+	pages := []*page{bob}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range pages {
+				p.dump()
+			}
+		}
+	})
+	bob.connectedNode(10 * time.Second)
+	bob.enterText("new-chat", "alice")
+	bob.waitFor("bob's page to say alice, who never connected, is offline",
+		`document.querySelector('#conv-title')?.textContent === 'alice' &&
+		 document.querySelector('#conv-sub').dataset.online === 'false' &&
+		 document.querySelector('#conv-sub').textContent === 'offline'`)
+
+	alice := openPage(t, browser, "alice", base+"/?user=alice")
+	pages = append(pages, alice)
+	alice.connectedNode(10 * time.Second)
+	bob.waitFor("bob's page to show alice online, in the header and as a green dot",
+		`document.querySelector('#conv-sub').dataset.online === 'true' &&
+		 document.querySelector('#conv-sub').textContent === 'online' &&
+		 document.querySelector('[data-conv="@alice"] .presence').dataset.online === 'true'`)
+
+	// alice types to bob without sending.
+	alice.enterText("new-chat", "bob")
+	alice.waitFor("alice's page to open the conversation with bob",
+		`document.querySelector('#conv-title')?.textContent === 'bob' && document.activeElement?.id === 'composer'`)
+	alice.do(chromedp.SendKeys(chromedp.ID("composer"), "are you th"))
+	bob.waitFor(`bob's page to say "alice is typing…"`,
+		`document.querySelector('#typing').textContent === 'alice is typing…' &&
+		 document.querySelector('[data-conv="@alice"] .conv-last').textContent === 'typing…'`)
+	stopped := time.Now()
+	bob.screenshot("bob-typing.png")
+	bob.waitFor("bob's page to stop saying alice is typing once she stopped",
+		`document.querySelector('#typing').textContent === ''`)
+	if shown := time.Since(stopped); shown < 3*time.Second {
+		t.Fatalf(`bob's page dropped "alice is typing…" %s after her last keystroke, want about 5 s`, shown)
+	}
+
+	// alice's page goes: 3 s later bob sees her offline, last seen then.
+	left := time.Now().UnixMilli()
+	alice.do(chromedp.Navigate("about:blank"))
+	bob.waitFor("bob's page to show alice offline, last seen when she left",
+		fmt.Sprintf(`document.querySelector('#conv-sub').dataset.online === 'false' &&
+		 Number(document.querySelector('#conv-sub').dataset.lastSeen) >= %d &&
+		 document.querySelector('#conv-sub').textContent.startsWith('last seen ') &&
+		 document.querySelector('[data-conv="@alice"] .presence').dataset.online === 'false'`, left))
+	bob.screenshot("bob-presence-last-seen.png")
+
+	for _, p := range pages {
+		wait.For(t, 3*time.Second, 50*time.Millisecond, p.checkFrames)
+		p.checkNoExceptions()
+		p.mu.Lock()
+		for _, u := range p.requests {
+			if strings.Contains(u, "/api/users/") {
+				t.Errorf("%s's page asked %s: presence comes as events, it is not polled", p.name, u)
+			}
+		}
+		p.mu.Unlock()
+	}
+	var typing int
+	for _, f := range alice.sentFrames() {
+		if f.Type == protocol.TypeTyping {
+			typing++
+		}
+	}
+	if typing != 1 {
+		t.Errorf("alice's page sent %d typing frames for 10 keystrokes within 2 s, want 1", typing)
+	}
+}
+
 // TestBrowserChatKeepsHistoryWithAStore is the page on a node that keeps
 // messages (--data, the embedded store): a message to someone who has never
 // connected is acked "stored" and reaches them when they do; a person who
@@ -540,6 +624,7 @@ type page struct {
 	mu         sync.Mutex
 	sockets    []*socketLog // every WebSocket the page opened, in order
 	exceptions []string     // uncaught JavaScript exceptions
+	requests   []string     // the URL of every HTTP request the page made
 }
 
 // socketLog is the text frames of one WebSocket, as DevTools saw them.
@@ -574,6 +659,10 @@ func (p *page) record(ev any) {
 		if ev.Response != nil && ev.Response.Opcode == 1 {
 			s := socket(ev.RequestID)
 			s.received = append(s.received, string(ev.Response.PayloadData))
+		}
+	case *network.EventRequestWillBeSent:
+		if ev.Request != nil {
+			p.requests = append(p.requests, ev.Request.URL)
 		}
 	case *runtime.EventExceptionThrown:
 		p.exceptions = append(p.exceptions, (&chromedp.ExceptionError{ExceptionDetails: ev.ExceptionDetails}).Error())

@@ -20,13 +20,14 @@ import (
 
 func TestEnvironmentFillsFlagsAndCommandLineWins(t *testing.T) {
 	env := map[string]string{
-		"SHARD_HTTP":       "127.0.0.9:9000",
-		"SHARD_RATE":       "50",
-		"SHARD_ROUTING":    "broadcast",
-		"SHARD_JOIN":       "127.0.0.2:7946, 127.0.0.3:7946",
-		"SHARD_MAX_FRAME":  "1024",
-		"SHARD_LOG_LEVEL":  "debug",
-		"SHARD_SEND_QUEUE": "64",
+		"SHARD_HTTP":            "127.0.0.9:9000",
+		"SHARD_RATE":            "50",
+		"SHARD_ROUTING":         "broadcast",
+		"SHARD_JOIN":            "127.0.0.2:7946, 127.0.0.3:7946",
+		"SHARD_MAX_FRAME":       "1024",
+		"SHARD_LOG_LEVEL":       "debug",
+		"SHARD_SEND_QUEUE":      "64",
+		"SHARD_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg, level, err := parseFlags([]string{"--rate", "75"}, lookup, &bytes.Buffer{})
@@ -42,6 +43,9 @@ func TestEnvironmentFillsFlagsAndCommandLineWins(t *testing.T) {
 	if len(cfg.Join) != 2 || cfg.Join[1] != "127.0.0.3:7946" || level.String() != "DEBUG" {
 		t.Fatalf("join %q level %s", cfg.Join, level)
 	}
+	if len(cfg.TrustedProxies) != 2 || cfg.TrustedProxies[1] != "192.0.2.1" {
+		t.Fatalf("trusted proxies %q", cfg.TrustedProxies)
+	}
 }
 
 func TestBadFlagsExitWithTwo(t *testing.T) {
@@ -51,6 +55,10 @@ func TestBadFlagsExitWithTwo(t *testing.T) {
 		{"--no-such-flag"},
 		{"--log-level", "loud"},
 		{"--send-queue", "0"},
+		{"--public-url", "chat.example"},
+		{"--private-api"},
+		{"--trusted-proxies", "10.0.0.0/8,nginx"},
+		{"--max-conns-per-ip", "-1"},
 		{"stray-argument"},
 	} {
 		var stderr bytes.Buffer

@@ -12,10 +12,17 @@ import { Client, ClosedError, FrameTooLargeError, HandshakeError, ShardError, ne
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 8000;
 
-// Presence: the open conversation is refreshed often, the sidebar rarely.
-const PRESENCE_ACTIVE_MS = 5000;
-const PRESENCE_LIST_MS = 30000;
+// Who is in the open room is refreshed often, the cluster's nodes rarely.
+// A person's presence is not asked for: it comes as events (watch).
+const ROOM_REFRESH_MS = 5000;
+const CLUSTER_REFRESH_MS = 30000;
 const API_TIMEOUT_MS = 5000;
+
+// Typing: one frame per conversation at most every 2 s while the person
+// types (the node forwards no more); "alice is typing…" shows for 5 s
+// after the last one came.
+const TYPING_SEND_MS = 2000;
+const TYPING_SHOW_MS = 5000;
 
 // Bounds on what a long-open tab keeps in memory.
 const MAX_MSGS_PER_CONV = 500;
@@ -130,6 +137,8 @@ function newClient() {
   client.on('disconnected', onDisconnected);
   client.on('reconnecting', onReconnecting);
   client.on('message', onMsg);
+  client.on('presence', onPresence);
+  client.on('typing', onTyping);
   client.on('closed', onClosed);
   client.on('rejoinfailed', ({ room, error }) => {
     const c = S.convs.get(key('room', room));
@@ -182,8 +191,8 @@ function onConnected() {
   flush();
   saveOffsets();
   renderHeader();
-  refreshPresence(S.active);
-  refreshListPresence();
+  refreshRoom(S.active);
+  refreshCluster();
 }
 
 function onDisconnected({ code }) {
@@ -347,8 +356,13 @@ function ensureConv(kind, name) {
     key: k, kind, name, msgs: [], unread: 0, last: null,
     wanted: kind === 'dm', joined: false, joining: false, joinError: '',
     presence: null, presenceError: '', li: null,
+    typing: new Map(), // who types here -> until when it shows
+    typingSent: 0,     // when this page last said it types here
   };
   S.convs.set(k, c);
+  // The person's presence comes as events from now on, also after a
+  // reconnect (the client watches again).
+  if (kind === 'dm' && name !== S.me && S.client) S.client.watch([name]).catch(() => { /* told by 'error' */ });
   return c;
 }
 
@@ -392,7 +406,11 @@ function renderItem(c) {
   b.setAttribute('aria-current', String(c === S.active));
   b.dataset.joined = String(c.kind === 'room' ? c.joined : true);
   const lastEl = b.querySelector('.conv-last');
-  if (c.last) {
+  const typing = typingText(c, true);
+  lastEl.classList.toggle('typing', !!typing);
+  if (typing) {
+    lastEl.textContent = typing;
+  } else if (c.last) {
     const who = c.last.own ? 'You' : (c.kind === 'room' ? c.last.from : '');
     lastEl.textContent = (who ? who + ': ' : '') + c.last.body.replace(/\s+/g, ' ');
     b.querySelector('time').textContent = clock(c.last.ts);
@@ -404,7 +422,10 @@ function renderItem(c) {
   if (c.unread) b.dataset.unread = String(c.unread); else delete b.dataset.unread;
   b.setAttribute('aria-label', `${c.kind === 'room' ? 'room ' + c.name : c.name}${c.unread ? `, ${c.unread} unread` : ''}`);
   const dot = b.querySelector('.presence');
-  if (dot && c.presence) dot.dataset.online = String(!!c.presence.online);
+  if (dot && c.presence) {
+    dot.dataset.online = String(!!c.presence.online);
+    dot.title = presenceText(c.presence);
+  }
 }
 
 function totalUnread() {
@@ -443,16 +464,17 @@ function openConv(c, focusComposer) {
   box.scrollTop = box.scrollHeight;
   $('jump').hidden = true;
   renderHeader();
-  refreshPresence(c);
-  clearTimer('presence');
-  S.timers.presence = setInterval(() => refreshPresence(S.active), PRESENCE_ACTIVE_MS);
+  renderTyping();
+  refreshRoom(c);
+  clearTimer('room');
+  if (c.kind === 'room') S.timers.room = setInterval(() => refreshRoom(S.active), ROOM_REFRESH_MS);
   if (focusComposer) $('composer').focus({ preventScroll: true });
 }
 
 function closeConv() {
   const prev = S.active;
   S.active = null;
-  clearTimer('presence');
+  clearTimer('room');
   if (prev) renderItem(prev);
   $('chat').dataset.empty = '';
   $('messages').replaceChildren();
@@ -479,6 +501,7 @@ function renderHeader() {
   $('conv-title').textContent = c.kind === 'room' ? '#' + c.name : c.name;
   paintAvatar($('conv-avatar'), c.name, c.kind === 'room');
   $('leave').hidden = c.kind !== 'room';
+  $('refresh').hidden = c.kind !== 'room';
   const sub = $('conv-sub');
   sub.replaceChildren();
   if (c.kind === 'room') {
@@ -494,21 +517,84 @@ function renderHeader() {
     sub.dataset.connections = c.presence ? String(c.presence.connections) : '';
   } else {
     const p = c.presence;
-    if (p && p.online) {
-      sub.append(h('span', 'on', 'online'));
-      const n = p.connections;
-      if (typeof n === 'number' && n > 0) {
-        sub.append(` · ${n} device${n === 1 ? '' : 's'}${p.nodes && p.nodes.length ? ' on ' + p.nodes.join(', ') : ''}`);
-      }
-    } else if (p) {
-      sub.append('offline');
-    } else {
-      sub.append(c.presenceError ? `presence: ${c.presenceError}` : ' ');
-    }
+    if (p && p.online) sub.append(h('span', 'on', 'online'));
+    else sub.append(p ? presenceText(p) : ' ');
     sub.dataset.online = p ? String(!!p.online) : '';
-    sub.dataset.connections = p ? String(p.connections) : '';
+    sub.dataset.lastSeen = p ? String(p.lastSeen) : '';
+    delete sub.dataset.connections;
   }
   renderComposerHint();
+}
+
+// presenceText says a person's presence: online, last seen when, offline.
+function presenceText(p) {
+  if (p.online) return 'online';
+  if (!p.lastSeen) return 'offline';
+  const d = new Date(p.lastSeen);
+  const today = d.toDateString() === new Date().toDateString();
+  return `last seen ${today ? clock(p.lastSeen) : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' })}`;
+}
+
+// onPresence: a watched person came online, or has been gone for 3 s.
+function onPresence(p) {
+  const c = S.convs.get(key('dm', p.user));
+  if (!c) return;
+  c.presence = { online: p.online === true, lastSeen: Number.isSafeInteger(p.last_seen) ? p.last_seen : 0 };
+  renderItem(c);
+  if (c === S.active) renderHeader();
+}
+
+// ---------- typing ----------
+
+// onTyping: someone types to this person, or in one of its rooms. (Its
+// own other devices typing elsewhere, and groups, are not shown here.)
+function onTyping(ev) {
+  if (typeof ev.from !== 'string' || ev.from === S.me || ev.group) return;
+  const c = S.convs.get(ev.room ? key('room', ev.room) : key('dm', ev.from));
+  if (!c || (c.kind === 'room' && !c.wanted)) return;
+  c.typing.set(ev.from, Date.now() + TYPING_SHOW_MS);
+  typingChanged(c);
+}
+
+// typingChanged shows who types in c, and forgets them once their time is
+// up.
+function typingChanged(c) {
+  const now = Date.now();
+  let next = Infinity;
+  for (const [who, until] of c.typing) {
+    if (until <= now) c.typing.delete(who);
+    else next = Math.min(next, until);
+  }
+  renderItem(c);
+  if (c === S.active) renderTyping();
+  clearTimeout(c.typingTimer);
+  if (next !== Infinity) c.typingTimer = setTimeout(() => typingChanged(c), next - now);
+}
+
+// typingText is "alice is typing…", or shorter for the sidebar.
+function typingText(c, short) {
+  const who = [...c.typing.keys()];
+  if (!who.length) return '';
+  if (short) return 'typing…';
+  if (who.length === 1) return `${who[0]} is typing…`;
+  if (who.length === 2) return `${who[0]} and ${who[1]} are typing…`;
+  return 'several people are typing…';
+}
+
+function renderTyping() {
+  const el = $('typing');
+  el.textContent = S.active ? typingText(S.active, false) : '';
+}
+
+// typed: the person is typing in the open conversation; say so, at most
+// once per TYPING_SEND_MS.
+function typed() {
+  const c = S.active;
+  if (!c || !S.open || !$('composer').value.trim() || (c.kind === 'room' && !c.joined)) return;
+  const now = Date.now();
+  if (now - c.typingSent < TYPING_SEND_MS) return;
+  c.typingSent = now;
+  S.client.typing(c.kind === 'room' ? { room: c.name } : { to: c.name }).catch(() => { /* it is only a hint */ });
 }
 
 function renderComposerHint() {
@@ -519,11 +605,11 @@ function renderComposerHint() {
   t.placeholder = S.open ? `Message ${to}` : `Message ${to} (sent once reconnected)`;
 }
 
-async function refreshPresence(c) {
-  if (!c || document.hidden) return;
-  const path = c.kind === 'room' ? `api/rooms/${encodeURIComponent(c.name)}` : `api/users/${encodeURIComponent(c.name)}`;
+// refreshRoom asks who is in a room (GET /api/rooms/{room}).
+async function refreshRoom(c) {
+  if (!c || c.kind !== 'room' || document.hidden) return;
   try {
-    c.presence = await getJSON(path);
+    c.presence = await getJSON(`api/rooms/${encodeURIComponent(c.name)}`);
     c.presenceError = '';
   } catch (e) {
     c.presenceError = e.name === 'AbortError' ? 'timed out' : e.message;
@@ -544,11 +630,6 @@ async function refreshCluster() {
   if (!S.active) renderHeader();
 }
 
-function refreshListPresence() {
-  refreshCluster();
-  for (const c of S.convs.values()) if (c.kind === 'dm' && c.li && c !== S.active) refreshPresence(c);
-}
-
 // ---------- rooms ----------
 
 function join(c) {
@@ -567,7 +648,7 @@ function join(c) {
     c.joined = true;
     settleOwn((x) => x === c);
     flush();
-    refreshPresence(c);
+    refreshRoom(c);
     renderItem(c);
     if (c === S.active) renderHeader();
   }, (err) => {
@@ -631,8 +712,8 @@ function onMsg(f) {
     const other = f.from === S.me ? f.to : f.from;
     if (!validId(other)) return;
     c = ensureConv('dm', other);
-    if (f.from !== S.me && !old) c.presence = Object.assign({}, c.presence, { online: true });
   }
+  if (c.typing.delete(f.from)) typingChanged(c); // what they typed has come
   const own = f.from === S.me;
   if (own) {
     const mine = ownCopy(c, f);
@@ -831,12 +912,6 @@ function sendNow({ conv: c, m }) {
     else if (ack.status === 'offline') setStatus(m, 'offline');
     else if (ack.status === 'sent') setStatus(m, 'sent', Number(ack.recipients) || 0);
     else setStatus(m, 'error', ack.status || 'unknown');
-    if (c.kind === 'dm') {
-      c.presence = Object.assign({}, c.presence, { online: ack.status === 'delivered' });
-      if (ack.status === 'offline' || ack.status === 'stored') c.presence.connections = 0;
-      renderItem(c);
-      if (c === S.active) refreshPresence(c);
-    }
   }, (err) => {
     S.inflight.delete(m);
     if (err instanceof FrameTooLargeError) {
@@ -919,7 +994,7 @@ function start() {
   renderStoreText();
   S.client = newClient();
   connect();
-  S.timers.listPresence = setInterval(refreshListPresence, PRESENCE_LIST_MS);
+  S.timers.cluster = setInterval(refreshCluster, CLUSTER_REFRESH_MS);
   $('new-chat').focus();
 }
 
@@ -1015,7 +1090,10 @@ function autosize() {
   if (t.scrollHeight > t.clientHeight) t.style.height = Math.min(t.scrollHeight + 2, 160) + 'px';
 }
 
-$('composer').addEventListener('input', autosize);
+$('composer').addEventListener('input', () => {
+  autosize();
+  typed();
+});
 $('composer').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
     e.preventDefault();
@@ -1032,7 +1110,7 @@ $('back').addEventListener('click', () => {
   if (c && c.li) c.li.firstChild.focus();
 });
 $('leave').addEventListener('click', () => { if (S.active) leave(S.active); });
-$('refresh').addEventListener('click', () => refreshPresence(S.active));
+$('refresh').addEventListener('click', () => refreshRoom(S.active));
 const retryNow = () => { if (!S.stopped && !S.open) S.client.reconnectNow(); };
 $('reconnect-now').addEventListener('click', retryNow);
 $('banner-retry').addEventListener('click', retryNow);
@@ -1071,7 +1149,7 @@ document.addEventListener('visibilitychange', () => {
   S.active.unread = 0;
   renderItem(S.active);
   renderTitle();
-  refreshPresence(S.active);
+  refreshRoom(S.active);
 });
 
 // Offsets are saved shortly after they change, and when the tab goes. A

@@ -146,6 +146,32 @@ describe('a 3-node cluster with PostgreSQL', { timeout: 240000 }, () => {
     assert.equal(c.state, 'connected');
   });
 
+  test('watch is answered ok, then each user\'s presence, then every change, across nodes; typing reaches the recipient', { timeout: 30000 }, async () => {
+    const carol = dial(nodes[0].url, 'p-carol');
+    await carol.connect();
+    const first = next(carol, 'presence', (p) => p.user === 'p-bob');
+    await carol.watch(['p-bob']);
+    assert.deepEqual(await first, { user: 'p-bob', online: false, last_seen: 0 }, 'never seen: offline, last seen not known');
+    const online = next(carol, 'presence', (p) => p.user === 'p-bob');
+    const bob = dial(nodes[1].url, 'p-bob');
+    await bob.connect();
+    assert.equal((await online).online, true);
+
+    const typed = next(bob, 'typing');
+    const ack = await carol.typing({ to: 'p-bob' });
+    assert.equal(ack.status, 'ok');
+    assert.deepEqual(await typed, { from: 'p-carol', to: 'p-bob' });
+
+    const left = Date.now();
+    const offline = next(carol, 'presence', (p) => p.user === 'p-bob', 10000);
+    await bob.close();
+    const p = await offline;
+    assert.equal(p.online, false);
+    assert.ok(p.last_seen >= left, `last_seen ${p.last_seen} is before bob left (${left})`);
+    assert.ok(Date.now() - left >= 2900, 'offline came before bob had been gone 3 s');
+    assert.deepEqual(carol.watched, ['p-bob']);
+  });
+
   test('a frame larger than the node takes is refused before it is sent; the connection stays', { timeout: 20000 }, async () => {
     const alice = dial(nodes[0].url, 'f-alice');
     const bob = dial(nodes[0].url, 'f-bob');
