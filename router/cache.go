@@ -54,15 +54,16 @@ func (c *locationCache) get(key Key, now time.Time) (locs []Location, hit bool, 
 }
 
 // finish completes f with the owner's answer, and caches it unless it
-// failed, was spoiled meanwhile, or is empty: the owner watches no empty
-// answer (Directory.Lookup), so nothing would tell this node when the key's
+// failed, was spoiled meanwhile, or is empty and not watched (watchedEmpty:
+// the owner said lookupNone): the owner watches no empty answer but those
+// of Directory.WatchAbsent, so nothing would tell this node when the key's
 // first connection registers.
-func (c *locationCache) finish(key Key, f *flight, locs []Location, err error, expires time.Time) {
+func (c *locationCache) finish(key Key, f *flight, locs []Location, err error, expires time.Time, watchedEmpty bool) {
 	c.mu.Lock()
 	if c.flights[key] == f {
 		delete(c.flights, key)
 	}
-	if err == nil && !f.invalid && len(locs) > 0 {
+	if err == nil && !f.invalid && (len(locs) > 0 || watchedEmpty) {
 		if len(c.entries) >= c.max {
 			for k := range c.entries { // evict one at random
 				delete(c.entries, k)

@@ -13,6 +13,10 @@ import (
 type Directory struct {
 	mu      sync.Mutex
 	entries map[Key]*dirEntry
+	// absent are the watchers of keys with no connection, for group
+	// deliveries (WatchAbsent): node -> when its cached empty answer
+	// expires. At most maxAbsent keys.
+	absent map[Key]map[string]time.Time
 	// observe, when set, is told of every change of a holder's count, under
 	// mu: it must be quick and must not call the directory.
 	observe func(dirChange)
@@ -67,7 +71,39 @@ type holding struct {
 // newDirectory makes a directory that tells observe, when not nil, of
 // every change of a count.
 func newDirectory(observe func(dirChange)) *Directory {
-	return &Directory{entries: make(map[Key]*dirEntry), observe: observe}
+	return &Directory{entries: make(map[Key]*dirEntry), absent: make(map[Key]map[string]time.Time), observe: observe}
+}
+
+// maxAbsent bounds the keys with no connection that an owner watches: a
+// group's members who are away, so that each message to the group need not
+// ask where they are. 100,000 keys of one or a few watchers is about 20 MB;
+// past it an empty answer is neither watched nor cached, as for a direct
+// send, and the sender asks again next time.
+const maxAbsent = 100000
+
+// WatchAbsent makes watcher, which was just answered that no node holds
+// key, cache that answer until watchUntil, and be told of key's first
+// connection: unless a connection registered meanwhile (then it returns
+// the nodes holding key, watched as by Lookup) or maxAbsent keys are
+// watched already (then watched is false). Only group deliveries ask it
+// (lookup_users): their users are a group's members, not names a client
+// sends to.
+func (d *Directory) WatchAbsent(key Key, watcher string, watchUntil time.Time) (locs []Location, watched bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e := d.entries[key]; e != nil && len(e.counts) > 0 {
+		return d.lookupLocked(e, watcher, watchUntil), true
+	}
+	ws, ok := d.absent[key]
+	if !ok {
+		if len(d.absent) >= maxAbsent {
+			return nil, false
+		}
+		ws = make(map[string]time.Time, 1)
+		d.absent[key] = ws
+	}
+	ws[watcher] = watchUntil
+	return nil, true
 }
 
 // total is the key's count over all nodes.
@@ -99,6 +135,11 @@ func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) []Loca
 	if e == nil || len(e.counts) == 0 {
 		return nil
 	}
+	return d.lookupLocked(e, watcher, watchUntil)
+}
+
+// lookupLocked is Lookup of e, a key with connections; the caller holds d.mu.
+func (d *Directory) lookupLocked(e *dirEntry, watcher string, watchUntil time.Time) []Location {
 	if watcher != "" {
 		if e.watchers == nil {
 			e.watchers = make(map[string]time.Time)
@@ -151,6 +192,14 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 		}
 	}
 	e.watchers = nil
+	if count > 0 { // its first connection: those told it had none hear of it
+		for w, until := range d.absent[key] {
+			if w != node && now.Before(until) {
+				tell = append(tell, w)
+			}
+		}
+		delete(d.absent, key)
+	}
 	if len(e.counts) == 0 {
 		delete(d.entries, key)
 	}
@@ -186,10 +235,11 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Ke
 		}
 		d.tidy(key, e, owns, now)
 	}
+	d.tidyAbsent(func(node string, _ time.Time) bool { return !keep(node, "") }, owns)
 }
 
-// Sweep forgets expired watchers, entries left with nothing, and, after
-// strayGrace, the keys this node does not own.
+// Sweep forgets expired watchers (of absent keys too), entries left with
+// nothing, and, after strayGrace, the keys this node does not own.
 func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -200,6 +250,22 @@ func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
 			}
 		}
 		d.tidy(key, e, owns, now)
+	}
+	d.tidyAbsent(func(_ string, until time.Time) bool { return now.After(until) }, owns)
+}
+
+// tidyAbsent drops the watchers of absent keys that drop says, and the
+// keys left with none or that this node does not own; the caller holds d.mu.
+func (d *Directory) tidyAbsent(drop func(node string, until time.Time) bool, owns func(Key) bool) {
+	for key, ws := range d.absent {
+		for node, until := range ws {
+			if drop(node, until) {
+				delete(ws, node)
+			}
+		}
+		if len(ws) == 0 || !owns(key) {
+			delete(d.absent, key)
+		}
 	}
 }
 

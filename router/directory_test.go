@@ -48,7 +48,7 @@ func TestAnEmptyAnswerIsNeitherWatchedNorCached(t *testing.T) {
 		key := Key{Name: fmt.Sprintf("ghost%d", i)}
 		locs := d.Lookup(key, "n1", now.Add(time.Minute))
 		_, _, f, _ := cache.get(key, now)
-		cache.finish(key, f, locs, nil, now.Add(time.Minute))
+		cache.finish(key, f, locs, nil, now.Add(time.Minute), false)
 	}
 	if d.Len() != 0 || cache.len() != 0 {
 		t.Fatalf("100 lookups of keys nobody holds left %d directory entries and %d cached answers, want none", d.Len(), cache.len())
@@ -107,7 +107,7 @@ func TestLocationCacheDropsAnswersSpoiledInFlight(t *testing.T) {
 		t.Fatal("first get is not the leader")
 	}
 	c.invalidate(k) // the owner's change overtook its answer
-	c.finish(k, f, []Location{{"n1", 1}}, nil, now.Add(time.Minute))
+	c.finish(k, f, []Location{{"n1", 1}}, nil, now.Add(time.Minute), false)
 	if _, hit, _, _ := c.get(k, now); hit {
 		t.Fatal("an answer spoiled while in flight was cached")
 	}
@@ -131,7 +131,7 @@ func BenchmarkLocationCacheHit(b *testing.B) {
 	now := time.Now()
 	k := Key{Name: "bob"}
 	_, _, f, _ := c.get(k, now)
-	c.finish(k, f, []Location{{"n2", 1}}, nil, now.Add(time.Hour))
+	c.finish(k, f, []Location{{"n2", 1}}, nil, now.Add(time.Hour), false)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, hit, _, _ := c.get(k, now); !hit {

@@ -56,7 +56,7 @@ func (r *Router) locateOnce(ctx context.Context, key Key, useCache bool) ([]Loca
 	}
 	r.m.LookupCache.WithLabelValues("miss").Inc()
 	locs, err := r.askOwner(ctx, owner, key, v.version, true)
-	r.cache.finish(key, f, locs, err, now.Add(r.cfg.CacheTTL))
+	r.cache.finish(key, f, locs, err, now.Add(r.cfg.CacheTTL), false)
 	return locs, err
 }
 
@@ -128,22 +128,29 @@ func (r *Router) serveLookup(from link.Peer, p []byte, reply func([]byte)) {
 		reply(nil)
 		return
 	}
-	status, locs := r.answerLookup(from, key, flags&lookupWatch != 0, version)
+	status, locs := r.answerLookup(from, key, flags, version)
 	reply(appendLocations(nil, status, locs))
 }
 
-// answerLookup is the owner's answer for one key.
-func (r *Router) answerLookup(from link.Peer, key Key, watch bool, version string) (byte, []Location) {
+// answerLookup is the owner's answer for one key, asked with flags.
+func (r *Router) answerLookup(from link.Peer, key Key, flags byte, version string) (byte, []Location) {
 	if r.view.Load().ring.Owner(key.Name) != r.cfg.Self {
 		return lookupNotOwner, nil
 	}
 	watcher, until := "", time.Time{}
-	if watch {
+	if flags&lookupWatch != 0 {
 		watcher, until = from.Name, time.Now().Add(r.cfg.CacheTTL+watchSlack)
 	}
 	locs, err := r.lookupOwned(key, watcher, until, version)
 	if err != nil {
 		return lookupUnsettled, nil
+	}
+	if len(locs) == 0 && watcher != "" && flags&lookupWatchAbsent != 0 {
+		if locs, watched := r.dir.WatchAbsent(key, watcher, until); len(locs) > 0 {
+			return lookupKnown, locs // it connected meanwhile
+		} else if watched {
+			return lookupNone, nil
+		}
 	}
 	return lookupKnown, locs
 }
@@ -229,7 +236,9 @@ func (r *Router) locateUsersOnce(users []string, pending []int, locs [][]Locatio
 		for j, m := range ms {
 			keys[j] = Key{Name: users[m.i]}
 		}
-		payload := append([]byte{lookupWatch}, link.AppendString(nil, v.version)...)
+		// A group's members who are away are watched too: each message to
+		// the group need not ask where they are.
+		payload := append([]byte{lookupWatch | lookupWatchAbsent}, link.AppendString(nil, v.version)...)
 		payload = appendKeys(payload, keys)
 		r.request(owner, kindLookupUsers, len(keys), payload, func(p []byte, err error) { answers <- answer{owner, p, err} })
 	}
@@ -251,7 +260,7 @@ func (r *Router) locateUsersOnce(users []string, pending []int, locs [][]Locatio
 			if kerr == nil {
 				l, kerr = results[j].locations()
 			}
-			r.cache.finish(key, m.f, l, kerr, expires)
+			r.cache.finish(key, m.f, l, kerr, expires, kerr == nil && results[j].status == lookupNone)
 			if kerr != nil {
 				again = append(again, m.i)
 				continue
@@ -283,7 +292,7 @@ func (r *Router) serveLookupUsers(from link.Peer, p []byte, reply func([]byte)) 
 	}
 	b := binary.AppendUvarint(nil, uint64(len(keys)))
 	for _, key := range keys {
-		status, locs := r.answerLookup(from, key, flags&lookupWatch != 0, version)
+		status, locs := r.answerLookup(from, key, flags, version)
 		b = appendLocations(b, status, locs)
 	}
 	reply(b)

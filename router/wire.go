@@ -115,10 +115,19 @@ const (
 	lookupKnown     byte = 0 // the owner's directory answers for this key
 	lookupUnsettled byte = 1 // the ring just changed and holders are still re-registering
 	lookupNotOwner  byte = 2 // the asked node does not own the key on its ring
+	// lookupNone: no node holds the key, and the asker is watched (asked
+	// with lookupWatchAbsent): it may cache that, and is told of the
+	// key's first connection. lookupKnown with no location is not watched.
+	lookupNone byte = 3
 )
 
 // Lookup request flags.
-const lookupWatch byte = 1 // cache the answer: tell me when it changes
+const (
+	lookupWatch byte = 1 // cache the answer: tell me when it changes
+	// lookupWatchAbsent, with lookupWatch, asks to be watched also for a
+	// key with no connection (Directory.WatchAbsent): a group's members.
+	lookupWatchAbsent byte = 2
+)
 
 func appendLocations(b []byte, status byte, locs []Location) []byte {
 	b = append(b, status)
@@ -157,6 +166,8 @@ func (r lookupResult) locations() ([]Location, error) {
 	switch r.status {
 	case lookupKnown:
 		return r.locs, nil
+	case lookupNone:
+		return nil, nil
 	case lookupUnsettled:
 		return nil, ErrUnsettled
 	default:
