@@ -45,7 +45,7 @@ func (r *Router) sendReceipts(ctx context.Context, c *client, with, group string
 	reader := c.User()
 	d := &delivery{skip: c, ephemeral: true}
 	if group != "" {
-		users, err := r.membersAt(ctx, group, 0)
+		users, err := r.membersAt(ctx, group, marked.Version)
 		if err != nil {
 			r.log.Debug("receipt not routed", "group", group, "err", err)
 			return
