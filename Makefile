@@ -4,7 +4,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin/shard
 
-.PHONY: help build run test deps sdk-test bench bench-hot lint fuzz clean
+.PHONY: help build run test deps sdk-test alerts bench bench-hot lint fuzz clean
 
 help:
 	@echo "make run    - build and start a 3-node cluster behind nginx on loopback (Ctrl-C stops it)"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench      - load generator: local 3-node cluster, 300 users, 2,000 msg/s, 10 s (BENCH_ARGS adds flags)"
 	@echo "make bench-hot  - hot-path benchmarks with allocations"
 	@echo "make lint   - gofmt and go vet"
+	@echo "make alerts - promtool checks deploy/prometheus/alerts.yml and runs its tests"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shard
@@ -22,19 +23,25 @@ run: build
 	scripts/run-cluster.sh
 
 # Installs the system packages the tests drive for real, then runs them all.
-test: deps lint
+test: deps lint alerts
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) sdk-test
 	$(MAKE) fuzz
 
 deps:
-	scripts/deps.sh nginx chromium curl iproute2 postgresql nodejs npm
+	scripts/deps.sh gcc libc6-dev nginx chromium curl iproute2 postgresql prometheus nodejs npm
 
 # The JavaScript client (web/sdk) against real nodes: its tests build
 # bin/shard and start PostgreSQL (scripts/pg-start.sh) themselves. ws, its
 # one (development) dependency, comes from the committed lock file.
 sdk-test:
 	cd web/sdk && npm ci --no-audit --no-fund --loglevel=error && node --test test/*.test.js
+
+# The alerting rules of deploy/: valid, and each alert firing on the trouble
+# it names (alerts_test.yml). promtool comes with Debian's prometheus package.
+alerts:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 # A short run of each fuzzer on top of its committed seed corpus. The budget is
 # a count of inputs, not a duration: Go 1.26's fuzz coordinator can fail a

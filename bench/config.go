@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,8 +28,11 @@ type Config struct {
 	ConnsPerUser int
 	Rooms        int
 	RoomSize     int
+	Groups       int
+	GroupSize    int
 	Rate         float64
-	Mix          float64
+	Mix          float64 // fraction of direct messages
+	GroupMix     float64 // fraction of group messages; the rest go to rooms
 	Body         int
 	Duration     time.Duration
 	Warmup       time.Duration
@@ -105,8 +109,12 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.ConnsPerUser, "conns-per-user", 1, "connections (devices) per user, spread over the nodes")
 	fs.IntVar(&c.Rooms, "rooms", 20, "rooms")
 	fs.IntVar(&c.RoomSize, "room-size", 10, "users per room; each of their connections joins")
+	fs.IntVar(&c.Groups, "groups", 20, "groups (with a message store: --store); each is created by its first member before the runs")
+	fs.IntVar(&c.GroupSize, "group-size", 10, "members per group; every connection of each gets the group's messages")
 	fs.Float64Var(&c.Rate, "rate", 1000, "offered chat messages per second, all clients together, on a fixed open-loop timeline")
-	fs.Float64Var(&c.Mix, "mix", 0.9, "fraction of direct messages; the rest go to rooms")
+	mix := mixFlag{c: c}
+	c.Mix = 0.9
+	fs.Var(&mix, "mix", "fraction of direct messages, the rest to rooms (0.9); or direct:room:group weights, e.g. 0:0:1 for group messages only")
 	fs.IntVar(&c.Body, "body", 64, "message body size in bytes (at least the ~20-byte header that carries the sequence and send time)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured window")
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "traffic before the measured window (location caches, TCP, the runtime warm up)")
@@ -158,8 +166,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		}
 		c.Sizes = append(c.Sizes, n)
 	}
-	if c.Mix == 1 {
+	if c.Mix+c.GroupMix >= 1 {
 		c.Rooms = 0 // no room messages: joining rooms would only add state
+	}
+	if c.GroupMix == 0 {
+		c.Groups = 0 // nor creating groups
 	}
 	if c.Procs == 0 {
 		c.Procs = (c.Conns() + fdsPerProc - 1) / fdsPerProc
@@ -215,5 +226,45 @@ func (c *Config) check() error {
 	if last := int(net.ParseIP(c.SrcBase).To4()[3]) + (c.Conns()-1)/c.ConnsPerSrc; last > 254 {
 		return fmt.Errorf("%d connections from --src %s at %d per address run past .254", c.Conns(), c.SrcBase, c.ConnsPerSrc)
 	}
-	return checkWorkload(c.Users, c.ConnsPerUser, c.Rooms, c.RoomSize, c.Mix, c.Procs)
+	if c.GroupMix > 0 && c.Local() && !slices.Contains(c.NodeArgs, "--store") && !slices.Contains(c.NodeArgs, "--data") {
+		return errors.New("group messages (--mix) need a message store: add --store postgres://... (or --data DIR with --nodes 1)")
+	}
+	return checkWorkload(c.Users, c.ConnsPerUser, c.Rooms, c.RoomSize, c.Groups, c.GroupSize, c.Mix, c.GroupMix, c.Procs)
+}
+
+// mixFlag is --mix: a fraction of direct messages (the rest go to rooms),
+// or three weights direct:room:group.
+type mixFlag struct{ c *Config }
+
+func (m *mixFlag) String() string {
+	if m.c == nil {
+		return ""
+	}
+	if m.c.GroupMix == 0 {
+		return strconv.FormatFloat(m.c.Mix, 'g', -1, 64)
+	}
+	room := 1 - m.c.Mix - m.c.GroupMix
+	return fmt.Sprintf("%g:%g:%g", m.c.Mix, room, m.c.GroupMix)
+}
+
+func (m *mixFlag) Set(s string) error {
+	parts := strings.Split(s, ":")
+	var w []float64
+	for _, p := range parts {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || v < 0 {
+			return fmt.Errorf("%q: want a fraction of direct messages, or direct:room:group weights", s)
+		}
+		w = append(w, v)
+	}
+	switch {
+	case len(w) == 1 && w[0] <= 1:
+		m.c.Mix, m.c.GroupMix = w[0], 0
+	case len(w) == 3 && w[0]+w[1]+w[2] > 0:
+		total := w[0] + w[1] + w[2]
+		m.c.Mix, m.c.GroupMix = w[0]/total, w[2]/total
+	default:
+		return fmt.Errorf("%q: want a fraction of direct messages in [0, 1], or direct:room:group weights", s)
+	}
+	return nil
 }

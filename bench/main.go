@@ -2,12 +2,14 @@
 // (or targets given URLs), connects many clients, sends chat messages on an
 // open-loop schedule, and reports what arrived, how fast, and what it cost
 // the nodes. It only measures: it never changes a node's state beyond
-// connecting, joining its own rooms and chatting as its own users.
+// connecting, joining its own rooms, creating its own groups and chatting
+// as its own users.
 //
 //	go run ./bench --nodes 3 --users 300 --rate 2000 --duration 10s
 //	go run ./bench --compare --nodes 5 --mix 1
 //	go run ./bench --max --sizes 3,5,8 --compare --chart docs/
 //	go run ./bench --url ws://127.0.0.1:8000/ws --users 1000
+//	go run ./bench --nodes 5 --store postgres://... --mix 0:0:1 --groups 1 --group-size 100
 //	go run ./bench --soak 30m
 //
 // Traffic stays on the addresses it is given; the local cluster and the

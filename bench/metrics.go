@@ -37,9 +37,12 @@ type sample struct {
 	ChatByKind  map[string]float64
 	Peer        float64
 	PeerByKind  map[string]float64
-	Deliveries  float64
-	CPU         float64 // seconds
-	RSS         float64 // bytes
+	// RepliesByKind are the answers this node sent to other nodes'
+	// requests: one per request, a batch included.
+	RepliesByKind map[string]float64
+	Deliveries    float64
+	CPU           float64 // seconds
+	RSS           float64 // bytes
 	// The Go runtime's view, to tell what the RSS is made of.
 	HeapInuse, StackInuse, Goroutines float64
 	// What the soak watches for leaks besides RSS and goroutines.
@@ -128,7 +131,7 @@ func discoverNodes(ctx context.Context, metricsURLs, targets []string) ([]node, 
 // /proc instead, which is exact and does not depend on the process
 // collector.
 func scrape(ctx context.Context, n node) (sample, error) {
-	s := sample{At: time.Now(), ChatByKind: map[string]float64{}, PeerByKind: map[string]float64{}}
+	s := sample{At: time.Now(), ChatByKind: map[string]float64{}, PeerByKind: map[string]float64{}, RepliesByKind: map[string]float64{}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.HTTP+"/metrics", nil)
 	if err != nil {
 		return s, err
@@ -150,6 +153,7 @@ func scrape(ctx context.Context, n node) (sample, error) {
 	s.Connections = sum(fams["shard_connections"], "", nil)
 	s.Chat = sum(fams["shard_chat_messages_total"], "kind", s.ChatByKind)
 	s.Peer = sum(fams["shard_peer_messages_sent_total"], "kind", s.PeerByKind)
+	sum(fams["shard_peer_replies_sent_total"], "kind", s.RepliesByKind)
 	s.Deliveries = sum(fams["shard_deliveries_total"], "", nil)
 	s.CPU = sum(fams["process_cpu_seconds_total"], "", nil)
 	s.RSS = sum(fams["process_resident_memory_bytes"], "", nil)

@@ -95,7 +95,7 @@ func (b *bench) execute(ctx context.Context, nofile uint64) (*Report, error) {
 		Args:    os.Args[1:],
 		Workload: Workload{
 			Users: cfg.Users, ConnsPerUser: cfg.ConnsPerUser, Conns: cfg.Conns(), Rooms: cfg.Rooms, RoomSize: cfg.RoomSize,
-			Rate: cfg.Rate, Mix: cfg.Mix, Body: cfg.Body, Duration: cfg.Duration.Seconds(),
+			Groups: cfg.Groups, GroupSize: cfg.GroupSize, Rate: cfg.Rate, Mix: cfg.Mix, GroupMix: cfg.GroupMix, Body: cfg.Body, Duration: cfg.Duration.Seconds(),
 			Warmup: cfg.Warmup.Seconds(), Grace: cfg.Grace.Seconds(), Procs: cfg.Procs, Seed: cfg.Seed,
 		},
 	}
@@ -176,7 +176,7 @@ func (b *bench) workerConfigs(urls []string) []workerConfig {
 			Index: i, Procs: cfg.Procs, RunID: b.runID, URLs: urls,
 			SrcBase: cfg.SrcBase, ConnsPerSrc: cfg.ConnsPerSrc,
 			Users: cfg.Users, ConnsPerUser: cfg.ConnsPerUser, Rooms: cfg.Rooms, RoomSize: cfg.RoomSize,
-			Mix: cfg.Mix, Body: cfg.Body, Seed: cfg.Seed, DialConcurrency: cfg.DialConcurrency,
+			Groups: cfg.Groups, GroupSize: cfg.GroupSize, Mix: cfg.Mix, GroupMix: cfg.GroupMix, Body: cfg.Body, Seed: cfg.Seed, DialConcurrency: cfg.DialConcurrency,
 		}
 	}
 	return out
@@ -285,7 +285,7 @@ func (b *bench) runCase(ctx context.Context, cs caseSpec) (*CaseReport, error) {
 	cfgs := b.workerConfigs(urls)
 	set := &workerSet{events: make(chan event, 1024), exited: make([]bool, len(cfgs))}
 	for _, wc := range cfgs {
-		s := split(wc.Users, wc.Rooms, wc.ConnsPerUser, wc.Index, wc.Procs)
+		s := split(wc.Users, wc.Rooms, wc.Groups, wc.ConnsPerUser, wc.Index, wc.Procs)
 		set.users = append(set.users, s.Users[1]-s.Users[0])
 	}
 	procs, err := startWorkers(cfgs, cfg.Procs == 1, set.events)
@@ -311,9 +311,9 @@ func (b *bench) runCase(ctx context.Context, cs caseSpec) (*CaseReport, error) {
 	for i, e := range readies {
 		set.up[i] = e.Ready.Established
 	}
-	b.prog.log(fmt.Sprintf("[%s] %d/%d connections in %.2f s (%.0f/s), %d room joins in %.2f s",
+	b.prog.log(fmt.Sprintf("[%s] %d/%d connections in %.2f s (%.0f/s), %d room joins in %.2f s, %d groups created in %.2f s",
 		cr.Label, cr.Connections.Established, cr.Connections.Wanted, cr.Connections.SetupSeconds,
-		cr.Connections.SetupRate, cr.Connections.Joins, cr.Connections.JoinSeconds))
+		cr.Connections.SetupRate, cr.Connections.Joins, cr.Connections.JoinSeconds, cr.Connections.Groups, cr.Connections.GroupSeconds))
 	idle, err := scrapeAll(ctx, nodes)
 	if err != nil {
 		return cr, fmt.Errorf("read the nodes' counters after connecting: %w", err)
@@ -360,6 +360,9 @@ func mergeReady(evs []event) ConnReport {
 		c.Joins += r.Joins
 		c.JoinsFailed += r.JoinsFailed
 		c.JoinSeconds = math.Max(c.JoinSeconds, r.JoinSeconds)
+		c.Groups += r.Groups
+		c.GroupsFailed += r.GroupsFailed
+		c.GroupSeconds = math.Max(c.GroupSeconds, r.GroupSeconds)
 		for k, v := range r.FailReasons {
 			c.FailReasons[k] += v
 		}
@@ -538,8 +541,13 @@ func buildRun(cfg *Config, phase uint32, rate float64, results []*workerResult) 
 
 // clusterStats turns two readings of every node into the window's figures.
 func clusterStats(nodes []node, before, after []sample) *ClusterStats {
-	cs := &ClusterStats{PeerPerChatByKind: map[string]float64{}}
-	byKind := map[string]float64{}
+	cs := &ClusterStats{}
+	byKind, replies := map[string]float64{}, map[string]float64{}
+	addDeltas := func(dst, before, after map[string]float64) {
+		for k, v := range after {
+			dst[k] += v - before[k]
+		}
+	}
 	for i, n := range nodes {
 		a, b := before[i], after[i]
 		nr := NodeRun{
@@ -551,9 +559,8 @@ func clusterStats(nodes []node, before, after []sample) *ClusterStats {
 			CPUSeconds:   b.CPU - a.CPU,
 			RSS:          b.RSS,
 		}
-		for k, v := range b.PeerByKind {
-			byKind[k] += v - a.PeerByKind[k]
-		}
+		addDeltas(byKind, a.PeerByKind, b.PeerByKind)
+		addDeltas(replies, a.RepliesByKind, b.RepliesByKind)
 		cs.ChatMessages += nr.ChatMessages
 		cs.PeerMessages += nr.PeerMessages
 		cs.Deliveries += nr.Deliveries
@@ -561,11 +568,16 @@ func clusterStats(nodes []node, before, after []sample) *ClusterStats {
 		cs.Nodes = append(cs.Nodes, nr)
 	}
 	cs.PeerPerChat = ratio(cs.PeerMessages, cs.ChatMessages)
-	for k, v := range byKind {
-		if v != 0 {
-			cs.PeerPerChatByKind[k] = ratio(v, cs.ChatMessages)
+	perChat := func(totals map[string]float64) map[string]float64 {
+		out := map[string]float64{}
+		for k, v := range totals {
+			if v != 0 {
+				out[k] = ratio(v, cs.ChatMessages)
+			}
 		}
+		return out
 	}
+	cs.PeerPerChatByKind, cs.RequestsPerChatByKind = perChat(byKind), perChat(replies)
 	cs.CPUPer1k = ratio(cs.CPUSeconds, cs.ChatMessages/1000)
 	return cs
 }

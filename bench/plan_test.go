@@ -14,7 +14,7 @@ func TestSplitGivesEveryUserAndRoomToExactlyOneProcess(t *testing.T) {
 		seenR := make([]int, tc.rooms)
 		conn := 0
 		for k := 0; k < tc.procs; k++ {
-			s := split(tc.users, tc.rooms, tc.cpu, k, tc.procs)
+			s := split(tc.users, tc.rooms, 0, tc.cpu, k, tc.procs)
 			if s.ConnsFrom != conn {
 				t.Errorf("%+v: process %d starts at connection %d, want %d", tc, k, s.ConnsFrom, conn)
 			}
@@ -41,7 +41,7 @@ func TestSplitGivesEveryUserAndRoomToExactlyOneProcess(t *testing.T) {
 
 func TestRecipientsFollowTheSpec(t *testing.T) {
 	// 4 users with 2 connections each: user u has connections 2u and 2u+1.
-	p := newPlan("r1", 1, 0.5, split(4, 1, 2, 0, 1), 2, 3)
+	p := newPlan(workerConfig{RunID: "r1", Seed: 1, Mix: 0.5, ConnsPerUser: 2, RoomSize: 3, GroupSize: 2}, split(4, 1, 1, 2, 0, 1))
 	if got := p.roomConns[0]; !slices.Equal(got, []int32{0, 1, 2, 3, 4, 5}) {
 		t.Fatalf("room 0 holds %v, want every connection of users 0-2", got)
 	}
@@ -56,16 +56,33 @@ func TestRecipientsFollowTheSpec(t *testing.T) {
 	if want := []int32{0, 1, 3, 4, 5}; !slices.Equal(got, want) {
 		t.Errorf("room recipients %v, want %v", got, want)
 	}
+	// Group 0 is users 0 and 1, from connection 3 (user 1): every
+	// connection of every member but the sending one.
+	if got := p.groupUsers[0]; !slices.Equal(got, []int32{0, 1}) {
+		t.Fatalf("group 0 holds users %v, want 0 and 1", got)
+	}
+	got = p.recipients(pick{group: true, from: 3, to: 0}, nil)
+	if want := []int32{0, 1, 2}; !slices.Equal(got, want) {
+		t.Errorf("group recipients %v, want %v", got, want)
+	}
 }
 
 func TestPickHonoursTheMix(t *testing.T) {
-	p := newPlan("r1", 7, 0.7, split(50, 5, 2, 0, 1), 2, 10)
-	direct := 0
+	p := newPlan(workerConfig{RunID: "r1", Seed: 7, Mix: 0.7, GroupMix: 0.2, ConnsPerUser: 2, RoomSize: 10, GroupSize: 5},
+		split(50, 5, 4, 2, 0, 1))
+	direct, group := 0, 0
 	const n = 20000
 	for seq := int64(0); seq < n; seq++ {
 		pk := p.pick(3, seq)
 		if pk != p.pick(3, seq) {
 			t.Fatal("pick is not a function of (phase, seq)")
+		}
+		if pk.group {
+			if !slices.Contains(p.groupConns[pk.to], pk.from) {
+				t.Fatalf("message %d goes to group %d from connection %d, not a member's", seq, pk.to, pk.from)
+			}
+			group++
+			continue
 		}
 		if pk.room {
 			if !slices.Contains(p.roomConns[pk.to], pk.from) {
@@ -80,6 +97,9 @@ func TestPickHonoursTheMix(t *testing.T) {
 	}
 	if f := float64(direct) / n; f < 0.68 || f > 0.72 {
 		t.Errorf("%.3f of messages are direct, want about 0.7", f)
+	}
+	if f := float64(group) / n; f < 0.18 || f > 0.22 {
+		t.Errorf("%.3f of messages go to groups, want about 0.2", f)
 	}
 }
 

@@ -37,8 +37,11 @@ type Workload struct {
 	Conns        int     `json:"conns"`
 	Rooms        int     `json:"rooms"`
 	RoomSize     int     `json:"room_size"`
+	Groups       int     `json:"groups,omitempty"`
+	GroupSize    int     `json:"group_size,omitempty"`
 	Rate         float64 `json:"rate"`
 	Mix          float64 `json:"mix_direct"`
+	GroupMix     float64 `json:"mix_group,omitempty"`
 	Body         int     `json:"body_bytes"`
 	Duration     float64 `json:"duration_s"`
 	Warmup       float64 `json:"warmup_s"`
@@ -71,6 +74,9 @@ type ConnReport struct {
 	Joins        int            `json:"joins"`
 	JoinsFailed  int            `json:"joins_failed"`
 	JoinSeconds  float64        `json:"join_s"`
+	Groups       int            `json:"groups,omitempty"`
+	GroupsFailed int            `json:"groups_failed,omitempty"`
+	GroupSeconds float64        `json:"group_s,omitempty"`
 	PerNode      map[string]int `json:"per_node"`
 }
 
@@ -119,10 +125,15 @@ type ClusterStats struct {
 	PeerMessages      float64            `json:"peer_messages"`
 	PeerPerChat       float64            `json:"peer_per_chat"`
 	PeerPerChatByKind map[string]float64 `json:"peer_per_chat_by_kind"`
-	Deliveries        float64            `json:"deliveries"`
-	CPUSeconds        float64            `json:"cpu_s"`
-	CPUPer1k          float64            `json:"cpu_s_per_1k_msgs"`
-	Nodes             []NodeRun          `json:"nodes"`
+	// RequestsPerChatByKind counts node-to-node requests as their answers
+	// (shard_peer_replies_sent_total), one per request: where
+	// PeerPerChatByKind counts a batched lookup of k users as k, this
+	// counts it once.
+	RequestsPerChatByKind map[string]float64 `json:"requests_per_chat_by_kind,omitempty"`
+	Deliveries            float64            `json:"deliveries"`
+	CPUSeconds            float64            `json:"cpu_s"`
+	CPUPer1k              float64            `json:"cpu_s_per_1k_msgs"`
+	Nodes                 []NodeRun          `json:"nodes"`
 }
 
 // NodeRun is one node over the measured window.
@@ -252,8 +263,13 @@ func writeText(w io.Writer, r *Report) {
 	if wl.Rooms > 0 {
 		rooms = fmt.Sprintf("%d rooms × %d users", wl.Rooms, wl.RoomSize)
 	}
-	fmt.Fprintf(w, "shard bench · %d users × %d conn = %d conns · %s · %.0f msg/s offered, %.0f%% direct, %d B bodies · %s window after %s warm-up · %d client proc(s) · %d CPUs\n",
-		wl.Users, wl.ConnsPerUser, wl.Conns, rooms, wl.Rate, wl.Mix*100, wl.Body,
+	mix := fmt.Sprintf("%.0f%% direct", wl.Mix*100)
+	if wl.Groups > 0 {
+		rooms += fmt.Sprintf(" · %d groups × %d users", wl.Groups, wl.GroupSize)
+		mix += fmt.Sprintf(", %.0f%% to groups", wl.GroupMix*100)
+	}
+	fmt.Fprintf(w, "shard bench · %d users × %d conn = %d conns · %s · %.0f msg/s offered, %s, %d B bodies · %s window after %s warm-up · %d client proc(s) · %d CPUs\n",
+		wl.Users, wl.ConnsPerUser, wl.Conns, rooms, wl.Rate, mix, wl.Body,
 		secs(wl.Duration), secs(wl.Warmup), wl.Procs, r.Machine.CPUs)
 	for _, c := range r.Cases {
 		fmt.Fprintln(w)
@@ -323,9 +339,13 @@ func writeCase(w io.Writer, c *CaseReport) {
 		fmt.Fprintf(w, "   failed: %s\n", c.Error)
 	}
 	cn := c.Connections
-	fmt.Fprintf(w, "connections   %d/%d in %.2f s (%.0f/s), %d failed%s; %d room joins in %.2f s, %d failed; per node: %s\n",
+	groups := ""
+	if cn.Groups > 0 || cn.GroupsFailed > 0 {
+		groups = fmt.Sprintf("; %d groups created in %.2f s, %d failed", cn.Groups, cn.GroupSeconds, cn.GroupsFailed)
+	}
+	fmt.Fprintf(w, "connections   %d/%d in %.2f s (%.0f/s), %d failed%s; %d room joins in %.2f s, %d failed%s; per node: %s\n",
 		cn.Established, cn.Wanted, cn.SetupSeconds, cn.SetupRate, cn.Failed, reasons(cn.FailReasons),
-		cn.Joins, cn.JoinSeconds, cn.JoinsFailed, sortedKV(cn.PerNode, itoa[int]))
+		cn.Joins, cn.JoinSeconds, cn.JoinsFailed, groups, sortedKV(cn.PerNode, itoa[int]))
 	if c.Max != nil {
 		if c.Max.Best >= 0 {
 			atLeast := ""
@@ -401,8 +421,9 @@ func writeRun(w io.Writer, r *RunReport) {
 	a := r.AckLatency
 	fmt.Fprintf(w, "ack ms        p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(a.P50), ms(a.P90), ms(a.P99), ms(a.P999), ms(a.Max))
 	if cl := r.Cluster; cl != nil {
-		fmt.Fprintf(w, "node-to-node  %.3f msgs per chat msg (%s) over %.0f chat msgs\n", cl.PeerPerChat,
-			sortedKV(cl.PeerPerChatByKind, func(v float64) string { return fmt.Sprintf("%.3f", v) }), cl.ChatMessages)
+		perMsg := func(v float64) string { return fmt.Sprintf("%.3f", v) }
+		fmt.Fprintf(w, "node-to-node  %.3f msgs per chat msg (%s) over %.0f chat msgs; requests per chat msg, a batch once: %s\n", cl.PeerPerChat,
+			sortedKV(cl.PeerPerChatByKind, perMsg), cl.ChatMessages, sortedKV(cl.RequestsPerChatByKind, perMsg))
 		fmt.Fprintf(w, "node CPU      %.3f s per 1,000 chat msgs (%.2f s in %.0f s, all nodes)\n", cl.CPUPer1k, cl.CPUSeconds, r.WindowSeconds)
 	} else if r.ClusterError != "" {
 		fmt.Fprintf(w, "node counters unavailable: %s\n", r.ClusterError)

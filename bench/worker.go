@@ -29,7 +29,8 @@ const (
 	// dialAttempts: a refused or failed first dial is retried this often,
 	// with a short backoff, before the connection counts as failed.
 	dialAttempts = 3
-	// joinTimeout bounds one room join during setup.
+	// joinTimeout bounds one room join, or one group's creation, during
+	// setup.
 	joinTimeout = 10 * time.Second
 	// messageBuffer is each client's Messages() buffer: a goroutine drains
 	// it at once, so 64 is plenty; the client's default (1024 messages)
@@ -58,7 +59,10 @@ type workerConfig struct {
 	ConnsPerUser    int      `json:"conns_per_user"`
 	Rooms           int      `json:"rooms"`
 	RoomSize        int      `json:"room_size"`
+	Groups          int      `json:"groups"`
+	GroupSize       int      `json:"group_size"`
 	Mix             float64  `json:"mix"`
+	GroupMix        float64  `json:"group_mix"`
 	Body            int      `json:"body"`
 	Seed            uint64   `json:"seed"`
 	DialConcurrency int      `json:"dial_concurrency"`
@@ -75,7 +79,12 @@ type readyReport struct {
 	Joins       int            `json:"joins"`
 	JoinsFailed int            `json:"joins_failed"`
 	JoinSeconds float64        `json:"join_seconds"`
-	PerNode     map[string]int `json:"per_node"` // welcome.node -> connections
+	// Groups is how many groups this worker made (or found made by an
+	// earlier case of the same invocation, on the same store).
+	Groups       int            `json:"groups"`
+	GroupsFailed int            `json:"groups_failed"`
+	GroupSeconds float64        `json:"group_seconds"`
+	PerNode      map[string]int `json:"per_node"` // welcome.node -> connections
 }
 
 // runCmd starts one run on a worker.
@@ -138,8 +147,7 @@ type worker struct {
 }
 
 func newWorker(cfg workerConfig, emit func(event)) *worker {
-	s := split(cfg.Users, cfg.Rooms, cfg.ConnsPerUser, cfg.Index, cfg.Procs)
-	p := newPlan(cfg.RunID, cfg.Seed, cfg.Mix, s, cfg.ConnsPerUser, cfg.RoomSize)
+	p := newPlan(cfg, split(cfg.Users, cfg.Rooms, cfg.Groups, cfg.ConnsPerUser, cfg.Index, cfg.Procs))
 	return &worker{
 		cfg: cfg, plan: p, emit: emit,
 		conns: make([]*client.Client, len(p.connUser)),
@@ -275,6 +283,43 @@ func (w *worker) setup(ctx context.Context) readyReport {
 	}
 	wg.Wait()
 	rep.JoinSeconds = time.Since(joinStart).Seconds()
+
+	groupStart := time.Now()
+	for j, members := range w.plan.groupUsers {
+		creator := w.conns[w.plan.userConns[members[0]][0]]
+		if creator == nil {
+			rep.GroupsFailed++
+			rep.FailReasons["group: its creator is not connected"]++
+			continue
+		}
+		others := make([]string, 0, len(members)-1)
+		for _, u := range members[1:] {
+			others = append(others, w.plan.users[u])
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			gctx, cancel := context.WithTimeout(ctx, joinTimeout)
+			_, err := creator.CreateGroup(gctx, w.plan.groups[j], others...)
+			cancel()
+			var ce *client.Error
+			if errors.As(err, &ce) && ce.Code == protocol.CodeConflict {
+				err = nil // made by an earlier case of this invocation: the same members
+			}
+			mu.Lock()
+			if err != nil {
+				rep.GroupsFailed++
+				rep.FailReasons["group: "+failReason(err)]++
+			} else {
+				rep.Groups++
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	rep.GroupSeconds = time.Since(groupStart).Seconds()
 	return rep
 }
 
@@ -519,9 +564,12 @@ func (w *worker) sender(p *phase, sched schedule, jobs <-chan job, lag *hdrhisto
 		p.expect(j.seq, intended, rcpts)
 		body = appendBody(body[:0], p.id, j.seq, int64(intended), w.cfg.Body)
 		f := client.Frame{Type: protocol.TypeSend, Body: string(body)}
-		if j.pk.room {
+		switch {
+		case j.pk.group:
+			f.Group = w.plan.groups[j.pk.to]
+		case j.pk.room:
 			f.Room = w.plan.rooms[j.pk.to]
-		} else {
+		default:
 			f.To = w.plan.users[j.pk.to]
 		}
 		c := w.conns[j.pk.from]

@@ -104,7 +104,17 @@ func TestUserAndRoomAPIAnswerThroughTheOwner(t *testing.T) {
 
 func post(t *testing.T, url, key, body string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	return request(t, "POST", url, key, body)
+}
+
+// request calls the HTTP API with the bearer key (none when empty) and
+// returns the status and the JSON answer.
+func request(t *testing.T, method, url, key, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
@@ -116,7 +126,7 @@ func post(t *testing.T, url, key, body string) (int, map[string]any) {
 	var v map[string]any
 	b, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatalf("POST %s answered %q, not JSON", url, b)
+		t.Fatalf("%s %s answered %d %q, not JSON", method, url, resp.StatusCode, b)
 	}
 	return resp.StatusCode, v
 }

@@ -19,21 +19,22 @@ import (
 func peerMessagesPerChatMessage(t *testing.T, mode router.Mode) (direct, room float64) {
 	const nodes, users = 5, 20
 	c := testcluster.Start(t, nodes, func(_ int, cfg *node.Config) { cfg.Routing = mode })
-	ctx := ctxFor(t)
+	// Each request gets its own 10 s (ctxFor): the 300 of them in sequence
+	// took longer than one 10 s on a loaded machine.
 	cls := make([]*client.Client, users)
 	for i := range cls {
 		cls[i] = c.Dial(i%nodes, fmt.Sprintf("user%d", i))
-		if err := cls[i].Join(ctx, "townhall"); err != nil {
+		if err := cls[i].Join(ctxFor(t), "townhall"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	round := func() {
 		for i, cl := range cls {
 			to := fmt.Sprintf("user%d", (i+1)%users) // on the next node
-			if _, err := cl.Send(ctx, to, "hello"); err != nil {
+			if _, err := cl.Send(ctxFor(t), to, "hello"); err != nil {
 				t.Fatal(err)
 			}
-			<-cls[(i+1)%users].Messages()
+			recvMsg(t, cls[(i+1)%users], to)
 		}
 	}
 	round() // warm the location caches
@@ -47,7 +48,7 @@ func peerMessagesPerChatMessage(t *testing.T, mode router.Mode) (direct, room fl
 	direct = (sent() - p0) / (chats("direct") - d0)
 
 	roomSend := func(i int) {
-		ack, err := cls[i%users].SendRoom(ctx, "townhall", "all hands")
+		ack, err := cls[i%users].SendRoom(ctxFor(t), "townhall", "all hands")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 
 	"github.com/valyala/fasthttp"
@@ -31,8 +32,8 @@ func (n *Node) serveGroups(ctx *fasthttp.RequestCtx, rest string) {
 	if !n.apiKeyOK(ctx, method) {
 		return
 	}
-	if n.store == nil {
-		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, "groups need a message store; this cluster runs without one")
+	if n.store == nil { // as the frames are answered (docs/protocol.md §12)
+		writeError(ctx, fasthttp.StatusBadRequest, protocol.CodeBadRequest, "groups need a message store; this cluster runs without one")
 		return
 	}
 	if rest == "" {
@@ -141,8 +142,13 @@ func (n *Node) serveConversations(ctx *fasthttp.RequestCtx, user string) {
 }
 
 // writeRefusal answers an error of the router with its protocol code and
-// a fitting status.
+// a fitting status. A group that does not exist is 404 here: the API acts
+// for no user, so "not a member" (what a client hears) would say nothing.
 func writeRefusal(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, store.ErrNoGroup) {
+		writeError(ctx, fasthttp.StatusNotFound, protocol.CodeNotFound, "no such group")
+		return
+	}
 	code, message := router.Refusal(err)
 	status := fasthttp.StatusServiceUnavailable
 	switch code {

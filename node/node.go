@@ -430,7 +430,7 @@ func (n *Node) openStore() error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	n.store, n.storeKind = st, kind
+	n.store, n.storeKind = meterStore(st, n.reg), kind
 	n.log.Info("message store open", "kind", kind)
 	return nil
 }

@@ -53,16 +53,16 @@ func (c *locationCache) get(key Key, now time.Time) (locs []Location, hit bool, 
 	return nil, false, f, true
 }
 
-// finish completes f with the owner's answer, and caches it unless it
-// failed, was spoiled meanwhile, or is empty: the owner watches no empty
-// answer (Directory.Lookup), so nothing would tell this node when the key's
-// first connection registers.
-func (c *locationCache) finish(key Key, f *flight, locs []Location, err error, expires time.Time) {
+// finish completes f with the owner's answer, and caches it when the owner
+// watches it (cacheable) and nothing spoiled it meanwhile: an answer the
+// owner does not watch (an empty one, while it watches too many keys no
+// node holds: Directory.Lookup) would go stale without a word.
+func (c *locationCache) finish(key Key, f *flight, locs []Location, err error, cacheable bool, expires time.Time) {
 	c.mu.Lock()
 	if c.flights[key] == f {
 		delete(c.flights, key)
 	}
-	if err == nil && !f.invalid && len(locs) > 0 {
+	if err == nil && !f.invalid && cacheable {
 		if len(c.entries) >= c.max {
 			for k := range c.entries { // evict one at random
 				delete(c.entries, k)

@@ -13,6 +13,13 @@ import (
 type Directory struct {
 	mu      sync.Mutex
 	entries map[Key]*dirEntry
+	// unknown are the watchers of keys no node holds: a sender that looked
+	// one up caches that nobody holds it, and must be told of its first
+	// connection. A client can make up any number of such keys, so there
+	// are at most maxUnknown; past that an empty answer is not watched, and
+	// its asker does not cache it.
+	unknown    map[Key]map[string]time.Time
+	maxUnknown int
 	// observe, when set, is told of every change of a holder's count, under
 	// mu: it must be quick and must not call the directory.
 	observe func(dirChange)
@@ -64,10 +71,17 @@ type holding struct {
 	inc   string
 }
 
+// maxUnknownKeys bounds the keys no node holds that one owner watches for
+// its askers: 65,536 keys, each with a watcher or a few, is about 10 MB;
+// sends to users who never connected at a connection's rate limit (200/s)
+// keep about 7,000 of them watched (35 s each).
+const maxUnknownKeys = 1 << 16
+
 // newDirectory makes a directory that tells observe, when not nil, of
 // every change of a count.
 func newDirectory(observe func(dirChange)) *Directory {
-	return &Directory{entries: make(map[Key]*dirEntry), observe: observe}
+	return &Directory{entries: make(map[Key]*dirEntry), unknown: make(map[Key]map[string]time.Time),
+		maxUnknown: maxUnknownKeys, observe: observe}
 }
 
 // total is the key's count over all nodes.
@@ -86,18 +100,30 @@ func (d *Directory) notify(c dirChange) {
 }
 
 // Lookup returns the nodes holding key, sorted by name. When watcher is
-// set and some node holds key, that node caches the answer until
-// watchUntil and is told of changes. An empty answer is never watched, nor
-// cached by the asker (locationCache.finish): a key with no connection gets
-// no entry here, so that sends to users who never connected, of which a
-// client can make up any number, leave nothing behind. The asker asks again
-// next time, and finds a connection registered meanwhile.
-func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) []Location {
+// set, that node caches the answer until watchUntil and is told of changes;
+// watched says whether it may: an empty answer is watched only while fewer
+// than maxUnknown keys no node holds are, so that sends to made-up users
+// cannot grow the directory without bound. The asker of an answer not
+// watched asks again next time, and finds a connection registered
+// meanwhile.
+func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) (locs []Location, watched bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.entries[key]
 	if e == nil || len(e.counts) == 0 {
-		return nil
+		if watcher == "" {
+			return nil, false
+		}
+		w := d.unknown[key]
+		if w == nil {
+			if len(d.unknown) >= d.maxUnknown {
+				return nil, false
+			}
+			w = make(map[string]time.Time, 1)
+			d.unknown[key] = w
+		}
+		w[watcher] = watchUntil
+		return nil, true
 	}
 	if watcher != "" {
 		if e.watchers == nil {
@@ -105,11 +131,17 @@ func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) []Loca
 		}
 		e.watchers[watcher] = watchUntil
 	}
-	locs := make([]Location, 0, len(e.counts))
+	locs = make([]Location, 0, len(e.counts))
 	for node, h := range e.counts {
 		locs = append(locs, Location{Node: node, Count: h.count})
 	}
 	sort.Slice(locs, func(i, j int) bool { return locs[i].Node < locs[j].Node })
+	return locs, watcher != ""
+}
+
+// Holders returns the nodes holding key, sorted by name, watching nothing.
+func (d *Directory) Holders(key Key) []Location {
+	locs, _ := d.Lookup(key, "", time.Time{})
 	return locs
 }
 
@@ -124,7 +156,9 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 		if count == 0 {
 			return nil
 		}
-		e = &dirEntry{}
+		// Those who cached that nobody holds key hear of its first holder.
+		e = &dirEntry{watchers: d.unknown[key]}
+		delete(d.unknown, key)
 		d.entries[key] = e
 	}
 	e.strayFrom = time.Time{} // the holder says we own it: a new grace
@@ -167,6 +201,16 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Key) bool, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for key, w := range d.unknown {
+		for node := range w {
+			if !keep(node, "") {
+				delete(w, node)
+			}
+		}
+		if len(w) == 0 || !owns(key) {
+			delete(d.unknown, key) // a ring change resets the askers' caches
+		}
+	}
 	for key, e := range d.entries {
 		if owned(key) && !owns(key) {
 			delete(d.entries, key)
@@ -193,6 +237,16 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Ke
 func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for key, w := range d.unknown {
+		for node, until := range w {
+			if now.After(until) {
+				delete(w, node)
+			}
+		}
+		if len(w) == 0 || !owns(key) {
+			delete(d.unknown, key)
+		}
+	}
 	for key, e := range d.entries {
 		for node, until := range e.watchers {
 			if now.After(until) {
@@ -230,9 +284,10 @@ func (d *Directory) Keys(match func(Key) bool) []Key {
 	return keys
 }
 
-// Len is the number of keys with an entry.
+// Len is the number of keys with an entry, those no node holds but some
+// node watches included.
 func (d *Directory) Len() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.entries)
+	return len(d.entries) + len(d.unknown)
 }

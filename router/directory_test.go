@@ -11,7 +11,7 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	now := time.Now()
 	bob := Key{Name: "bob"}
 	d.Set(bob, "n2", "i", 1, now)
-	if locs := d.Lookup(bob, "n1", now.Add(time.Minute)); len(locs) != 1 || locs[0] != (Location{"n2", 1}) {
+	if locs, _ := d.Lookup(bob, "n1", now.Add(time.Minute)); len(locs) != 1 || locs[0] != (Location{"n2", 1}) {
 		t.Fatalf("lookup: %v", locs)
 	}
 	d.Lookup(bob, "n3", now.Add(-time.Second)) // an expired watch
@@ -27,7 +27,7 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	}
 	yes, no := func(Key) bool { return true }, func(Key) bool { return false }
 	d.Retain(func(n, _ string) bool { return n != "n2" }, yes, yes, now)
-	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0].Node != "n1" {
+	if locs := d.Holders(bob); len(locs) != 1 || locs[0].Node != "n1" {
 		t.Fatalf("after n2 left: %v, want only n1", locs)
 	}
 	d.Retain(func(_, _ string) bool { return true }, yes, no, now.Add(strayGrace))
@@ -37,31 +37,41 @@ func TestDirectoryTellsWatchersOnceWhenAKeyChanges(t *testing.T) {
 	}
 }
 
-// A lookup of a key no node holds leaves no entry, however many watch it,
-// and the sender keeps no such answer: nothing would tell it of the key's
-// first connection.
-func TestAnEmptyAnswerIsNeitherWatchedNorCached(t *testing.T) {
+// A lookup of a key no node holds is watched, so that its asker may cache
+// that nobody holds it, and hears of the key's first connection; but only
+// while the owner watches fewer than maxUnknown such keys: past that an
+// empty answer is neither watched nor cached, so that sends to made-up
+// users leave a bounded trace.
+func TestEmptyAnswersAreWatchedAndCachedUpToABound(t *testing.T) {
 	d := newDirectory(nil)
-	cache := newLocationCache(10)
+	d.maxUnknown = 10
+	cache := newLocationCache(1000)
 	now := time.Now()
 	for i := 0; i < 100; i++ {
 		key := Key{Name: fmt.Sprintf("ghost%d", i)}
-		locs := d.Lookup(key, "n1", now.Add(time.Minute))
+		locs, watched := d.Lookup(key, "n1", now.Add(time.Minute))
 		_, _, f, _ := cache.get(key, now)
-		cache.finish(key, f, locs, nil, now.Add(time.Minute))
+		cache.finish(key, f, locs, nil, watched, now.Add(time.Minute))
 	}
-	if d.Len() != 0 || cache.len() != 0 {
-		t.Fatalf("100 lookups of keys nobody holds left %d directory entries and %d cached answers, want none", d.Len(), cache.len())
+	if d.Len() != 10 || cache.len() != 10 {
+		t.Fatalf("100 lookups of keys nobody holds left %d directory entries and %d cached answers, want the bound, 10", d.Len(), cache.len())
 	}
-	ghost := Key{Name: "ghost7"}
-	if tell := d.Set(ghost, "n2", "i", 1, now); len(tell) != 0 {
-		t.Fatalf("watchers told of a key nobody watched: %v", tell)
+	ghost, past := Key{Name: "ghost7"}, Key{Name: "ghost70"}
+	if tell := d.Set(ghost, "n2", "i", 1, now); len(tell) != 1 || tell[0] != "n1" {
+		t.Fatalf("the node that cached that nobody holds %s was told %v of its first connection, want n1", ghost.Name, tell)
 	}
-	if locs := d.Lookup(ghost, "n1", now.Add(time.Minute)); len(locs) != 1 {
+	if tell := d.Set(past, "n2", "i", 1, now); len(tell) != 0 {
+		t.Fatalf("watchers told of a key past the bound, which nobody watched: %v", tell)
+	}
+	if locs, _ := d.Lookup(ghost, "n1", now.Add(time.Minute)); len(locs) != 1 {
 		t.Fatalf("after its first registration: %v", locs)
 	}
 	if tell := d.Set(ghost, "n2", "i", 0, now); len(tell) != 1 || tell[0] != "n1" {
 		t.Fatalf("the watcher of a key with connections was not told it has none: %v", tell)
+	}
+	d.Sweep(now.Add(2*time.Minute), func(Key) bool { return true })
+	if n := d.Len(); n != 1 {
+		t.Fatalf("%d entries after their watches expired, want 1 (%s's connection)", n, past.Name)
 	}
 }
 
@@ -82,7 +92,7 @@ func TestDirectoryKeepsARegistrationThatArrivesAheadOfItsRing(t *testing.T) {
 	d.Retain(all, notYet, notYet, now.Add(time.Second))
 	d.Sweep(now.Add(2*time.Second), notYet)
 	d.Retain(all, notYet, func(k Key) bool { return k == bob }, now.Add(3*time.Second))
-	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 1 || locs[0] != (Location{"n3", 1}) {
+	if locs := d.Holders(bob); len(locs) != 1 || locs[0] != (Location{"n3", 1}) {
 		t.Fatalf("bob after the ring caught up: %v, want [{n3 1}]", locs)
 	}
 	// A key this node does not come to own goes once its grace is over;
@@ -93,7 +103,7 @@ func TestDirectoryKeepsARegistrationThatArrivesAheadOfItsRing(t *testing.T) {
 		t.Fatalf("%d entries after a registration renewed ann's grace, want 2", d.Len())
 	}
 	d.Sweep(now.Add(3*strayGrace), func(k Key) bool { return k == bob })
-	if d.Len() != 1 || len(d.Lookup(bob, "", time.Time{})) != 1 {
+	if d.Len() != 1 || len(d.Holders(bob)) != 1 {
 		t.Fatalf("after ann's grace: %d entries, want only bob's", d.Len())
 	}
 }
@@ -107,7 +117,7 @@ func TestLocationCacheDropsAnswersSpoiledInFlight(t *testing.T) {
 		t.Fatal("first get is not the leader")
 	}
 	c.invalidate(k) // the owner's change overtook its answer
-	c.finish(k, f, []Location{{"n1", 1}}, nil, now.Add(time.Minute))
+	c.finish(k, f, []Location{{"n1", 1}}, nil, true, now.Add(time.Minute))
 	if _, hit, _, _ := c.get(k, now); hit {
 		t.Fatal("an answer spoiled while in flight was cached")
 	}
@@ -122,7 +132,7 @@ func BenchmarkDirectoryLookup(b *testing.B) {
 	k := Key{Name: "user4242"}
 	b.ReportAllocs()
 	for b.Loop() {
-		d.Lookup(k, "", time.Time{})
+		d.Holders(k)
 	}
 }
 
@@ -131,7 +141,7 @@ func BenchmarkLocationCacheHit(b *testing.B) {
 	now := time.Now()
 	k := Key{Name: "bob"}
 	_, _, f, _ := c.get(k, now)
-	c.finish(k, f, []Location{{"n2", 1}}, nil, now.Add(time.Hour))
+	c.finish(k, f, []Location{{"n2", 1}}, nil, true, now.Add(time.Hour))
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, hit, _, _ := c.get(k, now); !hit {
@@ -152,7 +162,7 @@ func TestDirectoryForgetsAKeyThatMovedAway(t *testing.T) {
 	d.Set(bob, "n2", "i", 1, now)
 	d.Retain(all, yes, no, now.Add(time.Second))
 	d.Retain(all, no, yes, now.Add(2*time.Second))
-	if locs := d.Lookup(bob, "", time.Time{}); len(locs) != 0 {
+	if locs := d.Holders(bob); len(locs) != 0 {
 		t.Fatalf("bob back at this owner: %v, want nothing until his holders register again", locs)
 	}
 }

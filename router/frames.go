@@ -8,47 +8,51 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
-// HandleFrame acts on a frame a client connection sent (send, join, leave,
-// sync, the group frames, group_members, read, conversations, typing, watch,
-// unwatch); each gets exactly one answer through c.Answer (a typing frame
-// without id a nil one). It runs in the
-// connection's reader, so that its frames are routed in order; only a
+// A client frame is served by the function registered for its type, in
+// the file of the capability it belongs to (handleFrames in an init):
+// frames.go serves send, join, leave and sync; groups.go the group frames;
+// reads.go read and conversations; typing.go and presence.go theirs. A new
+// kind of frame is one more file, not a case in a switch here.
+
+// frameHandler serves one client frame; it calls answer exactly once.
+type frameHandler func(r *Router, c *client, f *protocol.Frame, answer func(result))
+
+var frameHandlers = map[string]frameHandler{}
+
+// handleFrames registers h as the server of frames of the given types. It
+// runs at init; a type registered twice is a programming error.
+func handleFrames(h frameHandler, types ...string) {
+	for _, t := range types {
+		if _, dup := frameHandlers[t]; dup {
+			panic("router: frame type " + t + " registered twice")
+		}
+		frameHandlers[t] = h
+	}
+}
+
+func init() {
+	handleFrames((*Router).handleSend, protocol.TypeSend)
+	handleFrames((*Router).handleJoin, protocol.TypeJoin)
+	handleFrames((*Router).handleLeave, protocol.TypeLeave)
+	handleFrames((*Router).handleSync, protocol.TypeSync)
+}
+
+// HandleFrame acts on a frame a client connection sent; each gets exactly
+// one answer through c.Answer (a typing frame without id a nil one). It runs
+// in the connection's reader, so that its frames are routed in order; only a
 // lookup at an owner (on a cache miss), a store call or a join waits here.
 func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 	id, typ := f.ID, f.Type // f is reused by the reader once this returns
 	answer := func(res result) { r.answer(c, id, typ, res) }
 	cl := r.local.client(c)
-	if cl == nil {
+	h := frameHandlers[f.Type]
+	switch {
+	case cl == nil:
 		answer(result{err: errNotAttached})
-		return
-	}
-	switch f.Type {
-	case protocol.TypeSend:
-		r.handleSend(cl, f, answer)
-	case protocol.TypeJoin:
-		r.handleJoin(cl, f, answer)
-	case protocol.TypeLeave:
-		r.handleLeave(cl, f, answer)
-	case protocol.TypeSync:
-		if f.Group != "" {
-			r.handleSyncGroup(cl, f, answer)
-			return
-		}
-		r.handleSync(cl, f, answer)
-	case protocol.TypeGroupCreate, protocol.TypeGroupAdd, protocol.TypeGroupRemove, protocol.TypeGroupLeave:
-		r.handleGroupChange(cl, f, answer)
-	case protocol.TypeGroupMembers:
-		r.handleGroupMembers(cl, f, answer)
-	case protocol.TypeRead:
-		r.handleRead(cl, f, answer)
-	case protocol.TypeConversations:
-		r.handleConversations(cl, f, answer)
-	case protocol.TypeTyping:
-		r.handleTyping(cl, f, answer)
-	case protocol.TypeWatch:
-		r.handleWatch(cl, f, answer)
-	case protocol.TypeUnwatch:
-		r.handleUnwatch(cl, f, answer)
+	case h == nil: // protocol.DecodeFrame refuses what no one serves
+		answer(result{err: &refused{protocol.CodeBadRequest, "unknown type " + f.Type}})
+	default:
+		h(r, cl, f, answer)
 	}
 }
 
@@ -110,8 +114,12 @@ func (r *Router) handleLeave(c *client, f *protocol.Frame, answer func(result)) 
 	answer(result{status: protocol.StatusOK})
 }
 
-// handleSync writes a page of the user's inbox.
+// handleSync writes a page of the user's inbox, or of a group's stream.
 func (r *Router) handleSync(c *client, f *protocol.Frame, answer func(result)) {
+	if f.Group != "" {
+		r.handleSyncGroup(c, f, answer)
+		return
+	}
 	if r.cfg.Store == nil {
 		answer(result{err: errNoStore})
 		return

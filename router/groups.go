@@ -13,6 +13,12 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
+func init() {
+	handleFrames((*Router).handleGroupChange, protocol.TypeGroupCreate, protocol.TypeGroupAdd,
+		protocol.TypeGroupRemove, protocol.TypeGroupLeave)
+	handleFrames((*Router).handleGroupMembers, protocol.TypeGroupMembers)
+}
+
 // A group belongs to its users: its members live in the store, which
 // decides them in the transaction that appends to the group's stream. Each
 // message it stores carries the membership version at its offset (the
@@ -22,10 +28,11 @@ import (
 //
 // Member lists are kept by version. A sender's node asks the owner of the
 // group's name for the members at a version it does not have (the owner
-// reads the store once for every node); a list is right for every message
-// of its version, so a cached one needs no invalidation: a newer version in
-// an append is what says it changed. The store rebuilds an older version
-// (MembersAt) for a message that raced a change.
+// reads the store once for every node), or reads the store itself when the
+// owner cannot be asked; a list is right for every message of its version,
+// so a cached one needs no invalidation: a newer version in an append is
+// what says it changed. The store rebuilds an older version (MembersAt)
+// for a message that raced a change.
 
 func init() { servePeer(kindMembers, "members", (*Router).serveMembers) }
 
@@ -44,14 +51,14 @@ type memberList struct {
 	users   []string // shared, read-only
 }
 
-// get returns group's members at version; at version 0, the newest list
-// kept, of whatever version (good enough for a receipt, never for a
-// message).
+// get returns group's members at version, if kept. A receipt asks for the
+// version its read was made at (store.ReadMarked.Version), which is kept
+// as the group's messages are.
 func (m *memberLists) get(group string, version int64) ([]string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l, ok := m.groups[group]
-	return l.users, ok && (l.version == version || version == 0)
+	return l.users, ok && l.version == version
 }
 
 // put keeps users as group's members at version, unless a newer version is
@@ -75,21 +82,30 @@ func (m *memberLists) put(group string, version int64, users []string) {
 }
 
 // membersAt returns the members of group as of membership version version
-// (0: as the group stands, or as this node last knew it): from this node's
-// lists, else from the owner of the group's name.
+// (0: as the group stands now): from this node's lists, else from the
+// owner of the group's name, else from the store.
 func (r *Router) membersAt(ctx context.Context, group string, version int64) ([]string, error) {
 	if users, ok := r.members.get(group, version); ok {
 		return users, nil
 	}
-	switch owner := r.view.Load().ring.Owner(group); owner {
+	owner := r.view.Load().ring.Owner(group)
+	switch owner {
 	case "":
 		return nil, ErrNoRing
 	case r.cfg.Self:
 		_, users, err := r.loadMembers(ctx, group, version)
 		return users, err
-	default:
-		return r.askMembers(ctx, owner, group, version)
 	}
+	users, err := r.askMembers(ctx, owner, group, version)
+	if err != nil && !errors.Is(err, store.ErrNoGroup) && ctx.Err() == nil {
+		// The owner only spares the store repeated reads: when it cannot
+		// be asked (it died and is not known dead yet, it is leaving), the
+		// store answers, so that members connected elsewhere still get
+		// the message live.
+		r.log.Debug("members read from the store", "group", group, "owner", owner, "err", err)
+		_, users, err = r.loadMembers(ctx, group, version)
+	}
+	return users, err
 }
 
 // loadMembers reads group's members at version (0: now) from the store,

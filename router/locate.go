@@ -39,10 +39,12 @@ func (r *Router) locateOnce(ctx context.Context, key Key, useCache bool) ([]Loca
 	case "":
 		return nil, ErrNoRing
 	case r.cfg.Self:
-		return r.lookupOwned(key, "", time.Time{}, v.version)
+		locs, _, err := r.lookupOwned(key, "", time.Time{}, v.version)
+		return locs, err
 	}
 	if !useCache {
-		return r.askOwner(ctx, owner, key, v.version, false)
+		locs, _, err := r.askOwner(ctx, owner, key, v.version, false)
+		return locs, err
 	}
 	now := time.Now()
 	locs, hit, f, leader := r.cache.get(key, now)
@@ -55,8 +57,8 @@ func (r *Router) locateOnce(ctx context.Context, key Key, useCache bool) ([]Loca
 		return f.locs, f.err
 	}
 	r.m.LookupCache.WithLabelValues("miss").Inc()
-	locs, err := r.askOwner(ctx, owner, key, v.version, true)
-	r.cache.finish(key, f, locs, err, now.Add(r.cfg.CacheTTL))
+	locs, cacheable, err := r.askOwner(ctx, owner, key, v.version, true)
+	r.cache.finish(key, f, locs, err, cacheable, now.Add(r.cfg.CacheTTL))
 	return locs, err
 }
 
@@ -86,17 +88,18 @@ func retryable(err error) bool {
 
 // lookupOwned answers a lookup of a key this node owns. A miss is an answer
 // only once every member has re-registered for the asker's membership.
-func (r *Router) lookupOwned(key Key, watcher string, until time.Time, version string) ([]Location, error) {
-	locs := r.dir.Lookup(key, watcher, until)
+func (r *Router) lookupOwned(key Key, watcher string, until time.Time, version string) ([]Location, bool, error) {
+	locs, watched := r.dir.Lookup(key, watcher, until)
 	if len(locs) == 0 && !r.settle.settled(version, time.Now()) {
-		return nil, ErrUnsettled
+		return nil, false, ErrUnsettled
 	}
-	return locs, nil
+	return locs, watched, nil
 }
 
 // askOwner sends a lookup to owner and waits for its answer; with watch,
-// the owner will tell this node when the answer changes.
-func (r *Router) askOwner(ctx context.Context, owner string, key Key, version string, watch bool) ([]Location, error) {
+// the owner will tell this node when the answer changes, if it says the
+// answer is cacheable.
+func (r *Router) askOwner(ctx context.Context, owner string, key Key, version string, watch bool) ([]Location, bool, error) {
 	var flags byte
 	if watch {
 		flags = lookupWatch
@@ -105,11 +108,11 @@ func (r *Router) askOwner(ctx context.Context, owner string, key Key, version st
 	payload = link.AppendString(payload, version)
 	p, err := r.ask(ctx, owner, kindLookup, payload)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	status, locs, err := decodeLocations(p)
 	if err != nil {
-		return nil, fmt.Errorf("lookup %s at %s: %w", key, owner, err)
+		return nil, false, fmt.Errorf("lookup %s at %s: %w", key, owner, err)
 	}
 	return lookupResult{status, locs}.locations()
 }
@@ -141,9 +144,12 @@ func (r *Router) answerLookup(from link.Peer, key Key, watch bool, version strin
 	if watch {
 		watcher, until = from.Name, time.Now().Add(r.cfg.CacheTTL+watchSlack)
 	}
-	locs, err := r.lookupOwned(key, watcher, until, version)
-	if err != nil {
+	locs, watched, err := r.lookupOwned(key, watcher, until, version)
+	switch {
+	case err != nil:
 		return lookupUnsettled, nil
+	case watch && !watched:
+		return lookupUnwatched, nil
 	}
 	return lookupKnown, locs
 }
@@ -198,7 +204,7 @@ func (r *Router) locateUsersOnce(users []string, pending []int, locs [][]Locatio
 		case "":
 			again = append(again, i)
 		case r.cfg.Self:
-			l, err := r.lookupOwned(key, "", time.Time{}, v.version)
+			l, _, err := r.lookupOwned(key, "", time.Time{}, v.version)
 			if err != nil {
 				again = append(again, i)
 				continue
@@ -247,11 +253,11 @@ func (r *Router) locateUsersOnce(users []string, pending []int, locs [][]Locatio
 		for j, m := range ms {
 			key := Key{Name: users[m.i]}
 			var l []Location
-			kerr := err
+			cacheable, kerr := false, err
 			if kerr == nil {
-				l, kerr = results[j].locations()
+				l, cacheable, kerr = results[j].locations()
 			}
-			r.cache.finish(key, m.f, l, kerr, expires)
+			r.cache.finish(key, m.f, l, kerr, cacheable, expires)
 			if kerr != nil {
 				again = append(again, m.i)
 				continue

@@ -13,6 +13,11 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
+func init() {
+	handleFrames((*Router).handleWatch, protocol.TypeWatch)
+	handleFrames((*Router).handleUnwatch, protocol.TypeUnwatch)
+}
+
 // Presence you are told about (docs/protocol.md §13). A connection watches users; each
 // user's owner knows from its directory whether the user has a connection
 // anywhere, and tells each node that watches the user once per change; that
@@ -739,10 +744,10 @@ func (r *Router) presenceLoop() {
 			// Read before taking the book's lock, which comes after the
 			// directory's; a change meanwhile marks u again.
 			total := 0
-			for _, l := range r.dir.Lookup(Key{Name: u}, "", time.Time{}) {
+			for _, l := range r.dir.Holders(Key{Name: u}) {
 				total += l.Count
 			}
-			watchers := r.dir.Lookup(watchKey(u), "", time.Time{})
+			watchers := r.dir.Holders(watchKey(u))
 			r.presence.mu.Lock()
 			r.lookAtLocked(u, v, total, watchers, settled, now, batches)
 			r.presence.mu.Unlock()

@@ -8,6 +8,12 @@ import (
 	"github.com/shardchat/shard/store"
 )
 
+func init() {
+	handleFrames((*Router).handleRead, protocol.TypeRead)
+	handleFrames((*Router).handleConversations, protocol.TypeConversations)
+	carryFrames(protocol.TypeReceipt)
+}
+
 // Read state: a read offset per conversation, kept in the store, and the
 // receipts that tell the other party (a direct conversation's peer, a
 // group's members) and the reader's own other connections, so that every
@@ -39,7 +45,7 @@ func (r *Router) sendReceipts(ctx context.Context, c *client, with, group string
 	reader := c.User()
 	d := &delivery{skip: c, ephemeral: true}
 	if group != "" {
-		users, err := r.membersAt(ctx, group, 0)
+		users, err := r.membersAt(ctx, group, marked.Version)
 		if err != nil {
 			r.log.Debug("receipt not routed", "group", group, "err", err)
 			return

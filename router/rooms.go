@@ -22,7 +22,33 @@ type client struct {
 	replays  map[string][]heldFrame // rooms being replayed: live messages held meanwhile
 	replayed map[string]int64       // rooms replayed: the last offset the replay wrote
 	watches  map[string]bool        // users watched (presence.go): true once the watch was answered
-	typing   typingLimiter          // when typing was last forwarded, per conversation (typing.go)
+	state    map[stateKey]any       // what a capability keeps per connection (stateLocked)
+}
+
+// stateKey names the state a capability keeps per connection, in its own
+// file, without a field here (typing.go's limiter, say).
+type stateKey int
+
+var stateKeys stateKey
+
+// newStateKey is a capability's key; it runs at init.
+func newStateKey() stateKey {
+	stateKeys++
+	return stateKeys
+}
+
+// stateLocked returns the connection's state under k, made by newState on first
+// use; the caller holds c.mu. It ends with the connection.
+func (c *client) stateLocked(k stateKey, newState func() any) any {
+	v, ok := c.state[k]
+	if !ok {
+		if c.state == nil {
+			c.state = map[stateKey]any{}
+		}
+		v = newState()
+		c.state[k] = v
+	}
+	return v
 }
 
 // heldFrame is a live room message that arrived while the room's history

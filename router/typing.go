@@ -9,6 +9,11 @@ import (
 	"github.com/shardchat/shard/protocol"
 )
 
+func init() {
+	handleFrames((*Router).handleTyping, protocol.TypeTyping)
+	carryFrames(protocol.TypeTyping)
+}
+
 // Typing (docs/protocol.md §3.7) is an event, not a message: it takes a message's road to
 // its recipients (one forward per node that holds one) as an ephemeral
 // delivery, never stored and not counted as a `msg` delivery, and at most
@@ -39,29 +44,30 @@ var (
 	errTypingNoGroup   = &refused{protocol.CodeNotMember, "not a member of this group"}
 )
 
+// typingState is where a connection keeps its typingLimiter.
+var typingState = newStateKey()
+
 // allowTyping reports whether a typing frame to conv may be forwarded now,
 // and if so counts it as the conversation's last.
 func (c *client) allowTyping(conv typingConversation, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if last, ok := c.typing[conv]; ok && now.Sub(last) < typingInterval {
+	last := c.stateLocked(typingState, func() any { return typingLimiter{} }).(typingLimiter)
+	if t, ok := last[conv]; ok && now.Sub(t) < typingInterval {
 		return false
 	}
-	if len(c.typing) >= maxTypingConversations {
-		for k, last := range c.typing {
-			if now.Sub(last) >= typingInterval {
-				delete(c.typing, k)
+	if len(last) >= maxTypingConversations {
+		for k, t := range last {
+			if now.Sub(t) >= typingInterval {
+				delete(last, k)
 			}
 		}
-		if len(c.typing) >= maxTypingConversations {
+		if len(last) >= maxTypingConversations {
 			return false
 		}
 	}
-	if c.typing == nil {
-		c.typing = make(typingLimiter)
-	}
 	conv.name = strings.Clone(conv.name) // not the frame's, which would keep its payload alive
-	c.typing[conv] = now
+	last[conv] = now
 	return true
 }
 

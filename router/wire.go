@@ -115,6 +115,9 @@ const (
 	lookupKnown     byte = 0 // the owner's directory answers for this key
 	lookupUnsettled byte = 1 // the ring just changed and holders are still re-registering
 	lookupNotOwner  byte = 2 // the asked node does not own the key on its ring
+	// lookupUnwatched is an empty answer the owner does not watch (it
+	// watches too many keys no node holds): right now, not to be cached.
+	lookupUnwatched byte = 3
 )
 
 // Lookup request flags.
@@ -152,15 +155,18 @@ func decodeLookupResult(d *link.Decoder) lookupResult {
 	return r
 }
 
-// locations is the answer, or why there is none.
-func (r lookupResult) locations() ([]Location, error) {
+// locations is the answer, or why there is none, and whether the owner
+// watches it: only such an answer may be cached.
+func (r lookupResult) locations() (locs []Location, cacheable bool, err error) {
 	switch r.status {
 	case lookupKnown:
-		return r.locs, nil
+		return r.locs, true, nil
+	case lookupUnwatched:
+		return nil, false, nil
 	case lookupUnsettled:
-		return nil, ErrUnsettled
+		return nil, false, ErrUnsettled
 	default:
-		return nil, ErrNotOwner
+		return nil, false, ErrNotOwner
 	}
 }
 

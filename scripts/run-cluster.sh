@@ -35,9 +35,11 @@ if [ -n "$PGBIN" ] && id postgres >/dev/null 2>&1; then
   PGPORT=${PGPORT:-5499}
   mkdir -p "$DIR/pg" && chown postgres "$DIR/pg"
   as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-  as_pg "$PGBIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 --no-locale >"$DIR/pg.log" 2>&1
+  # Its logs go with $DIR when we stop: a start that fails shows them first.
+  pg_failed() { echo "PostgreSQL did not start; its log:" >&2; cat "$DIR/pg.log" "$DIR/pg/server.log" >&2 2>/dev/null; exit 1; }
+  as_pg "$PGBIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 --no-locale >"$DIR/pg.log" 2>&1 || pg_failed
   as_pg "$PGBIN/pg_ctl" -D "$DIR/pg/data" -l "$DIR/pg/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -c port=$PGPORT -c unix_socket_directories=$DIR/pg" start >>"$DIR/pg.log" 2>&1
+    -o "-c listen_addresses=127.0.0.1 -c port=$PGPORT -c unix_socket_directories=$DIR/pg" start >>"$DIR/pg.log" 2>&1 || pg_failed
   stop_pg() { as_pg "$PGBIN/pg_ctl" -D "$DIR/pg/data" -m fast stop >/dev/null 2>&1 || true; }
   store=(--store "postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable")
   echo "PostgreSQL on 127.0.0.1:$PGPORT keeps the messages"

@@ -66,6 +66,10 @@ type ReadMarked struct {
 	PeerSeq int64
 	// Unread is the conversation's count of unread messages now.
 	Unread int64
+	// Version, for a group, is its membership version at the read: the
+	// members its receipt goes to are those at that version, which a node
+	// may have cached (see Appended.Version).
+	Version int64
 }
 
 // Conversation is one entry of a user's conversation list: exactly one of

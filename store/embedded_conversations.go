@@ -175,7 +175,7 @@ func (t *txn) setGroupRead(r *request) error {
 		mem.read = seq
 		t.putMember(m.Group, m.User, mem)
 	}
-	r.marked = ReadMarked{Moved: moved, Read: mem.read, Unread: groupUnread(last, mem.read, g.through)}
+	r.marked = ReadMarked{Moved: moved, Read: mem.read, Unread: groupUnread(last, mem.read, g.through), Version: g.version}
 	return nil
 }
 

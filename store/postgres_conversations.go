@@ -115,8 +115,10 @@ func (p *postgres) setGroupRead(ctx context.Context, r ReadMark) (ReadMarked, er
 		}
 		return err
 	})
-	b.Queue(`SELECT EXISTS (SELECT 1 FROM shard_groups WHERE name = $1)`, r.Group).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&has)
+	b.Queue(`SELECT coalesce((SELECT version FROM shard_groups WHERE name = $1), 0)`, r.Group).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&m.Version)
+		has = m.Version > 0
+		return err
 	})
 	b.Queue("COMMIT")
 	if err := p.sendTx(ctx, b); err != nil {

@@ -51,6 +51,9 @@ func newTestNet(t *testing.T) *testNet {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("iproute2 (ip) is not installed")
 	}
+	if !rootIsMountPoint() {
+		t.Skip("ip netns exec needs / to be a mount point (it makes / a slave mount), and here it is not: a chroot; the test needs a real root")
+	}
 	id := os.Getpid() % 100000
 	n := &testNet{
 		ns:       fmt.Sprintf("shardpart%d", id),
@@ -87,6 +90,22 @@ func newTestNet(t *testing.T) *testNet {
 		}
 	}
 	return n
+}
+
+// rootIsMountPoint says whether / is a mount point of this process's mount
+// namespace. In a chroot it is a directory of the host's filesystem, and
+// mountinfo lists no mount at /.
+func rootIsMountPoint() bool {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == "/" {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *testNet) cut(t *testing.T) {

@@ -123,6 +123,9 @@ func testUnreadCounts(s *suite) {
 			s.t.Fatalf("%+v: %+v; want moved %v, read %d, peer offset %d, unread %d (%s)",
 				c.mark, m, c.moved, c.read, c.peer, c.unrd, c.whatItSaysToUsers)
 		}
+		if c.mark.Group != "" && m.Version != s.groupInfo(st, c.mark.Group).Version {
+			s.t.Fatalf("%+v: membership version %d, want the group's, %d", c.mark, m.Version, s.groupInfo(st, c.mark.Group).Version)
+		}
 	}
 	check("bob", want{"group:team", 4, 4, 0, 10, false}, want{"with:alice", 4, 4, 0, 8, false})
 	for _, c := range []struct {

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"io"
+	"math"
+	"testing"
+)
+
+func TestMixTakesAFractionOrThreeWeights(t *testing.T) {
+	for _, tc := range []struct {
+		arg             string
+		direct, group   float64
+		rooms, groups   int
+		wantErr, stored bool
+	}{
+		{arg: "0.9", direct: 0.9, rooms: 20},
+		{arg: "1", direct: 1},
+		{arg: "0:0:1", group: 1, groups: 20, stored: true},
+		{arg: "2:1:1", direct: 0.5, group: 0.25, rooms: 20, groups: 20, stored: true},
+		{arg: "0:0:1", wantErr: true}, // no store
+		{arg: "1.5", wantErr: true},
+		{arg: "0:1", wantErr: true},
+		{arg: "0:0:0", wantErr: true},
+		{arg: "a:b:c", wantErr: true},
+		{arg: "-1:1:1", wantErr: true},
+	} {
+		args := []string{"--mix", tc.arg}
+		if tc.stored {
+			args = append(args, "--store", "postgres://x")
+		}
+		c, err := parseFlags(args, io.Discard)
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("--mix %s (store %v): no error", tc.arg, tc.stored)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("--mix %s: %v", tc.arg, err)
+			continue
+		}
+		if math.Abs(c.Mix-tc.direct) > 1e-9 || math.Abs(c.GroupMix-tc.group) > 1e-9 || c.Rooms != tc.rooms || c.Groups != tc.groups {
+			t.Errorf("--mix %s: direct %v, groups %v, %d rooms, %d groups; want %v, %v, %d, %d",
+				tc.arg, c.Mix, c.GroupMix, c.Rooms, c.Groups, tc.direct, tc.group, tc.rooms, tc.groups)
+		}
+	}
+}
