@@ -133,7 +133,7 @@ func TestDirectReadIsAReceiptToThePeerAndTheReadersDevices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		last = ack.Seq
+		last = ack.SenderSeq // her own copy's offset, which the receipt names
 	}
 	var bobSeq int64
 	for i := 0; i < 3; i++ {
