@@ -47,7 +47,8 @@ type memberLists struct {
 
 type memberList struct {
 	version int64
-	users   []string // shared, read-only
+	users   []string  // shared, read-only
+	read    time.Time // when it came from the owner or the store
 }
 
 // get returns group's members at version, if kept. A receipt asks for the
@@ -58,6 +59,15 @@ func (m *memberLists) get(group string, version int64) ([]string, bool) {
 	defer m.mu.Unlock()
 	l, ok := m.groups[group]
 	return l.users, ok && l.version == version
+}
+
+// newest returns the newest of group's member lists this node keeps, of
+// whatever version, if it was read after since.
+func (m *memberLists) newest(group string, since time.Time) ([]string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.groups[group]
+	return l.users, ok && l.read.After(since)
 }
 
 // put keeps users as group's members at version, unless a newer version is
@@ -77,7 +87,7 @@ func (m *memberLists) put(group string, version int64, users []string) {
 			break
 		}
 	}
-	m.groups[group] = memberList{version, users}
+	m.groups[group] = memberList{version, users, time.Now()}
 }
 
 // membersAt returns the members of group as of membership version version
