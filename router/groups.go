@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -261,7 +262,7 @@ func (r *Router) changeGroup(ctx context.Context, event string, gc store.GroupCh
 			r.log.Debug("group event not routed", "group", gc.Group, "err", err)
 		}
 	}
-	if m.User != "" && !contains(users, m.User) {
+	if m.User != "" && !slices.Contains(users, m.User) {
 		users = append(users[:len(users):len(users)], m.User) // the user it names hears of it too
 	}
 	done := make(chan result, 1)
@@ -269,15 +270,6 @@ func (r *Router) changeGroup(ctx context.Context, event string, gc store.GroupCh
 	r.deliver(&delivery{users: users, frame: frame, skip: skip, stored: true}, func(res result) { done <- res })
 	<-done
 	return result{status: protocol.StatusOK, seq: ch.Seq, mid: gc.Mid}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // routeGroup delivers a stored group message to its members as of its
