@@ -45,3 +45,24 @@ func TestTypingInAGroupAsksForItsMembersOnce(t *testing.T) {
 		t.Fatalf("%d typing frames to a group asked its owner for the members %d times, want once", keystrokes, asked)
 	}
 }
+
+// Typing in a room reaches a connection that is joining it with a replay:
+// it is no message of the room's stream, which the replay hands over to
+// live delivery in offset order. Held with the live messages, it counted
+// against the connection's queue and was dropped at the end of the replay,
+// having no offset above it.
+func TestTypingInARoomReachesAConnectionWhileItsJoinReplays(t *testing.T) {
+	c := &watcherConn{testConn: testConn{id: 1, user: "bob"}}
+	cl := &client{Conn: c}
+	cl.beginReplay("lobby")
+	typing := protocol.AppendTyping(nil, &protocol.Typing{From: "alice", Room: "lobby"})
+	if !cl.sendRoom("lobby", 0, typing) {
+		t.Fatal("typing refused during a replay")
+	}
+	cl.endReplay("lobby", 7)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.frames) != 1 || string(c.frames[0]) != string(typing) {
+		t.Fatalf("bob was handed %q while his join replayed, want alice's typing", c.frames)
+	}
+}
