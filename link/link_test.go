@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -263,5 +264,50 @@ func BenchmarkLinkRequest(b *testing.B) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// flakyListener fails its first Accept as a process out of file
+// descriptors does, then accepts as ln does.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed {
+		l.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// A failed accept (too many open files: a burst of clients) is no reason
+// to stop accepting peers' links: their requests would all fail until the
+// node restarted, while gossip still says it is alive.
+func TestLinkAcceptsAgainAfterAnAcceptFailed(t *testing.T) {
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnB, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := func(_ Peer, _ Kind, p []byte, reply func([]byte)) { reply(p) }
+	a := serve(New(Config{Self: "a"}, lnA), echo)
+	b := serve(New(Config{Self: "b"}, &flakyListener{Listener: lnB}), echo)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	a.SetPeers(map[string]Member{"b": {Addr: lnB.Addr().String()}})
+	b.SetPeers(map[string]Member{"a": {Addr: lnA.Addr().String()}})
+	errc := make(chan error, 1)
+	a.Request("b", testKind, []byte("hi"), func(_ []byte, err error) { errc <- err })
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("request to a peer whose listener failed one accept: %v, want its answer", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request to a peer whose listener failed one accept was never answered")
 	}
 }
