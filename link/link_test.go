@@ -26,14 +26,7 @@ func serve(l *Links, h Handler) *Links {
 // its payload.
 func echoLinks(t testing.TB, keyA, keyB []byte) (a, b *Links) {
 	t.Helper()
-	lnA, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lnB, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lnA, lnB := listen(t, "127.0.0.1"), listen(t, "127.0.0.1")
 	echo := func(_ Peer, _ Kind, p []byte, reply func([]byte)) { reply(p) }
 	// 5 s: a burst of 20,000 sealed requests under the race detector, on
 	// a 2-core box busy with other work, took up to 1.5 s.
@@ -286,28 +279,14 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 // to stop accepting peers' links: their requests would all fail until the
 // node restarted, while gossip still says it is alive.
 func TestLinkAcceptsAgainAfterAnAcceptFailed(t *testing.T) {
-	lnA, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lnB, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lnA, lnB := listen(t, "127.0.0.1"), listen(t, "127.0.0.1")
 	echo := func(_ Peer, _ Kind, p []byte, reply func([]byte)) { reply(p) }
 	a := serve(New(Config{Self: "a"}, lnA), echo)
 	b := serve(New(Config{Self: "b"}, &flakyListener{Listener: lnB}), echo)
 	t.Cleanup(func() { a.Close(); b.Close() })
 	a.SetPeers(map[string]Member{"b": {Addr: lnB.Addr().String()}})
 	b.SetPeers(map[string]Member{"a": {Addr: lnA.Addr().String()}})
-	errc := make(chan error, 1)
-	a.Request("b", testKind, []byte("hi"), func(_ []byte, err error) { errc <- err })
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("request to a peer whose listener failed one accept: %v, want its answer", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("request to a peer whose listener failed one accept was never answered")
+	if err := ask(t, a, "b", []byte("hi")); err != nil {
+		t.Fatalf("request to a peer whose listener failed one accept: %v, want its answer", err)
 	}
 }

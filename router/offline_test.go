@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"sync"
 	"testing"
 
@@ -9,22 +8,16 @@ import (
 
 	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/protocol"
-	"github.com/shardchat/shard/store"
 )
 
 // A note to oneself from one's only connection is stored, and reaches no
 // other connection; but its recipient is connected (it sent it): no push
 // goes out for it, while a message to a user who is away does get one.
 func TestNoteToOneselfIsNoOfflinePush(t *testing.T) {
-	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	var mu sync.Mutex
 	var pushed []OfflineMessage
 	self := link.Peer{Name: "r0", Inc: "r0-1"}
-	r := New(Config{Self: self.Name, Incarnation: self.Inc, Store: st, Metrics: NewMetrics(prometheus.NewRegistry()),
+	r := New(Config{Self: self.Name, Incarnation: self.Inc, Store: embeddedStore(t), Metrics: NewMetrics(prometheus.NewRegistry()),
 		Offline: func(m OfflineMessage) { mu.Lock(); pushed = append(pushed, m); mu.Unlock() }}, newMemNet().transport(self))
 	t.Cleanup(r.Close)
 	setMembers(t, []*Router{r}, []Member{{Name: self.Name, Inc: self.Inc}})

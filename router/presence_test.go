@@ -214,6 +214,18 @@ func memClusterWith(t testing.TB, n int, st store.Store) ([]*Router, *memNet) {
 	return routers, net
 }
 
+// embeddedStore opens a store in a temporary directory, closed at the end
+// of the test.
+func embeddedStore(t testing.TB) store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // setMembers installs members on routers and waits until each is settled.
 func setMembers(t testing.TB, routers []*Router, members []Member) {
 	t.Helper()
@@ -435,11 +447,7 @@ func TestPresenceAfterTheOwnerCrashesWaitsForAReconnect(t *testing.T) {
 // With a store, last_seen outlives its owner: a user who left before his
 // owner crashed is told, by the next owner, offline since he left.
 func TestLastSeenOutlivesItsOwnerWithAStore(t *testing.T) {
-	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := embeddedStore(t)
 	routers, net := memClusterWith(t, 3, st)
 	bob := ownedBy(t, "r0", "r0", "r1", "r2")
 	left := time.Now().UnixMilli()

@@ -13,12 +13,7 @@ import (
 // and each asked the group's owner for the members (and the owner read the
 // whole list from the store), the ones dropped by the 2 s throttle too.
 func TestTypingInAGroupAsksForItsMembersOnce(t *testing.T) {
-	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	routers, net := memClusterWith(t, 2, st)
+	routers, net := memClusterWith(t, 2, embeddedStore(t))
 	team := ownedBy(t, "r0", "r0", "r1")
 	if _, err := routers[0].ChangeGroup(context.Background(), store.EventCreated,
 		store.GroupChange{Group: team, By: "alice", Members: []string{"bob"}}); err != nil {
