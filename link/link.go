@@ -301,8 +301,13 @@ func (l *Links) forget(lc *conn, failed bool) {
 	}
 }
 
+// acceptRetryMax caps the wait before accepting again after a failed
+// accept: a second, as net/http's Server waits.
+const acceptRetryMax = time.Second
+
 func (l *Links) acceptLoop() {
 	defer l.wg.Done()
+	var delay time.Duration // since the last accept that worked
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
@@ -311,13 +316,20 @@ func (l *Links) acceptLoop() {
 				return
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			// Out of file descriptors, say (EMFILE, a burst of clients):
+			// the listener is fine and only Close ends it, so wait a
+			// little and accept again rather than refuse every peer until
+			// a restart while gossip says this node is alive.
+			delay = min(max(2*delay, 5*time.Millisecond), acceptRetryMax)
+			l.cfg.Logger.Error("link accept failed; accepting again", "err", err, "in", delay.String())
+			select {
+			case <-time.After(delay):
+			case <-l.stop:
+				return
 			}
-			l.cfg.Logger.Error("link accept failed", "err", err)
-			return
+			continue
 		}
+		delay = 0
 		select {
 		case l.handshakes <- struct{}{}:
 		default:

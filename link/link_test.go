@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -25,14 +26,7 @@ func serve(l *Links, h Handler) *Links {
 // its payload.
 func echoLinks(t testing.TB, keyA, keyB []byte) (a, b *Links) {
 	t.Helper()
-	lnA, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lnB, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lnA, lnB := listen(t, "127.0.0.1"), listen(t, "127.0.0.1")
 	echo := func(_ Peer, _ Kind, p []byte, reply func([]byte)) { reply(p) }
 	// 5 s: a burst of 20,000 sealed requests under the race detector, on
 	// a 2-core box busy with other work, took up to 1.5 s.
@@ -263,5 +257,36 @@ func BenchmarkLinkRequest(b *testing.B) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// flakyListener fails its first Accept as a process out of file
+// descriptors does, then accepts as ln does.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed {
+		l.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// A failed accept (too many open files: a burst of clients) is no reason
+// to stop accepting peers' links: their requests would all fail until the
+// node restarted, while gossip still says it is alive.
+func TestLinkAcceptsAgainAfterAnAcceptFailed(t *testing.T) {
+	lnA, lnB := listen(t, "127.0.0.1"), listen(t, "127.0.0.1")
+	echo := func(_ Peer, _ Kind, p []byte, reply func([]byte)) { reply(p) }
+	a := serve(New(Config{Self: "a"}, lnA), echo)
+	b := serve(New(Config{Self: "b"}, &flakyListener{Listener: lnB}), echo)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	a.SetPeers(map[string]Member{"b": {Addr: lnB.Addr().String()}})
+	b.SetPeers(map[string]Member{"a": {Addr: lnA.Addr().String()}})
+	if err := ask(t, a, "b", []byte("hi")); err != nil {
+		t.Fatalf("request to a peer whose listener failed one accept: %v, want its answer", err)
 	}
 }

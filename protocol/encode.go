@@ -245,9 +245,8 @@ func appendConversation(b []byte, c *Conversation) []byte {
 	b = strconv.AppendInt(b, c.Unread, 10)
 	b = append(b, `,"ts":`...)
 	b = strconv.AppendInt(b, c.TS, 10)
-	if c.Group != "" {
-		b = append(b, `,"admin":`...)
-		b = strconv.AppendBool(b, c.Admin)
+	if c.Admin { // absent otherwise, as in the HTTP API's JSON (omitempty)
+		b = append(b, `,"admin":true`...)
 	}
 	return append(b, '}')
 }

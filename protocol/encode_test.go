@@ -101,6 +101,9 @@ func TestServerFramesAreAsDocumented(t *testing.T) {
 		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{
 			{With: "bob", Last: 57, Read: 50, Unread: 7, TS: 3}, {Group: "team", Last: 14, Read: 14, TS: 2, Admin: true}}}),
 			`{"type":"ack","id":"c9","status":"ok","conversations":[{"with":"bob","last":57,"read":50,"unread":7,"ts":3},{"group":"team","last":14,"read":14,"unread":0,"ts":2,"admin":true}]}`},
+		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{
+			{Group: "ops", Last: 3, Read: 1, Unread: 2, TS: 4}}}), // §12.6: admin absent but for an admin
+			`{"type":"ack","id":"c9","status":"ok","conversations":[{"group":"ops","last":3,"read":1,"unread":2,"ts":4}]}`},
 		{AppendAckFrame(nil, &Ack{ID: "c9", Status: StatusOK, Recipients: -1, Conversations: []Conversation{}}),
 			`{"type":"ack","id":"c9","status":"ok","conversations":[]}`},
 		// Issue 13.

@@ -13,9 +13,9 @@ import (
 type Directory struct {
 	mu      sync.Mutex
 	entries map[Key]*dirEntry
-	// unknown are the watchers of keys no node holds: a sender that looked
-	// one up caches that nobody holds it, and must be told of its first
-	// connection. A client can make up any number of such keys, so there
+	// unknown are the watchers of keys no node holds and that have no
+	// entry: a sender that looked one up caches that nobody holds it, and
+	// must be told of its first connection. A client can make up any number of such keys, so there
 	// are at most maxUnknown; past that an empty answer is not watched, and
 	// its asker does not cache it.
 	unknown    map[Key]map[string]time.Time
@@ -110,10 +110,13 @@ func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) (locs 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.entries[key]
-	if e == nil || len(e.counts) == 0 {
+	if e == nil {
 		if watcher == "" {
 			return nil, false
 		}
+		// Watched apart from the entries, within the bound. A key with an
+		// entry is watched there, held or not (its last holder may just
+		// have gone), since Set tells the entry's watchers alone.
 		w := d.unknown[key]
 		if w == nil {
 			if len(d.unknown) >= d.maxUnknown {

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"sort"
 	"testing"
 	"time"
 )
@@ -164,5 +165,28 @@ func TestDirectoryForgetsAKeyThatMovedAway(t *testing.T) {
 	d.Retain(all, no, yes, now.Add(2*time.Second))
 	if locs := d.Holders(bob); len(locs) != 0 {
 		t.Fatalf("bob back at this owner: %v, want nothing until his holders register again", locs)
+	}
+}
+
+// When a ring change drops a key's last holder (its node died), the entry
+// stays for the watchers of its old answer. A sender that asks meanwhile
+// caches that nobody holds the key, and must hear of its next connection
+// as a sender that asked before the key ever had one would: else it
+// answers "offline" for a connected user until its cache entry expires.
+func TestEmptyAnswerAfterAHolderDiedIsToldOfTheNextConnection(t *testing.T) {
+	d := newDirectory(nil)
+	now := time.Now()
+	bob := Key{Name: "bob"}
+	owns := func(Key) bool { return true }
+	d.Set(bob, "n2", "i", 1, now)
+	d.Lookup(bob, "n1", now.Add(time.Minute))
+	d.Retain(func(node, _ string) bool { return node != "n2" }, owns, owns, now) // n2 died
+	if locs, watched := d.Lookup(bob, "n3", now.Add(time.Minute)); len(locs) != 0 || !watched {
+		t.Fatalf("bob after his only node died: %v, watched %v; want nobody, watched", locs, watched)
+	}
+	tell := d.Set(bob, "n4", "i", 1, now) // bob reconnects on n4
+	sort.Strings(tell)
+	if len(tell) != 2 || tell[0] != "n1" || tell[1] != "n3" {
+		t.Fatalf("bob's next connection told %v, want n1 and n3: n3 cached that nobody holds him", tell)
 	}
 }

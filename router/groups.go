@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,7 +49,8 @@ type memberLists struct {
 
 type memberList struct {
 	version int64
-	users   []string // shared, read-only
+	users   []string  // shared, read-only
+	read    time.Time // when it came from the owner or the store
 }
 
 // get returns group's members at version, if kept. A receipt asks for the
@@ -59,6 +61,15 @@ func (m *memberLists) get(group string, version int64) ([]string, bool) {
 	defer m.mu.Unlock()
 	l, ok := m.groups[group]
 	return l.users, ok && l.version == version
+}
+
+// newest returns the newest of group's member lists this node keeps, of
+// whatever version, if it was read after since.
+func (m *memberLists) newest(group string, since time.Time) ([]string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.groups[group]
+	return l.users, ok && l.read.After(since)
 }
 
 // put keeps users as group's members at version, unless a newer version is
@@ -78,7 +89,7 @@ func (m *memberLists) put(group string, version int64, users []string) {
 			break
 		}
 	}
-	m.groups[group] = memberList{version, users}
+	m.groups[group] = memberList{version, users, time.Now()}
 }
 
 // membersAt returns the members of group as of membership version version
@@ -252,7 +263,7 @@ func (r *Router) changeGroup(ctx context.Context, event string, gc store.GroupCh
 			r.log.Debug("group event not routed", "group", gc.Group, "err", err)
 		}
 	}
-	if m.User != "" && !contains(users, m.User) {
+	if m.User != "" && !slices.Contains(users, m.User) {
 		users = append(users[:len(users):len(users)], m.User) // the user it names hears of it too
 	}
 	done := make(chan result, 1)
@@ -260,15 +271,6 @@ func (r *Router) changeGroup(ctx context.Context, event string, gc store.GroupCh
 	r.deliver(&delivery{users: users, frame: frame, skip: skip, stored: true}, func(res result) { done <- res })
 	<-done
 	return result{status: protocol.StatusOK, seq: ch.Seq, mid: gc.Mid}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // routeGroup delivers a stored group message to its members as of its

@@ -63,7 +63,9 @@ func (r *Router) storeAndRoute(a store.Append, sender *client, done func(result)
 	}
 	m := protocol.Msg{Mid: ap.Mid, From: a.From, To: a.To, Room: a.Room, Group: a.Group, Body: a.Body, TS: ap.TS, Seq: ap.Seq}
 	finish := func(res result) {
-		if res.status == protocol.StatusStored {
+		// A note to oneself from a connection has a connected recipient:
+		// its sender.
+		if res.status == protocol.StatusStored && (sender == nil || a.To != a.From) {
 			r.tellOffline(&m, a.To)
 		}
 		res.seq, res.senderSeq, res.mid = ap.Seq, ap.SenderSeq, ap.Mid

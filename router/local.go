@@ -57,8 +57,8 @@ func (r *Router) updateLocalMany(keys []Key, c *client, add bool) <-chan error {
 	rg := r.view.Load().ring
 	byOwner := make(map[string][]registration)
 	for _, key := range keys {
-		count := r.editLocked(key, c, add)
-		byOwner[rg.Owner(key.Name)] = append(byOwner[rg.Owner(key.Name)], registration{key, count})
+		owner := rg.Owner(key.Name)
+		byOwner[owner] = append(byOwner[owner], registration{key, r.editLocked(key, c, add)})
 	}
 	if _, none := byOwner[""]; none {
 		r.local.mu.Unlock()

@@ -64,20 +64,25 @@ func (r *Router) locateOnce(ctx context.Context, key Key, useCache bool) ([]Loca
 
 // retryUnsettled retries lookup while its error says the answer is only
 // not known yet, for at most settleWait.
-func (r *Router) retryUnsettled(lookup func() ([]Location, error)) ([]Location, error) {
+func (r *Router) retryUnsettled(lookup func() ([]Location, error)) (locs []Location, err error) {
+	r.whileUnsettled(func() bool {
+		locs, err = lookup()
+		return err != nil && retryable(err)
+	})
+	return locs, err
+}
+
+// whileUnsettled calls try again, 5 ms to 200 ms later, while it says some
+// answer is not known yet (the ring just changed), for at most settleWait
+// or until the router stops.
+func (r *Router) whileUnsettled(try func() (again bool)) {
 	deadline := time.Now().Add(settleWait)
-	backoff := 5 * time.Millisecond
-	for {
-		locs, err := lookup()
-		if err == nil || !retryable(err) || time.Now().Add(backoff).After(deadline) {
-			return locs, err
-		}
+	for backoff := 5 * time.Millisecond; try() && time.Now().Add(backoff).Before(deadline); backoff = min(2*backoff, 200*time.Millisecond) {
 		select {
 		case <-time.After(backoff):
 		case <-r.stop:
-			return nil, err
+			return
 		}
-		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }
 
@@ -171,20 +176,11 @@ func (r *Router) locateUsers(users []string) (locs [][]Location, unknown []int) 
 	for i := range pending {
 		pending[i] = i
 	}
-	deadline := time.Now().Add(settleWait)
-	backoff := 5 * time.Millisecond
-	for {
+	r.whileUnsettled(func() bool {
 		pending = r.locateUsersOnce(users, pending, locs)
-		if len(pending) == 0 || time.Now().Add(backoff).After(deadline) {
-			return locs, pending
-		}
-		select {
-		case <-time.After(backoff):
-		case <-r.stop:
-			return locs, pending
-		}
-		backoff = min(2*backoff, 200*time.Millisecond)
-	}
+		return len(pending) > 0
+	})
+	return locs, pending
 }
 
 // locateUsersOnce fills locs for the users at the indexes of pending and

@@ -741,21 +741,26 @@ func (r *Router) presenceLoop() {
 		v, now := r.view.Load(), time.Now()
 		settled := r.settle.settled(v.version, now)
 		for u := range dirty {
-			// Read before taking the book's lock, which comes after the
-			// directory's; a change meanwhile marks u again.
-			total := 0
-			for _, l := range r.dir.Holders(Key{Name: u}) {
-				total += l.Count
-			}
-			watchers := r.dir.Holders(watchKey(u))
-			r.presence.mu.Lock()
-			r.lookAtLocked(u, v, total, watchers, settled, now, batches)
-			r.presence.mu.Unlock()
+			r.lookAt(u, v, settled, now, batches)
 		}
 		for node, updates := range batches {
 			r.tellPresence(node, updates)
 		}
 	}
+}
+
+// lookAt is lookAtLocked with user's counts read from the directory first,
+// before taking the book's lock, which comes after the directory's; a
+// change meanwhile marks user again.
+func (r *Router) lookAt(user string, v *view, settled bool, now time.Time, batches map[string][]presenceUpdate) {
+	total := 0
+	for _, l := range r.dir.Holders(Key{Name: user}) {
+		total += l.Count
+	}
+	watchers := r.dir.Holders(watchKey(user))
+	r.presence.mu.Lock()
+	r.lookAtLocked(user, v, total, watchers, settled, now, batches)
+	r.presence.mu.Unlock()
 }
 
 // lookAtLocked decides what user is now, by its count over all nodes, and
@@ -805,8 +810,13 @@ func (r *Router) lookAtLocked(user string, v *view, total int, watchers []Locati
 		e.set(false, e.stored, true)
 	default:
 		if wait := e.zeroSince.Add(offlineAfter).Sub(now); wait > 0 {
+			// Set for this close: a timer set for an earlier one (the user
+			// came back and left again meanwhile) may have fired already,
+			// or would fire too soon.
 			if e.timer == nil {
 				e.timer = time.AfterFunc(wait, func() { r.markPresence(user) })
+			} else {
+				e.timer.Reset(wait)
 			}
 			// Online until the 3 s have passed (§13.2), also to a
 			// watcher that comes meanwhile.

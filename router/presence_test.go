@@ -214,6 +214,18 @@ func memClusterWith(t testing.TB, n int, st store.Store) ([]*Router, *memNet) {
 	return routers, net
 }
 
+// embeddedStore opens a store in a temporary directory, closed at the end
+// of the test.
+func embeddedStore(t testing.TB) store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // setMembers installs members on routers and waits until each is settled.
 func setMembers(t testing.TB, routers []*Router, members []Member) {
 	t.Helper()
@@ -435,11 +447,7 @@ func TestPresenceAfterTheOwnerCrashesWaitsForAReconnect(t *testing.T) {
 // With a store, last_seen outlives its owner: a user who left before his
 // owner crashed is told, by the next owner, offline since he left.
 func TestLastSeenOutlivesItsOwnerWithAStore(t *testing.T) {
-	st, err := store.Open(context.Background(), t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := embeddedStore(t)
 	routers, net := memClusterWith(t, 3, st)
 	bob := ownedBy(t, "r0", "r0", "r1", "r2")
 	left := time.Now().UnixMilli()
@@ -478,4 +486,50 @@ func TestPresencePayloadsRoundTrip(t *testing.T) {
 	if _, err := decodePresences([]byte{1, 3, 'b', ' ', 'b', 1, 0}); !errors.Is(err, errMalformed) {
 		t.Fatalf("a malformed user id: %v, want malformed", err)
 	}
+}
+
+// A user who closes, comes back and closes again before his owner looks
+// at him (a reconnect cut at once, or an owner busy with other users) is
+// told offline 3 s after his last close. The timer the owner had set for
+// the first close found 3 s not passed since the second when it fired, and
+// was not set again: he stayed online to his watchers for good.
+func TestOfflineFollowsTheLastOfTwoClosesTheOwnerSawAtOnce(t *testing.T) {
+	net := newMemNet()
+	self := link.Peer{Name: "r0", Inc: "r0-1"}
+	r := New(Config{Self: self.Name, Incarnation: self.Inc, Metrics: NewMetrics(prometheus.NewRegistry())}, net.transport(self))
+	setMembers(t, []*Router{r}, []Member{{Name: self.Name, Inc: self.Inc}})
+	r.Close() // the test looks at bob when it chooses, as the presence loop would
+	v, bob := r.view.Load(), Key{Name: "bob"}
+	look := func(now time.Time) []presenceUpdate {
+		r.presence.mu.Lock()
+		clear(r.presence.dirty)
+		r.presence.mu.Unlock()
+		batches := make(map[string][]presenceUpdate)
+		r.lookAt(bob.Name, v, true, now, batches)
+		return batches["r1"]
+	}
+	r.dir.Set(watchKey(bob.Name), "r1", "r1-1", 1, time.Now()) // r1 watches bob
+	r.dir.Set(bob, "r2", "r2-1", 1, time.Now())
+	if u := look(time.Now()); len(u) != 1 || !u[0].state.Online {
+		t.Fatalf("r1 told %+v, want bob online", u)
+	}
+	r.dir.Set(bob, "r2", "r2-1", 0, time.Now())
+	look(time.Now().Add(offlineAfter - 500*time.Millisecond)) // a late look: offline due in 0.5 s
+	r.dir.Set(bob, "r2", "r2-1", 1, time.Now())
+	r.dir.Set(bob, "r2", "r2-1", 0, time.Now())
+	if u := look(time.Now()); len(u) != 0 {
+		t.Fatalf("r1 told %+v at bob's second close, want nothing for 3 s", u)
+	}
+	wait.For(t, 2*offlineAfter, 5*time.Millisecond, func() error {
+		r.presence.mu.Lock()
+		_, marked := r.presence.dirty[bob.Name] // by the owner's timer
+		r.presence.mu.Unlock()
+		if !marked {
+			return errors.New("the owner did not look at bob again: he stays online to r1")
+		}
+		if u := look(time.Now()); len(u) != 1 || u[0].state.Online {
+			return fmt.Errorf("the owner looked at bob again and told r1 %+v, want offline", u)
+		}
+		return nil
+	})
 }

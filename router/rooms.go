@@ -117,8 +117,9 @@ func (c *client) beginReplay(room string) {
 }
 
 // sendRoom hands the connection a live message of room whose offset in the
-// room's stream is seq (0 without a store); during a replay of room it
-// waits instead. It is always queued, never written by the caller.
+// room's stream is seq (0 without a store, or for what is never stored:
+// typing); during a replay of room a stored one waits instead. It is always
+// queued, never written by the caller.
 func (c *client) sendRoom(room string, seq int64, frame []byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -128,7 +129,10 @@ func (c *client) sendRoom(room string, seq int64, frame []byte) bool {
 		return true
 	}
 	held, replaying := c.replays[room]
-	if !replaying {
+	if !replaying || seq == 0 {
+		// Not in the stream the replay hands over (a replay needs a
+		// store): endReplay, which keeps what is above the replay's last
+		// offset, would drop it.
 		return c.Queue(frame)
 	}
 	if len(held) >= c.QueueLimit() {

@@ -114,12 +114,19 @@ func (r *Router) handleTyping(c *client, f *protocol.Frame, answer func(result))
 	})
 }
 
-// typingGroup returns the members of group, the sender among them, as the
-// receipts take them: the newest list this node knows, of any version
-// (groups.go); a sender who is not a member is refused.
+// typingGroup returns the members of group, the sender among them: the
+// newest list this node keeps (groups.go), of any version, read within
+// CacheTTL, as a cached location is trusted; a page types at every
+// keystroke, and asking the group's owner each time would cost the owner a
+// store read of the whole list. A list that lacks the sender (none kept, or
+// one from before the sender was added) is asked for as the group stands
+// now; a sender who is not a member then is refused.
 func (r *Router) typingGroup(c *client, group string) ([]string, error) {
 	if r.cfg.Store == nil {
 		return nil, errNeedsStore
+	}
+	if members, ok := r.members.newest(group, time.Now().Add(-r.cfg.CacheTTL)); ok && slices.Contains(members, c.User()) {
+		return members, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
