@@ -8,12 +8,14 @@ BIN := bin/shard
 
 help:
 	@echo "make run    - build and start a 3-node cluster behind nginx on loopback (Ctrl-C stops it)"
-	@echo "make test   - install what the tests need, then run every test with the race detector"
+	@echo "make test   - install what the tests need, then lint, alerts, every Go test with the race detector, sdk-test and fuzz"
+	@echo "make deps   - install with apt-get the Debian packages the tests need (scripts/deps.sh)"
 	@echo "make sdk-test   - the JavaScript client's tests (node --test) against real nodes"
 	@echo "make bench      - load generator: local 3-node cluster, 300 users, 2,000 msg/s, 10 s (BENCH_ARGS adds flags)"
 	@echo "make bench-hot  - hot-path benchmarks with allocations"
 	@echo "make lint   - gofmt and go vet"
 	@echo "make alerts - promtool checks deploy/prometheus/alerts.yml and runs its tests"
+	@echo "make fuzz   - a short run of each fuzzer (FUZZEXECS inputs each) on its seed corpus"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shard

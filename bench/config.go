@@ -210,6 +210,8 @@ func (c *Config) check() error {
 		return errors.New("--max needs --max-step > 1, --max-steps >= 1, --max-retries >= 0 and a positive --max-p99")
 	case c.Soak > 0 && (!c.Local() || c.Nodes < 2 || c.Compare || c.Max || len(c.Sizes) > 0):
 		return errors.New("--soak runs a local cluster of at least 2 nodes (--nodes), without --url, --compare, --max or --sizes")
+	case c.Soak > 0 && c.GroupMix > 0:
+		return errors.New("--soak sends direct and room messages only (soak.go): a --mix with groups does not go with it")
 	case c.Soak > 0 && c.SoakRestart <= 0:
 		return errors.New("--soak-restart must be positive")
 	case c.Progress != "auto" && c.Progress != "line" && c.Progress != "plain" && c.Progress != "none":

@@ -45,3 +45,14 @@ func TestMixTakesAFractionOrThreeWeights(t *testing.T) {
 		}
 	}
 }
+
+// TestSoakRefusesGroupMessages: the soak's users send direct and room
+// messages only, so a --mix with groups would be soaked as something else.
+func TestSoakRefusesGroupMessages(t *testing.T) {
+	if _, err := parseFlags([]string{"--soak", "1m", "--mix", "0:0:1", "--store", "postgres://x"}, io.Discard); err == nil {
+		t.Fatal("--soak with --mix 0:0:1: no error, and the soak would send direct messages instead")
+	}
+	if _, err := parseFlags([]string{"--soak", "1m", "--mix", "0.5"}, io.Discard); err != nil {
+		t.Fatalf("--soak with --mix 0.5: %v", err)
+	}
+}

@@ -4,8 +4,8 @@
 # copied from this machine's /usr/local/go; nothing else. It clones this
 # checkout at HEAD into the root, runs `make test` and a short `make run`
 # there (the page and /api/cluster answer on 127.0.0.1:8000, then Ctrl-C and
-# a clean exit), and prints PASS/FAIL/SKIP per package, what failed, and the
-# time taken. Run as root, from a checkout:
+# a clean exit), and prints PASS/FAIL/SKIP per package (and for promtool, the
+# JavaScript client's tests and each fuzzer), what failed, and the time taken. Run as root, from a checkout:
 #   scripts/fresh-check.sh
 # Run it before resolving an issue that adds a dependency or a system package.
 #
@@ -276,6 +276,11 @@ main() {
     }
     /^promtool (check|test) rules / { promtool = $1 " " $2 " " $3; next }
     promtool != "" && /SUCCESS|FAILED/ { printf "  %-4s %s\n", (/SUCCESS/ ? "PASS" : "FAIL"), promtool; promtool = ""; next }
+    # make sdk-test: node --test writes TAP when it is not on a terminal.
+    /^cd web\/sdk && .*node --test / { sdk = 1; next }
+    sdk && /^# pass / { sdkpass = $3; next }
+    sdk && /^# fail / { printf "  %-4s %-32s %s passed, %s failed\n", ($3 == 0 ? "PASS" : "FAIL"), "web/sdk (node --test)", sdkpass, $3; sdk = 0; next }
+    sdk && /^ *not ok / { t = $0; sub(/^ *not ok [0-9]+ - /, "", t); failed = failed "--- FAIL: web/sdk: " t "\n" }
     /^go test .*-fuzz / { match($0, /Fuzz[A-Za-z0-9]+/); fuzz = substr($0, RSTART, RLENGTH) }
     /^ *--- SKIP: / { skipped = (skipped != "" ? skipped ", " : "") $3
                       r = prev; sub(/^ *[^ ]+\.go:[0-9]+: /, "", r); reasons = reasons "  SKIP " $3 ": " r "\n" }
@@ -286,7 +291,7 @@ main() {
 
   {
     echo
-    echo "fresh-check: shard ${head:0:12} on a fresh Debian 12 root ($SUITE minbase, Go $("$root/usr/local/go/bin/go" version | awk '{print $3}'))"
+    echo "fresh-check: shard ${head:0:12} on a fresh Debian 12 root ($SUITE minbase, Go $("$root/usr/local/go/bin/go" version | awk '{print $3}'), Node.js $(in_chroot node --version 2>/dev/null || echo "not installed"))"
     echo "make test: $([ "$test_rc" -eq 0 ] && echo PASS || echo "FAIL (exit $test_rc)") in $((test_secs / 60)) min $((test_secs % 60)) s, of which installing packages $((install_secs / 60)) min $((install_secs % 60)) s"
     cat "$logs/packages.txt"
     grep -h '^  SKIP' "$logs/details.txt" || true

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A long-running local PostgreSQL for the demo cluster (`make run`) and for
-# trying `shard --store` by hand: its data in DIR, listening on 127.0.0.1:PORT
-# only, with a database `shard`. Prints the URL to pass to --store.
+# A local PostgreSQL for trying `shard --store` by hand, and the throwaway one
+# the JavaScript client's tests start (web/sdk/test/cluster.js; `make run`
+# starts its own in scripts/run-cluster.sh): its data in DIR, listening on
+# 127.0.0.1:PORT only, with a database `shard`. Prints the URL to pass to
+# --store.
 #   scripts/pg-start.sh [DIR] [PORT]     start (initializes DIR the first time)
 #   scripts/pg-start.sh stop [DIR]       stop it
 # Defaults: DIR=/tmp/shard-pg PORT=5433 (not 5432: leaves a system server be).

@@ -166,7 +166,11 @@ func TestGoClientReconnectsThroughARestartedNginx(t *testing.T) {
 	if ack, err := alice.Send(ctx, "bob", "before"); err != nil || ack.Status != protocol.StatusDelivered {
 		t.Fatalf("send before the restart: %+v %v", ack, err)
 	}
-	<-bob.Messages()
+	select {
+	case <-bob.Messages():
+	case <-ctx.Done():
+		t.Fatal("bob got nothing before the restart, although alice's send was delivered")
+	}
 
 	awaitState := func(user string, states chan client.State, what string, match func(client.State) bool) {
 		t.Helper()
