@@ -136,7 +136,10 @@ type Conversation struct {
 	Read   int64  `json:"read"`   // this user's read offset
 	Unread int64  `json:"unread"` // messages and events of others after Read
 	TS     int64  `json:"ts"`     // when its newest message was sent
-	Admin  bool   `json:"admin"`  // a group this user is an admin of
+	// PeerRead, direct: how far the peer has read this user's messages,
+	// an offset in this user's inbox (the newest receipt it sent).
+	PeerRead int64 `json:"peer_read,omitempty"`
+	Admin    bool  `json:"admin"` // a group this user is an admin of
 }
 
 // Receipt says By has read a conversation up to Seq: a direct one (With is

@@ -156,6 +156,10 @@ func TestDirectReadIsAReceiptToThePeerAndTheReadersDevices(t *testing.T) {
 	if convs, err := bobPhone.Conversations(ctx); err != nil || convs[0].Unread != 0 {
 		t.Fatalf("bob's phone's conversations: %+v %v, want none unread", convs, err)
 	}
+	// A device of alice's that was away learns it from her list.
+	if convs, err := alice.Conversations(ctx); err != nil || len(convs) != 1 || convs[0].PeerRead != last {
+		t.Fatalf("alice's conversations: %+v %v, want bob's read up to her offset %d (peer_read)", convs, err, last)
+	}
 	// A read at or below the last one changes nothing and tells no one.
 	if err := bob.Read(ctx, "alice", 1); err != nil {
 		t.Fatal(err)

@@ -158,11 +158,14 @@ type Ack struct {
 type Conversation struct {
 	With   string `json:"with,omitempty"`
 	Group  string `json:"group,omitempty"`
-	Last   int64  `json:"last"`            // the newest offset in it: of the user's inbox (direct), of the group's stream
-	Read   int64  `json:"read"`            // the user's read offset
-	Unread int64  `json:"unread"`          // messages and events of others after Read
-	TS     int64  `json:"ts"`              // the time of the newest message
-	Admin  bool   `json:"admin,omitempty"` // group: the user is an admin
+	Last   int64  `json:"last"`   // the newest offset in it: of the user's inbox (direct), of the group's stream
+	Read   int64  `json:"read"`   // the user's read offset
+	Unread int64  `json:"unread"` // messages and events of others after Read
+	TS     int64  `json:"ts"`     // the time of the newest message
+	// PeerRead, direct: how far the peer has read the user's messages,
+	// an offset in the user's inbox (the newest receipt it sent).
+	PeerRead int64 `json:"peer_read,omitempty"`
+	Admin    bool  `json:"admin,omitempty"` // group: the user is an admin
 }
 
 // AppendAck appends an ack without optional fields but recipients, which
@@ -245,6 +248,10 @@ func appendConversation(b []byte, c *Conversation) []byte {
 	b = strconv.AppendInt(b, c.Unread, 10)
 	b = append(b, `,"ts":`...)
 	b = strconv.AppendInt(b, c.TS, 10)
+	if c.PeerRead > 0 {
+		b = append(b, `,"peer_read":`...)
+		b = strconv.AppendInt(b, c.PeerRead, 10)
+	}
 	if c.Admin { // absent otherwise, as in the HTTP API's JSON (omitempty)
 		b = append(b, `,"admin":true`...)
 	}

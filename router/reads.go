@@ -96,7 +96,7 @@ func (r *Router) Conversations(ctx context.Context, user string) ([]protocol.Con
 	list := make([]protocol.Conversation, len(convs))
 	for i, cv := range convs {
 		list[i] = protocol.Conversation{With: cv.With, Group: cv.Group, Last: cv.Last, Read: cv.Read,
-			Unread: cv.Unread, TS: cv.TS, Admin: cv.Admin}
+			Unread: cv.Unread, TS: cv.TS, PeerRead: cv.PeerRead, Admin: cv.Admin}
 	}
 	return list, nil
 }

@@ -85,6 +85,11 @@ type Conversation struct {
 	Read, Unread int64
 	// TS is the time of the newest message (ms since the epoch).
 	TS int64
+	// PeerRead, for a direct conversation, is how far the peer has read
+	// the user's messages, as an offset in the user's inbox: the newest
+	// receipt the user was sent (ReadMarked.PeerSeq of the peer's read), so
+	// that a client that was away shows its read ticks again. 0: none.
+	PeerRead int64
 	// Admin: the user is an admin of Group.
 	Admin bool
 }

@@ -199,11 +199,21 @@ func (e *embedded) conversations(_ context.Context, user string) (list []Convers
 		return nil, err
 	}
 	list = boundDirect(list)
+	var key []byte
+	for i := range list {
+		// The peer's record of the same conversation holds the receipt it
+		// gave user.
+		var peer convState
+		key = convKey(key[:0], list[i].With, user)
+		if _, err := get(snap, key, peer.decode); err != nil {
+			return nil, err
+		}
+		list[i].PeerRead = peer.readPeer
+	}
 	groups, err := userGroups(snap, user)
 	if err != nil {
 		return nil, err
 	}
-	var key []byte
 	for _, name := range groups {
 		var g groupState
 		var mem memberState

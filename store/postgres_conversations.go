@@ -141,11 +141,14 @@ func (p *postgres) sendTx(ctx context.Context, b *pgx.Batch) error {
 func (p *postgres) conversations(ctx context.Context, user string) ([]Conversation, error) {
 	var list []Conversation
 	b := &pgx.Batch{}
-	b.Queue(`SELECT peer, last_seq, read_seq, greatest(received - read_received, 0), ts FROM shard_conversations
-		WHERE user_id = $1 ORDER BY ts DESC, peer COLLATE "C" LIMIT $2`, user, MaxDirectConversations).Query(func(rows pgx.Rows) error {
+	// The peer's row of the same conversation holds the receipt it gave
+	// user (PeerRead).
+	b.Queue(`SELECT t.peer, t.last_seq, t.read_seq, greatest(t.received - t.read_received, 0), t.ts, coalesce(p.read_peer_seq, 0)
+		FROM shard_conversations t LEFT JOIN shard_conversations p ON p.user_id = t.peer AND p.peer = t.user_id
+		WHERE t.user_id = $1 ORDER BY t.ts DESC, t.peer COLLATE "C" LIMIT $2`, user, MaxDirectConversations).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var c Conversation
-			if err := rows.Scan(&c.With, &c.Last, &c.Read, &c.Unread, &c.TS); err != nil {
+			if err := rows.Scan(&c.With, &c.Last, &c.Read, &c.Unread, &c.TS, &c.PeerRead); err != nil {
 				return err
 			}
 			list = append(list, c)

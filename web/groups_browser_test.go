@@ -142,6 +142,15 @@ func TestBrowserGroupsReadTicksAndUnreadOnEveryDevice(t *testing.T) {
 	alice.screenshot("groups-alice-direct-read.png")
 	phase("read on one of bob's devices, cleared on the other; alice's direct message read")
 
+	// A page of alice's that was not open when bob read shows it read too:
+	// her conversation list says how far bob read (peer_read).
+	aliceLaptop := openPage(t, browser, "alice's laptop", base+"/?user=alice")
+	pages = append(pages, aliceLaptop)
+	aliceLaptop.connectedNode(10 * time.Second)
+	aliceLaptop.do(chromedp.Click(chromedp.CSS(`[data-conv="@bob"]`)))
+	aliceLaptop.waitStatus(direct, "read", "read ✓✓")
+	phase("a page of alice's opened later shows her direct message read")
+
 	// alice removes carol: carol's page keeps the conversation, read-only.
 	alice.do(chromedp.Click(chromedp.CSS(`[data-conv="+team"]`)), chromedp.Click(chromedp.ID("members-toggle")))
 	alice.do(chromedp.Click(chromedp.CSS(`#members-list [data-user=carol] [data-testid=member-remove]`)))

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -184,6 +185,31 @@ func testReceiptNamesPeerOffset(s *suite) {
 	m = s.setRead(st, store.ReadMark{User: "bob", With: "alice", Seq: m4.Seq - 1})
 	if !m.Moved || m.Read != m4.Seq-1 || m.PeerSeq != m3.SenderSeq || m.Unread != 1 {
 		s.t.Fatalf("bob reads to just before m4 (dave's d3): %+v; want read there, the receipt still m3's, m4 unread", m)
+	}
+	// Each side's list says how far the other has read its messages, in
+	// its own inbox: what a client that was away shows as read ticks.
+	peerRead := func(user, with string) int64 {
+		s.t.Helper()
+		list, err := st.Conversations(context.Background(), user)
+		if err != nil {
+			s.t.Fatalf("conversations of %s: %v", user, err)
+		}
+		for _, c := range list {
+			if c.With == with {
+				return c.PeerRead
+			}
+		}
+		s.t.Fatalf("conversations of %s: %+v; no conversation with %s", user, list, with)
+		return 0
+	}
+	if got := peerRead("alice", "bob"); got != m3.SenderSeq {
+		s.t.Errorf("alice's conversation with bob: peer read %d; want %d, her copy of m3, which bob read", got, m3.SenderSeq)
+	}
+	if got := peerRead("bob", "alice"); got != m4.Seq {
+		s.t.Errorf("bob's conversation with alice: peer read %d; want %d, his copy of m4: sending it, alice read all before it", got, m4.Seq)
+	}
+	if got := peerRead("dave", "bob"); got != 0 {
+		s.t.Errorf("dave's conversation with bob: peer read %d; want 0, bob read none of dave's", got)
 	}
 }
 

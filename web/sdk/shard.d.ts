@@ -106,6 +106,8 @@ export interface Conversation {
   unread: number;
   /** The time of the newest message, ms since the epoch. */
   ts: number;
+  /** Direct: how far the peer has read this user's messages, an offset in this user's inbox (the newest receipt it sent); absent while it has read none. */
+  peer_read?: number;
   /** A group this user is an admin of. */
   admin?: boolean;
 }

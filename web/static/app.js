@@ -1289,6 +1289,10 @@ async function refreshConversations() {
       c.admin = v.admin === true;
       c.gone = false;
       if (!following.has(name)) fetch.push(c);
+    } else if (Number.isSafeInteger(v.peer_read) && v.peer_read > c.peerRead) {
+      // The receipts sent while this page was away or before it loaded.
+      c.peerRead = v.peer_read;
+      for (const m of c.msgs) if (m.own && !m.note) applyRead(c, m);
     }
     showInList(c);
     placeInList(c);

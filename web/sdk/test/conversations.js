@@ -218,6 +218,7 @@ export function registerConversationTests(c) {
       // Alice's own messages are never unread to her; carol's is.
       const mine = await alice.conversations();
       assert.deepEqual(mine.map((v) => [v.with, v.unread]), [['rd-bob', 0], ['rd-carol', 1]], 'newest activity first');
+      assert.equal(mine[0].peer_read, acks[1].sender_seq, 'her list says how far bob read her messages, for a device that was away');
       // A lower offset is acked and changes nothing: no receipt.
       assert.equal((await bob.read({ with: 'rd-alice' }, 1)).status, 'ok');
       await quiet(alice, 'receipt', 'a read that moved nothing sent a receipt');
