@@ -73,9 +73,9 @@ func (c *Conn) Answer(frame []byte) {
 	}
 }
 
-func (c *Conn) QueueLimit() int                        { return 1 << 20 }
+func (c *Conn) QueueLimit() int                            { return 1 << 20 }
 func (c *Conn) WaitQueue(ctx context.Context, n int) error { return nil }
-func (c *Conn) Cut()                                   {}
+func (c *Conn) Cut()                                       {}
 
 // handle hands f to r as the connection's reader would, and returns a
 // channel that gets its first answer.
