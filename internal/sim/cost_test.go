@@ -23,4 +23,3 @@ func TestRingSmoke(t *testing.T) {
 	}
 	t.Logf("join %+v leave %+v mem %+v", j, l, DirectoryMemory(100000))
 }
-
