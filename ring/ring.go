@@ -59,17 +59,17 @@ func New(members []string) (*Ring, error) {
 		// Checked here because consistent takes seconds to build such a ring before it panics.
 		return nil, fmt.Errorf("ring: %d members, at most %d (one partition each)", len(sorted), partitionCount)
 	}
-	r := &Ring{members: sorted, version: version(sorted)}
 	if len(sorted) == 0 {
 		// consistent.New panics on a non-nil empty list, and has nothing to say anyway.
-		return r, nil
+		return &Ring{members: sorted, version: version(sorted)}, nil
 	}
-	owners, err := partitionOwners(sorted, config)
-	if err != nil {
-		return nil, err
-	}
-	r.owners = owners
-	return r, nil
+	return buildOnce(sorted, func() (*Ring, error) {
+		owners, err := partitionOwners(sorted, config)
+		if err != nil {
+			return nil, err
+		}
+		return &Ring{members: sorted, owners: owners, version: version(sorted)}, nil
+	})
 }
 
 // config is the one place the constants meet consistent.

@@ -1,0 +1,103 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/shardchat/shard/ring"
+	"github.com/shardchat/shard/router"
+)
+
+// Change is what one membership change cost and how long the directories
+// took to be exactly right again.
+type Change struct {
+	KeysMoved float64 `json:"keys_moved"` // fraction of the keys held whose owner changed
+	// RingMoved is the same over 100,000 made-up keys: the ring's share,
+	// without the noise of a few hundred.
+	RingMoved float64 `json:"ring_moved"`
+	Promise   float64 `json:"promise"`   // what consistent hashing promises: 1/members after a join
+	Registers int64   `json:"registers"` // register requests sent
+	Messages  int64   `json:"messages"`  // every node-to-node request sent
+	// RightMS is from the announcement of the change until every directory
+	// listed exactly the connections that exist.
+	RightMS float64 `json:"right_ms"`
+}
+
+// ringKeys is how many made-up keys RingMoved counts over.
+const ringKeys = 100000
+
+// RingChanges measures one join to n nodes, then the leave of that node.
+func RingChanges(n int, seed uint64) (join, leave Change, err error) {
+	c := NewCluster(n, router.Owner, seed)
+	defer c.Close()
+	members := c.Members()
+	for i := range n * usersPerNode {
+		if err := c.Connect(userName(i), members[i%n]); err != nil {
+			return join, leave, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := c.WaitDirectories(ctx, time.Now()); err != nil {
+		return join, leave, fmt.Errorf("before the join: %w", err)
+	}
+	var joined string
+	join, err = c.measureChange(ctx, func() error { joined = c.Join(); return nil })
+	if err != nil {
+		return join, leave, fmt.Errorf("join: %w", err)
+	}
+	leave, err = c.measureChange(ctx, func() error { return c.Leave(ctx, joined) })
+	if err != nil {
+		return join, leave, fmt.Errorf("leave: %w", err)
+	}
+	return join, leave, nil
+}
+
+// measureChange runs change and waits for the directories.
+func (c *Cluster) measureChange(ctx context.Context, change func() error) (Change, error) {
+	keys := c.Keys()
+	oldRing, err := ring.New(c.Members())
+	if err != nil {
+		return Change{}, err
+	}
+	runtime.GC() // not in the middle of the measurement
+	before := c.Net.Traffic()
+	start := time.Now()
+	if err := change(); err != nil {
+		return Change{}, err
+	}
+	took, err := c.WaitDirectories(ctx, start)
+	if err != nil {
+		return Change{}, err
+	}
+	after := c.Net.Traffic()
+	newMembers := c.Members()
+	newRing, err := ring.New(newMembers)
+	if err != nil {
+		return Change{}, err
+	}
+	moved := 0
+	for _, k := range keys {
+		if oldRing.Owner(k.Name) != newRing.Owner(k.Name) {
+			moved++
+		}
+	}
+	ringMoved := 0
+	for i := range ringKeys {
+		if k := userName(i); oldRing.Owner(k) != newRing.Owner(k) {
+			ringMoved++
+		}
+	}
+	ch := Change{RingMoved: float64(ringMoved) / ringKeys, KeysMoved: float64(moved) / float64(len(keys)), RightMS: float64(took.Microseconds()) / 1000,
+		Promise: 1 / float64(max(len(newMembers), oldRing.Len()))}
+	for k, t := range after {
+		d := t.Requests - before[k].Requests
+		ch.Messages += d
+		if k == "register" {
+			ch.Registers = d
+		}
+	}
+	return ch, nil
+}
