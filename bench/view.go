@@ -195,7 +195,7 @@ func runViewCase(ctx context.Context, cfg *viewConfig, bin, tmp string, n int, r
 		return cs, err
 	}
 	defer peers.Close()
-	if err := shardproc.WaitRing(ctx, 2*readyTimeout, n, node); err != nil {
+	if err := shardproc.WaitRing(ctx, 6*readyTimeout, n, node); err != nil {
 		return cs, err
 	}
 	if err := peers.Settle(ctx); err != nil {

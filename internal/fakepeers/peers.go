@@ -32,8 +32,13 @@ import (
 const MaxPeers = 1000
 
 // joinConcurrency bounds the peers joining the real node's gossip at once:
-// each join is a TCP push/pull with it.
-const joinConcurrency = 16
+// each join is a TCP push/pull with it, and 16 at once timed out at 256
+// nodes on the 2 shared cores.
+const joinConcurrency = 4
+
+// syncConcurrency bounds the peers dialing the real node at once: it
+// refuses hellos past link.DefaultMaxHandshakes in progress.
+const syncConcurrency = link.DefaultMaxHandshakes / 2
 
 // Config says whom the peers speak to and for.
 type Config struct {
@@ -155,7 +160,7 @@ func (p *peer) join(ctx context.Context) error {
 		Name:        p.name,
 		Bind:        net.JoinHostPort(peerAddr(p.index), "0"),
 		Join:        []string{p.c.cfg.NodeGossip},
-		JoinTimeout: 20 * time.Second,
+		JoinTimeout: time.Minute,
 		Meta:        gossip.Meta{Link: p.ln.Addr().String(), Inc: p.inc},
 		Logger:      p.c.cfg.Logger,
 	})
@@ -207,8 +212,13 @@ func (c *Cluster) Settle(ctx context.Context) error {
 		c.owner[u] = index[rg.Owner(User(u))]
 	}
 	errs := make(chan error, len(c.peers))
+	sem := make(chan struct{}, syncConcurrency)
 	for _, p := range c.peers {
-		go func() { errs <- p.sync(ctx) }()
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs <- p.sync(ctx)
+		}()
 	}
 	var first error
 	for range c.peers {
