@@ -110,3 +110,47 @@ func loadAvg() float64 {
 	v, _ := strconv.ParseFloat(f[0], 64)
 	return v
 }
+
+// procIO reads the bytes process pid has read and written through system
+// calls (rchar, wchar of /proc/pid/io): a node without a store that logs
+// only warnings reads and writes little but its sockets.
+func procIO(pid int) (read, written int64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "rchar":
+			read = n
+		case "wchar":
+			written = n
+		}
+	}
+	return read, written, nil
+}
+
+// boxCPU is the CPU time the whole machine has spent busy (not idle, not
+// waiting for I/O), from /proc/stat: how loaded the box was during a run.
+func boxCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 { // not idle, iowait, nor guest (counted in user)
+			busy += n
+		}
+	}
+	const hz = 100 // USER_HZ on Linux
+	return time.Duration(busy) * time.Second / hz
+}

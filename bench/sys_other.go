@@ -18,3 +18,6 @@ func procCPU(int) (time.Duration, error) { return 0, errNotLinux }
 func childAttr() *syscall.SysProcAttr    { return nil }
 
 func loadAvg() float64 { return 0 }
+
+func procIO(int) (int64, int64, error) { return 0, 0, errNotLinux }
+func boxCPU() time.Duration            { return 0 }

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shardchat/shard/client"
+	"github.com/shardchat/shard/internal/fakepeers"
+	"github.com/shardchat/shard/internal/freeport"
+	"github.com/shardchat/shard/internal/shardproc"
+)
+
+// `bench view` is one node's view of a big cluster (issue 14, part 2): a
+// real shard process carries the load one node of an N-node cluster
+// carries at a cluster-wide rate R, from its own clients and from N-1
+// synthetic peers (internal/fakepeers) that gossip and speak the real link
+// protocol. R doubles until the node saturates (p99 over --max-p99, a
+// loss, or --max-cores of CPU), then one step between the last pass and
+// the failure: the last R that passed is the cluster's capacity at N.
+//
+//	go run ./bench view --sizes 8,64,256 --chart docs/ --json > docs/view.json
+
+// viewConfig is the command line of `bench view`.
+type viewConfig struct {
+	Sizes        []int
+	Routings     []string
+	UsersPerNode int
+	Step, Grace  time.Duration
+	Start        float64
+	MaxSteps     int
+	MaxP99       time.Duration
+	MaxCores     float64
+	Body         int
+	Seed         uint64
+	ShardBin     string
+	Chart        string
+	Profile      string
+	JSON         bool
+}
+
+func parseViewFlags(args []string, stderr io.Writer) (*viewConfig, error) {
+	c := &viewConfig{}
+	fs := flag.NewFlagSet("bench view", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sizes, routings listFlag
+	fs.Var(&sizes, "sizes", "cluster sizes N, the node and N-1 synthetic peers (default 8,64,256)")
+	fs.Var(&routings, "routing", "routings to measure, each at every size (default owner,broadcast)")
+	fs.IntVar(&c.UsersPerNode, "users-per-node", 200, "users per node: the node's own are real WebSocket clients")
+	fs.DurationVar(&c.Step, "step", 4*time.Second, "length of each rate step")
+	fs.DurationVar(&c.Grace, "grace", 3*time.Second, "wait for the answers after a step")
+	fs.Float64Var(&c.Start, "start", 2000, "first cluster-wide rate, messages per second")
+	fs.IntVar(&c.MaxSteps, "max-steps", 14, "rate steps per case at most")
+	fs.DurationVar(&c.MaxP99, "max-p99", 50*time.Millisecond, "a step whose p99 (client acks or peers' requests) is over this has saturated the node")
+	fs.Float64Var(&c.MaxCores, "max-cores", 0.95, "a step in which the node used this many cores has saturated it")
+	fs.IntVar(&c.Body, "body", 32, "message body bytes")
+	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the draws")
+	fs.StringVar(&c.ShardBin, "shard-bin", "", "shard binary (default: build cmd/shard)")
+	fs.StringVar(&c.Chart, "chart", "", "directory to write view-capacity.svg and view-cpu.svg into")
+	fs.StringVar(&c.Profile, "profile", "", "directory to write the node's CPU profile at its capacity into, one per case")
+	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if len(sizes) == 0 {
+		sizes = listFlag{"8", "64", "256"}
+	}
+	for _, s := range sizes {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 2 || n > fakepeers.MaxPeers+1 {
+			return nil, fmt.Errorf("--sizes: %q, want cluster sizes from 2 to %d", s, fakepeers.MaxPeers+1)
+		}
+		c.Sizes = append(c.Sizes, n)
+	}
+	c.Routings = routings
+	if len(c.Routings) == 0 {
+		c.Routings = []string{"owner", "broadcast"}
+	}
+	for _, r := range c.Routings {
+		if r != "owner" && r != "broadcast" {
+			return nil, fmt.Errorf("--routing: %q, want owner or broadcast", r)
+		}
+	}
+	if c.UsersPerNode < 1 || c.Start <= 0 || c.MaxSteps < 1 || c.Step <= 0 {
+		return nil, errors.New("--users-per-node, --start, --max-steps and --step must be positive")
+	}
+	return c, nil
+}
+
+// runView is `bench view`: exit 0 when every case ran.
+func runView(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseViewFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench view: %v\n", err)
+		return 2
+	}
+	if _, err := raiseNofile(); err != nil { // 3 sockets per peer, 1 per client
+		fmt.Fprintf(stderr, "bench view: %v\n", err)
+	}
+	tmp, err := os.MkdirTemp("", "bench-view-")
+	if err != nil {
+		fmt.Fprintf(stderr, "bench view: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	bin := cfg.ShardBin
+	if bin == "" {
+		if bin, err = buildShard(ctx, tmp); err != nil {
+			fmt.Fprintf(stderr, "bench view: %v\n", err)
+			return 1
+		}
+	}
+	rep := &ViewReport{Command: strings.TrimSpace("go run ./bench view " + strings.Join(args, " ")), Cores: runtime.NumCPU(),
+		Step: cfg.Step.String(), UsersPerNode: cfg.UsersPerNode, LoadStart: loadAvg()}
+	for _, n := range cfg.Sizes {
+		for _, routing := range cfg.Routings {
+			fmt.Fprintf(stderr, "bench view: %s at %d nodes\n", routing, n)
+			cs, err := runViewCase(ctx, cfg, bin, tmp, n, routing, stderr)
+			if err != nil {
+				fmt.Fprintf(stderr, "bench view: %s at %d nodes: %v\n", routing, n, err)
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s-n%d: %v", routing, n, err))
+				continue
+			}
+			rep.Cases = append(rep.Cases, cs)
+		}
+	}
+	rep.LoadEnd = loadAvg()
+	rep.ratios()
+	if cfg.Chart != "" {
+		files, err := writeViewCharts(cfg.Chart, rep)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench view: charts: %v\n", err)
+			return 1
+		}
+		rep.Charts = files
+	}
+	if err := writeView(stdout, rep, cfg.JSON); err != nil {
+		fmt.Fprintf(stderr, "bench view: %v\n", err)
+		return 1
+	}
+	if len(rep.Errors) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// runViewCase starts a node, its peers and its clients, and raises the rate
+// until the node saturates.
+func runViewCase(ctx context.Context, cfg *viewConfig, bin, tmp string, n int, routing string, stderr io.Writer) (ViewCase, error) {
+	cs := ViewCase{Nodes: n, Routing: routing}
+	host := shardproc.Loopback(0)
+	addrs, err := shardproc.FreeAddrs(host)
+	if err != nil {
+		return cs, err
+	}
+	args := []string{"--routing", routing, "--log-level", "warn"}
+	pprofAddr := ""
+	if cfg.Profile != "" {
+		port, err := freeport.TCP(host)
+		if err != nil {
+			return cs, err
+		}
+		pprofAddr = fmt.Sprintf("%s:%d", host, port)
+		args = append(args, "--pprof", pprofAddr)
+	}
+	name := fmt.Sprintf("%s-n%d", routing, n)
+	node, err := shardproc.Start(shardproc.Spec{Name: "n1", Addrs: addrs, Bin: bin, Args: args,
+		Log: filepath.Join(tmp, name+".log"), SysProcAttr: childAttr()})
+	if err != nil {
+		return cs, err
+	}
+	defer stopCluster([]*shardproc.Process{node})
+	if err := shardproc.WaitReady(ctx, readyTimeout, node); err != nil {
+		return cs, err
+	}
+	setup := time.Now()
+	gen0 := cpuTime()
+	peers, err := fakepeers.Start(ctx, fakepeers.Config{Peers: n - 1, Node: "n1", NodeGossip: addrs.Gossip,
+		UsersPerNode: cfg.UsersPerNode, Broadcast: routing == "broadcast"})
+	if err != nil {
+		return cs, err
+	}
+	defer peers.Close()
+	if err := shardproc.WaitRing(ctx, 6*readyTimeout, n, node); err != nil {
+		return cs, err
+	}
+	if err := peers.Settle(ctx); err != nil {
+		return cs, err
+	}
+	draws, err := peers.Draws()
+	if err != nil {
+		return cs, err
+	}
+	load := &viewLoad{nodes: n, pid: node.PID(), peers: peers, draws: draws, body: bodyOf(cfg.Body), seed: cfg.Seed}
+	for _, u := range peers.NodeUsers() {
+		cl, err := client.Dial(ctx, client.Options{URL: "ws://" + addrs.HTTP + "/ws", User: fakepeers.User(u), MessageBuffer: messageBuffer})
+		if err != nil {
+			return cs, fmt.Errorf("client %s: %w", fakepeers.User(u), err)
+		}
+		load.clients = append(load.clients, cl)
+		load.users = append(load.users, u)
+	}
+	var recv sync.WaitGroup
+	load.receive(&recv)
+	defer func() {
+		for _, cl := range load.clients {
+			cl.Close()
+		}
+		recv.Wait()
+	}()
+	cs.SetupSeconds = time.Since(setup).Seconds()
+	cs.SetupGenCPU = (cpuTime() - gen0).Seconds()
+
+	// The cost of gossip alone: the node among N-1 members, and the
+	// peers' N-1 memberlists, with no chat traffic.
+	const idle = 3 * time.Second
+	nc0, _ := procCPU(node.PID())
+	g0, b0, t0 := cpuTime(), boxCPU(), time.Now()
+	sleepCtx(ctx, idle)
+	nc1, _ := procCPU(node.PID())
+	wall := time.Since(t0).Seconds()
+	cs.IdleNodeCores = (nc1 - nc0).Seconds() / wall
+	cs.IdlePeersCores = (cpuTime() - g0).Seconds() / wall
+	cs.IdleBoxCores = (boxCPU() - b0).Seconds() / wall
+
+	var pass, fail float64
+	rate := cfg.Start
+	for i := 0; i < cfg.MaxSteps && ctx.Err() == nil; i++ {
+		st := viewStep(cfg, load.run(ctx, rate, cfg.Step, cfg.Grace, i), rate, n)
+		cs.Steps = append(cs.Steps, st)
+		fmt.Fprintf(stderr, "  R %.0f: node %.2f cores, p99 ack %.1f ms peers %.1f ms, lost %d: %s\n",
+			rate, st.NodeCores, st.AckP99, st.PeerP99, st.Lost, st.verdict())
+		if st.Pass {
+			pass = rate
+		} else {
+			fail = rate
+		}
+		switch {
+		case fail == 0:
+			rate *= 2
+		case pass == 0:
+			rate /= 2
+		case fail/pass > 1.5:
+			rate = math.Sqrt(pass * fail) // one step between the two
+		default:
+			i = cfg.MaxSteps
+		}
+		sleepCtx(ctx, time.Second)
+	}
+	cs.Capacity = pass
+	for i := range cs.Steps {
+		if st := &cs.Steps[i]; st.Rate == pass && st.Pass {
+			cs.AtCapacity = st
+		}
+		if !cs.Steps[i].Pass && cs.StoppedBy == "" {
+			cs.StoppedBy = cs.Steps[i].Why
+		}
+	}
+	if cs.AtCapacity != nil && cs.AtCapacity.NodeCores > 0 {
+		cs.CoreCapacity = pass / cs.AtCapacity.NodeCores
+	}
+	if pprofAddr != "" && pass > 0 {
+		if err := profileAt(ctx, cfg, load, pass, pprofAddr, filepath.Join(cfg.Profile, "view-"+name+".pprof")); err != nil {
+			fmt.Fprintf(stderr, "bench view: profile: %v\n", err)
+		}
+	}
+	return cs, nil
+}
+
+// profileAt plays rate once more while the node profiles its CPU.
+func profileAt(ctx context.Context, cfg *viewConfig, load *viewLoad, rate float64, addr, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	secs := int(math.Max(1, cfg.Step.Seconds()))
+	errc := make(chan error, 1)
+	go func() {
+		u := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs)
+		resp, err := (&http.Client{Timeout: time.Duration(secs+10) * time.Second, Transport: &http.Transport{Proxy: nil}}).Get(u)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		errc <- err
+	}()
+	load.run(ctx, rate, time.Duration(secs)*time.Second, cfg.Grace, -1)
+	return <-errc
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

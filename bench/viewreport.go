@@ -1,0 +1,195 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// The report of `bench view`: per case (N, routing) the capacity and what
+// the node spent at it, the steps that found it, and owner against
+// broadcast at each N.
+
+// ViewReport is the whole run.
+type ViewReport struct {
+	Command      string      `json:"command"`
+	Cores        int         `json:"cores"`
+	Step         string      `json:"step"`
+	UsersPerNode int         `json:"users_per_node"`
+	LoadStart    float64     `json:"loadavg_start"`
+	LoadEnd      float64     `json:"loadavg_end"`
+	Cases        []ViewCase  `json:"cases"`
+	Ratios       []ViewRatio `json:"ratios,omitempty"`
+	Charts       []string    `json:"charts,omitempty"`
+	Errors       []string    `json:"errors,omitempty"`
+}
+
+// ViewCase is one routing at one cluster size.
+type ViewCase struct {
+	Nodes   int    `json:"nodes"`
+	Routing string `json:"routing"`
+	// Capacity is the highest cluster-wide rate (messages per second) the
+	// node carried without saturating; 0 when none did.
+	Capacity float64 `json:"capacity"`
+	// CoreCapacity is the rate at which the node would use one full core,
+	// projected linearly from its CPU at Capacity: on a shared box the
+	// load generator often saturates first.
+	CoreCapacity float64   `json:"core_capacity"`
+	StoppedBy    string    `json:"stopped_by,omitempty"`
+	AtCapacity   *ViewStep `json:"at_capacity,omitempty"`
+	// Setup: starting the peers, their gossip joins, the registrations and
+	// the clients; the bench process's CPU for it.
+	SetupSeconds float64 `json:"setup_seconds"`
+	SetupGenCPU  float64 `json:"setup_bench_cpu_seconds"`
+	// Idle: 3 s of gossip alone, in cores: the node among N-1 members, the
+	// peers' N-1 memberlists (the bench process), the whole box.
+	IdleNodeCores  float64    `json:"idle_node_cores"`
+	IdlePeersCores float64    `json:"idle_peers_cores"`
+	IdleBoxCores   float64    `json:"idle_box_cores"`
+	Steps          []ViewStep `json:"steps"`
+}
+
+// ViewStep is one rate played for one step.
+type ViewStep struct {
+	Rate       float64 `json:"rate"`        // cluster-wide, messages per second
+	ClientSent int64   `json:"client_sent"` // by the node's own clients
+	PeerSent   int64   `json:"peer_sent"`   // messages of the peers that reached the node
+	Lost       int64   `json:"lost"`
+	AckP99     float64 `json:"ack_p99_ms"`  // the node's clients: due time to ack
+	PeerP99    float64 `json:"peer_p99_ms"` // the peers' requests: due time to the last answer
+	NodeCores  float64 `json:"node_cores"`
+	// CPUPer1k is the node's CPU, in ms, per 1,000 messages of the cluster
+	// (R); CPUPer1kOwn per 1,000 messages that reached it (its clients'
+	// sends and the peers' messages).
+	CPUPer1k    float64 `json:"node_cpu_ms_per_1k"`
+	CPUPer1kOwn float64 `json:"node_cpu_ms_per_1k_own"`
+	BytesIn     float64 `json:"bytes_in_per_s"`
+	BytesOut    float64 `json:"bytes_out_per_s"`
+	BenchCores  float64 `json:"bench_cores"` // clients and peers, this process
+	BoxCores    float64 `json:"box_cores"`   // the whole machine, every helper included
+	Pass        bool    `json:"pass"`
+	Why         string  `json:"why,omitempty"`
+}
+
+// ViewRatio is owner's capacity over broadcast's at one size.
+type ViewRatio struct {
+	Nodes     int     `json:"nodes"`
+	Capacity  float64 `json:"capacity_ratio"`
+	CoreRatio float64 `json:"core_capacity_ratio"`
+}
+
+// viewStep judges one step.
+func viewStep(cfg *viewConfig, r loadResult, rate float64, n int) ViewStep {
+	w := r.window.Seconds()
+	st := ViewStep{Rate: rate, ClientSent: r.clientSent, PeerSent: r.peerSent, Lost: r.lost,
+		AckP99: r.ack.P99, PeerP99: r.peer.P99, NodeCores: r.nodeCPU.Seconds() / w,
+		BytesIn: float64(r.read) / w, BytesOut: float64(r.written) / w,
+		BenchCores: r.genCPU.Seconds() / w, BoxCores: r.box.Seconds() / w}
+	if msgs := rate * w; msgs > 0 {
+		st.CPUPer1k = r.nodeCPU.Seconds() * 1000 / (msgs / 1000)
+	}
+	if own := r.clientSent + r.peerSent; own > 0 {
+		st.CPUPer1kOwn = r.nodeCPU.Seconds() * 1000 / (float64(own) / 1000)
+	}
+	maxP99 := float64(cfg.MaxP99.Microseconds()) / 1000
+	var why []string
+	if r.lost > 0 {
+		why = append(why, fmt.Sprintf("%d lost", r.lost))
+	}
+	if st.AckP99 > maxP99 || st.PeerP99 > maxP99 {
+		why = append(why, fmt.Sprintf("p99 over %v", cfg.MaxP99))
+	}
+	if st.NodeCores >= cfg.MaxCores {
+		why = append(why, fmt.Sprintf("node at %.2f cores", st.NodeCores))
+	}
+	st.Pass, st.Why = len(why) == 0, strings.Join(why, ", ")
+	return st
+}
+
+func (s ViewStep) verdict() string {
+	if s.Pass {
+		return "pass"
+	}
+	return "saturated: " + s.Why
+}
+
+func (r *ViewReport) ratios() {
+	for _, o := range r.Cases {
+		for _, b := range r.Cases {
+			if o.Routing == "owner" && b.Routing == "broadcast" && o.Nodes == b.Nodes {
+				r.Ratios = append(r.Ratios, ViewRatio{Nodes: o.Nodes, Capacity: ratio(o.Capacity, b.Capacity),
+					CoreRatio: ratio(o.CoreCapacity, b.CoreCapacity)})
+			}
+		}
+	}
+}
+
+func writeView(w io.Writer, r *ViewReport, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	fmt.Fprintf(w, "%s\n%d cores, %d users per node, steps of %s; load average %.2f at the start, %.2f at the end\n\n",
+		r.Command, r.Cores, r.UsersPerNode, r.Step, r.LoadStart, r.LoadEnd)
+	fmt.Fprintf(w, "%-5s %-9s %10s %10s %7s %8s %8s %8s %8s %9s %9s %6s %6s %6s  %s\n", "nodes", "routing", "capacity", "core-cap",
+		"cores", "ms/1k", "ms/1kown", "ack-p99", "peer-p99", "in-KB/s", "out-KB/s", "bench", "box", "gossip", "stopped by")
+	for _, c := range r.Cases {
+		s := c.AtCapacity
+		if s == nil {
+			s = &ViewStep{}
+		}
+		fmt.Fprintf(w, "%-5d %-9s %10.0f %10.0f %7.2f %8.3f %8.3f %8.1f %8.1f %9.0f %9.0f %6.2f %6.2f %6.3f  %s\n",
+			c.Nodes, c.Routing, c.Capacity, c.CoreCapacity, s.NodeCores, s.CPUPer1k, s.CPUPer1kOwn, s.AckP99, s.PeerP99,
+			s.BytesIn/1e3, s.BytesOut/1e3, s.BenchCores, s.BoxCores, c.IdlePeersCores, c.StoppedBy)
+	}
+	if len(r.Ratios) > 0 {
+		fmt.Fprintln(w)
+		for _, q := range r.Ratios {
+			fmt.Fprintf(w, "%d nodes: owner/broadcast capacity x%.1f, at one core x%.1f\n", q.Nodes, q.Capacity, q.CoreRatio)
+		}
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+	return nil
+}
+
+// writeViewCharts draws capacity and CPU per 1,000 messages against N.
+func writeViewCharts(dir string, r *ViewReport) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	capc := &lineChart{title: "one node's view: cluster capacity at N nodes", subtitle: "solid: measured on 2 shared cores; dashed: projected to one full core of the node",
+		xLabel: "nodes (N)", yLabel: "messages per second, cluster-wide (log)", logY: true, intX: true}
+	cpu := &lineChart{title: "one node's view: node CPU per 1,000 cluster messages", subtitle: "at the capacity step",
+		xLabel: "nodes (N)", yLabel: "node CPU ms per 1,000 messages (log)", logY: true, intX: true}
+	for i, routing := range []string{"owner", "broadcast"} {
+		measured := series{name: routing, color: palette[i], dots: true}
+		core := series{name: routing + " at one core", color: palette[i], dash: true}
+		per := series{name: routing, color: palette[i], dots: true}
+		for _, c := range r.Cases {
+			if c.Routing != routing || c.AtCapacity == nil {
+				continue
+			}
+			x := float64(c.Nodes)
+			measured.pts = append(measured.pts, [2]float64{x, c.Capacity})
+			core.pts = append(core.pts, [2]float64{x, c.CoreCapacity})
+			per.pts = append(per.pts, [2]float64{x, c.AtCapacity.CPUPer1k})
+		}
+		capc.series = append(capc.series, measured, core)
+		cpu.series = append(cpu.series, per)
+	}
+	var files []string
+	for name, c := range map[string]*lineChart{"view-capacity.svg": capc, "view-cpu.svg": cpu} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(c.svg()), 0o644); err != nil {
+			return files, err
+		}
+		files = append(files, p)
+	}
+	return files, nil
+}
