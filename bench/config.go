@@ -22,6 +22,8 @@ type Config struct {
 	URLs       []string
 	MetricsURL []string
 	Sizes      []int
+	// Baseline: also run the workload against the echo server (echo.go).
+	Baseline bool
 
 	// Workload.
 	Users        int
@@ -38,6 +40,9 @@ type Config struct {
 	Warmup       time.Duration
 	Grace        time.Duration
 	Seed         uint64
+	// Remote: every direct message goes to a user connected to another
+	// node than its sender.
+	Remote bool
 
 	// Clients.
 	Procs           int
@@ -103,6 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&storeURL, "store", "", "message store URL for every local node (postgres://...): what durability costs, against a run without it")
 	fs.Var(&urls, "url", "target these WebSocket URLs instead (ws://host:port/ws, nodes or nginx); repeatable or comma-separated")
 	fs.Var(&metrics, "metrics-url", "with --url: the nodes' HTTP base URLs to read /metrics from (default: the members listed by /api/cluster of the first --url)")
+	fs.BoolVar(&c.Baseline, "baseline", false, "first run the same workload against an echo server (fasthttp/websocket, one frame in, one frame out) and report each case's node CPU per message in echo rounds")
 	fs.Var(&sizes, "sizes", "sweep: run the workload on local clusters of these sizes, e.g. 3,5,8")
 
 	fs.IntVar(&c.Users, "users", 300, "users")
@@ -119,6 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured window")
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "traffic before the measured window (location caches, TCP, the runtime warm up)")
 	fs.DurationVar(&c.Grace, "grace", 2*time.Second, "after the window, how long to wait for answers and deliveries still on the way")
+	fs.BoolVar(&c.Remote, "remote", false, "every direct message goes to a user whose connection is on another node than the sender's (needs --conns-per-user 1)")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the senders' and targets' choice")
 
 	fs.IntVar(&c.Procs, "procs", 0, fmt.Sprintf("client processes (default: one per %d connections)", fdsPerProc))
@@ -214,6 +221,10 @@ func (c *Config) check() error {
 		return errors.New("--soak sends direct and room messages only (soak.go): a --mix with groups does not go with it")
 	case c.Soak > 0 && c.SoakRestart <= 0:
 		return errors.New("--soak-restart must be positive")
+	case c.Baseline && (!c.Local() || c.Max || c.Soak > 0 || c.Mix < 1):
+		return errors.New("--baseline measures direct messages on a local cluster: it needs --mix 1, and does not go with --url, --max or --soak")
+	case c.Remote && c.ConnsPerUser != 1:
+		return errors.New("--remote needs --conns-per-user 1: a user with several connections has them on several nodes")
 	case c.Progress != "auto" && c.Progress != "line" && c.Progress != "plain" && c.Progress != "none":
 		return fmt.Errorf("--progress %q: want auto, line, plain or none", c.Progress)
 	}

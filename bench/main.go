@@ -12,6 +12,7 @@
 //	go run ./bench --nodes 5 --store postgres://... --mix 0:0:1 --groups 1 --group-size 100
 //	go run ./bench --soak 30m
 //	go run ./bench view --sizes 8,64,256 --chart docs/
+//	go run ./bench --nodes 1 --mix 1 --rate 5000 --baseline
 //
 // Traffic stays on the addresses it is given; the local cluster and the
 // clients use 127.0.0.0/8 only.
@@ -36,6 +37,16 @@ func main() {
 		}
 		if err := serveWorker(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "bench worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == echoFlag {
+		if _, err := raiseNofile(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench echo:", err)
+		}
+		if err := serveEcho(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench echo:", err)
 			os.Exit(1)
 		}
 		return

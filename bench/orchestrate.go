@@ -37,7 +37,13 @@ type caseSpec struct {
 	Routing string // owner, broadcast; as reported with --url
 }
 
+// echoRouting names the case of the echo baseline (echo.go).
+const echoRouting = "echo"
+
 func (c caseSpec) label() string {
+	if c.Routing == echoRouting {
+		return echoRouting
+	}
 	if c.Nodes == 0 {
 		return "target"
 	}
@@ -79,6 +85,9 @@ func (b *bench) cases() []caseSpec {
 		routings = []string{"owner", "broadcast"}
 	}
 	var cs []caseSpec
+	if b.cfg.Baseline {
+		cs = append(cs, caseSpec{Nodes: 1, Routing: echoRouting})
+	}
 	for _, n := range sizes {
 		for _, r := range routings {
 			cs = append(cs, caseSpec{Nodes: n, Routing: r})
@@ -131,6 +140,7 @@ func (b *bench) execute(ctx context.Context, nofile uint64) (*Report, error) {
 		}
 	}
 	b.prog.clear()
+	echoRounds(rep.Cases)
 	// Owner against broadcast, size by size.
 	for i := 0; i+1 < len(rep.Cases); i++ {
 		o, x := rep.Cases[i], rep.Cases[i+1]
@@ -168,7 +178,9 @@ func (b *bench) execute(ctx context.Context, nofile uint64) (*Report, error) {
 }
 
 // workerConfigs splits the workload over the client processes.
-func (b *bench) workerConfigs(urls []string) []workerConfig {
+// With echo, the workers expect no deliveries: the echo answers the sender
+// only.
+func (b *bench) workerConfigs(urls []string, echo bool) []workerConfig {
 	cfg := b.cfg
 	out := make([]workerConfig, cfg.Procs)
 	for i := range out {
@@ -177,6 +189,7 @@ func (b *bench) workerConfigs(urls []string) []workerConfig {
 			SrcBase: cfg.SrcBase, ConnsPerSrc: cfg.ConnsPerSrc,
 			Users: cfg.Users, ConnsPerUser: cfg.ConnsPerUser, Rooms: cfg.Rooms, RoomSize: cfg.RoomSize,
 			Groups: cfg.Groups, GroupSize: cfg.GroupSize, Mix: cfg.Mix, GroupMix: cfg.GroupMix, Body: cfg.Body, Seed: cfg.Seed, DialConcurrency: cfg.DialConcurrency,
+			Echo: echo, Remote: cfg.Remote,
 		}
 	}
 	return out
@@ -249,7 +262,16 @@ func (b *bench) runCase(ctx context.Context, cs caseSpec) (*CaseReport, error) {
 	cr := &CaseReport{Label: cs.label(), Nodes: cs.Nodes, Routing: cs.Routing}
 	var urls []string
 	var nodes []node
-	if cfg.Local() {
+	if cs.Routing == echoRouting {
+		b.prog.log("[echo] starting the echo server")
+		e, err := startEcho(ctx, b.tmp)
+		if err != nil {
+			return cr, err
+		}
+		defer e.stop()
+		urls = []string{"ws://" + e.addr + "/ws"}
+		nodes = []node{{Name: echoRouting, HTTP: "http://" + e.addr, PID: e.cmd.Process.Pid}}
+	} else if cfg.Local() {
 		b.prog.log(fmt.Sprintf("[%s] starting %d nodes", cr.Label, cs.Nodes))
 		dir := filepath.Join(b.tmp, cr.Label)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -282,7 +304,7 @@ func (b *bench) runCase(ctx context.Context, cs caseSpec) (*CaseReport, error) {
 	}
 
 	// Clients.
-	cfgs := b.workerConfigs(urls)
+	cfgs := b.workerConfigs(urls, cs.Routing == echoRouting)
 	set := &workerSet{events: make(chan event, 1024), exited: make([]bool, len(cfgs))}
 	for _, wc := range cfgs {
 		s := split(wc.Users, wc.Rooms, wc.Groups, wc.ConnsPerUser, wc.Index, wc.Procs)

@@ -40,6 +40,10 @@ type plan struct {
 	userConns [][]int32 // local connection indexes of each local user
 	connUser  []int32   // local user of each local connection
 	connFrom  int       // global index of local connection 0
+	// nodes is the number of targets, connection g on target g%nodes;
+	// remote asks pick for a direct recipient on another target.
+	nodes     int
+	remote    bool
 	rooms     []string
 	roomConns [][]int32 // connections that join each room
 	connRooms [][]int32 // rooms each connection joins
@@ -62,7 +66,7 @@ func groupName(runID string, global int) string { return "b" + runID + "-g" + st
 // a member gets its messages.
 func newPlan(cfg workerConfig, s slice) *plan {
 	connsPerUser := cfg.ConnsPerUser
-	p := &plan{runID: cfg.RunID, seed: cfg.Seed, mix: cfg.Mix, groupMix: cfg.GroupMix, connFrom: s.ConnsFrom}
+	p := &plan{runID: cfg.RunID, seed: cfg.Seed, mix: cfg.Mix, groupMix: cfg.GroupMix, connFrom: s.ConnsFrom, nodes: len(cfg.URLs), remote: cfg.Remote}
 	nu := s.Users[1] - s.Users[0]
 	for u := 0; u < nu; u++ {
 		p.users = append(p.users, userName(cfg.RunID, s.Users[0]+u))
@@ -141,12 +145,19 @@ func (p *plan) pick(phase uint32, seq int64) pick {
 		if len(p.users) > 1 && to == p.connUser[from] {
 			to = (to + 1 + int32(b>>32%uint64(len(p.users)-1))) % int32(len(p.users))
 		}
+		// With one connection per user (--remote), user u's is connection u.
+		for k := 0; p.remote && p.nodes > 1 && k < p.nodes && p.node(to) == p.node(from); k++ {
+			to = (to + 1) % int32(len(p.users))
+		}
 		return pick{from: from, to: to}
 	}
 	r := int32(a % uint64(len(p.rooms)))
 	members := p.roomConns[r]
 	return pick{room: true, from: members[b%uint64(len(members))], to: r}
 }
+
+// node is the target local connection c is connected to.
+func (p *plan) node(c int32) int { return (p.connFrom + int(c)) % p.nodes }
 
 // recipients appends to dst the connections that should receive pk
 // (docs/protocol.md §6.3, §12): for a direct message every connection of

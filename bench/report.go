@@ -60,7 +60,11 @@ type CaseReport struct {
 	Memory      []NodeMemory `json:"memory"`
 	Runs        []*RunReport `json:"runs"`
 	Max         *MaxReport   `json:"max,omitempty"`
-	Error       string       `json:"error,omitempty"`
+	// EchoRounds is the nodes' CPU per chat message over the echo
+	// baseline's CPU per round (--baseline): what a message costs in
+	// echo rounds.
+	EchoRounds float64 `json:"echo_rounds_per_msg,omitempty"`
+	Error      string  `json:"error,omitempty"`
 }
 
 // ConnReport is the setup of the client connections.
@@ -182,6 +186,22 @@ func (c *CaseReport) mainRun() *RunReport {
 		return c.Runs[c.Max.Best]
 	}
 	return c.Runs[len(c.Runs)-1]
+}
+
+// echoRounds sets each case's EchoRounds from the echo case among cases,
+// if there is one.
+func echoRounds(cases []*CaseReport) {
+	var floor float64
+	for _, c := range cases {
+		if r := c.mainRun(); c.Routing == echoRouting && r != nil && r.Cluster != nil {
+			floor = r.Cluster.CPUPer1k
+		}
+	}
+	for _, c := range cases {
+		if r := c.mainRun(); c.Routing != echoRouting && r != nil && r.Cluster != nil {
+			c.EchoRounds = ratio(r.Cluster.CPUPer1k, floor)
+		}
+	}
 }
 
 // compare builds the owner-versus-broadcast rows of two cases.
@@ -374,6 +394,9 @@ func writeCase(w io.Writer, c *CaseReport) {
 	} else if r := c.mainRun(); r != nil {
 		writeRun(w, r)
 	}
+	if c.EchoRounds > 0 {
+		fmt.Fprintf(w, "echo rounds   %.2f per chat msg (node CPU per chat msg over the echo's CPU per round)\n", c.EchoRounds)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "node\tconns\tRSS empty\tRSS idle\tper conn\t(heap\tstacks\tgoroutines)\tRSS end\tCPU s\tchat msgs\tpeer msgs\tdeliveries\t")
 	run := c.mainRun()
@@ -458,7 +481,9 @@ type sweepRow struct {
 func sweepRows(r *Report) []sweepRow {
 	sizes := map[int]bool{}
 	for _, c := range r.Cases {
-		sizes[c.Nodes] = true
+		if c.Routing != echoRouting {
+			sizes[c.Nodes] = true
+		}
 	}
 	if len(sizes) < 2 {
 		return nil
@@ -466,7 +491,7 @@ func sweepRows(r *Report) []sweepRow {
 	var rows []sweepRow
 	for _, c := range r.Cases {
 		run := c.mainRun()
-		if run == nil {
+		if run == nil || c.Routing == echoRouting {
 			continue
 		}
 		s := sweepRow{nodes: c.Nodes, routing: c.Routing, rate: run.DeliveredRate, p99: run.Latency.P99}

@@ -66,6 +66,11 @@ type workerConfig struct {
 	Body            int      `json:"body"`
 	Seed            uint64   `json:"seed"`
 	DialConcurrency int      `json:"dial_concurrency"`
+	// Echo: the target is the echo baseline, which answers the sender and
+	// delivers nothing.
+	Echo bool `json:"echo,omitempty"`
+	// Remote: direct messages go to users on other nodes (see plan.pick).
+	Remote bool `json:"remote,omitempty"`
 }
 
 // readyReport is a worker's account of its setup.
@@ -560,7 +565,10 @@ func (w *worker) sender(p *phase, sched schedule, jobs <-chan job, lag *hdrhisto
 		if p.measured(intended) {
 			record(lag, time.Since(p.base)-intended)
 		}
-		rcpts = w.plan.recipients(j.pk, rcpts[:0])
+		rcpts = rcpts[:0]
+		if !w.cfg.Echo {
+			rcpts = w.plan.recipients(j.pk, rcpts)
+		}
 		p.expect(j.seq, intended, rcpts)
 		body = appendBody(body[:0], p.id, j.seq, int64(intended), w.cfg.Body)
 		f := client.Frame{Type: protocol.TypeSend, Body: string(body)}
