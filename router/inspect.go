@@ -1,7 +1,5 @@
 package router
 
-import "github.com/shardchat/shard/link"
-
 // What the router holds, read without asking anyone: the simulation of a
 // cluster (internal/sim) checks it against the connections that exist, and
 // names the traffic it carries. Nothing here changes the router's state.
@@ -19,10 +17,6 @@ func (r *Router) DirectoryEntries() map[Key][]Location {
 	}
 	return out
 }
-
-// KindName is the name of a node-to-node request kind, as the peer message
-// metrics label it (forward, lookup, register, ...).
-func KindName(k link.Kind) string { return kind(k).String() }
 
 // NewDirectory is an owner's directory on its own, watched by nothing: for
 // measuring what a key costs at its owner.
