@@ -11,6 +11,7 @@
 //	go run ./bench --url ws://127.0.0.1:8000/ws --users 1000
 //	go run ./bench --nodes 5 --store postgres://... --mix 0:0:1 --groups 1 --group-size 100
 //	go run ./bench --soak 30m
+//	go run ./bench sim --sizes 3,8,16,64,128,256 --churn 4
 //	go run ./bench view --sizes 8,64,256 --chart docs/
 //	go run ./bench --nodes 1 --mix 1 --rate 5000 --baseline
 //
@@ -57,6 +58,9 @@ func main() {
 // run is bench without the process around it: exit 0 when every case ran,
 // 1 when one failed, 2 for bad flags.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "sim" {
+		return runSim(args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "view" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
