@@ -124,7 +124,7 @@ func RunChurn(cfg ChurnConfig) (Churn, error) {
 	wg.Wait()
 	out.Sends = int64(len(all))
 	for _, s := range all {
-		switch n := len(s.conn.answerCounts()[s.id]); {
+		switch n := s.conn.answerCount(s.id); {
 		case n == 0:
 			out.Unanswered++
 		case n > 1:

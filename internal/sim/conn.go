@@ -90,13 +90,9 @@ func (c *Conn) handle(r *router.Router, f *protocol.Frame) <-chan string {
 	return w
 }
 
-// answerCounts returns how many answers each frame id got.
-func (c *Conn) answerCounts() map[string][]string {
+// answerCount returns how many answers frame id got.
+func (c *Conn) answerCount(id string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string][]string, len(c.answers))
-	for id, s := range c.answers {
-		out[id] = append([]string(nil), s...)
-	}
-	return out
+	return len(c.answers[id])
 }
