@@ -96,9 +96,11 @@ func writeError(ctx *fasthttp.RequestCtx, status int, code, message string) {
 
 var upgrader = websocket.FastHTTPUpgrader{
 	HandshakeTimeout: upgradeTimeout,
-	ReadBufferSize:   512, // most chat frames fit; larger ones take more reads
-	WriteBufferSize:  1024,
-	WriteBufferPool:  &sync.Pool{}, // a buffer only while a frame is being written
+	// The library's reader is never used (session reads the socket itself):
+	// the smallest it takes.
+	ReadBufferSize:  1,
+	WriteBufferSize: 1024,
+	WriteBufferPool: &sync.Pool{}, // a buffer only while a frame is being written
 	Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
 		writeError(ctx, status, protocol.CodeBadRequest, reason.Error())
 	},
@@ -143,10 +145,7 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	}
 	raw, _ := ctx.Conn().(*session.CoalescingConn)
 	err := upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
-		go func() {
-			defer n.removeConn(c)
-			c.Serve(ws, raw, sessionRouter{n.router})
-		}()
+		c.Serve(ws, raw, sessionHandler{n})
 	})
 	if err != nil {
 		n.router.Closed(c, session.CloseClientGone.Label)
@@ -154,15 +153,20 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// sessionRouter hands what a session reads to the router, which knows the
-// connection only as a router.Conn.
-type sessionRouter struct{ r *router.Router }
+// sessionHandler hands what a session reads to the router, which knows the
+// connection only as a router.Conn, and forgets the connection once it has
+// ended.
+type sessionHandler struct{ n *Node }
 
-func (h sessionRouter) HandleFrame(c *session.Conn, f *protocol.Frame) { h.r.HandleFrame(c, f) }
-
-func (h sessionRouter) Closed(c *session.Conn, reason session.CloseReason) {
-	h.r.Closed(c, reason.Label)
+func (h sessionHandler) HandleFrame(c *session.Conn, f *protocol.Frame) {
+	h.n.router.HandleFrame(c, f)
 }
+
+func (h sessionHandler) Closed(c *session.Conn, reason session.CloseReason) {
+	h.n.router.Closed(c, reason.Label)
+}
+
+func (h sessionHandler) Ended(c *session.Conn) { h.n.removeConn(c) }
 
 // authenticate finds the user id of a WebSocket request: from a verified
 // token with --auth-secret, else from the query string.

@@ -3,6 +3,7 @@ package node_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -83,5 +84,43 @@ func TestMalformedUpgradeIsRefusedBeforeAnythingIsRegistered(t *testing.T) {
 	resp := rawRequest(t, c.Nodes[0].HTTPAddr(), upgradeRequest("GET", "alice", conn, upgrade, version, key))
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("a well-formed upgrade: %s", resp.Status)
+	}
+}
+
+// A client that sends its first frame in the same write as its upgrade
+// request, without waiting for the answer, has it acted on: the bytes the
+// HTTP server read past the request are the connection's first.
+func TestFrameSentWithTheUpgradeRequestIsAnswered(t *testing.T) {
+	c := testcluster.Start(t, 1, nil)
+	conn, err := net.Dial("tcp", c.Nodes[0].HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	request := upgradeRequest("GET", "eager", "Connection: Upgrade", "Upgrade: websocket",
+		"Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
+	ping := `{"type":"ping","id":"p1"}`
+	frame := []byte{0x81, 0x80 | byte(len(ping)), 0, 0, 0, 0} // masked with a zero key
+	if _, err := conn.Write(append([]byte(request), append(frame, ping...)...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", resp, err)
+	}
+	for _, want := range []string{protocol.TypeWelcome, protocol.TypePong} {
+		var header [2]byte // a server's frames are unmasked; these are short
+		if _, err := io.ReadFull(br, header[:]); err != nil {
+			t.Fatalf("waiting for %s: %v", want, err)
+		}
+		p := make([]byte, header[1]&0x7f)
+		if _, err := io.ReadFull(br, p); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(p), `"type":"`+want+`"`) {
+			t.Fatalf("got %s, want a %s", p, want)
+		}
 	}
 }

@@ -14,8 +14,8 @@ var (
 	// CloseSlowConsumer cuts a connection whose send queue is full, so that
 	// nothing else is held up for it.
 	CloseSlowConsumer = Close{1008, "slow consumer"}
-	// CloseTooBig answers a frame larger than --max-frame; the WebSocket
-	// library sends it as it refuses the frame. A resend would meet it again.
+	// CloseTooBig answers a frame larger than --max-frame, sent as soon as
+	// its header says so. A resend would meet it again.
 	CloseTooBig = Close{1009, "frame too large"}
 	// CloseServiceRestart is sent by a draining node, so that its clients
 	// reconnect to another.

@@ -4,8 +4,9 @@ package session
 
 import (
 	"context"
-	"errors"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -69,17 +70,20 @@ const closeGrace = time.Second
 
 // Handler receives the frames that the router must act on: send, join and
 // leave. For each it must call Conn.Answer exactly once, from any goroutine.
+// Closed comes once the connection stops reading, Ended once nothing of it
+// runs any more and its socket is closed.
 type Handler interface {
 	HandleFrame(c *Conn, f *protocol.Frame)
 	Closed(c *Conn, reason CloseReason)
+	Ended(c *Conn)
 }
 
-// Conn is one client connection. Its reader runs in the goroutine that
-// calls Serve. A frame sent to an idle connection is written by the sender;
-// others wait for a writer goroutine that runs only while frames are
-// queued; pings come from a timer. An idle connection costs one goroutine
-// and no queue, which is what lets one node hold tens of thousands of them
-// (see writer.go).
+// Conn is one client connection. A reader runs only while its socket has
+// bytes (reader.go); a frame sent to an idle connection is written by the
+// sender, others wait for a writer goroutine that runs only while frames
+// are queued (writer.go); pings come from a timer. An idle connection costs
+// no goroutine, no buffer and no queue, which is what lets one node hold
+// hundreds of thousands of them.
 type Conn struct {
 	id   uint64
 	user string
@@ -87,8 +91,8 @@ type Conn struct {
 	cfg     Config
 	ws      *websocket.Conn
 	raw     *CoalescingConn // nil when the listener does not coalesce
-	closing chan struct{}   // closed by Close
-	done    chan struct{}   // closed once the close sequence has closed the socket
+	h       Handler
+	closing chan struct{} // closed by Close
 
 	mu       sync.Mutex
 	closed   bool
@@ -99,19 +103,31 @@ type Conn struct {
 	tail     bool          // raw holds the unwritten tail of a frame writeNow began
 	sealed   bool          // Send refuses: the close frame is on its way
 	serving  bool          // Serve has set ws: writers may run
-	finished bool          // Serve returned: the socket may be recycled, never touch it
+	finished bool          // the reader and the close sequence are over: never touch the socket
+	parts    int           // of the reader and the close sequence, how many are over
 	inflight int           // frames handed to the Handler and not yet answered
 	draining bool          // answer new frames with unavailable
 	drained  chan struct{} // closed when inflight drops to 0 while draining
 	space    chan struct{} // signalled when the writer empties the queue; made by WaitQueue
 
-	readerDone chan struct{} // closed when the reader has stopped
-	pingTimer  *time.Timer
-	pings      sync.WaitGroup // pings being written
+	reading      bool // a reader has the socket; only it may stop reading
+	readEnded    bool // the reader has stopped for good
+	socketClosed bool // the close sequence has closed (or is closing) the socket
 
-	// Reader goroutine only.
-	tokens float64
-	refill time.Time
+	readerDone chan struct{} // closed when the reader has stopped
+	lastFrame  atomic.Int64  // when the last whole frame came, in Unix nanoseconds
+	pingTimer  *time.Timer
+	lastPing   time.Time       // ping timer only
+	pings      sync.WaitGroup  // pings being written
+	watchKey   uint64          // the socket's key with the poller; 0: not watched
+	sock       syscall.RawConn // the socket, for reads that never wait; nil where reads wait
+
+	// Reader only.
+	in      []byte // the start of a frame not yet whole
+	msg     []byte // a fragmented message so far
+	msgKind byte   // its opcode; 0: no message is fragmented
+	tokens  float64
+	refill  time.Time
 }
 
 // New prepares a connection before its socket exists, so that it can be
@@ -124,7 +140,6 @@ func New(id uint64, user string, cfg Config) *Conn {
 		user:       user,
 		cfg:        cfg,
 		closing:    make(chan struct{}),
-		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		tokens:     float64(2 * cfg.Rate),
 		refill:     time.Now(),
@@ -211,136 +226,42 @@ func (c *Conn) Reason() CloseReason {
 	return c.reason
 }
 
-// Serve runs the connection on ws until it ends. It reads in the calling
-// goroutine and returns only when the writer and the pings have stopped, so
-// that the socket is never touched after the HTTP server recycles it. raw is
-// the connection under ws when the listener coalesces writes, else nil.
+// Serve starts the connection on ws and returns: from now on it reads when
+// its socket has bytes, and writes what is sent. h hears of its frames, of
+// its close and of its end. raw is the connection under ws, from a
+// CoalescingListener.
 func (c *Conn) Serve(ws *websocket.Conn, raw *CoalescingConn, h Handler) {
-	ws.SetReadLimit(int64(c.cfg.MaxFrame))
-	// Control frames take tokens like messages (the handlers run in the
-	// reader): a ping over the rate gets no pong, and a flood of pongs
-	// empties the bucket for the frames after it.
-	ws.SetPongHandler(func(string) error {
-		c.takeToken()
-		return c.extendDeadline()
-	})
-	ping := ws.PingHandler()
-	ws.SetPingHandler(func(data string) error {
-		if err := c.extendDeadline(); err != nil || !c.takeToken() {
-			return err
-		}
-		return ping(data)
-	})
-	if raw != nil {
-		raw.Framed() // nothing but frames from now on: the upgrade is answered
-	}
+	raw.Framed() // nothing but frames from now on: the upgrade is answered
+	c.lastFrame.Store(time.Now().UnixNano())
 	c.mu.Lock()
-	c.ws, c.raw = ws, raw
+	c.ws, c.raw, c.h = ws, raw, h
+	c.sock = raw.rawConn
 	c.serving = true
+	c.reading = true
+	c.lastPing = time.Now()
 	c.pingTimer = time.AfterFunc(c.cfg.PingInterval, c.ping)
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	if start {
 		go c.write()
 	}
-	reason := c.readLoop(h)
-	close(c.readerDone)
-	c.Close(reason)
-	h.Closed(c, c.Reason())
-	<-c.done
+	c.startReading()
+}
+
+// partDone marks the reader, or the close sequence, over; after both, the
+// handler hears that the connection has ended.
+func (c *Conn) partDone() {
 	c.mu.Lock()
-	c.finished = true
+	c.parts++
+	last := c.parts == 2
+	c.finished = last
 	c.mu.Unlock()
+	if !last {
+		return
+	}
 	c.pingTimer.Stop()
 	c.pings.Wait()
-}
-
-func (c *Conn) extendDeadline() error {
-	return c.ws.SetReadDeadline(time.Now().Add(2 * c.cfg.PingInterval))
-}
-
-func (c *Conn) readLoop(h Handler) CloseReason {
-	if c.extendDeadline() != nil {
-		return CloseClientGone
-	}
-	var scratch []byte
-	for {
-		kind, p, err := c.ws.ReadMessage()
-		if err != nil {
-			return readErrorReason(err)
-		}
-		if c.extendDeadline() != nil {
-			return CloseClientGone
-		}
-		select {
-		case <-c.closing:
-			// Closing already (a drain, a cut): the frame is not acted on,
-			// but a frame with an id is still owed its answer. Keep reading
-			// until the client's close, so the socket ends without a reset.
-			switch f, ferr := protocol.DecodeFrame(p); {
-			case ferr != nil:
-				if ferr.ID != "" {
-					c.Send(protocol.AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
-				}
-			case f.ID == "":
-			case f.Type == protocol.TypePing:
-				c.Send(protocol.AppendPong(nil, f.ID))
-			default:
-				c.Send(protocol.AppendError(nil, f.ID, protocol.CodeUnavailable, "this connection is closing; reconnect"))
-			}
-			continue
-		default:
-		}
-		if !c.takeToken() {
-			id := ""
-			if kind == websocket.TextMessage {
-				if f, _ := protocol.DecodeFrame(p); protocol.ValidID(f.ID) {
-					id = f.ID
-				}
-			}
-			c.Send(protocol.AppendError(nil, id, protocol.CodeRateLimited, "more than the allowed frames per second; slow down"))
-			continue
-		}
-		if kind != websocket.TextMessage {
-			c.Send(protocol.AppendError(nil, "", protocol.CodeBadRequest, "binary frames are not accepted; send JSON text frames"))
-			continue
-		}
-		f, ferr := protocol.DecodeFrame(p)
-		if ferr != nil {
-			c.Send(protocol.AppendError(nil, ferr.ID, ferr.Code, ferr.Message))
-			continue
-		}
-		if f.Type == protocol.TypePing {
-			scratch = protocol.AppendPong(scratch[:0], f.ID)
-			c.Send(append([]byte(nil), scratch...))
-			continue
-		}
-		c.mu.Lock()
-		draining := c.draining
-		if !draining {
-			c.inflight++
-		}
-		c.mu.Unlock()
-		if draining {
-			c.Send(protocol.AppendError(nil, f.ID, protocol.CodeUnavailable, "this node is shutting down; reconnect"))
-			continue
-		}
-		h.HandleFrame(c, &f)
-	}
-}
-
-func readErrorReason(err error) CloseReason {
-	if errors.Is(err, websocket.ErrReadLimit) {
-		return CloseTooBig // the library has already sent 1009
-	}
-	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
-		return CloseByClient
-	}
-	if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
-		return CloseIdle
-	}
-	return CloseClientGone
+	c.h.Ended(c)
 }
 
 // takeToken applies the rate limit; a refused frame takes no token.

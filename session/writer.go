@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -219,30 +218,47 @@ func (c *Conn) writeBurst(frames [][]byte) error {
 	return err
 }
 
-// ping runs on the ping timer. Control frames may be written concurrently
-// with the writer's data frames.
+// ping runs on the ping timer. It closes a connection from which no frame
+// has come for two ping intervals (nothing waits in a read with a
+// deadline: see reader.go), and pings when a ping is due. Control frames
+// may be written concurrently with the writer's data frames.
 func (c *Conn) ping() {
+	now := time.Now()
+	silentUntil := time.Unix(0, c.lastFrame.Load()).Add(2 * c.cfg.PingInterval)
+	if !now.Before(silentUntil) {
+		c.Close(CloseIdle)
+		return
+	}
 	c.mu.Lock()
 	if c.closed || c.finished {
 		c.mu.Unlock()
 		return
 	}
-	c.pings.Add(1)
-	c.mu.Unlock()
-	err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout))
-	c.pings.Done()
-	if err != nil {
-		c.Close(CloseClientGone)
-		return
+	due := !now.Before(c.lastPing.Add(c.cfg.PingInterval))
+	if due {
+		c.pings.Add(1)
 	}
-	c.pingTimer.Reset(c.cfg.PingInterval)
+	c.mu.Unlock()
+	if due {
+		c.lastPing = now
+		err := c.ws.WriteControl(websocket.PingMessage, nil, now.Add(c.cfg.WriteTimeout))
+		c.pings.Done()
+		if err != nil {
+			c.Close(CloseClientGone)
+			return
+		}
+	}
+	next := c.lastPing.Add(c.cfg.PingInterval)
+	if silentUntil.Before(next) {
+		next = silentUntil
+	}
+	c.pingTimer.Reset(time.Until(next))
 }
 
 // finish writes what a graceful close owes the client (the frames queued
 // before it, then the close frame) and closes the socket, which ends the
 // reader. It runs once, in the last writer.
 func (c *Conn) finish() {
-	defer close(c.done)
 	reason := c.Reason()
 	if reason.graceful() {
 		for {
@@ -285,17 +301,21 @@ func (c *Conn) finish() {
 		}
 	}
 	c.closeSocket()
+	c.partDone()
 }
 
-// closeSocket closes the TCP connection, which ends the reader. The
-// WebSocket's own Close does not: fasthttp's hijacked connection ignores
-// Close and closes the socket only after the handler returns.
+// closeSocket closes the TCP connection, and ends the reader: the one
+// reading sees the socket closed, or, when none is, this goroutine ends it.
 func (c *Conn) closeSocket() {
-	switch u := c.ws.NetConn().(type) {
-	case interface{ UnsafeConn() net.Conn }:
-		_ = u.UnsafeConn().Close()
-	default:
-		_ = c.ws.Close()
+	c.mu.Lock()
+	c.socketClosed = true
+	endReader := !c.reading && !c.readEnded
+	c.readEnded = c.readEnded || endReader
+	c.mu.Unlock()
+	c.unwatch() // before the descriptor can be another socket's
+	_ = c.ws.NetConn().Close()
+	if endReader {
+		c.endReader(CloseClientGone)
 	}
 }
 

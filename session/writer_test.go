@@ -24,17 +24,24 @@ type ignoreFrames struct{}
 
 func (ignoreFrames) HandleFrame(c *Conn, _ *protocol.Frame) { c.Answer(nil) }
 func (ignoreFrames) Closed(*Conn, CloseReason)              {}
+func (ignoreFrames) Ended(*Conn)                            {}
 
 // serveOne serves WebSocket connections on a coalescing loopback listener,
 // as a node does, and hands each served Conn to the test. It returns the
 // address to dial.
 func serveOne(t *testing.T, cfg Config) (addr string, conns <-chan *Conn) {
 	t.Helper()
+	return serveWith(t, cfg, ignoreFrames{})
+}
+
+// serveWith is serveOne with h handling the connections' frames.
+func serveWith(t *testing.T, cfg Config, h Handler) (addr string, conns <-chan *Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan *Conn, 1)
+	ready := make(chan *Conn, 256)
 	up := websocket.Upgrader{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := up.Upgrade(w, r, nil)
@@ -44,7 +51,7 @@ func serveOne(t *testing.T, cfg Config) (addr string, conns <-chan *Conn) {
 		c := New(1, "bob", cfg)
 		c.Send([]byte(`{"type":"welcome"}`))
 		ready <- c
-		c.Serve(ws, ws.NetConn().(*CoalescingConn), ignoreFrames{})
+		c.Serve(ws, ws.NetConn().(*CoalescingConn), h)
 	})}
 	go func() { _ = srv.Serve(CoalescingListener{Listener: ln}) }()
 	t.Cleanup(func() { _ = srv.Close() })

@@ -1,0 +1,195 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The poller: one epoll instance and one goroutine watch the sockets of
+// every connection of the process, and start a reader (readReady) for a
+// socket that has bytes. Each socket is watched one-shot: after it wakes the
+// poller it is not watched again until its reader has read what was there,
+// so one connection never has two readers, and an idle one has none.
+
+// pollEvents is how many ready sockets one wait returns at most; more wait
+// for the next.
+const pollEvents = 256
+
+// errWouldBlock: the socket has nothing to read now.
+var errWouldBlock = syscall.EAGAIN
+
+// sockets is the process's poller, started on first use (startPoller).
+var (
+	sockets      poller
+	socketsStart sync.Once
+	socketsErr   error
+)
+
+type poller struct {
+	fd    int
+	mu    sync.Mutex
+	conns map[uint64]*Conn // by watch key; a key is never reused
+	next  uint64
+}
+
+func startPoller() error {
+	socketsStart.Do(func() {
+		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			socketsErr = fmt.Errorf("epoll: %w", err)
+			return
+		}
+		sockets.fd, sockets.conns = fd, make(map[uint64]*Conn)
+		go sockets.run()
+	})
+	return socketsErr
+}
+
+// run waits for sockets with bytes and starts their readers. An event is
+// known by the key the socket was watched with, not by its descriptor, so
+// one that was on its way as its socket closed finds nothing, even if the
+// descriptor is a new connection's by then.
+func (p *poller) run() {
+	events := make([]syscall.EpollEvent, pollEvents)
+	for {
+		n, err := syscall.EpollWait(p.fd, events, -1)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			panic(fmt.Sprintf("session: epoll_wait: %v", err)) // the descriptor is this process's own: a bug
+		}
+		p.mu.Lock()
+		for _, ev := range events[:n] {
+			if c := p.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; c != nil {
+				go c.readReady()
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// ctl applies op to c's socket, one-shot for input.
+func (p *poller) ctl(c *Conn, op int) error {
+	ev := syscall.EpollEvent{
+		Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
+		Fd:     int32(uint32(c.watchKey)),
+		Pad:    int32(uint32(c.watchKey >> 32)),
+	}
+	var err error
+	cerr := c.sock.Control(func(fd uintptr) { err = syscall.EpollCtl(p.fd, op, int(fd), &ev) })
+	if cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// startReading starts the read side of c, whose reading is set. Bytes the
+// HTTP server read past the upgrade request are in its buffer, not in the
+// socket, so they are read first, through the connection the server handed
+// over; then the poller watches the socket.
+func (c *Conn) startReading() {
+	if c.sock == nil {
+		c.readDone(CloseClientGone, true) // a socket without raw access cannot be watched
+		return
+	}
+	if startPoller() != nil {
+		c.readDone(CloseClientGone, true)
+		return
+	}
+	c.readDone(c.readBuffered())
+}
+
+// readBuffered reads what the HTTP server's reader holds: with a deadline
+// already past, a read returns buffered bytes and never waits for the socket.
+func (c *Conn) readBuffered() (reason CloseReason, ended bool) {
+	nc := c.ws.NetConn()
+	if nc.SetReadDeadline(time.Unix(1, 0)) != nil {
+		return CloseClientGone, true
+	}
+	rb := readBuffers.Get().(*readBuffer)
+	defer readBuffers.Put(rb)
+	for {
+		n, err := nc.Read(rb.b)
+		if reason, ended = c.consume(rb.b[:n]); ended {
+			return reason, true
+		}
+		if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+			break
+		}
+		if err != nil {
+			return CloseClientGone, true
+		}
+	}
+	if nc.SetReadDeadline(time.Time{}) != nil {
+		return CloseClientGone, true
+	}
+	return CloseReason{}, false
+}
+
+// rearm has the poller watch c's socket, again after its reader has read,
+// or for the first time. c.mu is held.
+func (c *Conn) rearm() error {
+	p := &sockets // started by startReading
+	if c.watchKey != 0 {
+		return p.ctl(c, syscall.EPOLL_CTL_MOD)
+	}
+	p.mu.Lock()
+	p.next++
+	c.watchKey = p.next
+	p.conns[c.watchKey] = c
+	p.mu.Unlock()
+	return p.ctl(c, syscall.EPOLL_CTL_ADD)
+}
+
+// unwatch stops watching c's socket, before it closes.
+func (c *Conn) unwatch() {
+	if c.watchKey == 0 {
+		return
+	}
+	p := &sockets
+	_ = p.ctl(c, syscall.EPOLL_CTL_DEL)
+	p.mu.Lock()
+	delete(p.conns, c.watchKey)
+	p.mu.Unlock()
+}
+
+// readBuffer is one read's buffer. It carries the callback handed to the
+// runtime, so that a read allocates nothing.
+type readBuffer struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func newReadBuffer() *readBuffer {
+	r := &readBuffer{b: make([]byte, readBufferSize)}
+	r.fn = r.read
+	return r
+}
+
+// read makes one non-blocking read; true: the runtime must not wait for the
+// socket, errWouldBlock says it had nothing.
+func (r *readBuffer) read(fd uintptr) bool {
+	for {
+		r.n, r.err = syscall.Read(int(fd), r.b)
+		if r.err != syscall.EINTR {
+			return true
+		}
+	}
+}
+
+// readSocket reads what the socket has now, without waiting.
+func (c *Conn) readSocket(rb *readBuffer) (int, error) {
+	if err := c.sock.Read(rb.fn); err != nil {
+		return 0, err
+	}
+	if rb.err != nil {
+		return 0, rb.err
+	}
+	return rb.n, nil
+}
