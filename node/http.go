@@ -96,11 +96,11 @@ func writeError(ctx *fasthttp.RequestCtx, status int, code, message string) {
 
 var upgrader = websocket.FastHTTPUpgrader{
 	HandshakeTimeout: upgradeTimeout,
-	// The library's reader is never used (session reads the socket itself):
-	// the smallest it takes.
+	// The library only answers the upgrade: session reads and writes the
+	// frames itself, and its Conn is dropped at once. The smallest read
+	// buffer it takes, and a pool, so that it allocates no write buffer.
 	ReadBufferSize:  1,
-	WriteBufferSize: 1024,
-	WriteBufferPool: &sync.Pool{}, // a buffer only while a frame is being written
+	WriteBufferPool: &sync.Pool{},
 	Error: func(ctx *fasthttp.RequestCtx, status int, reason error) {
 		writeError(ctx, status, protocol.CodeBadRequest, reason.Error())
 	},
@@ -145,7 +145,7 @@ func (n *Node) serveWS(ctx *fasthttp.RequestCtx) {
 	}
 	raw, _ := ctx.Conn().(*session.CoalescingConn)
 	err := upgrader.Upgrade(ctx, func(ws *websocket.Conn) {
-		c.Serve(ws, raw, sessionHandler{n})
+		c.Serve(ws.NetConn(), raw, sessionHandler{n})
 	})
 	if err != nil {
 		n.router.Closed(c, session.CloseClientGone.Label)

@@ -3,6 +3,7 @@ package session
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"net"
 	"sync"
 	"syscall"
@@ -33,66 +34,74 @@ func (l CoalescingListener) Accept() (net.Conn, error) {
 // 4 KiB: a burst of small chat frames; a larger frame simply passes through.
 var coalesceBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
 
-// CoalescingConn writes straight through, except between Hold and Release,
-// when writes gather in a pooled buffer. The buffer is held only for the
-// length of one burst, so an idle connection costs no buffer.
+// CoalescingConn writes the WebSocket frames of a served connection
+// (WriteFrame, WriteTextNow) straight through, except between Hold and
+// Release, when they gather in a pooled buffer. The buffer is held only for
+// the length of one burst, so an idle connection costs no buffer. Before the
+// upgrade is answered it is a plain net.Conn.
 type CoalescingConn struct {
 	net.Conn
 	mu        sync.Mutex
 	buf       *bufio.Writer   // non-nil while held
 	tail      []byte          // what WriteTextNow left unwritten: the next write sends it first
-	framed    bool            // the HTTP exchange is over: every Write is WebSocket frames
-	frameLeft uint64          // payload bytes of the last frame begun that later Writes carry
-	closeSent bool            // a close frame went out: no data frame may follow it
+	closeSent bool            // a close frame went out: no frame may follow it
 	rawConn   syscall.RawConn // nil when the socket gives no raw access: WriteTextNow never can
 }
 
-// Framed tells the connection that the upgrade has been answered: from now
-// on every Write is WebSocket frames, whose headers it follows to see the
-// close frame go out.
-func (c *CoalescingConn) Framed() {
-	c.mu.Lock()
-	c.framed = true
-	c.mu.Unlock()
-}
-
-// Write implements net.Conn.
-func (c *CoalescingConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.framed && !c.closeSent {
-		c.followFrames(p)
-	}
-	if c.buf != nil {
-		return c.buf.Write(p)
-	}
-	if len(c.tail) > 0 {
-		n, err := c.Conn.Write(c.tail)
-		c.tail = c.tail[n:]
-		if err != nil {
-			return 0, err
-		}
-		c.tail = nil
-	}
-	return c.Conn.Write(p)
-}
-
-// Hold starts gathering writes. deadline bounds the tail of an earlier
-// frame, which goes first: the library sets its own deadline only as it
-// writes, and may write nothing before Release.
+// Hold starts gathering frames, which Release writes by deadline. The tail
+// of an earlier frame goes first.
 func (c *CoalescingConn) Hold(deadline time.Time) {
 	c.mu.Lock()
 	if c.buf == nil {
+		_ = c.Conn.SetWriteDeadline(deadline)
 		c.buf = coalesceBuffers.Get().(*bufio.Writer)
 		c.buf.Reset(c.Conn)
 		if len(c.tail) > 0 {
-			_ = c.Conn.SetWriteDeadline(deadline)
 			_, _ = c.buf.Write(c.tail) // an error stays in buf and Release returns it
 			c.tail = nil
 		}
 	}
 	c.mu.Unlock()
 }
+
+// WriteFrame writes one whole frame: into the burst being gathered, or
+// else straight to the socket by deadline, after the tail of an earlier
+// frame. A frame is written whole under the lock, so a ping or a pong from
+// another goroutine falls between two frames, never inside one. Nothing
+// follows a close frame.
+func (c *CoalescingConn) WriteFrame(opcode byte, payload []byte, deadline time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeSent {
+		return errCloseSent
+	}
+	c.closeSent = opcode == opClose
+	if c.buf != nil {
+		var header [maxServerHeader]byte
+		_, _ = c.buf.Write(appendFrameHeader(header[:0], opcode, len(payload)))
+		_, err := c.buf.Write(payload)
+		return err
+	}
+	if err := c.Conn.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	if len(c.tail) > 0 {
+		n, err := c.Conn.Write(c.tail)
+		c.tail = c.tail[n:]
+		if err != nil {
+			return err
+		}
+		c.tail = nil
+	}
+	w := frameWrites.Get().(*frameWrite)
+	defer w.release()
+	w.b = append(appendFrameHeader(w.b[:0], opcode, len(payload)), payload...)
+	_, err := c.Conn.Write(w.b)
+	return err
+}
+
+// errCloseSent refuses a frame after the close frame.
+var errCloseSent = errors.New("session: the close frame has been sent")
 
 // Release writes what was gathered and returns to writing straight through.
 func (c *CoalescingConn) Release() error {
@@ -128,7 +137,7 @@ func (c *CoalescingConn) WriteTextNow(payload []byte) (taken, tail bool, err err
 	}
 	w := frameWrites.Get().(*frameWrite)
 	defer w.release()
-	w.b = appendTextFrame(w.b[:0], payload)
+	w.b = append(appendFrameHeader(w.b[:0], opText, len(payload)), payload...)
 	// Control, not Write: one non-blocking write never waits, so the
 	// poller's deadline (left by the last blocking write) does not apply.
 	err = c.rawConn.Control(w.fn)
@@ -175,78 +184,28 @@ func (w *frameWrite) release() {
 	frameWrites.Put(w)
 }
 
-// followFrames reads the frame headers in p, a Write of the WebSocket
-// library, and notes a close frame. A header is known by where it falls,
-// never by a byte's value: the library writes a long frame's header with
-// the first part of its payload and the rest in a second Write, which may
-// start with any byte (0x88, a close frame's first, is a UTF-8 continuation
-// byte). Each of its Writes begins with a header or continues the frame
-// before it, and a header never spans two (WriteTextNow's frames and their
-// tails bypass Write and leave it between frames).
-func (c *CoalescingConn) followFrames(p []byte) {
-	for len(p) > 0 {
-		if c.frameLeft > 0 {
-			n := min(c.frameLeft, uint64(len(p)))
-			c.frameLeft -= n
-			p = p[n:]
-			continue
-		}
-		opcode, header, length, ok := parseFrameHeader(p)
-		if !ok || opcode == opClose {
-			// A header cut short would be a library this code does not know:
-			// take it for a close, which costs only the fast path.
-			c.closeSent = true
-			return
-		}
-		c.frameLeft = length
-		p = p[header:]
-	}
-}
+// maxServerHeader is the longest header of a server's frame: unmasked, with
+// a 64-bit length (RFC 6455 5.2).
+const maxServerHeader = 10
 
-// opClose is the opcode of a close frame (RFC 6455 5.5.1).
-const opClose = 8
-
-// parseFrameHeader reads the frame header at the start of p (RFC 6455 5.2):
-// its opcode, its size and the payload's.
-func parseFrameHeader(p []byte) (opcode byte, header int, length uint64, ok bool) {
-	if len(p) < 2 {
-		return 0, 0, 0, false
-	}
-	header = 2
-	switch p[1] & 0x7f {
-	case 126:
-		header = 4
-	case 127:
-		header = 10
-	}
-	if p[1]&0x80 != 0 { // masked: a client's frame, never a server's
-		header += 4
-	}
-	if len(p) < header {
-		return 0, 0, 0, false
-	}
-	switch length = uint64(p[1] & 0x7f); length {
-	case 126:
-		length = uint64(binary.BigEndian.Uint16(p[2:]))
-	case 127:
-		length = binary.BigEndian.Uint64(p[2:])
-	}
-	return p[0] & 0x0f, header, length, true
-}
-
-// appendTextFrame appends a final, unmasked text frame (RFC 6455 5.2): what
-// a server sends.
-func appendTextFrame(b, payload []byte) []byte {
-	const finText = 0x81
-	switch n := len(payload); {
+// appendFrameHeader appends the header of a final, unmasked frame (RFC 6455
+// 5.2): what a server sends.
+func appendFrameHeader(b []byte, opcode byte, n int) []byte {
+	const fin = 0x80
+	switch {
 	case n < 126:
-		b = append(b, finText, byte(n))
+		return append(b, fin|opcode, byte(n))
 	case n <= 0xFFFF:
-		b = append(b, finText, 126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
+		return binary.BigEndian.AppendUint16(append(b, fin|opcode, 126), uint16(n))
 	default:
-		b = append(b, finText, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		return binary.BigEndian.AppendUint64(append(b, fin|opcode, 127), uint64(n))
 	}
-	return append(b, payload...)
+}
+
+// closePayload is the payload of a close frame (RFC 6455 5.5.1): the code,
+// then the reason, cut to what a control frame holds.
+func closePayload(code int, text string) []byte {
+	p := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(text)), uint16(code))
+	p = append(p, text...)
+	return p[:min(len(p), maxControlPayload)]
 }

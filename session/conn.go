@@ -4,12 +4,11 @@ package session
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/fasthttp/websocket"
 
 	"github.com/shardchat/shard/protocol"
 )
@@ -89,7 +88,7 @@ type Conn struct {
 	user string
 
 	cfg     Config
-	ws      *websocket.Conn
+	nc      net.Conn        // the connection the HTTP server handed over: reads what it buffered, closes the socket
 	raw     *CoalescingConn // nil when the listener does not coalesce
 	h       Handler
 	closing chan struct{} // closed by Close
@@ -102,7 +101,7 @@ type Conn struct {
 	writing  bool          // a writer goroutine, or writeNow, owns the socket's data writes
 	tail     bool          // raw holds the unwritten tail of a frame writeNow began
 	sealed   bool          // Send refuses: the close frame is on its way
-	serving  bool          // Serve has set ws: writers may run
+	serving  bool          // Serve has set nc: writers may run
 	finished bool          // the reader and the close sequence are over: never touch the socket
 	parts    int           // of the reader and the close sequence, how many are over
 	inflight int           // frames handed to the Handler and not yet answered
@@ -186,9 +185,9 @@ func (c *Conn) Close(reason CloseReason) {
 		c.queue = nil
 	}
 	close(c.closing)
-	if reason == CloseSlowConsumer && c.ws != nil && !c.finished {
+	if reason == CloseSlowConsumer && c.raw != nil && !c.finished {
 		// The writer may be stuck in a write to a peer that does not read.
-		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
+		_ = c.raw.SetWriteDeadline(time.Now().Add(closeGrace))
 	}
 	start := c.startWriterLocked()
 	c.mu.Unlock()
@@ -226,15 +225,15 @@ func (c *Conn) Reason() CloseReason {
 	return c.reason
 }
 
-// Serve starts the connection on ws and returns: from now on it reads when
-// its socket has bytes, and writes what is sent. h hears of its frames, of
-// its close and of its end. raw is the connection under ws, from a
-// CoalescingListener.
-func (c *Conn) Serve(ws *websocket.Conn, raw *CoalescingConn, h Handler) {
-	raw.Framed() // nothing but frames from now on: the upgrade is answered
+// Serve starts the connection on nc, a connection the HTTP server has
+// upgraded, and returns: from now on it reads when its socket has bytes,
+// and writes what is sent. h hears of its frames, of its close and of its
+// end. raw is the connection under nc, from a CoalescingListener: every
+// frame is written through it.
+func (c *Conn) Serve(nc net.Conn, raw *CoalescingConn, h Handler) {
 	c.lastFrame.Store(time.Now().UnixNano())
 	c.mu.Lock()
-	c.ws, c.raw, c.h = ws, raw, h
+	c.nc, c.raw, c.h = nc, raw, h
 	c.sock = raw.rawConn
 	c.serving = true
 	c.reading = true

@@ -106,7 +106,7 @@ func (c *Conn) startReading() {
 // readBuffered reads what the HTTP server's reader holds: with a deadline
 // already past, a read returns buffered bytes and never waits for the socket.
 func (c *Conn) readBuffered() (reason CloseReason, ended bool) {
-	nc := c.ws.NetConn()
+	nc := c.nc
 	if nc.SetReadDeadline(time.Unix(1, 0)) != nil {
 		return CloseClientGone, true
 	}

@@ -29,4 +29,4 @@ func (c *Conn) unwatch() {}
 
 // readSocket waits for bytes, reading through the connection the HTTP server
 // handed over, which holds what it read past the upgrade request.
-func (c *Conn) readSocket(rb *readBuffer) (int, error) { return c.ws.NetConn().Read(rb.b) }
+func (c *Conn) readSocket(rb *readBuffer) (int, error) { return c.nc.Read(rb.b) }

@@ -7,8 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/fasthttp/websocket"
-
 	"github.com/shardchat/shard/protocol"
 )
 
@@ -28,11 +26,15 @@ const readBufferSize = 8 << 10
 // maxControlPayload is the largest payload of a control frame (RFC 6455 5.5).
 const maxControlPayload = 125
 
+// closeProtocolError is the close code for a frame RFC 6455 forbids (7.4.1).
+const closeProtocolError = 1002
+
 // The opcodes of RFC 6455 5.2 that a client may send.
 const (
 	opContinuation = 0
 	opText         = 1
 	opBinary       = 2
+	opClose        = 8
 	opPing         = 9
 	opPong         = 10
 )
@@ -119,8 +121,7 @@ func (c *Conn) consume(p []byte) (reason CloseReason, ended bool) {
 			return c.protocolError(bad), true
 		}
 		if h.opcode < 8 && uint64(len(c.msg))+h.length > uint64(c.cfg.MaxFrame) {
-			msg := websocket.FormatCloseMessage(protocol.CloseTooBig.Code, protocol.CloseTooBig.Text)
-			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+			_ = c.raw.WriteFrame(opClose, closePayload(protocol.CloseTooBig.Code, protocol.CloseTooBig.Text), time.Now().Add(closeGrace))
 			return CloseTooBig, true
 		}
 		end := uint64(h.size) + h.length
@@ -187,8 +188,7 @@ func (c *Conn) checkSequence(h frameHeader) string {
 // protocolError answers a frame RFC 6455 forbids with a close frame (1002)
 // naming it, as the WebSocket library would, and ends the connection.
 func (c *Conn) protocolError(text string) CloseReason {
-	msg := websocket.FormatCloseMessage(websocket.CloseProtocolError, text)
-	_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	_ = c.raw.WriteFrame(opClose, closePayload(closeProtocolError, text), time.Now().Add(closeGrace))
 	return CloseClientGone
 }
 
@@ -200,24 +200,24 @@ func (c *Conn) control(opcode byte, payload []byte) (reason CloseReason, ended b
 	switch opcode {
 	case opPing:
 		if c.takeToken() {
-			_ = c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(closeGrace))
+			_ = c.raw.WriteFrame(opPong, payload, time.Now().Add(closeGrace))
 		}
 	case opPong:
 		c.takeToken()
 	case opClose:
-		code := websocket.CloseNoStatusReceived
+		var answer []byte // no code: none in the answer either
 		if len(payload) >= 2 {
-			code = int(binary.BigEndian.Uint16(payload))
+			code := int(binary.BigEndian.Uint16(payload))
 			if !validCloseCode(code) {
 				return c.protocolError("bad close code " + strconv.Itoa(code)), true
 			}
 			if !utf8.Valid(payload[2:]) {
 				return c.protocolError("close reason is not valid UTF-8"), true
 			}
+			answer = closePayload(code, "")
 		}
 		// Answer the client's close with its own code (RFC 6455 5.5.1).
-		msg := websocket.FormatCloseMessage(code, "")
-		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+		_ = c.raw.WriteFrame(opClose, answer, time.Now().Add(closeGrace))
 		return CloseByClient, true
 	}
 	return CloseReason{}, false

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"time"
-
-	"github.com/fasthttp/websocket"
 )
 
 // The write side of a connection. A frame for a connection with nothing
@@ -26,7 +24,7 @@ const spareLimit = 64
 // slow reader never holds up anyone else.
 func (c *Conn) Send(frame []byte) bool {
 	c.mu.Lock()
-	if c.raw != nil && c.serving && !c.writing && !c.closed && !c.sealed && len(c.queue) == 0 {
+	if c.serving && !c.writing && !c.closed && !c.sealed && len(c.queue) == 0 {
 		c.writing = true // own the socket's data writes, as a writer would
 		c.mu.Unlock()
 		return c.writeNow(frame)
@@ -200,20 +198,15 @@ func (c *Conn) write() {
 // one system call.
 func (c *Conn) writeBurst(frames [][]byte) error {
 	deadline := time.Now().Add(c.cfg.WriteTimeout)
-	err := c.ws.SetWriteDeadline(deadline)
-	if c.raw != nil {
-		c.raw.Hold(deadline)
-	}
+	c.raw.Hold(deadline)
+	var err error
 	for _, f := range frames {
-		if err != nil {
+		if err = c.raw.WriteFrame(opText, f, deadline); err != nil {
 			break
 		}
-		err = c.ws.WriteMessage(websocket.TextMessage, f)
 	}
-	if c.raw != nil {
-		if rerr := c.raw.Release(); err == nil {
-			err = rerr
-		}
+	if rerr := c.raw.Release(); err == nil {
+		err = rerr
 	}
 	return err
 }
@@ -241,7 +234,7 @@ func (c *Conn) ping() {
 	c.mu.Unlock()
 	if due {
 		c.lastPing = now
-		err := c.ws.WriteControl(websocket.PingMessage, nil, now.Add(c.cfg.WriteTimeout))
+		err := c.raw.WriteFrame(opPing, nil, now.Add(c.cfg.WriteTimeout))
 		c.pings.Done()
 		if err != nil {
 			c.Close(CloseClientGone)
@@ -282,8 +275,7 @@ func (c *Conn) finish() {
 		}
 	}
 	if reason.Code != 0 && reason != CloseTooBig {
-		msg := websocket.FormatCloseMessage(reason.Code, reason.Text)
-		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+		_ = c.raw.WriteFrame(opClose, closePayload(reason.Code, reason.Text), time.Now().Add(closeGrace))
 	}
 	// Closing a socket with unread input resets it, and a reset can destroy
 	// the close frame before the client reads it. So let the client answer
@@ -291,7 +283,7 @@ func (c *Conn) finish() {
 	// already stopped at an oversized frame, read and discard the rest.
 	switch {
 	case reason == CloseTooBig:
-		nc := c.ws.NetConn()
+		nc := c.nc
 		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
 		_, _ = io.Copy(io.Discard, io.LimitReader(nc, int64(4*c.cfg.MaxFrame)))
 	case reason.Code != 0:
@@ -313,7 +305,7 @@ func (c *Conn) closeSocket() {
 	c.readEnded = c.readEnded || endReader
 	c.mu.Unlock()
 	c.unwatch() // before the descriptor can be another socket's
-	_ = c.ws.NetConn().Close()
+	_ = c.nc.Close()
 	if endReader {
 		c.endReader(CloseClientGone)
 	}

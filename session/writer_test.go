@@ -51,7 +51,7 @@ func serveWith(t *testing.T, cfg Config, h Handler) (addr string, conns <-chan *
 		c := New(1, "bob", cfg)
 		c.Send([]byte(`{"type":"welcome"}`))
 		ready <- c
-		c.Serve(ws, ws.NetConn().(*CoalescingConn), h)
+		c.Serve(ws.NetConn(), ws.NetConn().(*CoalescingConn), h)
 	})}
 	go func() { _ = srv.Serve(CoalescingListener{Listener: ln}) }()
 	t.Cleanup(func() { _ = srv.Close() })
