@@ -24,6 +24,9 @@ func (c *Conn) rearm() error {
 	return nil
 }
 
+// linger: the next read waits for bytes anyway (rearm).
+func (c *Conn) linger(*readBuffer) (CloseReason, bool) { return CloseReason{}, false }
+
 // unwatch: nothing watches the socket but its reader, which the close ends.
 func (c *Conn) unwatch() {}
 

@@ -43,10 +43,11 @@ const (
 // connection holds none.
 var readBuffers = sync.Pool{New: func() any { return newReadBuffer() }}
 
-// readReady reads what the socket holds and acts on it, then has the
-// poller watch the socket again; or, when the connection has ended, ends the
-// reader. The poller runs it in a goroutine of its own, one at a time per
-// connection, so frames are handled in the order they came.
+// readReady reads what the socket holds and acts on it, stays while the
+// client keeps sending (linger), then has the poller watch the socket
+// again; or, when the connection has ended, ends the reader. The poller
+// runs it in a goroutine of its own, one at a time per connection, so
+// frames are handled in the order they came.
 func (c *Conn) readReady() {
 	c.mu.Lock()
 	if c.readEnded {
@@ -58,6 +59,9 @@ func (c *Conn) readReady() {
 
 	rb := readBuffers.Get().(*readBuffer)
 	reason, ended := c.readAvailable(rb)
+	if !ended {
+		reason, ended = c.linger(rb)
+	}
 	readBuffers.Put(rb)
 	c.readDone(reason, ended)
 }

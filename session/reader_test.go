@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -164,20 +165,34 @@ func TestSilentConnectionEndsAndAnAnsweringOneStays(t *testing.T) {
 }
 
 // Idle connections hold no goroutine: readers run only while bytes are
-// there.
+// there, and a connection that has sent and gone quiet gives its reader
+// back (after activeLinger).
 func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	addr, conns := serveWith(t, Config{PingInterval: time.Hour}, &echoIDs{})
 	const n = 200
 	before := runtime.NumGoroutine()
-	for i := 0; i < n; i++ {
-		dialOne(t, addr, conns)
+	clients := make([]*gorilla.Conn, n)
+	for i := range clients {
+		clients[i], _ = dialOne(t, addr, conns)
 	}
 	// The writers of the welcomes and the HTTP server's handlers finish on
 	// their own; wait for them rather than for a fixed time.
-	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+	settled := func() error {
 		if grown := runtime.NumGoroutine() - before; grown > n/10 {
 			return fmt.Errorf("%d goroutines more with %d idle connections", grown, n)
 		}
 		return nil
-	})
+	}
+	wait.For(t, 10*time.Second, 10*time.Millisecond, settled)
+
+	for i, cl := range clients {
+		id := "q" + strconv.Itoa(i)
+		if err := cl.WriteMessage(gorilla.TextMessage, []byte(`{"type":"ping","id":"`+id+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, p, err := cl.ReadMessage(); err != nil || !strings.Contains(string(p), id) {
+			t.Fatalf("answer to %s: %q, %v", id, p, err)
+		}
+	}
+	wait.For(t, 10*time.Second, 10*time.Millisecond, settled)
 }
