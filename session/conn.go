@@ -87,11 +87,13 @@ type Conn struct {
 	id   uint64
 	user string
 
-	cfg     Config
-	nc      net.Conn        // the connection the HTTP server handed over: reads what it buffered, closes the socket
-	raw     *CoalescingConn // nil when the listener does not coalesce
-	h       Handler
-	closing chan struct{} // closed by Close
+	cfg Config
+	nc  net.Conn        // the connection the HTTP server handed over: reads what it buffered, closes the socket
+	raw *CoalescingConn // nil when the listener does not coalesce
+	h   Handler
+	// closeBegun: Close has been called. The reader checks it on every
+	// frame, without the lock.
+	closeBegun atomic.Bool
 
 	mu       sync.Mutex
 	closed   bool
@@ -107,16 +109,16 @@ type Conn struct {
 	inflight int           // frames handed to the Handler and not yet answered
 	draining bool          // answer new frames with unavailable
 	drained  chan struct{} // closed when inflight drops to 0 while draining
-	space    chan struct{} // signalled when the writer empties the queue; made by WaitQueue
+	space    chan struct{} // signalled when the writer empties the queue, and on Close; made by WaitQueue
 
 	reading      bool // a reader has the socket; only it may stop reading
 	readEnded    bool // the reader has stopped for good
 	socketClosed bool // the close sequence has closed (or is closing) the socket
 
-	readerDone chan struct{} // closed when the reader has stopped
+	readerStop chan struct{} // closed when the reader stops, made by the close sequence if it must wait for that
 	lastFrame  atomic.Int64  // when the last whole frame came, in Unix nanoseconds
 	pingTimer  *time.Timer
-	lastPing   time.Time       // ping timer only
+	lastPing   int64           // Unix nanoseconds; ping timer only
 	pings      sync.WaitGroup  // pings being written
 	watchKey   uint64          // the socket's key with the poller; 0: not watched
 	sock       syscall.RawConn // the socket, for reads that never wait; nil where reads wait
@@ -126,7 +128,7 @@ type Conn struct {
 	msg     []byte // a fragmented message so far
 	msgKind byte   // its opcode; 0: no message is fragmented
 	tokens  float64
-	refill  time.Time
+	refill  int64 // Unix nanoseconds
 }
 
 // New prepares a connection before its socket exists, so that it can be
@@ -135,13 +137,11 @@ type Conn struct {
 func New(id uint64, user string, cfg Config) *Conn {
 	cfg = cfg.WithDefaults()
 	return &Conn{
-		id:         id,
-		user:       user,
-		cfg:        cfg,
-		closing:    make(chan struct{}),
-		readerDone: make(chan struct{}),
-		tokens:     float64(2 * cfg.Rate),
-		refill:     time.Now(),
+		id:     id,
+		user:   user,
+		cfg:    cfg,
+		tokens: float64(2 * cfg.Rate),
+		refill: time.Now().UnixNano(),
 	}
 }
 
@@ -184,7 +184,13 @@ func (c *Conn) Close(reason CloseReason) {
 		c.sealed = true
 		c.queue = nil
 	}
-	close(c.closing)
+	c.closeBegun.Store(true)
+	if c.space != nil { // a WaitQueue may wait: it sees closed
+		select {
+		case c.space <- struct{}{}:
+		default:
+		}
+	}
 	if reason == CloseSlowConsumer && c.raw != nil && !c.finished {
 		// The writer may be stuck in a write to a peer that does not read.
 		_ = c.raw.SetWriteDeadline(time.Now().Add(closeGrace))
@@ -237,7 +243,7 @@ func (c *Conn) Serve(nc net.Conn, raw *CoalescingConn, h Handler) {
 	c.sock = raw.rawConn
 	c.serving = true
 	c.reading = true
-	c.lastPing = time.Now()
+	c.lastPing = time.Now().UnixNano()
 	c.pingTimer = time.AfterFunc(c.cfg.PingInterval, c.ping)
 	start := c.startWriterLocked()
 	c.mu.Unlock()
@@ -265,9 +271,9 @@ func (c *Conn) partDone() {
 
 // takeToken applies the rate limit; a refused frame takes no token.
 func (c *Conn) takeToken() bool {
-	now := time.Now()
+	now := time.Now().UnixNano()
 	rate := float64(c.cfg.Rate)
-	c.tokens += now.Sub(c.refill).Seconds() * rate
+	c.tokens += float64(now-c.refill) / float64(time.Second) * rate
 	c.refill = now
 	if burst := 2 * rate; c.tokens > burst {
 		c.tokens = burst

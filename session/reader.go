@@ -240,8 +240,7 @@ func validCloseCode(code int) bool {
 // message acts on one whole data message: a frame for the router, or the
 // error that answers it.
 func (c *Conn) message(opcode byte, p []byte) {
-	select {
-	case <-c.closing:
+	if c.closeBegun.Load() {
 		// Closing already (a drain, a cut): the frame is not acted on, but a
 		// frame with an id is still owed its answer. The reader goes on until
 		// the client's close, so the socket ends without a reset.
@@ -257,7 +256,6 @@ func (c *Conn) message(opcode byte, p []byte) {
 			c.Send(protocol.AppendError(nil, f.ID, protocol.CodeUnavailable, "this connection is closing; reconnect"))
 		}
 		return
-	default:
 	}
 	if !c.takeToken() {
 		id := ""
@@ -299,7 +297,11 @@ func (c *Conn) message(opcode byte, p []byte) {
 // (unless it was closing already) and the handler hears of it.
 func (c *Conn) endReader(reason CloseReason) {
 	c.in, c.msg = nil, nil
-	close(c.readerDone)
+	c.mu.Lock()
+	if c.readerStop != nil {
+		close(c.readerStop)
+	}
+	c.mu.Unlock()
 	c.Close(reason)
 	c.h.Closed(c, c.Reason())
 	c.partDone()

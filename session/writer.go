@@ -136,7 +136,6 @@ func (c *Conn) WaitQueue(ctx context.Context, n int) error {
 		}
 		select {
 		case <-space:
-		case <-c.closing:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -227,13 +226,14 @@ func (c *Conn) ping() {
 		c.mu.Unlock()
 		return
 	}
-	due := !now.Before(c.lastPing.Add(c.cfg.PingInterval))
+	lastPing := time.Unix(0, c.lastPing)
+	due := !now.Before(lastPing.Add(c.cfg.PingInterval))
 	if due {
 		c.pings.Add(1)
 	}
 	c.mu.Unlock()
 	if due {
-		c.lastPing = now
+		c.lastPing, lastPing = now.UnixNano(), now
 		err := c.raw.WriteFrame(opPing, nil, now.Add(c.cfg.WriteTimeout))
 		c.pings.Done()
 		if err != nil {
@@ -241,7 +241,7 @@ func (c *Conn) ping() {
 			return
 		}
 	}
-	next := c.lastPing.Add(c.cfg.PingInterval)
+	next := lastPing.Add(c.cfg.PingInterval)
 	if silentUntil.Before(next) {
 		next = silentUntil
 	}
@@ -287,13 +287,28 @@ func (c *Conn) finish() {
 		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
 		_, _ = io.Copy(io.Discard, io.LimitReader(nc, int64(4*c.cfg.MaxFrame)))
 	case reason.Code != 0:
-		select {
-		case <-c.readerDone:
-		case <-time.After(closeGrace):
+		if stop := c.readerStopped(); stop != nil {
+			select {
+			case <-stop:
+			case <-time.After(closeGrace):
+			}
 		}
 	}
 	c.closeSocket()
 	c.partDone()
+}
+
+// readerStopped is closed when the reader stops; nil when it has already.
+func (c *Conn) readerStopped() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readEnded {
+		return nil
+	}
+	if c.readerStop == nil {
+		c.readerStop = make(chan struct{})
+	}
+	return c.readerStop
 }
 
 // closeSocket closes the TCP connection, and ends the reader: the one

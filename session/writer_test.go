@@ -119,12 +119,7 @@ func TestNoDataFrameFollowsTheCloseFrame(t *testing.T) {
 		sending := make(chan struct{})
 		go func() {
 			defer close(sending)
-			for c.Send([]byte(`{"type":"msg"}`)) {
-				select {
-				case <-c.closing:
-					return
-				default:
-				}
+			for c.Send([]byte(`{"type":"msg"}`)) && !c.closeBegun.Load() {
 			}
 		}()
 		// A masked close frame, code 1000, with a zero mask.
