@@ -216,9 +216,6 @@ type readBuffer struct {
 	err    error
 	fn     func(fd uintptr) bool
 	waitFn func(fd uintptr) bool
-	// drained: the last read was short, so the socket had nothing more;
-	// the next wait need not read to learn it.
-	drained bool
 }
 
 func newReadBuffer() *readBuffer {
@@ -228,14 +225,10 @@ func newReadBuffer() *readBuffer {
 }
 
 // wait reads once the socket has bytes: false has the runtime wait for
-// them. The runtime's netpoller notes every arrival on the socket since it
-// last waited, so skipping a read loses nothing: at worst the wait returns
-// at once and the read comes then.
+// them. It must read before it waits, even after a short read: the runtime
+// forgets what it knew of the socket's readiness as each read through it
+// begins, so bytes that came before would never wake the wait.
 func (r *readBuffer) wait(fd uintptr) bool {
-	if r.drained {
-		r.drained = false
-		return false
-	}
 	r.read(fd)
 	return r.err != syscall.EAGAIN
 }
@@ -263,13 +256,11 @@ func (c *Conn) waitSocket(rb *readBuffer) (int, error) {
 }
 
 // result is what a read through the runtime got: the runtime's error (a
-// closed socket, a deadline), else the read's; a short read marks the
-// socket drained.
+// closed socket, a deadline), else the read's.
 func (r *readBuffer) result(err error) (int, error) {
 	if err == nil {
 		err = r.err
 	}
-	r.drained = err == nil && r.n < len(r.b)
 	if err != nil {
 		return 0, err
 	}
