@@ -12,12 +12,15 @@ type CloseReason struct {
 // The reasons a connection ends. A peer that stopped answering, or that
 // went away, is owed no close frame (Code 0).
 var (
-	CloseClientGone   = CloseReason{Label: "client_gone"}
-	CloseByClient     = CloseReason{Label: "client_closed"} // the library echoes the client's close frame
-	CloseSlowConsumer = CloseReason{protocol.CloseSlowConsumer, "slow_consumer"}
-	CloseTooBig       = CloseReason{protocol.CloseTooBig, "frame_too_large"}
-	CloseIdle         = CloseReason{Label: "ping_timeout"}
-	CloseRestart      = CloseReason{protocol.CloseServiceRestart, "service_restart"}
+	CloseClientGone = CloseReason{Label: "client_gone"}
+	CloseByClient   = CloseReason{Label: "client_closed"} // the reader echoes the client's close frame
+	// CloseProtocolError: the reader has written the close frame (1002)
+	// naming the fault itself, so the close sequence sends none.
+	CloseProtocolError = CloseReason{Label: "protocol_error"}
+	CloseSlowConsumer  = CloseReason{protocol.CloseSlowConsumer, "slow_consumer"}
+	CloseTooBig        = CloseReason{protocol.CloseTooBig, "frame_too_large"}
+	CloseIdle          = CloseReason{Label: "ping_timeout"}
+	CloseRestart       = CloseReason{protocol.CloseServiceRestart, "service_restart"}
 )
 
 // graceful reports whether a close owes the client the frames queued

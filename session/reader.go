@@ -190,10 +190,10 @@ func (c *Conn) checkSequence(h frameHeader) string {
 }
 
 // protocolError answers a frame RFC 6455 forbids with a close frame (1002)
-// naming it, as the WebSocket library would, and ends the connection.
+// naming it, and ends the connection.
 func (c *Conn) protocolError(text string) CloseReason {
 	_ = c.raw.WriteFrame(opClose, closePayload(closeProtocolError, text), time.Now().Add(closeGrace))
-	return CloseClientGone
+	return CloseProtocolError
 }
 
 // control acts on a ping, a pong or a close. Control frames take tokens

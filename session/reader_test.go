@@ -117,7 +117,7 @@ func TestFramesCutAnywhereArriveWholeAndInOrder(t *testing.T) {
 func TestUnmaskedFrameIsAProtocolError(t *testing.T) {
 	h := &echoIDs{}
 	addr, conns := serveWith(t, Config{PingInterval: time.Hour}, h)
-	cl, _ := dialOne(t, addr, conns)
+	cl, c := dialOne(t, addr, conns)
 	if _, err := cl.NetConn().Write([]byte{0x81, 2, '{', '}'}); err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +133,9 @@ func TestUnmaskedFrameIsAProtocolError(t *testing.T) {
 		}
 		return nil
 	})
+	if got := c.Reason(); got != CloseProtocolError {
+		t.Errorf("closed for %q, want %q (the metrics' label)", got.Label, CloseProtocolError.Label)
+	}
 }
 
 // A connection from which nothing comes is closed after two ping intervals,
