@@ -1089,7 +1089,7 @@ func (p *postgres) trimStep(ctx context.Context, cur trimCursor) (removed int, n
 			cutoff := now - p.opts.KeyWindow.Milliseconds()
 			var tag pgconn.CommandTag
 			tag, err = tx.Exec(ctx, `DELETE FROM shard_keys WHERE created_at <= $1 AND ctid = ANY(ARRAY(
-				SELECT ctid FROM shard_keys WHERE created_at <= $1 LIMIT $2))`, cutoff, trimStep)
+				SELECT ctid FROM shard_keys WHERE created_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`, cutoff, trimStep)
 			removed = int(tag.RowsAffected())
 			phaseDone = removed < trimStep
 		case trimAge:

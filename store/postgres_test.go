@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,4 +132,53 @@ func BenchmarkPostgresGroupAppend(b *testing.B) {
 
 func BenchmarkPostgresConversations(b *testing.B) {
 	storetest.BenchConversations(b, pg.FreshSchema)
+}
+
+// Retention never waits for a key row another transaction holds (an
+// answer being recorded, a resend's lookup): it skips the row until a
+// later pass. Waiting there, in whatever order the rows come, is what let
+// a retention pass and a batch of answers deadlock.
+func TestPostgresRetentionSkipsKeysInUse(t *testing.T) {
+	url := pg.FreshSchema(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var now atomic.Int64 // the store's clock, read by its committers
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	st, err := store.Open(ctx, url, store.Options{TrimInterval: -1, KeyWindow: time.Minute, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, key := range []string{"held", "free"} {
+		if _, err := st.Append(ctx, store.Append{Mid: "m-" + key, From: "alice", To: "bob", Body: "hi", TS: clock().UnixMilli(), Key: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now.Add(int64(2 * time.Minute)) // both keys are past their window
+
+	holder, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM shard_keys WHERE key = 'held' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	trimCtx, trimCancel := context.WithTimeout(ctx, 5*time.Second)
+	removed, err := st.Trim(trimCtx)
+	trimCancel()
+	if err != nil || removed != 1 {
+		t.Fatalf("retention while a key row is held: removed %d, %v; want the free key removed without waiting", removed, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := st.Trim(ctx); err != nil || removed != 1 {
+		t.Fatalf("retention once the row is free: removed %d, %v; want the held key", removed, err)
+	}
 }
