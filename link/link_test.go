@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shardchat/shard/internal/cputime"
 )
 
 // testKind is a request kind as a caller of the link would number it.
@@ -289,4 +291,24 @@ func TestLinkAcceptsAgainAfterAnAcceptFailed(t *testing.T) {
 	if err := ask(t, a, "b", []byte("hi")); err != nil {
 		t.Fatalf("request to a peer whose listener failed one accept: %v, want its answer", err)
 	}
+}
+
+// BenchmarkLinkRoundTrip is one request and its reply at a time, as a
+// message forwarded at a few thousand a second goes: no batch to share a
+// system call or a wake-up with. cpu-us/op is what both ends spend on it.
+func BenchmarkLinkRoundTrip(b *testing.B) {
+	a, _ := echoLinks(b, nil, nil)
+	payload := make([]byte, 136)
+	done := make(chan struct{})
+	cb := func([]byte, error) { done <- struct{}{} }
+	a.Request("b", testKind, payload, cb) // dial and hello
+	<-done
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := cputime.Self()
+	for i := 0; i < b.N; i++ {
+		a.Request("b", testKind, payload, cb)
+		<-done
+	}
+	cputime.Report(b, start)
 }
