@@ -94,11 +94,11 @@ func (r *Router) answer(c Conn, id, typ string, res result) {
 		if code == protocol.CodeUnavailable {
 			r.log.Debug("answered unavailable", "user", c.User(), "conn", c.ID(), "type", typ, "err", res.err)
 		}
-		r.m.answerStatus.WithLabelValues(code).Inc()
+		r.m.answers.with(code).Inc()
 		c.Answer(protocol.AppendError(nil, id, code, message))
 		return
 	}
-	r.m.answerStatus.WithLabelValues(res.status).Inc()
+	r.m.answers.with(res.status).Inc()
 	n := -1
 	if res.status == protocol.StatusSent {
 		n = res.recipients

@@ -48,11 +48,11 @@ func (r *Router) route(a store.Append, sender *client, done func(result)) {
 			done(result{err: errNeedsStore})
 			return
 		}
-		r.m.ChatMessages.WithLabelValues("group").Inc()
+		r.m.chat.with("group").Inc()
 	case a.Room != "":
-		r.m.ChatMessages.WithLabelValues("room").Inc()
+		r.m.chat.with("room").Inc()
 	default:
-		r.m.ChatMessages.WithLabelValues("direct").Inc()
+		r.m.chat.with("direct").Inc()
 	}
 	if r.cfg.Store != nil {
 		r.storeAndRoute(a, sender, done)
