@@ -250,6 +250,7 @@ func BenchmarkLinkRequest(b *testing.B) {
 			var wg sync.WaitGroup
 			b.ReportAllocs()
 			b.ResetTimer()
+			start := cputime.Self()
 			for i := 0; i < b.N; i++ {
 				wg.Add(1)
 				a.Request("b", testKind, payload, func([]byte, error) { wg.Done() })
@@ -258,6 +259,7 @@ func BenchmarkLinkRequest(b *testing.B) {
 				}
 			}
 			wg.Wait()
+			cputime.Report(b, start)
 		})
 	}
 }
