@@ -83,6 +83,10 @@ func storeText(err, sentinel error) string {
 	return strings.TrimSuffix(strings.TrimPrefix(err.Error(), "store: "), ": "+sentinel.Error())
 }
 
+// ackRoom is what an ack frame takes but for its id and mid:
+// {"type":"ack","id":"","status":"delivered","seq":…,"mid":""} and a little.
+const ackRoom = 96
+
 func (r *Router) answer(c Conn, id, typ string, res result) {
 	var frame []byte
 	if res.silent {
@@ -103,7 +107,10 @@ func (r *Router) answer(c Conn, id, typ string, res result) {
 	if res.status == protocol.StatusSent {
 		n = res.recipients
 	}
-	frame = protocol.AppendAckFrame(nil, &protocol.Ack{ID: id, Status: res.status, Recipients: n,
+	// Room for a message's ack at once: growing from nil took three
+	// allocations per message.
+	frame = make([]byte, 0, ackRoom+len(id)+len(res.mid))
+	frame = protocol.AppendAckFrame(frame, &protocol.Ack{ID: id, Status: res.status, Recipients: n,
 		Seq: res.seq, SenderSeq: res.senderSeq, Mid: res.mid, Page: res.page, Last: res.last, More: res.more, Conversations: res.conversations, Members: res.members})
 	c.Answer(frame)
 }
