@@ -2,6 +2,7 @@ package link
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -313,4 +314,30 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 		<-done
 	}
 	cputime.Report(b, start)
+}
+
+// Frames bigger than a socket takes at once (its send buffer fills, a
+// write is cut short) still arrive whole and in order, on a plain link and
+// a sealed one, whether the goroutine that queued them or the link's
+// writer finishes writing them.
+func TestLinkCarriesFramesBiggerThanTheSocketTakesAtOnce(t *testing.T) {
+	for _, key := range [][]byte{nil, []byte("k")} {
+		a, _ := echoLinks(t, key, key)
+		if err := ask(t, a, "b", []byte("hi")); err != nil { // the link is up: frames go at once
+			t.Fatal(err)
+		}
+		const n = 8
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			p := bytes.Repeat([]byte{byte('a' + i)}, 1<<20+i)
+			wg.Add(1)
+			a.Request("b", testKind, p, func(got []byte, err error) {
+				defer wg.Done()
+				if err != nil || !bytes.Equal(got, p) {
+					t.Errorf("request %d of %d bytes: answered %d bytes, err %v; want its payload back", i, len(p), len(got), err)
+				}
+			})
+		}
+		wg.Wait() // every request is answered or fails within RequestTimeout
+	}
 }
