@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shardchat/shard/internal/cputime"
+	"github.com/shardchat/shard/internal/wait"
 )
 
 // testKind is a request kind as a caller of the link would number it.
@@ -154,36 +156,12 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 			release := sync.OnceFunc(func() { close(gate) })
 			defer release() // before the owner closes, which waits for its readers
 
-			// dial opens a link to the owner as h speaks it, by hand, so that
-			// the test holds the old link as long as it likes.
-			type handLink struct {
-				net.Conn
-				br *bufio.Reader
-				lc *conn
-			}
-			dial := func() handLink {
-				t.Helper()
-				lc := newConn(holder, "o", ln.Addr().String())
-				conn, err := net.Dial("tcp", lc.addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { conn.Close() })
-				lc.nc = conn
-				br := bufio.NewReader(conn)
-				if err := lc.clientHandshake(br); err != nil {
-					t.Fatal(err)
-				}
-				return handLink{conn, br, lc}
-			}
-			write := func(hl handLink, id uint64, p string) {
-				hl.Write(hl.lc.seal.appendFrame(nil, testKind, id, []byte(p)))
-			}
+			dial := func() handLink { return handDial(t, holder, "o", ln.Addr().String()) }
+			write := func(hl handLink, id uint64, p string) { hl.write(id, []byte(p)) }
 			reply := func(hl handLink, id uint64, p string) {
 				t.Helper()
-				hl.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if k, gotID, got, err := readFrame(hl.br, MaxFrame, hl.lc.open); err != nil || k != KindReply || gotID != id || string(got) != p {
-					t.Fatalf("request %s: reply %v %d %q %v", p, k, gotID, got, err)
+				if got := hl.reply(t, id); string(got) != p {
+					t.Fatalf("request %s: reply %q", p, got)
 				}
 			}
 
@@ -234,6 +212,92 @@ func TestNewerLinkFromAPeerIsServedOnlyAfterItsOlderOne(t *testing.T) {
 				t.Fatalf("the owner served %s, want the old link's frames (old 1, maybe old 2) before the new one's", got)
 			}
 		})
+	}
+}
+
+// handLink is a link to a peer as holder speaks it, written and read by
+// hand, so that a test holds it as it likes: it may write requests and
+// read no replies.
+type handLink struct {
+	net.Conn
+	br *bufio.Reader
+	lc *conn
+}
+
+func handDial(t *testing.T, holder *Links, peer, addr string) handLink {
+	t.Helper()
+	lc := newConn(holder, peer, addr)
+	conn, err := net.Dial("tcp", lc.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	lc.nc = conn
+	br := bufio.NewReader(conn)
+	if err := lc.clientHandshake(br); err != nil {
+		t.Fatal(err)
+	}
+	return handLink{conn, br, lc}
+}
+
+func (hl handLink) write(id uint64, p []byte) error {
+	_, err := hl.Write(hl.lc.seal.appendFrame(nil, testKind, id, p))
+	return err
+}
+
+// reply reads the next frame, which must be the reply to request id.
+func (hl handLink) reply(t *testing.T, id uint64) []byte {
+	t.Helper()
+	hl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	k, gotID, got, err := readFrame(hl.br, MaxFrame, hl.lc.open)
+	if err != nil || k != KindReply || gotID != id {
+		t.Fatalf("reply to request %d: %v %d %v", id, k, gotID, err)
+	}
+	return got
+}
+
+// A peer that sends requests and reads none of the answers makes a node
+// hold no more than Config.Queue of them: the node stops reading its
+// requests instead. Once the peer reads again, every request is answered.
+func TestLinkHoldsAtMostAQueueOfAnswersForAPeerThatDoesNotRead(t *testing.T) {
+	const queue = 4
+	ln := listen(t, "127.0.0.1")
+	owner := serve(New(Config{Self: "o", Key: []byte("k"), Queue: queue}, ln), func(_ Peer, _ Kind, p []byte, reply func([]byte)) { reply(p) })
+	t.Cleanup(owner.Close)
+	holder := serve(New(Config{Self: "h", Key: []byte("k")}, listen(t, "127.0.0.1")), nil)
+	t.Cleanup(holder.Close)
+	hl := handDial(t, holder, "o", ln.Addr().String())
+
+	// 400 answers of 64 KiB, far more than the sockets between them hold.
+	const n = 400
+	p := bytes.Repeat([]byte("x"), 64<<10)
+	wrote := make(chan error, 1)
+	go func() {
+		for id := uint64(1); id <= n; id++ {
+			if err := hl.write(id, p); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	wait.For(t, 5*time.Second, time.Millisecond, func() error {
+		if q := owner.Queued(); q < queue {
+			return fmt.Errorf("the owner queued %d answers for a peer that reads nothing, want its queue (%d) full", q, queue)
+		}
+		return nil
+	})
+	// The frame the reader was serving when the queue filled may join it.
+	if q := owner.Queued(); q > queue+1 {
+		t.Fatalf("the owner holds %d answers for a peer that reads nothing, want at most %d", q, queue+1)
+	}
+	for id := uint64(1); id <= n; id++ {
+		if got := hl.reply(t, id); !bytes.Equal(got, p) {
+			t.Fatalf("reply %d: %d bytes, want the request's %d", id, len(got), len(p))
+		}
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("writing the requests: %v", err)
 	}
 }
 
