@@ -10,18 +10,9 @@ import (
 	"time"
 )
 
-// Buffer sizes of one link: a read buffer that holds a burst of small
-// frames, and a write buffer that a burst is gathered in before one flush.
-const (
-	readBuffer  = 32 << 10
-	writeBuffer = 64 << 10
-)
-
-type outFrame struct {
-	k       Kind
-	id      uint64
-	payload []byte
-}
+// readBuffer is the read buffer of one link: it holds a burst of small
+// frames.
+const readBuffer = 32 << 10
 
 type call struct {
 	cb       func([]byte, error)
@@ -37,10 +28,9 @@ type conn struct {
 	inc   string // the peer's incarnation, from its hello (accepted links)
 	addr  string
 	nc    net.Conn // set before the writer or reader starts
-	queue chan outFrame
 	// seal and open are the ciphers of a keyed link's two directions, set
-	// by the hello; the writer alone uses seal, the reader alone open. Nil
-	// without a key.
+	// by the hello; the writer of the moment (write.go) alone uses seal, the
+	// reader alone open. Nil without a key.
 	seal, open *frameCipher
 
 	mu      sync.Mutex
@@ -49,12 +39,10 @@ type conn struct {
 	err     error // set once closed
 	done    chan struct{}
 	served  chan struct{} // accepted links: closed once the reader stopped
+	out     outbox        // under mu, but for what the writer of the moment owns
 }
 
-// newConn prepares a link; a dialed one gets its queue at once (requests
-// wait there while it connects), an accepted one once its hello is done
-// (withQueue): a queue of DefaultQueue frames is 640 KiB, not to be spent on
-// a connection that never authenticates.
+// newConn prepares a link; requests wait in its outbox while it connects.
 func newConn(l *Links, peer, addr string) *conn {
 	return &conn{
 		links:   l,
@@ -62,12 +50,8 @@ func newConn(l *Links, peer, addr string) *conn {
 		addr:    addr,
 		pending: make(map[uint64]call),
 		done:    make(chan struct{}),
+		out:     outbox{kick: make(chan struct{}, 1), drained: make(chan struct{}, 1)},
 	}
-}
-
-func (lc *conn) withQueue() *conn {
-	lc.queue = make(chan outFrame, lc.links.cfg.Queue)
-	return lc
 }
 
 func (lc *conn) request(k Kind, payload []byte, cb func([]byte, error)) bool {
@@ -78,28 +62,29 @@ func (lc *conn) request(k Kind, payload []byte, cb func([]byte, error)) bool {
 		cb(nil, err)
 		return false
 	}
-	lc.nextID++
-	id := lc.nextID
-	// Enqueue under the lock so that ids reach the wire in request order.
-	select {
-	case lc.queue <- outFrame{k: k, id: id, payload: payload}:
-		lc.pending[id] = call{cb: cb, deadline: time.Now().Add(lc.links.cfg.RequestTimeout)}
-		lc.mu.Unlock()
-		return true
-	default:
+	if len(lc.out.queue) >= lc.links.cfg.Queue {
 		lc.mu.Unlock()
 		cb(nil, fmt.Errorf("%w: %s", ErrBackpressure, lc.peer))
 		return false
 	}
+	lc.nextID++
+	id := lc.nextID
+	lc.pending[id] = call{cb: cb, deadline: time.Now().Add(lc.links.cfg.RequestTimeout)}
+	// Queued under the lock, so that ids reach the wire in request order.
+	lc.pushLocked(outFrame{k: k, id: id, payload: payload})
+	return true
 }
 
-// reply queues the answer to request id; it waits for room rather than drop
-// an answer, which pushes back on a peer that floods us with requests.
+// reply queues the answer to request id. It never waits: the reader, which
+// makes most answers, stops reading requests instead while the outbox is
+// full (waitRoom), which pushes back on a peer that floods us.
 func (lc *conn) reply(id uint64, payload []byte) {
-	select {
-	case lc.queue <- outFrame{k: KindReply, id: id, payload: payload}:
-	case <-lc.done:
+	lc.mu.Lock()
+	if lc.err != nil {
+		lc.mu.Unlock()
+		return
 	}
+	lc.pushLocked(outFrame{k: KindReply, id: id, payload: payload})
 }
 
 func (lc *conn) close(err error) {
@@ -177,7 +162,7 @@ func (lc *conn) dialAndRun() {
 		lc.close(err)
 		return
 	}
-	go lc.writeLoop()
+	lc.startWriting()
 	lc.readReplies(br)
 }
 
@@ -200,7 +185,6 @@ func (lc *conn) serveAccepted() {
 		return
 	}
 	lc.peer, lc.inc = peer.Name, peer.Inc
-	lc.withQueue()
 	var older []*conn
 	for o := range l.in {
 		if o.peer == peer.Name {
@@ -225,53 +209,8 @@ func (lc *conn) serveAccepted() {
 		o.close(ErrPeerDown)
 		<-o.served
 	}
-	go lc.writeLoop()
+	lc.startWriting()
 	lc.readRequests(br)
-}
-
-// writeLoop owns all writes: it drains the queue into a buffer and flushes
-// only when the queue is empty, so a burst costs one system call.
-func (lc *conn) writeLoop() {
-	bw := bufio.NewWriterSize(lc.nc, writeBuffer)
-	var hdr [maxHeader]byte
-	var sealed []byte // a keyed link's frame, sealed before it joins the batch
-	for {
-		var f outFrame
-		select {
-		case f = <-lc.queue:
-		case <-lc.done:
-			return
-		}
-		for {
-			var err error
-			if lc.seal != nil {
-				sealed = lc.seal.appendFrame(sealed[:0], f.k, f.id, f.payload)
-				_, err = bw.Write(sealed)
-				if cap(sealed) > writeBuffer {
-					sealed = nil // a rare big frame: do not keep its buffer
-				}
-			} else {
-				n := putHeader(hdr[:], f.k, f.id, len(f.payload))
-				if _, err = bw.Write(hdr[:n]); err == nil {
-					_, err = bw.Write(f.payload)
-				}
-			}
-			if err != nil {
-				lc.close(err)
-				return
-			}
-			select {
-			case f = <-lc.queue:
-				continue
-			default:
-			}
-			break
-		}
-		if err := bw.Flush(); err != nil {
-			lc.close(err)
-			return
-		}
-	}
 }
 
 func (lc *conn) readReplies(br *bufio.Reader) {
@@ -297,7 +236,11 @@ func (lc *conn) readReplies(br *bufio.Reader) {
 
 func (lc *conn) readRequests(br *bufio.Reader) {
 	from := Peer{Name: lc.peer, Inc: lc.inc}
+	batch := false // answers wait to go out together, in one write
 	for {
+		if !lc.waitRoom(&batch) {
+			return
+		}
 		k, id, p, err := readFrame(br, MaxFrame, lc.open)
 		if err != nil {
 			if err != io.EOF && !lc.logUnauthentic(err) {
@@ -305,6 +248,10 @@ func (lc *conn) readRequests(br *bufio.Reader) {
 			}
 			lc.close(ErrPeerDown)
 			return
+		}
+		if !batch {
+			batch = true
+			lc.hold()
 		}
 		replied := false
 		lc.links.handle(from, k, p, func(answer []byte) {
@@ -314,6 +261,11 @@ func (lc *conn) readRequests(br *bufio.Reader) {
 			replied = true
 			lc.reply(id, answer)
 		})
+		if !frameBuffered(br) {
+			// Every request read at once is served: their answers go.
+			batch = false
+			lc.release()
+		}
 	}
 }
 

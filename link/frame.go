@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // The node-to-node frame: a 4-byte big-endian length, then the body:
@@ -45,20 +46,20 @@ var ErrMalformed = errors.New("malformed node-to-node frame")
 // maxHeader is the longest frame header: length, kind and a request id.
 const maxHeader = 4 + 1 + binary.MaxVarintLen64
 
-func putHeader(b []byte, k Kind, id uint64, payloadLen int) int {
-	n := 4
-	b[n] = byte(k)
-	n++
-	n += binary.PutUvarint(b[n:], id)
-	binary.BigEndian.PutUint32(b[:4], uint32(n-4+payloadLen))
-	return n
+// appendFrame appends one frame to b.
+func appendFrame(b []byte, k Kind, id uint64, payload []byte) []byte {
+	start := len(b)
+	b = slices.Grow(b, maxHeader+len(payload))
+	b = append(b, 0, 0, 0, 0, byte(k))
+	b = binary.AppendUvarint(b, id)
+	b = append(b, payload...)
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
+	return b
 }
 
 // WriteFrame writes one frame to w in a single Write.
 func WriteFrame(w io.Writer, k Kind, id uint64, payload []byte) error {
-	var hdr [maxHeader]byte
-	n := putHeader(hdr[:], k, id, len(payload))
-	_, err := w.Write(append(hdr[:n:n], payload...))
+	_, err := w.Write(appendFrame(nil, k, id, payload))
 	return err
 }
 

@@ -220,13 +220,11 @@ func (l *Links) Refused(reason string) uint64 { return l.refused.count(reason) }
 // Queued is the number of frames waiting in all link queues.
 func (l *Links) Queued() int {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	conns := l.connsLocked()
+	l.mu.Unlock()
 	n := 0
-	for _, lc := range l.out {
-		n += len(lc.queue)
-	}
-	for lc := range l.in {
-		n += len(lc.queue)
+	for _, lc := range conns { // each conn's lock with no other held
+		n += lc.queued()
 	}
 	return n
 }
@@ -240,6 +238,17 @@ func (l *Links) Close() {
 	}
 	l.closed = true
 	close(l.stop)
+	conns := l.connsLocked()
+	l.mu.Unlock()
+	l.ln.Close()
+	for _, lc := range conns {
+		lc.close(ErrPeerDown)
+	}
+	l.wg.Wait()
+}
+
+// connsLocked lists every link, dialed and accepted; the caller holds l.mu.
+func (l *Links) connsLocked() []*conn {
 	conns := make([]*conn, 0, len(l.out)+len(l.in))
 	for _, lc := range l.out {
 		conns = append(conns, lc)
@@ -247,12 +256,7 @@ func (l *Links) Close() {
 	for lc := range l.in {
 		conns = append(conns, lc)
 	}
-	l.mu.Unlock()
-	l.ln.Close()
-	for _, lc := range conns {
-		lc.close(ErrPeerDown)
-	}
-	l.wg.Wait()
+	return conns
 }
 
 // failFast is how long after a failed dial requests to that peer fail at
@@ -280,7 +284,7 @@ func (l *Links) dialed(peer string) (*conn, error) {
 	if time.Since(l.lastFail[peer]) < failFast {
 		return nil, ErrPeerDown
 	}
-	lc := newConn(l, peer, m.Addr).withQueue()
+	lc := newConn(l, peer, m.Addr)
 	l.out[peer] = lc
 	l.wg.Add(1)
 	go func() {

@@ -81,6 +81,6 @@ func stateOf(states map[string]*PeerState, lc *conn) *PeerState {
 		ps = &PeerState{Peer: lc.peer, Dialed: LinkDown}
 		states[lc.peer] = ps
 	}
-	ps.Queued += len(lc.queue)
+	ps.Queued += lc.queued()
 	return ps
 }

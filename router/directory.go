@@ -1,7 +1,8 @@
 package router
 
 import (
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -138,7 +139,9 @@ func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) (locs 
 	for node, h := range e.counts {
 		locs = append(locs, Location{Node: node, Count: h.count})
 	}
-	sort.Slice(locs, func(i, j int) bool { return locs[i].Node < locs[j].Node })
+	if len(locs) > 1 { // sort.Slice would cost allocations on every message's lookup
+		slices.SortFunc(locs, func(a, b Location) int { return strings.Compare(a.Node, b.Node) })
+	}
 	return locs, watcher != ""
 }
 

@@ -49,14 +49,14 @@ func (r *Router) locateOnce(ctx context.Context, key Key, useCache bool) ([]Loca
 	now := time.Now()
 	locs, hit, f, leader := r.cache.get(key, now)
 	if hit {
-		r.m.LookupCache.WithLabelValues("hit").Inc()
+		r.m.lookupCache.with("hit").Inc()
 		return locs, nil
 	}
 	if !leader {
 		<-f.done // the leader always finishes: every request is answered or fails
 		return f.locs, f.err
 	}
-	r.m.LookupCache.WithLabelValues("miss").Inc()
+	r.m.lookupCache.with("miss").Inc()
 	locs, cacheable, err := r.askOwner(ctx, owner, key, v.version, true)
 	r.cache.finish(key, f, locs, err, cacheable, now.Add(r.cfg.CacheTTL))
 	return locs, err
@@ -210,10 +210,10 @@ func (r *Router) locateUsersOnce(users []string, pending []int, locs [][]Locatio
 			l, hit, f, leader := r.cache.get(key, now)
 			switch {
 			case hit:
-				r.m.LookupCache.WithLabelValues("hit").Inc()
+				r.m.lookupCache.with("hit").Inc()
 				locs[i] = l
 			case leader:
-				r.m.LookupCache.WithLabelValues("miss").Inc()
+				r.m.lookupCache.with("miss").Inc()
 				asks[owner] = append(asks[owner], miss{i, f})
 			default:
 				follow = append(follow, miss{i, f})

@@ -49,7 +49,7 @@ func (r *Router) handlePeer(from link.Peer, lk link.Kind, p []byte, reply func([
 	// Every request is answered exactly once (the Handler's contract), so
 	// it is counted as answered here rather than by wrapping reply, which
 	// would cost an allocation per request.
-	r.m.PeerReplies.WithLabelValues(pr.name).Inc()
+	r.m.peerReplies.with(pr.name).Inc()
 	pr.serve(r, from, p, reply)
 }
 
@@ -92,7 +92,7 @@ func (r *Router) applyRegistrations(holder link.Peer, regs []registration, done 
 // peer through the transport.
 func (r *Router) request(peer string, k kind, n int, payload []byte, cb func([]byte, error)) {
 	if r.links.Request(peer, link.Kind(k), payload, cb) {
-		r.m.PeerSent.WithLabelValues(k.String()).Add(float64(n))
+		r.m.peerSent.with(k.String()).Add(float64(n))
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 	"github.com/shardchat/shard/ring"
 )
 
-func testRouter(t *testing.T, name string) (*Router, string) {
+func testRouter(t testing.TB, name string) (*Router, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

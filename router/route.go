@@ -48,11 +48,11 @@ func (r *Router) route(a store.Append, sender *client, done func(result)) {
 			done(result{err: errNeedsStore})
 			return
 		}
-		r.m.ChatMessages.WithLabelValues("group").Inc()
+		r.m.chat.with("group").Inc()
 	case a.Room != "":
-		r.m.ChatMessages.WithLabelValues("room").Inc()
+		r.m.chat.with("room").Inc()
 	default:
-		r.m.ChatMessages.WithLabelValues("direct").Inc()
+		r.m.chat.with("direct").Inc()
 	}
 	if r.cfg.Store != nil {
 		r.storeAndRoute(a, sender, done)
@@ -124,7 +124,8 @@ func (r *Router) deliver(d *delivery, done func(result)) {
 		return
 	}
 	fan := &fanout{direct: !d.target.Room, stored: d.stored, done: done}
-	targets, holders, err := r.targets(d)
+	var nodes [4]string // most deliveries go to a node or two: no allocation
+	targets, holders, err := r.targets(d, nodes[:0])
 	if err != nil {
 		fan.fail(err)
 		return
@@ -198,10 +199,11 @@ func (r *Router) deliverToUsers(d *delivery, done func(result)) {
 	}
 }
 
-// targets lists the other nodes d goes to: those holding its target (the
-// first holders of the list), then those holding only the sender's other
-// connections. Under broadcast routing it is every other node.
-func (r *Router) targets(d *delivery) (targets []string, holders int, err error) {
+// targets appends to into the other nodes d goes to: those holding its
+// target (the first holders of the list), then those holding only the
+// sender's other connections. Under broadcast routing it is every other
+// node.
+func (r *Router) targets(d *delivery, into []string) (targets []string, holders int, err error) {
 	if r.cfg.Mode == Broadcast {
 		return r.others(), 0, nil
 	}
@@ -209,7 +211,7 @@ func (r *Router) targets(d *delivery) (targets []string, holders int, err error)
 	if err != nil {
 		return nil, 0, err
 	}
-	targets = r.appendRemote(targets, locs)
+	targets = r.appendRemote(into, locs)
 	if d.target.Room {
 		return targets, 0, nil
 	}

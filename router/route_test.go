@@ -3,11 +3,13 @@ package router
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardchat/shard/internal/cputime"
 	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/protocol"
 	"github.com/shardchat/shard/store"
@@ -50,5 +52,67 @@ func TestStoredRoomMessageIsSentWhenTheRoomsOwnerCannotBeAsked(t *testing.T) {
 	msgs, _, _, err := st.Read(ctx, store.RoomStream(room), 0, 10)
 	if err != nil || len(msgs) != 1 || msgs[0].Body != "kept" {
 		t.Fatalf("the room's stream holds %v (%v), want the one message", msgs, err)
+	}
+}
+
+// answerConn is a test connection that hands its answers to a channel.
+type answerConn struct {
+	*testConn
+	answers chan []byte
+}
+
+func (c *answerConn) Answer(f []byte) { c.answers <- f }
+
+// BenchmarkForwardedDirectMessage is a direct message to a user on another
+// node, over real links, one at a time: the sender's route and forward, the
+// recipient node's serveForward and delivery, the reply and the ack.
+// cpu-us/op is what both routers spend on it.
+func BenchmarkForwardedDirectMessage(b *testing.B) {
+	a, aAddr := testRouter(b, "a")
+	r, rAddr := testRouter(b, "b")
+	members := []Member{{Name: "a", Link: aAddr, Inc: "a-1"}, {Name: "b", Link: rAddr, Inc: "b-1"}}
+	setMembers(b, []*Router{a, r}, members)
+	alice := &answerConn{testConn: newTestConn(1, "alice"), answers: make(chan []byte, 1)}
+	if err := a.Attach(alice); err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Attach(newTestConn(2, "bob")); err != nil {
+		b.Fatal(err)
+	}
+	f := &protocol.Frame{Type: protocol.TypeSend, ID: "1", To: "bob", Body: "hello there"}
+	send := func() []byte {
+		a.HandleFrame(alice, f)
+		return <-alice.answers
+	}
+	if ack := send(); !strings.Contains(string(ack), protocol.StatusDelivered) { // and the lookup is cached
+		b.Fatalf("the first message was answered %s, want delivered", ack)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := cputime.Self()
+	for i := 0; i < b.N; i++ {
+		send()
+	}
+	cputime.Report(b, start)
+}
+
+// BenchmarkServeForward is the recipient node's part of a forwarded direct
+// message: decode, check, hand to the connection, encode the reply.
+func BenchmarkServeForward(b *testing.B) {
+	r, addr := testRouter(b, "a")
+	if err := r.SetMembers([]Member{{Name: "a", Link: addr, Inc: "a-1"}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Attach(newTestConn(1, "bob")); err != nil {
+		b.Fatal(err)
+	}
+	frame := protocol.AppendMsg(nil, &protocol.Msg{Mid: "m1", From: "alice", To: "bob", Body: "hello there", TS: 1})
+	p := appendForward(nil, &delivery{target: Key{Name: "bob"}, from: "alice", frame: frame})
+	from := link.Peer{Name: "b", Inc: "b-1"}
+	reply := func([]byte) {}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.serveForward(from, p, reply)
 	}
 }
