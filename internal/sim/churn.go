@@ -68,7 +68,10 @@ func RunChurn(cfg ChurnConfig) (Churn, error) {
 				default:
 				}
 				n := sends.Add(1)
-				from, to := userName(int(n*7+int64(s))%users), userName(int(n*13+3)%users)
+				// The recipient is never the sender: a send to oneself reaches
+				// no other connection, and is answered offline rightly.
+				fi := int(n*7+int64(s)) % users
+				from, to := userName(fi), userName((fi+1+int(n*13+3)%(users-1))%users)
 				c.mu.Lock()
 				fu, tu := c.users[from], c.users[to]
 				conn, node, gen := fu.conn, c.nodes[fu.node], tu.gen
