@@ -146,7 +146,7 @@ func TestInvalidMembersAreErrorsNotPanics(t *testing.T) {
 
 // New allows up to partitionCount members. consistent agrees (Load 1.25 always leaves room for
 // P partitions when members <= P) and panics beyond, which must come back as an error. Small
-// partition counts stand in for 271, whose 271-member ring takes 6 s to build under -race.
+// partition counts stand in for partitionCount, whose full ring would take minutes to build.
 func TestMemberLimitMatchesConsistent(t *testing.T) {
 	for _, p := range []int{1, 3, 7, 31} {
 		cfg := config

@@ -16,10 +16,11 @@ type Change struct {
 	KeysMoved float64 `json:"keys_moved"` // fraction of the keys held whose owner changed
 	// RingMoved is the same over 100,000 made-up keys: the ring's share,
 	// without the noise of a few hundred.
-	RingMoved float64 `json:"ring_moved"`
-	Promise   float64 `json:"promise"`   // what consistent hashing promises: 1/members after a join
-	Registers int64   `json:"registers"` // register requests sent
-	Messages  int64   `json:"messages"`  // every node-to-node request sent
+	RingMoved float64          `json:"ring_moved"`
+	Promise   float64          `json:"promise"`   // what consistent hashing promises: 1/members after a join
+	Registers int64            `json:"registers"` // register requests sent
+	Messages  int64            `json:"messages"`  // every node-to-node request sent
+	ByKind    map[string]int64 `json:"by_kind"`   // those requests by kind
 	// RightMS is from the announcement of the change until every directory
 	// listed exactly the connections that exist.
 	RightMS float64 `json:"right_ms"`
@@ -91,10 +92,13 @@ func (c *Cluster) measureChange(ctx context.Context, change func() error) (Chang
 		}
 	}
 	ch := Change{RingMoved: float64(ringMoved) / ringKeys, KeysMoved: float64(moved) / float64(len(keys)), RightMS: float64(took.Microseconds()) / 1000,
-		Promise: 1 / float64(max(len(newMembers), oldRing.Len()))}
+		Promise: 1 / float64(max(len(newMembers), oldRing.Len())), ByKind: make(map[string]int64)}
 	for k, t := range after {
 		d := t.Requests - before[k].Requests
 		ch.Messages += d
+		if d > 0 {
+			ch.ByKind[k] = d
+		}
 		if k == "register" {
 			ch.Registers = d
 		}
