@@ -24,7 +24,12 @@ type Churn struct {
 	// from before the send until after its answer.
 	OfflineConnected int     `json:"offline_connected"`
 	RightMS          float64 `json:"right_ms"` // from the last change until every directory was right
-	Error            string  `json:"error,omitempty"`
+	// EachRightMS is the longest a change took until every directory was
+	// right, over the changes that were right before the next one; Late
+	// counts those that were not.
+	EachRightMS float64 `json:"each_right_ms"`
+	Late        int     `json:"late"`
+	Error       string  `json:"error,omitempty"`
 }
 
 // ChurnConfig says how hard to churn.
@@ -99,22 +104,29 @@ func RunChurn(cfg ChurnConfig) (Churn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Changes)*cfg.Every+60*time.Second)
 	defer cancel()
-	var joined []string
 	var last time.Time
 	tick := time.NewTicker(cfg.Every)
 	for i := range cfg.Changes {
 		<-tick.C
 		last = time.Now()
-		if i%2 == 0 || len(joined) == 0 {
-			joined = append(joined, c.Join())
-			continue
+		if i%2 == 0 {
+			c.Join()
+		} else {
+			// The leaver is one of the first nodes, which hold users.
+			leaver := c.Members()[i%cfg.Nodes%len(c.Members())]
+			if err := c.Leave(ctx, leaver); err != nil {
+				out.Error = err.Error()
+			}
 		}
-		// The leaver is one of the first nodes, which hold users.
-		leaver := c.Members()[i%cfg.Nodes%len(c.Members())]
-		if err := c.Leave(ctx, leaver); err != nil {
-			out.Error = err.Error()
+		// Until the next change is due, the directories must come right.
+		each, cancelEach := context.WithDeadline(ctx, last.Add(cfg.Every))
+		took, err := c.WaitDirectories(each, last)
+		cancelEach()
+		if err != nil {
+			out.Late++
+		} else {
+			out.EachRightMS = max(out.EachRightMS, float64(took.Microseconds())/1000)
 		}
-		out.Changes++
 	}
 	tick.Stop()
 	out.Changes = cfg.Changes
