@@ -164,7 +164,7 @@ func writeSimReport(w io.Writer, rep *SimReport) {
 	fmt.Fprintf(w, "node-to-node messages per chat message; a room's members on up to --room-nodes nodes; joins: %d made-up joiners' keys moved x 1/N\n", spreadJoins)
 	for _, s := range rep.Sizes {
 		if c := s.Churn; c != nil {
-			fmt.Fprintf(w, "churn at %d nodes: %d changes, %d sends, %d unanswered, %d answered twice, %d offline while connected; directories right at most %.1f ms after a change (%d not right before the next), %.1f ms after the last\n",
+			fmt.Fprintf(w, "churn at %d nodes: %d changes, %d sends, %d unanswered, %d answered twice, %d offline while connected; directories right at most %.1f ms after a change (%d changes took longer than --churn-every), %.1f ms after the last\n",
 				c.Nodes, c.Changes, c.Sends, c.Unanswered, c.Twice, c.OfflineConnected, c.EachRightMS, c.Late, c.RightMS)
 		}
 	}

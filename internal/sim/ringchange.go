@@ -86,7 +86,7 @@ func (c *Cluster) measureChange(ctx context.Context, change func() error) (Chang
 			moved++
 		}
 	}
-	ch := Change{RingMoved: ringMoved(oldRing, newRing), KeysMoved: float64(moved) / float64(len(keys)), RightMS: float64(took.Microseconds()) / 1000,
+	ch := Change{RingMoved: ringMoved(oldRing, newRing), KeysMoved: float64(moved) / float64(len(keys)), RightMS: ms(took),
 		Promise: 1 / float64(max(len(newMembers), oldRing.Len())), ByKind: make(map[string]int64)}
 	for k, t := range after {
 		d := t.Requests - before[k].Requests
