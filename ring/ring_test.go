@@ -290,3 +290,28 @@ func BenchmarkNew(b *testing.B) {
 		}
 	}
 }
+
+// partitionOwners is consistent's bounded loads built faster: every partition has the owner
+// consistent gives it, at small and large member counts and with names that end in digits.
+func TestOwnersMatchConsistent(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 7, 16, 64, 256} {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = fmt.Sprintf("node-%d", i+1)
+		}
+		got, err := partitionOwners(names, config)
+		if err != nil {
+			t.Fatalf("%d members: %v", n, err)
+		}
+		ms := make([]consistent.Member, n)
+		for i, name := range names {
+			ms[i] = newMember(name)
+		}
+		c := consistent.New(ms, config)
+		for id, owner := range got {
+			if want := c.GetPartitionOwner(id).(member).name(); owner != want {
+				t.Fatalf("%d members: partition %d owned by %q, consistent says %q", n, id, owner, want)
+			}
+		}
+	}
+}
