@@ -207,6 +207,12 @@ func (c *lineChart) svg() string {
 	return b.String()
 }
 
+// writeSVG writes c into dir as name and returns its path.
+func writeSVG(dir, name string, c *lineChart) (string, error) {
+	p := filepath.Join(dir, name)
+	return p, os.WriteFile(p, []byte(c.svg()), 0o644)
+}
+
 // writeCharts writes the charts the report supports into dir and returns
 // their paths: latency over time per case, p99 against offered rate for
 // --max, and throughput against cluster size for a sweep.
@@ -216,12 +222,11 @@ func writeCharts(dir string, r *Report) ([]string, error) {
 	}
 	var files []string
 	write := func(name string, c *lineChart) error {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(c.svg()), 0o644); err != nil {
-			return err
+		p, err := writeSVG(dir, name, c)
+		if err == nil {
+			files = append(files, p)
 		}
-		files = append(files, p)
-		return nil
+		return err
 	}
 	warm := r.Workload.Warmup
 	for _, cs := range r.Cases {

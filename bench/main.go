@@ -11,7 +11,7 @@
 //	go run ./bench --url ws://127.0.0.1:8000/ws --users 1000
 //	go run ./bench --nodes 5 --store postgres://... --mix 0:0:1 --groups 1 --group-size 100
 //	go run ./bench --soak 30m
-//	go run ./bench sim --sizes 3,8,16,64,128,256 --churn 4
+//	go run ./bench sim --churn 60 --churn-sizes 256 --chart docs/sim --json
 //	go run ./bench view --sizes 8,64,256 --chart docs/
 //	go run ./bench --nodes 1 --mix 1 --rate 5000 --baseline
 //

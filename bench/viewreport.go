@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -185,8 +184,8 @@ func writeViewCharts(dir string, r *ViewReport) ([]string, error) {
 	}
 	var files []string
 	for name, c := range map[string]*lineChart{"view-capacity.svg": capc, "view-cpu.svg": cpu} {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(c.svg()), 0o644); err != nil {
+		p, err := writeSVG(dir, name, c)
+		if err != nil {
 			return files, err
 		}
 		files = append(files, p)

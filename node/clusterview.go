@@ -39,7 +39,7 @@ const (
 	// each member at most twice a second.
 	liveFresh = 500 * time.Millisecond
 	// maxFiguresBody bounds a member's answer: about 100 bytes per peer, so
-	// a ring's largest cluster (271 members) fits many times over.
+	// a cluster of 256 members fits several times over.
 	maxFiguresBody = 1 << 20
 )
 

@@ -16,6 +16,7 @@ import (
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/node"
 	"github.com/shardchat/shard/protocol"
+	"github.com/shardchat/shard/ring"
 )
 
 // live asks node i of c for GET /api/cluster/live and returns its members
@@ -100,7 +101,7 @@ func TestClusterLiveShowsEachNodesConnectionsShareLinksAndRates(t *testing.T) {
 		if f.Connections != want {
 			t.Fatalf("%s shows %d connections, want the %d clients dialed to it", name, f.Connections, want)
 		}
-		if f.State != "ready" || f.Inc == "" || f.Ring.Members != 2 || f.Ring.Total != 271 || f.Ring.Partitions == 0 {
+		if f.State != "ready" || f.Inc == "" || f.Ring.Members != 2 || f.Ring.Total != ring.Partitions || f.Ring.Partitions == 0 {
 			t.Fatalf("%s's figures: %+v", name, f)
 		}
 		if version != "" && f.Ring.Version != version {
@@ -109,8 +110,8 @@ func TestClusterLiveShowsEachNodesConnectionsShareLinksAndRates(t *testing.T) {
 		version = f.Ring.Version
 		partitions += f.Ring.Partitions
 	}
-	if partitions != 271 {
-		t.Fatalf("the nodes' shares add up to %d partitions, want all 271", partitions)
+	if partitions != ring.Partitions {
+		t.Fatalf("the nodes' shares add up to %d partitions, want all %d", partitions, ring.Partitions)
 	}
 	// The link between the two is up both ways, with nothing waiting on it
 	// in a quiet cluster.

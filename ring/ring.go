@@ -13,12 +13,20 @@ import (
 )
 
 const (
-	// partitionCount 271: consistent's default and a prime, so hash%P spreads keys evenly.
-	// A rebuild stays near 0.1 ms; 7919 would cost 1 ms for no gain at 3-10 nodes (measured
-	// on the project's 2-core machine when consistent v0.10.0 was chosen, median of 21
-	// Add/Remove pairs: 44-62 us at P=271 for 3-10 members, 1.1-1.2 ms at P=7919). It
-	// also caps a ring at 271 members: beyond that consistent panics.
-	partitionCount = 271
+	// partitionCount 16381, a prime, so hash%P spreads keys evenly. Bounded loads move
+	// more keys on a join than consistent hashing's 1/N when a member holds only a few
+	// partitions: a join to N members moved, as a multiple of 1/(N+1), mean of 8 member
+	// sets (internal/sim's question, measured with consistent v0.10.0 at L=1.25):
+	//   N =              8     64    256
+	//   P = 271        1.03   1.89   1.42, and 74 of 257 members owned nothing
+	//   P = 4093       0.94   1.15   1.48
+	//   P = 7919       0.94   1.10   1.19
+	//   P = 16381      0.94   1.07   1.12
+	// A rebuild (partitionOwners, once per membership change) costs 1.2-1.3 ms at 3-10
+	// members, 2.3 ms at 64, 7.3 ms at 256 (median of 11). The owners table is P names:
+	// 262 KB a ring.
+	// P caps a ring's members: beyond that consistent panics.
+	partitionCount = 16381
 
 	// replicationFactor 100: virtual nodes per member. Balance depends on it more than on P:
 	// for 3->4 members the busiest member held 28.5k of 100k keys versus 31.3k at RF 20.
@@ -78,33 +86,6 @@ var config = consistent.Config{
 	PartitionCount:    partitionCount,
 	ReplicationFactor: replicationFactor,
 	Load:              load,
-}
-
-// partitionOwners asks consistent for the owner of every partition once, so that Owner is a
-// hash and an index: no lock, no map, no interface, unlike consistent.LocateKey.
-func partitionOwners(names []string, cfg consistent.Config) (owners []string, err error) {
-	defer func() {
-		// v0.10.0 reports errors by panicking ("not enough room to distribute partitions"
-		// with more members than partitions; nil dereferences after vnode collisions). New
-		// must not take the process down for a bad member list.
-		if p := recover(); p != nil {
-			owners, err = nil, fmt.Errorf("ring: build with %d members: %v", len(names), p)
-		}
-	}()
-	ms := make([]consistent.Member, len(names))
-	for i, name := range names {
-		ms[i] = newMember(name)
-	}
-	c := consistent.New(ms, cfg)
-	owners = make([]string, cfg.PartitionCount)
-	for id := range owners {
-		m, ok := c.GetPartitionOwner(id).(member)
-		if !ok {
-			return nil, fmt.Errorf("ring: partition %d has no owner among %d members", id, len(names))
-		}
-		owners[id] = m.name()
-	}
-	return owners, nil
 }
 
 // Owner returns the member that owns key, or "" when the ring is empty.

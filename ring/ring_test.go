@@ -146,7 +146,7 @@ func TestInvalidMembersAreErrorsNotPanics(t *testing.T) {
 
 // New allows up to partitionCount members. consistent agrees (Load 1.25 always leaves room for
 // P partitions when members <= P) and panics beyond, which must come back as an error. Small
-// partition counts stand in for 271, whose 271-member ring takes 6 s to build under -race.
+// partition counts stand in for partitionCount, whose full ring would take minutes to build.
 func TestMemberLimitMatchesConsistent(t *testing.T) {
 	for _, p := range []int{1, 3, 7, 31} {
 		cfg := config
@@ -287,6 +287,31 @@ func BenchmarkNew(b *testing.B) {
 	for b.Loop() {
 		if _, err := New(names); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// partitionOwners is consistent's bounded loads built faster: every partition has the owner
+// consistent gives it, at small and large member counts and with names that end in digits.
+func TestOwnersMatchConsistent(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 7, 16, 64, 256} {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = fmt.Sprintf("node-%d", i+1)
+		}
+		got, err := partitionOwners(names, config)
+		if err != nil {
+			t.Fatalf("%d members: %v", n, err)
+		}
+		ms := make([]consistent.Member, n)
+		for i, name := range names {
+			ms[i] = newMember(name)
+		}
+		c := consistent.New(ms, config)
+		for id, owner := range got {
+			if want := c.GetPartitionOwner(id).(member).name(); owner != want {
+				t.Fatalf("%d members: partition %d owned by %q, consistent says %q", n, id, owner, want)
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/shardchat/shard/client"
 	"github.com/shardchat/shard/internal/shardproc"
 	"github.com/shardchat/shard/internal/testcluster"
+	"github.com/shardchat/shard/ring"
 )
 
 // changeSeen bounds how long the cluster view may take to show a member
@@ -67,7 +69,7 @@ func TestClusterViewShowsANodeJoiningAndANodeDrained(t *testing.T) {
 	talk.user(t, n3, "cat", "ann")
 	ops.waitFor("the three arcs to fill the ring, the nodes agreeing on it",
 		`document.querySelectorAll('#ring path.arc[data-node]').length === 3 &&
-		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === 271 &&
+		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === `+strconv.Itoa(ring.Partitions)+` &&
 		 document.querySelector('#ring-note').dataset.agree === 'true'`)
 	ops.waitFor("every node's rates to move while its users chat",
 		`['n1', 'n2', 'n3'].every((n) => ['messages', 'deliveries', 'peer'].every((m) =>
@@ -92,7 +94,7 @@ func TestClusterViewShowsANodeJoiningAndANodeDrained(t *testing.T) {
 	}
 	ops.waitFor("n1 and n3 to share the whole ring",
 		`[...document.querySelectorAll('#ring path.arc[data-node]')].map((a) => a.dataset.node).join() === 'n1,n3' &&
-		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === 271`)
+		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === `+strconv.Itoa(ring.Partitions)+``)
 	ops.screenshot("cluster-drained.png")
 	ops.do(chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
 		_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{

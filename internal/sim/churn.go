@@ -24,7 +24,12 @@ type Churn struct {
 	// from before the send until after its answer.
 	OfflineConnected int     `json:"offline_connected"`
 	RightMS          float64 `json:"right_ms"` // from the last change until every directory was right
-	Error            string  `json:"error,omitempty"`
+	// EachRightMS is, over every change, the longest from it until every
+	// directory was next right (later changes may have come meanwhile);
+	// Late counts the changes that took longer than Every.
+	EachRightMS float64 `json:"each_right_ms"`
+	Late        int     `json:"late"`
+	Error       string  `json:"error,omitempty"`
 }
 
 // ChurnConfig says how hard to churn.
@@ -68,7 +73,10 @@ func RunChurn(cfg ChurnConfig) (Churn, error) {
 				default:
 				}
 				n := sends.Add(1)
-				from, to := userName(int(n*7+int64(s))%users), userName(int(n*13+3)%users)
+				// The recipient is never the sender: a send to oneself reaches
+				// no other connection, and is answered offline rightly.
+				fi := int(n*7+int64(s)) % users
+				from, to := userName(fi), userName((fi+1+int(n*13+3)%(users-1))%users)
 				c.mu.Lock()
 				fu, tu := c.users[from], c.users[to]
 				conn, node, gen := fu.conn, c.nodes[fu.node], tu.gen
@@ -96,14 +104,15 @@ func RunChurn(cfg ChurnConfig) (Churn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Changes)*cfg.Every+60*time.Second)
 	defer cancel()
-	var joined []string
 	var last time.Time
+	watch := c.watchChanges()
 	tick := time.NewTicker(cfg.Every)
 	for i := range cfg.Changes {
 		<-tick.C
 		last = time.Now()
-		if i%2 == 0 || len(joined) == 0 {
-			joined = append(joined, c.Join())
+		watch.changed(last)
+		if i%2 == 0 {
+			c.Join()
 			continue
 		}
 		// The leaver is one of the first nodes, which hold users.
@@ -111,14 +120,20 @@ func RunChurn(cfg ChurnConfig) (Churn, error) {
 		if err := c.Leave(ctx, leaver); err != nil {
 			out.Error = err.Error()
 		}
-		out.Changes++
 	}
 	tick.Stop()
 	out.Changes = cfg.Changes
-	took, err := c.WaitDirectories(ctx, last)
-	out.RightMS = float64(took.Microseconds()) / 1000
+	took, err := watch.wait(ctx)
+	for _, d := range took {
+		out.EachRightMS = max(out.EachRightMS, ms(d))
+		if d > cfg.Every {
+			out.Late++
+		}
+	}
 	if err != nil {
-		out.Error = fmt.Sprintf("directories not right %s after the last change: %v", took, err)
+		out.Error = fmt.Sprintf("directories not right %s after the last change: %v", time.Since(last), err)
+	} else if len(took) > 0 {
+		out.RightMS = ms(took[len(took)-1])
 	}
 	close(stop)
 	wg.Wait()
@@ -133,3 +148,6 @@ func RunChurn(cfg ChurnConfig) (Churn, error) {
 	}
 	return out, nil
 }
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -74,7 +74,7 @@ func NewCluster(n int, mode router.Mode, seed uint64) *Cluster {
 // member until the next announcement.
 func (c *Cluster) startLocked() *Node {
 	c.named++
-	name := fmt.Sprintf("node-%03d", c.named)
+	name := nodeName(c.named)
 	inc := name + "-" + strconv.Itoa(c.named)
 	nd := &Node{Name: name, Inc: inc, changed: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	ep := c.Net.Endpoint(link.Peer{Name: name, Inc: inc})
@@ -84,6 +84,9 @@ func (c *Cluster) startLocked() *Node {
 	go nd.membershipLoop()
 	return nd
 }
+
+// nodeName is the name of the i-th node a cluster makes, from 1.
+func nodeName(i int) string { return fmt.Sprintf("node-%03d", i) }
 
 // membershipLoop applies the latest member list, one at a time, as
 // node.Node's does on each burst of gossip events.

@@ -37,18 +37,16 @@ func TestOwnerSendsOneMessagePerDirectMessage(t *testing.T) {
 
 // TestJoinAndLeaveMoveAboutOneNthAndDirectoriesComeRight: after a join and
 // after a leave every directory lists exactly the connections that exist,
-// and the change moved a bounded share of the keys. Issue 14's goal is
-// 1/N within 20 %; the ring (consistent's bounded loads over a fixed
-// partition count) moves about 1.9/N at 64 nodes (0.0295 against 0.0154),
-// so this holds it to 2.5/N and the shortfall is reported, not hidden.
+// and the change moved the share of the keys consistent hashing promises,
+// 1/N, within 20 % (issue 14's goal).
 func TestJoinAndLeaveMoveAboutOneNthAndDirectoriesComeRight(t *testing.T) {
 	join, leave, err := RingChanges(simNodes, 1)
 	if err != nil {
 		t.Fatal(err) // RingChanges fails when the directories are not right within its deadline
 	}
 	for name, ch := range map[string]Change{"join": join, "leave": leave} {
-		if ch.RingMoved > 2.5*ch.Promise || ch.RingMoved < 0.8*ch.Promise {
-			t.Errorf("%s moved %.4f of the keys, want between 0.8/N and 2.5/N (1/N = %.4f)", name, ch.RingMoved, ch.Promise)
+		if ch.RingMoved > 1.2*ch.Promise || ch.RingMoved < 0.8*ch.Promise {
+			t.Errorf("%s moved %.4f of the keys, want 1/N = %.4f within 20%%", name, ch.RingMoved, ch.Promise)
 		}
 		if ch.Registers == 0 {
 			t.Errorf("%s: no register message sent: %+v", name, ch)
@@ -57,24 +55,23 @@ func TestJoinAndLeaveMoveAboutOneNthAndDirectoriesComeRight(t *testing.T) {
 	}
 }
 
-// TestChurnAnswersEverySendOnce: nodes join and leave while sends flow;
-// every send is answered exactly once and the directories are right within
-// 5 s of the last change. Issue 14 also wants none offline while its
-// recipient is connected: the simulation finds some (367 of 22,162 at 16
-// nodes, two changes), an open finding it logs until it is fixed.
+// TestChurnAnswersEverySendOnce: at 64 nodes, nodes join and leave while
+// sends flow; every send is answered exactly once, none offline while its
+// recipient stayed connected, and the directories are right within 5 s of
+// the last change.
 func TestChurnAnswersEverySendOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("churn: not in -short")
 	}
-	ch, err := RunChurn(ChurnConfig{Nodes: 16, Changes: 2, Every: 500 * time.Millisecond, Senders: 4, Seed: 1})
+	ch, err := RunChurn(ChurnConfig{Nodes: simNodes, Changes: 4, Every: 250 * time.Millisecond, Senders: 4, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ch.Sends == 0 || ch.Unanswered != 0 || ch.Twice != 0 || ch.Error != "" {
 		t.Errorf("churn: %+v; want every send answered once", ch)
 	}
-	if ch.OfflineConnected > 0 {
-		t.Logf("open finding: %d sends answered offline while their recipient was connected", ch.OfflineConnected)
+	if ch.OfflineConnected != 0 {
+		t.Errorf("%d of %d sends answered offline while their recipient was connected, want none", ch.OfflineConnected, ch.Sends)
 	}
 	if ch.RightMS > 5000 {
 		t.Errorf("directories right %.0f ms after the last change, want within 5 s", ch.RightMS)

@@ -278,10 +278,15 @@ func (e *Endpoint) Request(peer string, k link.Kind, payload []byte, cb func([]b
 		dst.serve(from, k, p, func(reply []byte) { e.reply(dst, id, k, reply) })
 	}) {
 		e.net.backlogged(k)
+		// dst may have closed meanwhile and failed the request already:
+		// the callback runs once, by whoever takes it out of pending.
 		e.mu.Lock()
+		_, ours := e.pending[id]
 		delete(e.pending, id)
 		e.mu.Unlock()
-		cb(nil, link.ErrBackpressure)
+		if ours {
+			cb(nil, link.ErrBackpressure)
+		}
 		return false
 	}
 	return true

@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"time"
 
@@ -16,10 +17,11 @@ type Change struct {
 	KeysMoved float64 `json:"keys_moved"` // fraction of the keys held whose owner changed
 	// RingMoved is the same over 100,000 made-up keys: the ring's share,
 	// without the noise of a few hundred.
-	RingMoved float64 `json:"ring_moved"`
-	Promise   float64 `json:"promise"`   // what consistent hashing promises: 1/members after a join
-	Registers int64   `json:"registers"` // register requests sent
-	Messages  int64   `json:"messages"`  // every node-to-node request sent
+	RingMoved float64          `json:"ring_moved"`
+	Promise   float64          `json:"promise"`   // what consistent hashing promises: 1/members after a join
+	Registers int64            `json:"registers"` // register requests sent
+	Messages  int64            `json:"messages"`  // every node-to-node request sent
+	ByKind    map[string]int64 `json:"by_kind"`   // those requests by kind
 	// RightMS is from the announcement of the change until every directory
 	// listed exactly the connections that exist.
 	RightMS float64 `json:"right_ms"`
@@ -84,20 +86,63 @@ func (c *Cluster) measureChange(ctx context.Context, change func() error) (Chang
 			moved++
 		}
 	}
-	ringMoved := 0
-	for i := range ringKeys {
-		if k := userName(i); oldRing.Owner(k) != newRing.Owner(k) {
-			ringMoved++
-		}
-	}
-	ch := Change{RingMoved: float64(ringMoved) / ringKeys, KeysMoved: float64(moved) / float64(len(keys)), RightMS: float64(took.Microseconds()) / 1000,
-		Promise: 1 / float64(max(len(newMembers), oldRing.Len()))}
+	ch := Change{RingMoved: ringMoved(oldRing, newRing), KeysMoved: float64(moved) / float64(len(keys)), RightMS: ms(took),
+		Promise: 1 / float64(max(len(newMembers), oldRing.Len())), ByKind: make(map[string]int64)}
 	for k, t := range after {
 		d := t.Requests - before[k].Requests
 		ch.Messages += d
+		if d > 0 {
+			ch.ByKind[k] = d
+		}
 		if k == "register" {
 			ch.Registers = d
 		}
 	}
 	return ch, nil
+}
+
+// ringMoved is the share of ringKeys made-up keys whose owner differs
+// between the two rings.
+func ringMoved(before, after *ring.Ring) float64 {
+	moved := 0
+	for i := range ringKeys {
+		if k := userName(i); before.Owner(k) != after.Owner(k) {
+			moved++
+		}
+	}
+	return float64(moved) / ringKeys
+}
+
+// Spread is how the share of keys one join moves varies with the name of
+// the node that joins, as a multiple of consistent hashing's promise 1/N:
+// the one join a cluster makes is a single draw of it.
+type Spread struct {
+	Joins int     `json:"joins"`
+	Mean  float64 `json:"mean"`
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+}
+
+// JoinSpread measures joins made-up joins, each of a node of another name,
+// to the ring of n nodes named as NewCluster names them.
+func JoinSpread(n, joins int) (Spread, error) {
+	members := make([]string, n)
+	for i := range members {
+		members[i] = nodeName(i + 1)
+	}
+	before, err := ring.New(members)
+	if err != nil {
+		return Spread{}, err
+	}
+	sp := Spread{Joins: joins, Min: math.Inf(1), Max: math.Inf(-1)}
+	for j := range joins {
+		after, err := ring.New(append(members[:n:n], fmt.Sprintf("joiner-%d", j)))
+		if err != nil {
+			return Spread{}, err
+		}
+		x := ringMoved(before, after) * float64(n+1)
+		sp.Mean += x / float64(joins)
+		sp.Min, sp.Max = min(sp.Min, x), max(sp.Max, x)
+	}
+	return sp, nil
 }

@@ -1,0 +1,39 @@
+package sim
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/shardchat/shard/link"
+	"github.com/shardchat/shard/router"
+)
+
+// TestRequestToAClosingPeerIsAnsweredOnce: a request whose peer closes
+// while it is being sent gets one answer, never two (a router waiting on
+// a one-slot channel for it would hang on a second).
+func TestRequestToAClosingPeerIsAnsweredOnce(t *testing.T) {
+	for round := range 300 {
+		net := NewNetwork()
+		a := net.Endpoint(link.Peer{Name: "a", Inc: "a1"})
+		b := net.Endpoint(link.Peer{Name: "b", Inc: "b1"})
+		serve := func(from link.Peer, k link.Kind, p []byte, reply func([]byte)) { reply(nil) }
+		a.Serve(serve)
+		b.Serve(serve)
+		a.SetPeers(map[string]link.Member{"b": {}})
+		const requests = 20
+		var answers [requests]atomic.Int32
+		var wg sync.WaitGroup
+		wg.Go(b.Close)
+		for i := range requests {
+			a.Request("b", router.KindRegister, []byte("x"), func([]byte, error) { answers[i].Add(1) })
+		}
+		wg.Wait()
+		a.Close()
+		for i := range requests {
+			if n := answers[i].Load(); n != 1 {
+				t.Fatalf("round %d: request %d answered %d times, want once", round, i, n)
+			}
+		}
+	}
+}
