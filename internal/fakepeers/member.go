@@ -34,6 +34,13 @@ const (
 	// peerPushPull: full-state exchanges are O(N) each; the node's own
 	// (every 15 s) keep the peers' views whole.
 	peerPushPull = 2 * time.Minute
+	// peerRetransmit: each peer passes on a piece of news about
+	// log10(N) times (memberlist's default, 4 log10(N), kept 255 peers
+	// gossiping the 255 joins at a core for half a minute after a setup).
+	peerRetransmit = 1
+	// joinAttempts: a join is a TCP push/pull with the real node, which on
+	// the busy box sometimes closes it (EOF) after its 2 s timeout.
+	joinAttempts = 5
 )
 
 // wireMeta is the metadata package gossip reads (gossip.Meta, version 1).
@@ -65,6 +72,7 @@ func (p *peer) startMember() error {
 	c.Label = gossipLabel
 	c.ProbeInterval, c.ProbeTimeout = peerProbeInterval, peerProbeTimeout
 	c.PushPullInterval = peerPushPull
+	c.RetransmitMult = peerRetransmit
 	c.Delegate = metaDelegate(meta)
 	c.Logger = log.New(io.Discard, "", 0)
 	ml, err := memberlist.Create(c)
@@ -72,10 +80,16 @@ func (p *peer) startMember() error {
 		return fmt.Errorf("fakepeers: %s gossip: %w", p.name, err)
 	}
 	p.ml = ml
-	if _, err := ml.Join([]string{p.c.cfg.NodeGossip}); err != nil {
-		return fmt.Errorf("fakepeers: %s joining %s: %w", p.name, p.c.cfg.NodeGossip, err)
+	for i := 1; ; i++ {
+		_, err := ml.Join([]string{p.c.cfg.NodeGossip})
+		if err == nil {
+			return nil
+		}
+		if i == joinAttempts {
+			return fmt.Errorf("fakepeers: %s joining %s, %d attempts: %w", p.name, p.c.cfg.NodeGossip, i, err)
+		}
+		time.Sleep(time.Duration(i) * 200 * time.Millisecond)
 	}
-	return nil
 }
 
 // nodeMember is the real node as p's memberlist shows it.
