@@ -308,10 +308,21 @@ func runViewCase(ctx context.Context, cfg *viewConfig, bin, tmp string, n int, r
 			cs.StoppedBy, cs.Limit = st.Why, st.Limit
 		}
 	}
-	// The node's CPU grows with R from its idle (gossip) CPU: one core is
-	// reached at R*(1-idle)/(cores-idle).
-	if s := cs.AtCapacity; s != nil && s.NodeCores > cs.IdleNodeCores {
-		cs.CoreCapacity = pass * (1 - cs.IdleNodeCores) / (s.NodeCores - cs.IdleNodeCores)
+	// The node's CPU is its idle (gossip) CPU and a cost per cluster
+	// message, taken at the highest rate it carried without a loss (on the
+	// busy box that step may have been too slow to pass, or the box full):
+	// one core is reached at R = (1-idle)/cost.
+	var top *ViewStep
+	for i := range cs.Steps {
+		if st := &cs.Steps[i]; st.Lost == 0 && (top == nil || st.Rate > top.Rate) {
+			top = st
+		}
+	}
+	if top != nil {
+		cost := (top.NodeCores - cs.IdleNodeCores) * top.Seconds / (top.Rate * top.Played)
+		if cost > 0 {
+			cs.CoreCapacity, cs.CoreFrom = (1-cs.IdleNodeCores)/cost, top.Rate
+		}
 	}
 	if pprofAddr != "" && pass > 0 {
 		if err := profileAt(ctx, cfg, load, pass, pprofAddr, filepath.Join(cfg.Profile, "view-"+name+".pprof")); err != nil {

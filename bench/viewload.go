@@ -44,8 +44,10 @@ type loadResult struct {
 	ack, peer            Latency
 	// lag is how late the generator dispatched the messages: the part of
 	// the latency that is the bench's (or the box's), not the node's.
-	lag                  Latency
-	window               time.Duration
+	lag Latency
+	// played is how long the senders sent; window runs from the start to
+	// the last answer (at most grace after played).
+	played, window       time.Duration
 	nodeCPU, genCPU, box time.Duration
 	// nodeWait, genWait: how long their threads waited, runnable, for a CPU.
 	nodeWait, genWait time.Duration
@@ -146,7 +148,15 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 		})
 	}()
 	wg.Wait()
-	res.window = time.Since(start)
+
+	// The node's CPU, I/O and waits count until the last answer: on a
+	// busy box it is still working off the step when the senders stop.
+	sent := res.clientSent + atomic.LoadInt64(&res.peerSent)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) && (answered.Load() < sent || v.received.Load()-recv0 < expect.Load()) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.played, res.window = d, time.Since(start)
 	cpu1, _ := procCPU(v.pid)
 	r1, w1, _ := procIO(v.pid)
 	res.nodeCPU, res.genCPU, res.box = cpu1-cpu0, cpuTime()-gen0, boxCPU()-box0
@@ -154,12 +164,6 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 	_, nw1 := procSched(v.pid)
 	_, gw1 := procSched(0)
 	res.nodeWait, res.genWait = nw1-nw0, gw1-gw0
-
-	sent := res.clientSent + atomic.LoadInt64(&res.peerSent)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) && (answered.Load() < sent || v.received.Load()-recv0 < expect.Load()) {
-		time.Sleep(10 * time.Millisecond)
-	}
 	res.lost = wrong.Load() + (sent - answered.Load()) + max(0, expect.Load()-(v.received.Load()-recv0))
 	res.ack, res.peer, res.lag = summarize(ack.h), summarize(peer.h), summarize(lag.h)
 	return res

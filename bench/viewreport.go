@@ -39,9 +39,11 @@ type ViewCase struct {
 	Capacity float64 `json:"capacity"`
 	Limit    string  `json:"limit,omitempty"`
 	// CoreCapacity is the rate at which the node would use one full core,
-	// projected from its CPU at Capacity less its idle (gossip) CPU: on a
-	// shared box the box often saturates before the node does.
+	// projected from its CPU less its idle (gossip) CPU at CoreFrom, the
+	// highest rate it carried without a loss: on the shared box the box
+	// saturates before the node does.
 	CoreCapacity float64 `json:"core_capacity"`
+	CoreFrom     float64 `json:"core_capacity_from_rate"`
 	// Rounds and CoreRounds: Capacity and CoreCapacity in every round
 	// (--runs); the case reported is the round of median Capacity.
 	Rounds     []float64 `json:"rounds,omitempty"`
@@ -65,7 +67,11 @@ type ViewCase struct {
 
 // ViewStep is one rate played for one step.
 type ViewStep struct {
-	Rate       float64 `json:"rate"`        // cluster-wide, messages per second
+	Rate float64 `json:"rate"` // cluster-wide, messages per second
+	// Played: how long the senders sent (s); Seconds: until the last
+	// answer, over which the rates and cores are taken.
+	Played     float64 `json:"played_s"`
+	Seconds    float64 `json:"seconds"`
 	ClientSent int64   `json:"client_sent"` // by the node's own clients
 	PeerSent   int64   `json:"peer_sent"`   // messages of the peers that reached the node
 	Lost       int64   `json:"lost"`
@@ -111,12 +117,12 @@ type ViewRatio struct {
 // longer than it ran, or the generator was late on it.
 func viewStep(cfg *viewConfig, r loadResult, rate float64, cores int) ViewStep {
 	w := r.window.Seconds()
-	st := ViewStep{Rate: rate, ClientSent: r.clientSent, PeerSent: r.peerSent, Lost: r.lost,
+	st := ViewStep{Rate: rate, Played: r.played.Seconds(), Seconds: w, ClientSent: r.clientSent, PeerSent: r.peerSent, Lost: r.lost,
 		AckP99: r.ack.P99, PeerP99: r.peer.P99, NodeCores: r.nodeCPU.Seconds() / w,
 		BytesIn: float64(r.read) / w, BytesOut: float64(r.written) / w,
 		BenchCores: r.genCPU.Seconds() / w, BoxCores: r.box.Seconds() / w,
 		LagP99: r.lag.P99, NodeWait: r.nodeWait.Seconds() / w, BenchWait: r.genWait.Seconds() / w}
-	if msgs := rate * w; msgs > 0 {
+	if msgs := rate * r.played.Seconds(); msgs > 0 {
 		st.CPUPer1k = r.nodeCPU.Seconds() * 1000 / (msgs / 1000)
 	}
 	if own := r.clientSent + r.peerSent; own > 0 {
