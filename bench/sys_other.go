@@ -21,3 +21,5 @@ func loadAvg() float64 { return 0 }
 
 func procIO(int) (int64, int64, error) { return 0, 0, errNotLinux }
 func boxCPU() time.Duration            { return 0 }
+
+func procSched(int) (time.Duration, time.Duration) { return 0, 0 }

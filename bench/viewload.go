@@ -42,9 +42,16 @@ type loadResult struct {
 	clientSent, peerSent int64
 	lost                 int64 // not answered, answered wrongly, or not delivered
 	ack, peer            Latency
-	window               time.Duration
+	// lag is how late the generator dispatched the messages: the part of
+	// the latency that is the bench's (or the box's), not the node's.
+	lag Latency
+	// played is how long the senders sent; window runs from the start to
+	// the last answer (at most grace after played).
+	played, window       time.Duration
 	nodeCPU, genCPU, box time.Duration
-	read, written        int64
+	// nodeWait, genWait: how long their threads waited, runnable, for a CPU.
+	nodeWait, genWait time.Duration
+	read, written     int64
 }
 
 // receive counts what each client gets, until it closes.
@@ -76,7 +83,7 @@ func (l *lockedHist) record(d time.Duration) {
 // to grace for the answers and deliveries.
 func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration, step int) loadResult {
 	var res loadResult
-	ack, peer := &lockedHist{h: newHist()}, &lockedHist{h: newHist()}
+	ack, peer, lag := &lockedHist{h: newHist()}, &lockedHist{h: newHist()}, &lockedHist{h: newHist()}
 	var answered, wrong, expect atomic.Int64
 	clientRate := rate / float64(v.nodes)
 	peerRate := rate * float64(v.nodes-1) / float64(v.nodes) * v.draws.Share()
@@ -85,6 +92,8 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 	cpu0, _ := procCPU(v.pid)
 	r0, w0, _ := procIO(v.pid)
 	gen0, box0, recv0 := cpuTime(), boxCPU(), v.received.Load()
+	_, nw0 := procSched(v.pid)
+	_, gw0 := procSched(0)
 	start := time.Now().Add(50 * time.Millisecond)
 	clk := realClock{start}
 	var wg sync.WaitGroup
@@ -93,7 +102,8 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(v.seed, uint64(step)))
 		total := int64(clientRate * d.Seconds())
-		res.clientSent = schedule{clientRate}.run(ctx, clk, total, func(_ int64, due, _ time.Duration) {
+		res.clientSent = schedule{clientRate}.run(ctx, clk, total, func(_ int64, due, now time.Duration) {
+			lag.record(now - due)
 			i := rng.IntN(len(v.clients))
 			to := rng.IntN(users - 1)
 			if to >= v.users[i] {
@@ -120,7 +130,8 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(v.seed+1, uint64(step)))
 		total := int64(peerRate * d.Seconds())
-		schedule{peerRate}.run(ctx, clk, total, func(_ int64, due, _ time.Duration) {
+		schedule{peerRate}.run(ctx, clk, total, func(_ int64, due, now time.Duration) {
+			lag.record(now - due)
 			from, to := v.draws.Next(rng)
 			if v.peers.Home(to) == 0 {
 				expect.Add(1)
@@ -137,19 +148,24 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 		})
 	}()
 	wg.Wait()
-	res.window = time.Since(start)
-	cpu1, _ := procCPU(v.pid)
-	r1, w1, _ := procIO(v.pid)
-	res.nodeCPU, res.genCPU, res.box = cpu1-cpu0, cpuTime()-gen0, boxCPU()-box0
-	res.read, res.written = r1-r0, w1-w0
 
+	// The node's CPU, I/O and waits count until the last answer: on a
+	// busy box it is still working off the step when the senders stop.
 	sent := res.clientSent + atomic.LoadInt64(&res.peerSent)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) && (answered.Load() < sent || v.received.Load()-recv0 < expect.Load()) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	res.played, res.window = d, time.Since(start)
+	cpu1, _ := procCPU(v.pid)
+	r1, w1, _ := procIO(v.pid)
+	res.nodeCPU, res.genCPU, res.box = cpu1-cpu0, cpuTime()-gen0, boxCPU()-box0
+	res.read, res.written = r1-r0, w1-w0
+	_, nw1 := procSched(v.pid)
+	_, gw1 := procSched(0)
+	res.nodeWait, res.genWait = nw1-nw0, gw1-gw0
 	res.lost = wrong.Load() + (sent - answered.Load()) + max(0, expect.Load()-(v.received.Load()-recv0))
-	res.ack, res.peer = summarize(ack.h), summarize(peer.h)
+	res.ack, res.peer, res.lag = summarize(ack.h), summarize(peer.h), summarize(lag.h)
 	return res
 }
 

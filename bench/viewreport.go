@@ -18,6 +18,7 @@ type ViewReport struct {
 	Cores        int         `json:"cores"`
 	Step         string      `json:"step"`
 	UsersPerNode int         `json:"users_per_node"`
+	Runs         int         `json:"runs"`
 	LoadStart    float64     `json:"loadavg_start"`
 	LoadEnd      float64     `json:"loadavg_end"`
 	Cases        []ViewCase  `json:"cases"`
@@ -31,18 +32,30 @@ type ViewCase struct {
 	Nodes   int    `json:"nodes"`
 	Routing string `json:"routing"`
 	// Capacity is the highest cluster-wide rate (messages per second) the
-	// node carried without saturating; 0 when none did.
+	// node carried without a loss, a p99 over MaxP99 or a full core; 0
+	// when none did. Limit is what the first failed step above it hit
+	// (ViewStep.Limit): when it is not "node", the box saturated first.
 	Capacity float64 `json:"capacity"`
+	Limit    string  `json:"limit,omitempty"`
 	// CoreCapacity is the rate at which the node would use one full core,
-	// projected linearly from its CPU at Capacity: on a shared box the
-	// load generator often saturates first.
-	CoreCapacity float64   `json:"core_capacity"`
-	StoppedBy    string    `json:"stopped_by,omitempty"`
-	AtCapacity   *ViewStep `json:"at_capacity,omitempty"`
+	// projected from its CPU less its idle (gossip) CPU at CoreFrom, the
+	// highest rate it carried without a loss: on the shared box the box
+	// saturates before the node does.
+	CoreCapacity float64 `json:"core_capacity"`
+	CoreFrom     float64 `json:"core_capacity_from_rate"`
+	// Rounds and CoreRounds: Capacity and CoreCapacity in every round
+	// (--runs); the case reported is the round of median Capacity.
+	Rounds     []float64 `json:"rounds,omitempty"`
+	CoreRounds []float64 `json:"core_rounds,omitempty"`
+	StoppedBy  string    `json:"stopped_by,omitempty"`
+	AtCapacity *ViewStep `json:"at_capacity,omitempty"`
 	// Setup: starting the peers, their gossip joins, the registrations and
 	// the clients; the bench process's CPU for it.
 	SetupSeconds float64 `json:"setup_seconds"`
 	SetupGenCPU  float64 `json:"setup_bench_cpu_seconds"`
+	// QuietSeconds: the wait, after the setup, for the peers' gossip of
+	// their joins to die down.
+	QuietSeconds float64 `json:"quiet_seconds"`
 	// Idle: 3 s of gossip alone, in cores: the node among N-1 members, the
 	// peers' N-1 memberlists (the bench process), the whole box.
 	IdleNodeCores  float64    `json:"idle_node_cores"`
@@ -53,7 +66,11 @@ type ViewCase struct {
 
 // ViewStep is one rate played for one step.
 type ViewStep struct {
-	Rate       float64 `json:"rate"`        // cluster-wide, messages per second
+	Rate float64 `json:"rate"` // cluster-wide, messages per second
+	// Played: how long the senders sent (s); Seconds: until the last
+	// answer, over which the rates and cores are taken.
+	Played     float64 `json:"played_s"`
+	Seconds    float64 `json:"seconds"`
 	ClientSent int64   `json:"client_sent"` // by the node's own clients
 	PeerSent   int64   `json:"peer_sent"`   // messages of the peers that reached the node
 	Lost       int64   `json:"lost"`
@@ -69,8 +86,18 @@ type ViewStep struct {
 	BytesOut    float64 `json:"bytes_out_per_s"`
 	BenchCores  float64 `json:"bench_cores"` // clients and peers, this process
 	BoxCores    float64 `json:"box_cores"`   // the whole machine, every helper included
-	Pass        bool    `json:"pass"`
-	Why         string  `json:"why,omitempty"`
+	// LagP99 is how late the generator dispatched its messages (ms):
+	// latency that is the bench's or the box's. NodeWait and BenchWait
+	// are the time their threads waited for a CPU, per second of the step.
+	LagP99    float64 `json:"generator_lag_p99_ms"`
+	NodeWait  float64 `json:"node_wait"`
+	BenchWait float64 `json:"bench_wait"`
+	Pass      bool    `json:"pass"`
+	Why       string  `json:"why,omitempty"`
+	// Limit is what a failed step hit: "node" (it saturated), "box" (the
+	// machine was busy and the p99 over: the node was not the limit), or
+	// "generator" (the bench dispatched late, the box not full).
+	Limit string `json:"limit,omitempty"`
 }
 
 // ViewRatio is owner's capacity over broadcast's at one size.
@@ -80,14 +107,21 @@ type ViewRatio struct {
 	CoreRatio float64 `json:"core_capacity_ratio"`
 }
 
-// viewStep judges one step.
-func viewStep(cfg *viewConfig, r loadResult, rate float64, n int) ViewStep {
+// viewStep judges one step: a loss, a p99 over MaxP99 or the node at
+// MaxCores fails it. Limit says whose the failure was: the node's when it
+// was at MaxCores, or lost messages the generator had sent on time, or was
+// slow on a box with CPU to spare; the generator's when it dispatched late
+// (by half of MaxP99) on such a box; the box's when it was full (90% of
+// its cores busy, the node under MaxCores), or the node waited for a CPU
+// longer than it ran, or the generator was late on it.
+func viewStep(cfg *viewConfig, r loadResult, rate float64, cores int) ViewStep {
 	w := r.window.Seconds()
-	st := ViewStep{Rate: rate, ClientSent: r.clientSent, PeerSent: r.peerSent, Lost: r.lost,
+	st := ViewStep{Rate: rate, Played: r.played.Seconds(), Seconds: w, ClientSent: r.clientSent, PeerSent: r.peerSent, Lost: r.lost,
 		AckP99: r.ack.P99, PeerP99: r.peer.P99, NodeCores: r.nodeCPU.Seconds() / w,
 		BytesIn: float64(r.read) / w, BytesOut: float64(r.written) / w,
-		BenchCores: r.genCPU.Seconds() / w, BoxCores: r.box.Seconds() / w}
-	if msgs := rate * w; msgs > 0 {
+		BenchCores: r.genCPU.Seconds() / w, BoxCores: r.box.Seconds() / w,
+		LagP99: r.lag.P99, NodeWait: r.nodeWait.Seconds() / w, BenchWait: r.genWait.Seconds() / w}
+	if msgs := rate * r.played.Seconds(); msgs > 0 {
 		st.CPUPer1k = r.nodeCPU.Seconds() * 1000 / (msgs / 1000)
 	}
 	if own := r.clientSent + r.peerSent; own > 0 {
@@ -98,13 +132,28 @@ func viewStep(cfg *viewConfig, r loadResult, rate float64, n int) ViewStep {
 	if r.lost > 0 {
 		why = append(why, fmt.Sprintf("%d lost", r.lost))
 	}
-	if st.AckP99 > maxP99 || st.PeerP99 > maxP99 {
+	slow := st.AckP99 > maxP99 || st.PeerP99 > maxP99
+	if slow {
 		why = append(why, fmt.Sprintf("p99 over %v", cfg.MaxP99))
 	}
-	if st.NodeCores >= cfg.MaxCores {
+	full := st.NodeCores >= cfg.MaxCores
+	if full {
 		why = append(why, fmt.Sprintf("node at %.2f cores", st.NodeCores))
 	}
 	st.Pass, st.Why = len(why) == 0, strings.Join(why, ", ")
+	switch {
+	case st.Pass:
+	case full || (r.lost > 0 && st.LagP99 <= maxP99/2):
+		st.Limit = "node"
+	case st.LagP99 > maxP99/2 && st.BoxCores < 0.9*float64(cores) && st.NodeWait <= st.NodeCores:
+		st.Limit = "generator"
+		st.Why += fmt.Sprintf(" (generator %.0f ms late)", st.LagP99)
+	case st.LagP99 > maxP99/2 || st.BoxCores >= 0.9*float64(cores) || st.NodeWait > st.NodeCores:
+		st.Limit = "box"
+		st.Why += fmt.Sprintf(" (box at %.2f cores, node waited %.2f s/s for a CPU, generator %.0f ms late)", st.BoxCores, st.NodeWait, st.LagP99)
+	default:
+		st.Limit = "node"
+	}
 	return st
 }
 
@@ -112,7 +161,10 @@ func (s ViewStep) verdict() string {
 	if s.Pass {
 		return "pass"
 	}
-	return "saturated: " + s.Why
+	if s.Limit == "node" {
+		return "node saturated: " + s.Why
+	}
+	return s.Limit + " limit: " + s.Why
 }
 
 func (r *ViewReport) ratios() {
@@ -134,16 +186,23 @@ func writeView(w io.Writer, r *ViewReport, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "%s\n%d cores, %d users per node, steps of %s; load average %.2f at the start, %.2f at the end\n\n",
 		r.Command, r.Cores, r.UsersPerNode, r.Step, r.LoadStart, r.LoadEnd)
-	fmt.Fprintf(w, "%-5s %-9s %10s %10s %7s %8s %8s %8s %8s %9s %9s %6s %6s %6s  %s\n", "nodes", "routing", "capacity", "core-cap",
-		"cores", "ms/1k", "ms/1kown", "ack-p99", "peer-p99", "in-KB/s", "out-KB/s", "bench", "box", "gossip", "stopped by")
+	fmt.Fprintf(w, "%-5s %-9s %10s %10s %10s %6s %8s %8s %8s %7s %9s %9s %6s %6s %6s %6s %6s  %s\n", "nodes", "routing",
+		"capacity", "limit", "core-cap", "cores", "ms/1k", "ack-p99", "peer-p99", "lag-p99", "in-KB/s", "out-KB/s",
+		"n-wait", "bench", "b-wait", "box", "gossip", "stopped by")
 	for _, c := range r.Cases {
 		s := c.AtCapacity
 		if s == nil {
 			s = &ViewStep{}
 		}
-		fmt.Fprintf(w, "%-5d %-9s %10.0f %10.0f %7.2f %8.3f %8.3f %8.1f %8.1f %9.0f %9.0f %6.2f %6.2f %6.3f  %s\n",
-			c.Nodes, c.Routing, c.Capacity, c.CoreCapacity, s.NodeCores, s.CPUPer1k, s.CPUPer1kOwn, s.AckP99, s.PeerP99,
-			s.BytesIn/1e3, s.BytesOut/1e3, s.BenchCores, s.BoxCores, c.IdlePeersCores, c.StoppedBy)
+		fmt.Fprintf(w, "%-5d %-9s %10.0f %10s %10.0f %6.2f %8.3f %8.1f %8.1f %7.1f %9.0f %9.0f %6.2f %6.2f %6.2f %6.2f %6.2f  %s\n",
+			c.Nodes, c.Routing, c.Capacity, c.Limit, c.CoreCapacity, s.NodeCores, s.CPUPer1k, s.AckP99, s.PeerP99,
+			s.LagP99, s.BytesIn/1e3, s.BytesOut/1e3, s.NodeWait, s.BenchCores, s.BenchWait, s.BoxCores, c.IdlePeersCores,
+			c.StoppedBy)
+	}
+	for _, c := range r.Cases {
+		if len(c.Rounds) > 1 {
+			fmt.Fprintf(w, "%s at %d nodes, every round: capacity %.0f, at one core %.0f\n", c.Routing, c.Nodes, c.Rounds, c.CoreRounds)
+		}
 	}
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w)

@@ -21,7 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shardchat/shard/gossip"
+	"github.com/hashicorp/memberlist"
+
 	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/ring"
 	"github.com/shardchat/shard/router"
@@ -83,7 +84,7 @@ type peer struct {
 	inc   string
 	ln    net.Listener
 	links *link.Links
-	gsp   *gossip.Gossip
+	ml    *memberlist.Memberlist
 
 	cacheMu sync.Mutex
 	cache   map[int]time.Time // user index -> when its cached location expires
@@ -156,45 +157,30 @@ func (c *Cluster) newPeer(i int) (*peer, error) {
 }
 
 func (p *peer) join(ctx context.Context) error {
-	g, err := gossip.Start(gossip.Config{
-		Name:        p.name,
-		Bind:        net.JoinHostPort(peerAddr(p.index), "0"),
-		Join:        []string{p.c.cfg.NodeGossip},
-		JoinTimeout: time.Minute,
-		Meta:        gossip.Meta{Link: p.ln.Addr().String(), Inc: p.inc},
-		Logger:      p.c.cfg.Logger,
-	})
-	if err != nil {
-		return fmt.Errorf("fakepeers: %s gossip: %w", p.name, err)
+	if err := p.startMember(); err != nil {
+		return err
 	}
-	p.gsp = g
 	// The real node dials this peer as soon as gossip tells it of it: a
 	// keyless link admits only a member it knows, with its incarnation.
-	for _, m := range g.Alive() {
-		if m.Name == p.c.cfg.Node {
-			p.links.SetPeers(map[string]link.Member{m.Name: {Addr: m.Meta.Link, Inc: m.Meta.Inc}})
-			return ctx.Err()
-		}
+	node, ok := p.nodeMember()
+	if !ok {
+		return fmt.Errorf("fakepeers: %s joined, but gossip does not show %s", p.name, p.c.cfg.Node)
 	}
-	return fmt.Errorf("fakepeers: %s joined, but gossip does not show %s", p.name, p.c.cfg.Node)
+	p.links.SetPeers(map[string]link.Member{p.c.cfg.Node: node})
+	return ctx.Err()
 }
 
 // Settle, once the real node routes by a ring of every peer and itself,
 // makes the peers its peers on the links, registers with it the users it
 // owns, and reports them synced for that ring, as real members would.
 func (c *Cluster) Settle(ctx context.Context) error {
-	var node gossip.Member
-	for _, m := range c.peers[0].gsp.Alive() {
-		if m.Name == c.cfg.Node {
-			node = m
-		}
-	}
-	if node.Name == "" {
+	node, ok := c.peers[0].nodeMember()
+	if !ok {
 		return fmt.Errorf("fakepeers: gossip does not show %s", c.cfg.Node)
 	}
 	// The peers' own gossip views may still be converging; the members are
 	// known here all the same.
-	members := []router.Member{{Name: node.Name, Link: node.Meta.Link, Inc: node.Meta.Inc}}
+	members := []router.Member{{Name: c.cfg.Node, Link: node.Addr, Inc: node.Inc}}
 	for _, p := range c.peers {
 		members = append(members, router.Member{Name: p.name, Link: p.ln.Addr().String(), Inc: p.inc})
 	}
@@ -202,7 +188,7 @@ func (c *Cluster) Settle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.ring, c.version, c.nodeInc = rg, router.RingVersion(members), node.Meta.Inc
+	c.ring, c.version, c.nodeInc = rg, router.RingVersion(members), node.Inc
 	c.owner = make([]int16, c.Users())
 	index := make(map[string]int16, len(c.names))
 	for i, n := range c.names {
@@ -287,12 +273,12 @@ func (c *Cluster) NodeUsers() []int {
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for _, p := range c.peers {
-		if p.gsp != nil {
+		if p.ml != nil {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = p.gsp.Leave(time.Second)
-				_ = p.gsp.Shutdown()
+				_ = p.ml.Leave(time.Second)
+				_ = p.ml.Shutdown()
 			}()
 		}
 	}
