@@ -97,9 +97,9 @@ const (
 	deadNodeReclaimTime = 5 * time.Second
 	// tcpTimeout 2 s: bounds push/pull, join and TCP fallback probes.
 	tcpTimeout = 2 * time.Second
-	// label is mixed into every packet and stream (and into GCM as authenticated data), so
+	// Label is mixed into every packet and stream (and into GCM as authenticated data), so
 	// that other memberlist clusters on the same network are refused.
-	label = "shard"
+	Label = "shard"
 )
 
 // resolved is a validated Config with defaults applied.
@@ -186,7 +186,7 @@ func (r *resolved) memberlistConfig(d delegates) *memberlist.Config {
 	c.GossipToTheDeadTime = gossipToTheDeadTime
 	c.DeadNodeReclaimTime = deadNodeReclaimTime
 	c.TCPTimeout = tcpTimeout
-	c.Label = label
+	c.Label = Label
 	c.SecretKey = r.secretKey
 	c.Logger = log.New(&logWriter{logger: r.Logger}, "", 0)
 	c.Delegate = d

@@ -72,6 +72,16 @@ func encodeMeta(m Meta, leaving bool) ([]byte, error) {
 	return b, nil
 }
 
+// EncodeMeta is m as a member announces it, for a member that speaks memberlist without
+// this package (internal/fakepeers' synthetic peers).
+func EncodeMeta(m Meta) ([]byte, error) { return encodeMeta(m, false) }
+
+// DecodeMeta reads a member's announced metadata; false when it cannot.
+func DecodeMeta(b []byte) (Meta, bool) {
+	m, _, ok := decodeMeta(b)
+	return m, ok
+}
+
 // decodeMeta never fails: a member whose record we cannot read is still a member, only one
 // whose addresses we do not know.
 func decodeMeta(b []byte) (meta Meta, leaving bool, ok bool) {

@@ -1,7 +1,6 @@
 package fakepeers
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -25,8 +24,6 @@ import (
 // probes at once, and gossip at its rate, so suspicions are refuted fast.
 
 const (
-	// gossipLabel is package gossip's: the real node refuses other labels.
-	gossipLabel = "shard"
 	// peerProbeInterval and peerProbeTimeout: how often a peer probes
 	// another member, and how long it waits for the ack.
 	peerProbeInterval = 10 * time.Second
@@ -43,12 +40,6 @@ const (
 	joinAttempts = 5
 )
 
-// wireMeta is the metadata package gossip reads (gossip.Meta, version 1).
-type wireMeta struct {
-	V int `json:"v"`
-	gossip.Meta
-}
-
 // metaDelegate announces a peer's metadata; memberlist asks nothing else
 // of it.
 type metaDelegate []byte
@@ -62,14 +53,14 @@ func (metaDelegate) MergeRemoteState(buf []byte, join bool) {}
 // startMember starts the memberlist of p, on its own address, and joins
 // the real node.
 func (p *peer) startMember() error {
-	meta, err := json.Marshal(wireMeta{V: 1, Meta: gossip.Meta{Link: p.ln.Addr().String(), Inc: p.inc}})
+	meta, err := gossip.EncodeMeta(gossip.Meta{Link: p.ln.Addr().String(), Inc: p.inc})
 	if err != nil {
 		return err
 	}
 	c := memberlist.DefaultLANConfig()
 	c.Name = p.name
 	c.BindAddr, c.BindPort, c.AdvertisePort = peerAddr(p.index), 0, 0
-	c.Label = gossipLabel
+	c.Label = gossip.Label
 	c.ProbeInterval, c.ProbeTimeout = peerProbeInterval, peerProbeTimeout
 	c.PushPullInterval = peerPushPull
 	c.RetransmitMult = peerRetransmit
@@ -98,8 +89,8 @@ func (p *peer) nodeMember() (link.Member, bool) {
 		if m.Name != p.c.cfg.Node {
 			continue
 		}
-		var w wireMeta
-		if json.Unmarshal(m.Meta, &w) != nil {
+		w, ok := gossip.DecodeMeta(m.Meta)
+		if !ok {
 			return link.Member{}, false
 		}
 		return link.Member{Addr: w.Link, Inc: w.Inc}, true
