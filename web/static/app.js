@@ -533,6 +533,7 @@ function introText(c) {
 
 function openConv(c, focusComposer) {
   const prev = S.active;
+  if (prev !== c) readNow(prev);
   S.active = c;
   showInList(c);
   c.unread = 0;
@@ -563,6 +564,7 @@ function openConv(c, focusComposer) {
 
 function closeConv() {
   const prev = S.active;
+  readNow(prev);
   S.active = null;
   showMembers(false);
   clearTimer('room');
@@ -1181,7 +1183,8 @@ function sendFromComposer() {
 // wantRead: the conversation in view has something of others' this user
 // has not read: it is read here now, and the server is told once the burst
 // has settled (READ_BURST_MS), so that every device clears it. What was in
-// view is read even if the person moves on before then.
+// view is read even if the person moves on before then: readNow sends it
+// when the conversation is left or the page goes.
 function wantRead(c) {
   if (!c || c !== S.active || c.kind === 'room' || !hasStore() || document.hidden || c.gone) return;
   if (c.unread) {
@@ -1195,6 +1198,14 @@ function wantRead(c) {
   c.readWant = Math.max(c.readWant, c.hiSeq, c.hiOther);
   if (c.readTimer || !S.open) return; // once connected, the conversations refresh asks again
   c.readTimer = setTimeout(() => sendRead(c), READ_BURST_MS);
+}
+
+// readNow sends c's read frame that is waiting for its burst to settle, if
+// there is one.
+function readNow(c) {
+  if (!c || !c.readTimer) return;
+  clearTimeout(c.readTimer);
+  sendRead(c);
 }
 
 function sendRead(c) {
@@ -1676,12 +1687,14 @@ document.addEventListener('visibilitychange', () => {
   wantRead(S.active);
 });
 
-// Offsets are saved shortly after they change, and when the tab goes. A
+// Offsets are saved shortly after they change, and when the tab goes, as
+// are read frames still waiting for their burst to settle. A
 // page kept in the back/forward cache lets its connection go: frozen, it
 // would still count as online, and take messages it cannot show. It
 // connects again (and catches up, with a store) when it is shown again.
 window.addEventListener('pagehide', (e) => {
   saveOffsets();
+  for (const c of S.convs.values()) readNow(c);
   if (!e.persisted || S.stopped) return;
   S.parked = true;
   S.stopped = true;
