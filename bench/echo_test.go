@@ -39,17 +39,21 @@ func TestEchoAnswersEverySendOfTheGoClient(t *testing.T) {
 	}
 }
 
-func TestEchoRoundsDivideNodeCPUByTheEchosPerRound(t *testing.T) {
-	run := func(per1k float64) []*RunReport {
-		return []*RunReport{{Cluster: &ClusterStats{CPUPer1k: per1k}}}
+func TestEchoRoundsDivideNodeCostByTheEchosPerRound(t *testing.T) {
+	run := func(per1k, reads, writes, wakeups float64) []*RunReport {
+		return []*RunReport{{Cluster: &ClusterStats{CPUPer1k: per1k, ReadCallsPerChat: reads, WriteCallsPerChat: writes, WakeupsPerChat: wakeups}}}
 	}
-	echo := &CaseReport{Routing: echoRouting, Runs: run(0.040)}
-	owner := &CaseReport{Routing: "owner", Runs: run(0.100)}
+	echo := &CaseReport{Routing: echoRouting, Runs: run(0.040, 1, 1, 1.5)}
+	owner := &CaseReport{Routing: "owner", Runs: run(0.100, 3, 4, 6)}
 	echoRounds([]*CaseReport{echo, owner})
 	if owner.EchoRounds < 2.49 || owner.EchoRounds > 2.51 {
 		t.Errorf("0.100 s per 1,000 messages against an echo's 0.040 per 1,000 rounds: %.3f rounds, want 2.5", owner.EchoRounds)
 	}
-	if echo.EchoRounds != 0 {
+	if owner.EchoCalls != 3.5 || owner.EchoWakeups != 4 {
+		t.Errorf("7 system calls and 6 wake-ups a message against an echo's 2 and 1.5 a round: %.2f and %.2f rounds, want 3.5 and 4",
+			owner.EchoCalls, owner.EchoWakeups)
+	}
+	if echo.EchoRounds != 0 || echo.EchoCalls != 0 {
 		t.Errorf("the echo is given %.2f rounds of itself", echo.EchoRounds)
 	}
 }

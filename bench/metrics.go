@@ -47,6 +47,20 @@ type sample struct {
 	HeapInuse, StackInuse, Goroutines float64
 	// What the soak watches for leaks besides RSS and goroutines.
 	OpenFDs, HeapAlloc float64
+	// When bench started the process: its read- and write-like system calls
+	// (syscr, syscw) and its threads' wake-ups (procSched): counts per
+	// message that, unlike CPU time, hardly depend on what else the
+	// machine does.
+	ReadCalls, WriteCalls, Wakeups float64
+}
+
+// ioCounts are a process's I/O through system calls (/proc/pid/io): bytes
+// read and written (rchar, wchar; sockets and files alike), and the system
+// calls that did it (syscr: read, recvfrom, readv...; syscw: write, sendto,
+// writev...).
+type ioCounts struct {
+	Read, Written         int64
+	ReadCalls, WriteCalls int64
 }
 
 func getJSON(ctx context.Context, u string, v any) error {
@@ -169,6 +183,11 @@ func scrape(ctx context.Context, n node) (sample, error) {
 		if cpu, err := procCPU(n.PID); err == nil {
 			s.CPU = cpu.Seconds()
 		}
+		if io, err := procIO(n.PID); err == nil {
+			s.ReadCalls, s.WriteCalls = float64(io.ReadCalls), float64(io.WriteCalls)
+		}
+		_, _, wakeups := procSched(n.PID)
+		s.Wakeups = float64(wakeups)
 	}
 	return s, nil
 }

@@ -565,6 +565,7 @@ func buildRun(cfg *Config, phase uint32, rate float64, results []*workerResult) 
 func clusterStats(nodes []node, before, after []sample) *ClusterStats {
 	cs := &ClusterStats{}
 	byKind, replies := map[string]float64{}, map[string]float64{}
+	var readCalls, writeCalls, wakeups float64
 	addDeltas := func(dst, before, after map[string]float64) {
 		for k, v := range after {
 			dst[k] += v - before[k]
@@ -587,8 +588,14 @@ func clusterStats(nodes []node, before, after []sample) *ClusterStats {
 		cs.PeerMessages += nr.PeerMessages
 		cs.Deliveries += nr.Deliveries
 		cs.CPUSeconds += nr.CPUSeconds
+		readCalls += b.ReadCalls - a.ReadCalls
+		writeCalls += b.WriteCalls - a.WriteCalls
+		wakeups += b.Wakeups - a.Wakeups
 		cs.Nodes = append(cs.Nodes, nr)
 	}
+	cs.ReadCallsPerChat = ratio(readCalls, cs.ChatMessages)
+	cs.WriteCallsPerChat = ratio(writeCalls, cs.ChatMessages)
+	cs.WakeupsPerChat = ratio(wakeups, cs.ChatMessages)
 	cs.PeerPerChat = ratio(cs.PeerMessages, cs.ChatMessages)
 	perChat := func(totals map[string]float64) map[string]float64 {
 		out := map[string]float64{}

@@ -64,7 +64,11 @@ type CaseReport struct {
 	// baseline's CPU per round (--baseline): what a message costs in
 	// echo rounds.
 	EchoRounds float64 `json:"echo_rounds_per_msg,omitempty"`
-	Error      string  `json:"error,omitempty"`
+	// EchoCalls and EchoWakeups are the same in system calls (read and
+	// write together) and in thread wake-ups: counts, so steadier.
+	EchoCalls   float64 `json:"echo_syscall_rounds_per_msg,omitempty"`
+	EchoWakeups float64 `json:"echo_wakeup_rounds_per_msg,omitempty"`
+	Error       string  `json:"error,omitempty"`
 }
 
 // ConnReport is the setup of the client connections.
@@ -137,7 +141,14 @@ type ClusterStats struct {
 	Deliveries            float64            `json:"deliveries"`
 	CPUSeconds            float64            `json:"cpu_s"`
 	CPUPer1k              float64            `json:"cpu_s_per_1k_msgs"`
-	Nodes                 []NodeRun          `json:"nodes"`
+	// Per chat message, all nodes, when bench started them: read- and
+	// write-like system calls and thread wake-ups (see sample). Where CPU
+	// time swings with the load of a shared box, these say what a change
+	// saved; against the echo's per round they say how far the floor is.
+	ReadCallsPerChat  float64   `json:"read_syscalls_per_msg,omitempty"`
+	WriteCallsPerChat float64   `json:"write_syscalls_per_msg,omitempty"`
+	WakeupsPerChat    float64   `json:"wakeups_per_msg,omitempty"`
+	Nodes             []NodeRun `json:"nodes"`
 }
 
 // NodeRun is one node over the measured window.
@@ -191,15 +202,21 @@ func (c *CaseReport) mainRun() *RunReport {
 // echoRounds sets each case's EchoRounds from the echo case among cases,
 // if there is one.
 func echoRounds(cases []*CaseReport) {
-	var floor float64
+	var floor *ClusterStats
 	for _, c := range cases {
 		if r := c.mainRun(); c.Routing == echoRouting && r != nil && r.Cluster != nil {
-			floor = r.Cluster.CPUPer1k
+			floor = r.Cluster
 		}
+	}
+	if floor == nil {
+		return
 	}
 	for _, c := range cases {
 		if r := c.mainRun(); c.Routing != echoRouting && r != nil && r.Cluster != nil {
-			c.EchoRounds = ratio(r.Cluster.CPUPer1k, floor)
+			cl := r.Cluster
+			c.EchoRounds = ratio(cl.CPUPer1k, floor.CPUPer1k)
+			c.EchoCalls = ratio(cl.ReadCallsPerChat+cl.WriteCallsPerChat, floor.ReadCallsPerChat+floor.WriteCallsPerChat)
+			c.EchoWakeups = ratio(cl.WakeupsPerChat, floor.WakeupsPerChat)
 		}
 	}
 }
@@ -395,7 +412,11 @@ func writeCase(w io.Writer, c *CaseReport) {
 		writeRun(w, r)
 	}
 	if c.EchoRounds > 0 {
-		fmt.Fprintf(w, "echo rounds   %.2f per chat msg (node CPU per chat msg over the echo's CPU per round)\n", c.EchoRounds)
+		fmt.Fprintf(w, "echo rounds   %.2f per chat msg (node CPU per chat msg over the echo's CPU per round)", c.EchoRounds)
+		if c.EchoWakeups > 0 {
+			fmt.Fprintf(w, "; in system calls %.2f, in wake-ups %.2f", c.EchoCalls, c.EchoWakeups)
+		}
+		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "node\tconns\tRSS empty\tRSS idle\tper conn\t(heap\tstacks\tgoroutines)\tRSS end\tCPU s\tchat msgs\tpeer msgs\tdeliveries\t")
@@ -448,6 +469,10 @@ func writeRun(w io.Writer, r *RunReport) {
 		fmt.Fprintf(w, "node-to-node  %.3f msgs per chat msg (%s) over %.0f chat msgs; requests per chat msg, a batch once: %s\n", cl.PeerPerChat,
 			sortedKV(cl.PeerPerChatByKind, perMsg), cl.ChatMessages, sortedKV(cl.RequestsPerChatByKind, perMsg))
 		fmt.Fprintf(w, "node CPU      %.3f s per 1,000 chat msgs (%.2f s in %.0f s, all nodes)\n", cl.CPUPer1k, cl.CPUSeconds, r.WindowSeconds)
+		if cl.WakeupsPerChat > 0 {
+			fmt.Fprintf(w, "node work     per chat msg: %.2f read and %.2f write system calls, %.2f thread wake-ups (all nodes)\n",
+				cl.ReadCallsPerChat, cl.WriteCallsPerChat, cl.WakeupsPerChat)
+		}
 	} else if r.ClusterError != "" {
 		fmt.Fprintf(w, "node counters unavailable: %s\n", r.ClusterError)
 	}

@@ -11,11 +11,14 @@ import (
 )
 
 // procSched sums, over the threads of process pid (0: this one), the time
-// they ran and the time they waited, runnable, for a CPU
-// (/proc/pid/task/*/schedstat, in ns). The wait is what a saturated box
-// costs a process that is not saturated itself: on the shared 2-core box,
-// latency the node did not cause.
-func procSched(pid int) (run, wait time.Duration) {
+// they ran, the time they waited, runnable, for a CPU, and how many times
+// they were given one (/proc/pid/task/*/schedstat: ns, ns, count). The wait
+// is what a saturated box costs a process that is not saturated itself: on
+// the shared 2-core box, latency the node did not cause. The count is the
+// process's wake-ups, which the load of the box hardly changes: each is a
+// thread that slept (a goroutine parked with nothing else to run) and was
+// woken, or one the scheduler took the CPU from.
+func procSched(pid int) (run, wait time.Duration, slices int64) {
 	dir := "/proc/self/task"
 	if pid != 0 {
 		dir = "/proc/" + strconv.Itoa(pid) + "/task"
@@ -27,12 +30,13 @@ func procSched(pid int) (run, wait time.Duration) {
 			continue // the thread exited
 		}
 		fs := strings.Fields(string(b))
-		if len(fs) < 2 {
+		if len(fs) < 3 {
 			continue
 		}
 		r, _ := strconv.ParseInt(fs[0], 10, 64)
 		w, _ := strconv.ParseInt(fs[1], 10, 64)
-		run, wait = run+time.Duration(r), wait+time.Duration(w)
+		n, _ := strconv.ParseInt(fs[2], 10, 64)
+		run, wait, slices = run+time.Duration(r), wait+time.Duration(w), slices+n
 	}
-	return run, wait
+	return run, wait, slices
 }

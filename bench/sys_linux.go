@@ -111,13 +111,13 @@ func loadAvg() float64 {
 	return v
 }
 
-// procIO reads the bytes process pid has read and written through system
-// calls (rchar, wchar of /proc/pid/io): a node without a store that logs
-// only warnings reads and writes little but its sockets.
-func procIO(pid int) (read, written int64, err error) {
+// procIO reads what process pid has read and written through system calls
+// (/proc/pid/io).
+func procIO(pid int) (ioCounts, error) {
+	var c ioCounts
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
 	if err != nil {
-		return 0, 0, err
+		return c, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ": ")
@@ -127,12 +127,16 @@ func procIO(pid int) (read, written int64, err error) {
 		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		switch k {
 		case "rchar":
-			read = n
+			c.Read = n
 		case "wchar":
-			written = n
+			c.Written = n
+		case "syscr":
+			c.ReadCalls = n
+		case "syscw":
+			c.WriteCalls = n
 		}
 	}
-	return read, written, nil
+	return c, nil
 }
 
 // boxCPU is the CPU time the whole machine has spent busy (not idle, not

@@ -19,7 +19,7 @@ func childAttr() *syscall.SysProcAttr    { return nil }
 
 func loadAvg() float64 { return 0 }
 
-func procIO(int) (int64, int64, error) { return 0, 0, errNotLinux }
-func boxCPU() time.Duration            { return 0 }
+func procIO(int) (ioCounts, error) { return ioCounts{}, errNotLinux }
+func boxCPU() time.Duration        { return 0 }
 
-func procSched(int) (time.Duration, time.Duration) { return 0, 0 }
+func procSched(int) (time.Duration, time.Duration, int64) { return 0, 0, 0 }

@@ -90,10 +90,10 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 	users := v.peers.Users()
 
 	cpu0, _ := procCPU(v.pid)
-	r0, w0, _ := procIO(v.pid)
+	io0, _ := procIO(v.pid)
 	gen0, box0, recv0 := cpuTime(), boxCPU(), v.received.Load()
-	_, nw0 := procSched(v.pid)
-	_, gw0 := procSched(0)
+	_, nw0, _ := procSched(v.pid)
+	_, gw0, _ := procSched(0)
 	start := time.Now().Add(50 * time.Millisecond)
 	clk := realClock{start}
 	var wg sync.WaitGroup
@@ -158,11 +158,11 @@ func (v *viewLoad) run(ctx context.Context, rate float64, d, grace time.Duration
 	}
 	res.played, res.window = d, time.Since(start)
 	cpu1, _ := procCPU(v.pid)
-	r1, w1, _ := procIO(v.pid)
+	io1, _ := procIO(v.pid)
 	res.nodeCPU, res.genCPU, res.box = cpu1-cpu0, cpuTime()-gen0, boxCPU()-box0
-	res.read, res.written = r1-r0, w1-w0
-	_, nw1 := procSched(v.pid)
-	_, gw1 := procSched(0)
+	res.read, res.written = io1.Read-io0.Read, io1.Written-io0.Written
+	_, nw1, _ := procSched(v.pid)
+	_, gw1, _ := procSched(0)
 	res.nodeWait, res.genWait = nw1-nw0, gw1-gw0
 	res.lost = wrong.Load() + (sent - answered.Load()) + max(0, expect.Load()-(v.received.Load()-recv0))
 	res.ack, res.peer, res.lag = summarize(ack.h), summarize(peer.h), summarize(lag.h)
