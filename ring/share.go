@@ -17,3 +17,24 @@ func (r *Ring) Share(name string) int {
 	}
 	return n
 }
+
+// Gainers are the members of r that own a partition in r they did not own in
+// old, sorted: after a membership change from old to r, the only members
+// whose directories lack keys they own (every member of r when old is the
+// empty ring). A member that only lost partitions still holds every entry for
+// what it owns.
+func (r *Ring) Gainers(old *Ring) []string {
+	gained := make(map[string]bool)
+	for p, owner := range r.owners {
+		if len(old.owners) == 0 || old.owners[p] != owner {
+			gained[owner] = true
+		}
+	}
+	out := make([]string, 0, len(gained))
+	for _, m := range r.members {
+		if gained[m] {
+			out = append(out, m)
+		}
+	}
+	return out
+}

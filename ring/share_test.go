@@ -1,6 +1,11 @@
 package ring
 
-import "testing"
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+)
 
 // The cluster view draws each member's arc from its share: the arcs must
 // close the circle, and follow the bounded load of consistent.
@@ -24,5 +29,44 @@ func TestSharesCoverEveryPartitionWithinTheLoadBound(t *testing.T) {
 	empty := mustNew(t)
 	if s := empty.Share("n1"); s != 0 {
 		t.Fatalf("the empty ring gives n1 %d partitions, want 0", s)
+	}
+}
+
+// After a change, a member not among the gainers owns no key it did not own
+// before, so it need wait for no one to re-register. A join to 64 members
+// gives new keys to the newcomer and a few others (3 or 4), a leave to the
+// members next to the leaver's points (about 42), not to all.
+func TestGainersAreTheMembersGivenKeys(t *testing.T) {
+	names := make([]string, 64)
+	for i := range names {
+		names[i] = fmt.Sprintf("node-%d", i)
+	}
+	before := mustNew(t, names...)
+	joined := mustNew(t, append(slices.Clone(names), "node-new")...)
+	left := mustNew(t, names[1:]...)
+	for _, c := range []struct {
+		name      string
+		old, next *Ring
+		most      int
+	}{{"a join", before, joined, 8}, {"a leave", before, left, 56}} {
+		gainers := c.next.Gainers(c.old)
+		if len(gainers) == 0 || len(gainers) > c.most {
+			t.Errorf("%s to 64 members gave new partitions to %d members, want 1 to %d: %v", c.name, len(gainers), c.most, gainers)
+		}
+		for i := range 10000 {
+			key := "user-" + strconv.Itoa(i)
+			if owner := c.next.Owner(key); owner != c.old.Owner(key) && !slices.Contains(gainers, owner) {
+				t.Fatalf("%s moved %q from %s to %s, which is not among the gainers %v", c.name, key, c.old.Owner(key), owner, gainers)
+			}
+		}
+	}
+	if g := joined.Gainers(before); !slices.Contains(g, "node-new") {
+		t.Errorf("the gainers of a join %v lack the newcomer", g)
+	}
+	if g := joined.Gainers(joined); len(g) != 0 {
+		t.Errorf("no change gave new partitions to %v", g)
+	}
+	if g := before.Gainers(mustNew(t)); !slices.Equal(g, before.Members()) {
+		t.Errorf("from the empty ring the gainers are %d members, want all 64", len(g))
 	}
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -63,6 +64,14 @@ func (v *view) ownerInc(name string) (owner, inc string) {
 // they re-registered: one that never reports is dead or cut off, and the
 // next membership change will say so.
 const settleTimeout = 5 * time.Second
+
+// settleAsk: an owner still waiting for members' reports this long after a
+// change, and as often again until settleTimeout, asks them to register
+// again (resync), which they report once done. A member tells only the
+// owners its own previous view says were given partitions (or are new to
+// it), and a member that skipped a view, or saw the members come in another
+// order, may not know this owner was.
+const settleAsk = 250 * time.Millisecond
 
 // settlement tracks, for the current membership version, which members have
 // re-registered their connections. Until all have, a directory miss means
@@ -129,6 +138,20 @@ func (s *settlement) synced(version, node string) {
 	s.early[version][node] = true
 }
 
+// waitingFor lists the members version still waits for; current is false
+// once another version is being settled.
+func (s *settlement) waitingFor(version string) (members []string, current bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version != s.version {
+		return nil, false
+	}
+	for m := range s.waiting {
+		members = append(members, m)
+	}
+	return members, true
+}
+
 func (s *settlement) settled(version string, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -143,8 +166,8 @@ const registerBatch = 1000
 // (owners may have moved), the directory keeps only what this node still
 // owns from holders still present, and every key whose owner changed, or
 // whose owner restarted, is registered with its owner. Once those owners
-// answered, this node tells every member that it is in sync. It returns the
-// first registration error, if any.
+// answered, this node tells the members that wait for it (fresh) that it is
+// in sync. It returns the first registration error, if any.
 func (r *Router) SetMembers(members []Member) error {
 	r.membersMu.Lock()
 	defer r.membersMu.Unlock()
@@ -177,16 +200,30 @@ func (r *Router) SetMembers(members []Member) error {
 	r.m.RingChanges.Inc()
 	self := r.cfg.Self
 	now := time.Now()
-	// Wait for the members of the new ring, and for a member that is
-	// leaving just now: it still holds connections and re-registers them
-	// with their new owners while it drains.
-	awaited := rg.Members()
-	for _, m := range members {
-		if m.Left && old.ring.Has(m.Name) {
-			awaited = append(awaited, m.Name)
+	fresh := freshDirectories(old, nv, self)
+	// An owner that was given partitions waits for every member of the new
+	// ring, and for a member that is leaving just now: it still holds
+	// connections and re-registers them with their new owners while it
+	// drains. One that was not holds every entry for what it owns, but
+	// those of members new to it.
+	var awaited []string
+	if slices.Contains(fresh, self) {
+		awaited = rg.Members()
+		for _, m := range members {
+			if m.Left && old.ring.Has(m.Name) {
+				awaited = append(awaited, m.Name)
+			}
+		}
+	} else {
+		for _, m := range rg.Members() {
+			if nv.newSince(old, m) {
+				awaited = append(awaited, m)
+			}
 		}
 	}
 	r.settle.reset(nv.version, awaited, now)
+	r.wg.Add(1)
+	go r.chaseSynced(nv.version)
 
 	// Swap the view and collect the moved keys under the index lock, so
 	// that no registration slips between the two with the old owner.
@@ -229,7 +266,7 @@ func (r *Router) SetMembers(members []Member) error {
 	}
 	// An owner told we are in sync while it lacks some of our keys would
 	// answer "offline" for them: it hears so once their retry got through.
-	r.announceSynced(nv, failed)
+	r.announceSynced(nv, fresh, failed)
 	for owner := range failed {
 		r.oweSynced(owner, nv.version)
 	}
@@ -308,12 +345,72 @@ func (r *Router) resync(owner string) {
 	r.request(owner, kindSynced, 1, link.AppendString(nil, v.version), func([]byte, error) {})
 }
 
-// announceSynced tells every member but those in skip that this node's
-// registrations for version are in place.
-func (r *Router) announceSynced(v *view, skip map[string]bool) {
+// freshDirectories are the members of nv whose directories, after the
+// change from old, lack entries they own until the holders re-register: the
+// members given partitions, the members new or restarted since old, and
+// every member when self is (its first view: nothing told it what the
+// others hold). Only they wait for self's synced; the others own nothing
+// they did not hold entries for. A join to 256 members gives partitions to
+// about 5 of them, a leave to about 50 (ring.Gainers).
+func freshDirectories(old, nv *view, self string) []string {
+	members := nv.ring.Members()
+	if nv.newSince(old, self) {
+		return members
+	}
+	gainers := nv.ring.Gainers(old.ring)
+	fresh := members[:0]
+	for _, m := range members {
+		if nv.newSince(old, m) || slices.Contains(gainers, m) {
+			fresh = append(fresh, m)
+		}
+	}
+	return fresh
+}
+
+// newSince reports whether member m is new in v since old, or restarted.
+func (v *view) newSince(old *view, m string) bool {
+	inc, ok := old.inc[m]
+	return !ok || inc != v.inc[m]
+}
+
+// chaseSynced asks the members version still waits for, every settleAsk,
+// to register again, until it settles, its deadline passes or another
+// version replaces it.
+func (r *Router) chaseSynced(version string) {
+	defer r.wg.Done()
+	v, done, deadline := r.settle.wait()
+	if v != version {
+		return
+	}
+	t := time.NewTicker(settleAsk)
+	defer t.Stop()
+	payload := link.AppendString(nil, version)
+	for {
+		select {
+		case <-done:
+			return
+		case <-r.stop:
+			return
+		case now := <-t.C:
+			waiting, current := r.settle.waitingFor(version)
+			if !current || now.After(deadline) {
+				return
+			}
+			for _, m := range waiting {
+				if m != r.cfg.Self {
+					r.request(m, kindResync, 1, payload, func([]byte, error) {})
+				}
+			}
+		}
+	}
+}
+
+// announceSynced tells each member of to but those in skip that this
+// node's registrations for version are in place.
+func (r *Router) announceSynced(v *view, to []string, skip map[string]bool) {
 	r.settle.synced(v.version, r.cfg.Self)
 	payload := link.AppendString(nil, v.version)
-	for _, m := range v.ring.Members() {
+	for _, m := range to {
 		if m != r.cfg.Self && !skip[m] {
 			r.request(m, kindSynced, 1, payload, func([]byte, error) {})
 		}

@@ -38,18 +38,26 @@ func TestOwnerSendsOneMessagePerDirectMessage(t *testing.T) {
 // TestJoinAndLeaveMoveAboutOneNthAndDirectoriesComeRight: after a join and
 // after a leave every directory lists exactly the connections that exist,
 // and the change moved the share of the keys consistent hashing promises,
-// 1/N, within 20 % (issue 14's goal).
+// 1/N, within 20 % (issue 14's goal), without every node reporting to
+// every other that it re-registered.
 func TestJoinAndLeaveMoveAboutOneNthAndDirectoriesComeRight(t *testing.T) {
 	join, leave, err := RingChanges(simNodes, 1)
 	if err != nil {
 		t.Fatal(err) // RingChanges fails when the directories are not right within its deadline
 	}
+	// Only the owners given partitions (and, at a join, the newcomer) hear
+	// who re-registered: at 64 nodes about 570 reports for a join and 3,050
+	// for a leave, where every node telling every other is 4,032.
+	most := map[string]int64{"join": simNodes * simNodes / 4, "leave": simNodes * (simNodes - 1) * 9 / 10}
 	for name, ch := range map[string]Change{"join": join, "leave": leave} {
 		if ch.RingMoved > 1.2*ch.Promise || ch.RingMoved < 0.8*ch.Promise {
 			t.Errorf("%s moved %.4f of the keys, want 1/N = %.4f within 20%%", name, ch.RingMoved, ch.Promise)
 		}
 		if ch.Registers == 0 {
 			t.Errorf("%s: no register message sent: %+v", name, ch)
+		}
+		if n := ch.ByKind["synced"]; n > most[name] {
+			t.Errorf("%s: %d synced reports among %d nodes, want at most %d", name, n, simNodes, most[name])
 		}
 		t.Logf("%s: %+v", name, ch)
 	}
