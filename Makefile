@@ -27,6 +27,9 @@ run: build
 # Installs the system packages the tests drive for real, then runs them all.
 test: deps lint alerts
 	$(GO) test -race -count=1 -timeout 15m ./...
+	# Race builds read and write sockets through the scheduler (internal/rawsys):
+	# the raw system calls get their own run.
+	$(GO) test -count=1 -timeout 5m ./internal/rawsys ./link ./session
 	$(MAKE) sdk-test
 	$(MAKE) fuzz
 

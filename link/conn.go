@@ -156,7 +156,7 @@ func (lc *conn) dialAndRun() {
 	}
 	lc.nc = nc
 	lc.mu.Unlock()
-	br := bufio.NewReaderSize(nc, readBuffer)
+	br := bufio.NewReaderSize(socketReader(nc), readBuffer)
 	if err := lc.clientHandshake(br); err != nil {
 		lc.links.cfg.Logger.Warn("link handshake failed", "peer", lc.peer, "err", err)
 		lc.close(err)
@@ -168,7 +168,7 @@ func (lc *conn) dialAndRun() {
 
 func (lc *conn) serveAccepted() {
 	l := lc.links
-	br := bufio.NewReaderSize(lc.nc, readBuffer)
+	br := bufio.NewReaderSize(socketReader(lc.nc), readBuffer)
 	peer, why, err := lc.serverHandshake(br)
 	<-l.handshakes
 	if err != nil {

@@ -4,7 +4,11 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"io"
+	"net"
 	"syscall"
+
+	"github.com/shardchat/shard/internal/rawsys"
 )
 
 // The write side of a link. At a few thousand messages a second no two
@@ -82,6 +86,18 @@ func (lc *conn) pushLocked(f outFrame) {
 
 // startWriting lets the frames go once the hello is done: the writer
 // goroutine takes what waited meanwhile.
+// socketReader reads nc with rawsys when it is a socket: a read through
+// net.Conn would wake the runtime's monitor thread at every message that
+// finds the node idle (package rawsys says why).
+func socketReader(nc net.Conn) io.Reader {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			return rawsys.NewReader(raw)
+		}
+	}
+	return nc
+}
+
 func (lc *conn) startWriting() {
 	var raw syscall.RawConn // nil: no non-blocking write, the writer goroutine writes everything
 	if sc, ok := lc.nc.(syscall.Conn); ok {
@@ -93,7 +109,7 @@ func (lc *conn) startWriting() {
 	o := &lc.out
 	o.ready, o.raw = true, raw
 	o.tryWrite = func(fd uintptr) bool {
-		o.tried, o.tryErr = syscall.Write(int(fd), o.bytes[o.sent:])
+		o.tried, o.tryErr = rawsys.Write(fd, o.bytes[o.sent:])
 		return true // never wait here: the writer goroutine does
 	}
 	hand := len(o.queue) > 0 // nothing was written before: no writer yet

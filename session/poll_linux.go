@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shardchat/shard/internal/rawsys"
 )
 
 // The poller: one epoll instance and one goroutine watch the sockets of
@@ -237,7 +239,7 @@ func (r *readBuffer) wait(fd uintptr) bool {
 // socket, errWouldBlock says it had nothing.
 func (r *readBuffer) read(fd uintptr) bool {
 	for {
-		r.n, r.err = syscall.Read(int(fd), r.b)
+		r.n, r.err = rawsys.Read(fd, r.b)
 		if r.err != syscall.EINTR {
 			return true
 		}

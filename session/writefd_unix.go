@@ -2,10 +2,10 @@
 
 package session
 
-import "syscall"
+import "github.com/shardchat/shard/internal/rawsys"
 
 // canWriteFD: a socket's descriptor is non-blocking, so one write(2) on it
 // never waits.
 const canWriteFD = true
 
-func writeFD(fd uintptr, b []byte) (int, error) { return syscall.Write(int(fd), b) }
+func writeFD(fd uintptr, b []byte) (int, error) { return rawsys.Write(fd, b) }

@@ -1,0 +1,14 @@
+// Package rawsys reads and writes non-blocking sockets with system calls the
+// Go scheduler is not told of, as the runtime's own netpoller makes its
+// epoll calls.
+//
+// Why: syscall.Read and syscall.Write enter the scheduler's system-call
+// state, made for calls that may block, so that another thread can take the
+// processor meanwhile. Entering it when every processor was idle, which is
+// a node's state between two messages at a few thousand a second, wakes the
+// runtime's monitor thread (sysmon), which then wakes every 20 µs until the
+// process is idle again: about two thread wake-ups per message a node
+// handles, more than the message's own. A read or write on a non-blocking
+// socket returns at once, so it needs none of that. Only on Linux, and not
+// under the race detector (rawsys_other.go).
+package rawsys

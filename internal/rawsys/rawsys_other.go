@@ -1,0 +1,15 @@
+//go:build !linux || race
+
+package rawsys
+
+import "syscall"
+
+// Elsewhere than on Linux, and under the race detector, whose model of
+// memory passed through a socket needs syscall's annotations, reads and
+// writes go through the scheduler as usual.
+
+// Read is read(2) on fd.
+func Read(fd uintptr, p []byte) (int, error) { return syscall.Read(int(fd), p) }
+
+// Write is write(2) on fd.
+func Write(fd uintptr, p []byte) (int, error) { return syscall.Write(int(fd), p) }
