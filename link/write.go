@@ -84,8 +84,6 @@ func (lc *conn) pushLocked(f outFrame) {
 	lc.write(false)
 }
 
-// startWriting lets the frames go once the hello is done: the writer
-// goroutine takes what waited meanwhile.
 // socketReader reads nc with rawsys when it is a socket: a read through
 // net.Conn would wake the runtime's monitor thread at every message that
 // finds the node idle (package rawsys says why).
@@ -98,6 +96,8 @@ func socketReader(nc net.Conn) io.Reader {
 	return nc
 }
 
+// startWriting lets the frames go once the hello is done: the writer
+// goroutine takes what waited meanwhile.
 func (lc *conn) startWriting() {
 	var raw syscall.RawConn // nil: no non-blocking write, the writer goroutine writes everything
 	if sc, ok := lc.nc.(syscall.Conn); ok {

@@ -187,7 +187,7 @@ func TestMetricsExposeTheSpecCounters(t *testing.T) {
 		"process_resident_memory_bytes",
 	} {
 		if !strings.Contains(text, want) {
-			t.Errorf("/metrics lacks %q", want)
+			t.Errorf("/metrics lacks %q: %s", want, grepLines(text, "peer_messages_sent"))
 		}
 	}
 	wait.For(t, 2*time.Second, 10*time.Millisecond, func() error {
@@ -262,4 +262,14 @@ func TestUserNamedMessagesIsAUser(t *testing.T) {
 	if !u.Online {
 		t.Fatal(`/api/users/messages: user "messages" is connected but not online`)
 	}
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "; ")
 }

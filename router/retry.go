@@ -66,6 +66,19 @@ func (r *Router) oweSynced(owner, version string) {
 	r.startRetriesLocked()
 }
 
+// retryOwners are the owners, on v, of the keys in the retries.
+func (r *Router) retryOwners(v *view) map[string]bool {
+	r.retry.mu.Lock()
+	defer r.retry.mu.Unlock()
+	owners := make(map[string]bool)
+	for key := range r.retry.keys {
+		if owner := v.ring.Owner(key.Name); owner != "" {
+			owners[owner] = true
+		}
+	}
+	return owners
+}
+
 func (r *Router) startRetriesLocked() {
 	if !r.retry.running {
 		r.retry.running = true

@@ -66,8 +66,10 @@ func (v *view) ownerInc(name string) (owner, inc string) {
 const settleTimeout = 5 * time.Second
 
 // settleAsk: an owner still waiting for members' reports this long after a
-// change, and as often again until settleTimeout, asks them to register
-// again (resync), which they report once done. A member tells only the
+// change asks them to register again (resync), which they report once
+// done; and again after twice as long each time, until settleTimeout: a
+// member still busy registering, or not yet on the change, is asked 4 times
+// at most. A member tells only the
 // owners its own previous view says were given partitions (or are new to
 // it), and a member that skipped a view, or saw the members come in another
 // order, may not know this owner was.
@@ -201,26 +203,7 @@ func (r *Router) SetMembers(members []Member) error {
 	self := r.cfg.Self
 	now := time.Now()
 	fresh := freshDirectories(old, nv, self)
-	// An owner that was given partitions waits for every member of the new
-	// ring, and for a member that is leaving just now: it still holds
-	// connections and re-registers them with their new owners while it
-	// drains. One that was not holds every entry for what it owns, but
-	// those of members new to it.
-	var awaited []string
-	if slices.Contains(fresh, self) {
-		awaited = rg.Members()
-		for _, m := range members {
-			if m.Left && old.ring.Has(m.Name) {
-				awaited = append(awaited, m.Name)
-			}
-		}
-	} else {
-		for _, m := range rg.Members() {
-			if nv.newSince(old, m) {
-				awaited = append(awaited, m)
-			}
-		}
-	}
+	awaited := r.awaited(old, nv, members, fresh)
 	r.settle.reset(nv.version, awaited, now)
 	r.wg.Add(1)
 	go r.chaseSynced(nv.version)
@@ -265,7 +248,11 @@ func (r *Router) SetMembers(members []Member) error {
 		}
 	}
 	// An owner told we are in sync while it lacks some of our keys would
-	// answer "offline" for them: it hears so once their retry got through.
+	// answer "offline" for them: it hears so once their retry got through,
+	// and so does one with keys still in the retries from before.
+	for owner := range r.retryOwners(nv) {
+		failed[owner] = true
+	}
 	r.announceSynced(nv, fresh, failed)
 	for owner := range failed {
 		r.oweSynced(owner, nv.version)
@@ -367,29 +354,69 @@ func freshDirectories(old, nv *view, self string) []string {
 	return fresh
 }
 
+// awaited are the members this node, as an owner, waits for after the
+// change from old to nv. Given partitions (fresh), it waits for every member
+// of the new ring, and for a member that is leaving just now: it still
+// holds connections and re-registers them with their new owners while it
+// drains. Given none, it holds every entry for what it owns but those of
+// members new to it. And the members the change before still waited for
+// (a report on its way, or none came before its deadline) are waited for
+// again while they are members: what they hold may still be missing here.
+func (r *Router) awaited(old, nv *view, members []Member, fresh []string) []string {
+	want := make(map[string]bool)
+	if slices.Contains(fresh, r.cfg.Self) {
+		for _, m := range nv.ring.Members() {
+			want[m] = true
+		}
+		for _, m := range members {
+			if m.Left && old.ring.Has(m.Name) {
+				want[m.Name] = true
+			}
+		}
+	} else {
+		for _, m := range nv.ring.Members() {
+			if nv.newSince(old, m) {
+				want[m] = true
+			}
+		}
+	}
+	carried, _ := r.settle.waitingFor(old.version)
+	for _, m := range carried {
+		if _, ok := nv.inc[m]; ok {
+			want[m] = true
+		}
+	}
+	out := make([]string, 0, len(want))
+	for m := range want {
+		out = append(out, m)
+	}
+	return out
+}
+
 // newSince reports whether member m is new in v since old, or restarted.
 func (v *view) newSince(old *view, m string) bool {
 	inc, ok := old.inc[m]
 	return !ok || inc != v.inc[m]
 }
 
-// chaseSynced asks the members version still waits for, every settleAsk,
-// to register again, until it settles, its deadline passes or another
-// version replaces it.
+// chaseSynced asks the members version still waits for to register
+// again, settleAsk after the change, then twice as long after each ask,
+// until it settles, its deadline passes or another version replaces it.
 func (r *Router) chaseSynced(version string) {
 	defer r.wg.Done()
 	v, done, deadline := r.settle.wait()
 	if v != version {
 		return
 	}
-	t := time.NewTicker(settleAsk)
-	defer t.Stop()
 	payload := link.AppendString(nil, version)
-	for {
+	for wait := settleAsk; ; wait *= 2 {
+		t := time.NewTimer(wait)
 		select {
 		case <-done:
+			t.Stop()
 			return
 		case <-r.stop:
+			t.Stop()
 			return
 		case now := <-t.C:
 			waiting, current := r.settle.waitingFor(version)

@@ -256,3 +256,82 @@ func TestReturningMemberIsAskedAgainToRegister(t *testing.T) {
 	relay.set(true)
 	locatedAt(t, a, Key{Name: user}, "b")
 }
+
+// An owner given no partitions by a change holds an entry for every key it
+// owns, unless the change before still waited for a member: a new ring
+// that came while a's registration with b was on its way made b count
+// itself in sync and answer "offline" for a user a held. It waits for a
+// again, and hears where the user is once a's retry got through.
+func TestOwnerStillWaitingForAMemberWaitsForItAfterTheNextChange(t *testing.T) {
+	a, aLink := testRouter(t, "a")
+	b, bLink := testRouter(t, "b")
+	two := mustRing(t, "a", "b")
+	var three *ring.Ring
+	third := ""
+	for i := 0; third == ""; i++ { // a newcomer whose join gives b nothing
+		name := fmt.Sprintf("d%d", i)
+		three = mustRing(t, "a", "b", name)
+		if !slices.Contains(three.Gainers(two), "b") {
+			third = name
+		}
+	}
+	var user string
+	for i := 0; user == ""; i++ { // a user b owns in both rings
+		if name := fmt.Sprintf("user%d", i); two.Owner(name) == "b" && three.Owner(name) == "b" {
+			user = name
+		}
+	}
+	d, dLink := testRouter(t, third)
+
+	if err := a.SetMembers([]Member{{Name: "a", Link: aLink, Inc: "a-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Attach(newTestConn(1, user)); err != nil {
+		t.Fatal(err)
+	}
+	// b joins: a's registration of the user with b cannot get through yet.
+	relay := newRelay(t, bLink)
+	ab := []Member{{Name: "a", Link: aLink, Inc: "a-1"}, {Name: "b", Link: bLink, Inc: "b-1"}}
+	if err := b.SetMembers(ab); err != nil {
+		t.Fatal(err)
+	}
+	viaRelay := slices.Clone(ab)
+	viaRelay[1].Link = relay.addr()
+	if err := a.SetMembers(viaRelay); err == nil {
+		t.Fatal("registering through a link that is down succeeded")
+	}
+	// The newcomer joins, before a's retry got through.
+	withD := func(ms []Member) []Member {
+		return append(slices.Clone(ms), Member{Name: third, Link: dLink, Inc: third + "-1"})
+	}
+	if err := d.SetMembers(withD(ab)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetMembers(withD(ab)); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.SetMembers(withD(viaRelay)) // b is still out of a's reach
+	version := b.view.Load().version
+	wait.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if waiting, _ := b.settle.waitingFor(version); !slices.Equal(waiting, []string{"a"}) {
+			return fmt.Errorf("b waits for %v, want [a]: the newcomer has reported, a has not", waiting)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if locs, err := b.Locations(ctx, Key{Name: user}); err == nil {
+		t.Fatalf("b says %s is at %v while a's registration is on its way; want it not known yet", user, locs)
+	}
+	relay.set(true)
+	locatedAt(t, b, Key{Name: user}, "a")
+}
+
+func mustRing(t *testing.T, members ...string) *ring.Ring {
+	t.Helper()
+	rg, err := ring.New(members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rg
+}

@@ -10,5 +10,5 @@
 // process is idle again: about two thread wake-ups per message a node
 // handles, more than the message's own. A read or write on a non-blocking
 // socket returns at once, so it needs none of that. Only on Linux, and not
-// under the race detector (rawsys_other.go).
+// under the race detector or a sanitizer (rawsys_other.go).
 package rawsys

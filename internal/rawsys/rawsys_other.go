@@ -1,12 +1,12 @@
-//go:build !linux || race
+//go:build !linux || race || msan || asan
 
 package rawsys
 
 import "syscall"
 
-// Elsewhere than on Linux, and under the race detector, whose model of
-// memory passed through a socket needs syscall's annotations, reads and
-// writes go through the scheduler as usual.
+// Elsewhere than on Linux, and under the race detector or the memory and
+// address sanitizers, whose models of memory passed through a socket need
+// syscall's annotations, reads and writes go through the scheduler as usual.
 
 // Read is read(2) on fd.
 func Read(fd uintptr, p []byte) (int, error) { return syscall.Read(int(fd), p) }

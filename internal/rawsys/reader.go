@@ -2,6 +2,7 @@ package rawsys
 
 import (
 	"io"
+	"os"
 	"syscall"
 )
 
@@ -44,7 +45,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	case err != nil:
 		return 0, err
 	case r.err != nil:
-		return 0, r.err
+		return 0, os.NewSyscallError("read", r.err) // as net.Conn says it: "read: connection reset by peer"
 	case r.n == 0:
 		return 0, io.EOF
 	}
