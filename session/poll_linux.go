@@ -44,21 +44,51 @@ var (
 )
 
 type poller struct {
-	fd    int
-	mu    sync.Mutex
-	conns map[uint64]*Conn // by watch key; a key is never reused
-	next  uint64
+	fd int
+	// file holds the epoll instance open, and lets the runtime's netpoller
+	// wait for it (an epoll descriptor is readable while it has events), so
+	// that no thread blocks in epoll_wait: one that did woke the runtime's
+	// monitor thread each time it came back (see package rawsys).
+	file   *os.File
+	raw    syscall.RawConn
+	events []syscall.EpollEvent
+	ready  int // events[:ready] came from the last collect
+	err    error
+	// collect takes the events ready now; false: none, the runtime waits.
+	// Made once: a closure per wait would allocate.
+	collect func(fd uintptr) bool
+	mu      sync.Mutex
+	conns   map[uint64]*Conn // by watch key; a key is never reused
+	next    uint64
 }
 
 func startPoller() error {
 	socketsStart.Do(func() {
 		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err == nil {
+			err = syscall.SetNonblock(fd, true) // so that os.NewFile gives the netpoller its wait
+		}
 		if err != nil {
 			socketsErr = fmt.Errorf("epoll: %w", err)
 			return
 		}
-		sockets.fd, sockets.conns = fd, make(map[uint64]*Conn)
-		go sockets.run()
+		p := &sockets
+		p.fd, p.conns = fd, make(map[uint64]*Conn)
+		p.file = os.NewFile(uintptr(fd), "epoll")
+		if p.raw, err = p.file.SyscallConn(); err != nil {
+			socketsErr = fmt.Errorf("epoll: %w", err)
+			return
+		}
+		p.events = make([]syscall.EpollEvent, pollEvents)
+		p.collect = func(fd uintptr) bool {
+			for {
+				p.ready, p.err = rawsys.EpollWait(fd, p.events)
+				if p.err != syscall.EINTR {
+					return p.err != nil || p.ready > 0
+				}
+			}
+		}
+		go p.run()
 	})
 	return socketsErr
 }
@@ -68,17 +98,16 @@ func startPoller() error {
 // one that was on its way as its socket closed finds nothing, even if the
 // descriptor is a new connection's by then.
 func (p *poller) run() {
-	events := make([]syscall.EpollEvent, pollEvents)
 	for {
-		n, err := syscall.EpollWait(p.fd, events, -1)
+		err := p.raw.Read(p.collect)
+		if err == nil {
+			err = p.err
+		}
 		if err != nil {
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
 			panic(fmt.Sprintf("session: epoll_wait: %v", err)) // the descriptor is this process's own: a bug
 		}
 		p.mu.Lock()
-		for _, ev := range events[:n] {
+		for _, ev := range p.events[:p.ready] {
 			if c := p.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; c != nil {
 				go c.readReady()
 			}
@@ -95,7 +124,7 @@ func (p *poller) ctl(c *Conn, op int) error {
 		Pad:    int32(uint32(c.watchKey >> 32)),
 	}
 	var err error
-	cerr := c.sock.Control(func(fd uintptr) { err = syscall.EpollCtl(p.fd, op, int(fd), &ev) })
+	cerr := c.sock.Control(func(fd uintptr) { err = rawsys.EpollCtl(uintptr(p.fd), op, fd, &ev) })
 	if cerr != nil {
 		return cerr
 	}
