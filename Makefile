@@ -8,7 +8,7 @@ BIN := bin/shard
 
 help:
 	@echo "make run    - build and start a 3-node cluster behind nginx on loopback (Ctrl-C stops it)"
-	@echo "make test   - install what the tests need, then lint, alerts, every Go test with the race detector, sdk-test and fuzz"
+	@echo "make test   - install what the tests need, then lint, alerts, every Go test with the race detector (and the packages of the raw system calls without it), sdk-test and fuzz"
 	@echo "make deps   - install with apt-get the Debian packages the tests need (scripts/deps.sh)"
 	@echo "make sdk-test   - the JavaScript client's tests (node --test) against real nodes"
 	@echo "make bench      - load generator: local 3-node cluster, 300 users, 2,000 msg/s, 10 s (BENCH_ARGS adds flags)"
