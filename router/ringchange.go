@@ -66,13 +66,12 @@ func (v *view) ownerInc(name string) (owner, inc string) {
 const settleTimeout = 5 * time.Second
 
 // settleAsk: an owner still waiting for members' reports this long after a
-// change asks them to register again (resync), which they report once
-// done; and again after twice as long each time, until settleTimeout: a
-// member still busy registering, or not yet on the change, is asked 4 times
-// at most. A member tells only the
-// owners its own previous view says were given partitions (or are new to
-// it), and a member that skipped a view, or saw the members come in another
-// order, may not know this owner was.
+// change asks them to register again (resync), which they report once done;
+// and again after twice as long each time, until settleTimeout, so a member
+// still busy registering, or not yet on the change, is asked 4 times at
+// most. A member tells only the owners its own previous view says were given
+// partitions (or are new to it), and a member that skipped a view, or saw
+// the members come in another order, may not know this owner was.
 const settleAsk = 250 * time.Millisecond
 
 // settlement tracks, for the current membership version, which members have

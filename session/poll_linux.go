@@ -81,12 +81,8 @@ func startPoller() error {
 		}
 		p.events = make([]syscall.EpollEvent, pollEvents)
 		p.collect = func(fd uintptr) bool {
-			for {
-				p.ready, p.err = rawsys.EpollWait(fd, p.events)
-				if p.err != syscall.EINTR {
-					return p.err != nil || p.ready > 0
-				}
-			}
+			p.ready, p.err = rawsys.EpollWait(fd, p.events)
+			return p.err != nil || p.ready > 0
 		}
 		go p.run()
 	})
@@ -267,12 +263,8 @@ func (r *readBuffer) wait(fd uintptr) bool {
 // read makes one non-blocking read; true: the runtime must not wait for the
 // socket, errWouldBlock says it had nothing.
 func (r *readBuffer) read(fd uintptr) bool {
-	for {
-		r.n, r.err = rawsys.Read(fd, r.b)
-		if r.err != syscall.EINTR {
-			return true
-		}
-	}
+	r.n, r.err = rawsys.Read(fd, r.b)
+	return true
 }
 
 // readSocket reads what the socket has now, without waiting.

@@ -15,11 +15,16 @@ func EpollWait(epfd uintptr, events []syscall.EpollEvent) (int, error) {
 	if len(events) == 0 {
 		return 0, nil
 	}
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if errno != 0 {
+	for {
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case syscall.EINTR:
+			continue
+		}
 		return 0, errno
 	}
-	return int(n), nil
 }
 
 // EpollCtl is epoll_ctl(2), which never waits.

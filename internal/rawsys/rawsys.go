@@ -11,5 +11,6 @@
 // handles, more than the message's own. A read or write on a non-blocking
 // socket returns at once, so it needs none of that. Read and Write are raw
 // only on Linux, and not under the race detector or a sanitizer
-// (rawsys_other.go); the epoll calls, Linux's alone, always are.
+// (rawsys_other.go); the epoll calls, Linux's alone, always are. No call
+// here returns EINTR: each is made again when a signal interrupted it.
 package rawsys

@@ -22,9 +22,14 @@ func rawIO(trap, fd uintptr, p []byte) (int, error) {
 	if len(p) > 0 {
 		base = unsafe.Pointer(&p[0])
 	}
-	n, _, errno := syscall.RawSyscall(trap, fd, uintptr(base), uintptr(len(p)))
-	if errno != 0 {
+	for {
+		n, _, errno := syscall.RawSyscall(trap, fd, uintptr(base), uintptr(len(p)))
+		switch errno {
+		case 0:
+			return int(n), nil
+		case syscall.EINTR:
+			continue
+		}
 		return -1, errno
 	}
-	return int(n), nil
 }

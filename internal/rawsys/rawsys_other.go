@@ -9,7 +9,19 @@ import "syscall"
 // syscall's annotations, reads and writes go through the scheduler as usual.
 
 // Read is read(2) on fd.
-func Read(fd uintptr, p []byte) (int, error) { return syscall.Read(int(fd), p) }
+func Read(fd uintptr, p []byte) (int, error) {
+	for {
+		if n, err := syscall.Read(int(fd), p); err != syscall.EINTR {
+			return n, err
+		}
+	}
+}
 
 // Write is write(2) on fd.
-func Write(fd uintptr, p []byte) (int, error) { return syscall.Write(int(fd), p) }
+func Write(fd uintptr, p []byte) (int, error) {
+	for {
+		if n, err := syscall.Write(int(fd), p); err != syscall.EINTR {
+			return n, err
+		}
+	}
+}

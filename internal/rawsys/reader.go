@@ -22,12 +22,8 @@ type Reader struct {
 func NewReader(c syscall.RawConn) *Reader {
 	r := &Reader{conn: c}
 	r.fn = func(fd uintptr) bool {
-		for {
-			r.n, r.err = Read(fd, r.p)
-			if r.err != syscall.EINTR {
-				return r.err != syscall.EAGAIN // nothing yet: wait for the socket
-			}
-		}
+		r.n, r.err = Read(fd, r.p)
+		return r.err != syscall.EAGAIN // nothing yet: wait for the socket
 	}
 	return r
 }
