@@ -320,14 +320,20 @@ func BenchmarkPresenceChange(b *testing.B) {
 // presenceCluster is an owner r0, r1 where users connect, and r2... each
 // with 3 connections that watch.
 type presenceCluster struct {
-	routers []*Router
-	conns   []*watcherConn
-	next    int
+	routers  []*Router
+	conns    []*watcherConn
+	next     int
+	watching int
+	// counted is the presence messages known to have been counted. The
+	// owner counts one once the link has taken it (Router.request), and
+	// the watching node may have handed it to its connections by then: a
+	// count read as soon as the connections have it may lack it.
+	counted float64
 }
 
 func newPresenceCluster(t testing.TB, watching int) *presenceCluster {
 	routers, _ := memCluster(t, watching+2)
-	pc := &presenceCluster{routers: routers}
+	pc := &presenceCluster{routers: routers, watching: watching}
 	for _, r := range routers[2:] {
 		for range 3 {
 			pc.conns = append(pc.conns, attach(t, r, "carol"))
@@ -355,14 +361,32 @@ func (pc *presenceCluster) change(t testing.TB) (presence, all float64) {
 			t.Fatalf("first state of %s: %+v, want offline", user, p)
 		}
 	}
-	before, total := sumCounter(pc.routers, kindPresence), totalSent(pc.routers)
+	// Each watching node was told the first state: at least one message
+	// each, which the owner may count only after its connections got it.
+	before, total := pc.awaitCounted(t, pc.counted+float64(pc.watching))
 	attach(t, pc.routers[1], user)
 	for _, c := range pc.conns {
 		if p := c.awaitPresence(t, user, 2); !p.Online {
 			t.Fatalf("second state of %s: %+v, want online", user, p)
 		}
 	}
-	return sumCounter(pc.routers, kindPresence) - before, totalSent(pc.routers) - total
+	after, all := pc.awaitCounted(t, before+float64(pc.watching))
+	pc.counted = after
+	return after - before, all - total
+}
+
+// awaitCounted waits until the routers have counted at least atLeast
+// presence messages, and returns those and the node-to-node messages of
+// every kind counted by then.
+func (pc *presenceCluster) awaitCounted(t testing.TB, atLeast float64) (presence, all float64) {
+	t.Helper()
+	wait.For(t, 10*time.Second, time.Millisecond, func() error {
+		if presence = sumCounter(pc.routers, kindPresence); presence < atLeast {
+			return fmt.Errorf("%v presence messages counted, want at least %v", presence, atLeast)
+		}
+		return nil
+	})
+	return presence, totalSent(pc.routers)
 }
 
 func totalSent(routers []*Router) float64 {
