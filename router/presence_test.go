@@ -38,6 +38,10 @@ type memTransport struct {
 	queue []func()
 	down  bool
 	wake  chan struct{}
+	// pending are the callbacks of t's requests not answered yet, which
+	// Close fails, as a link's Close does: each is called exactly once.
+	pending map[uint64]func([]byte, error)
+	nextID  uint64
 }
 
 func newMemNet() *memNet {
@@ -100,28 +104,58 @@ func (t *memTransport) Request(peer string, k link.Kind, payload []byte, cb func
 	dst := t.net.nodes[peer]
 	t.net.requests[kind(k)]++
 	t.net.mu.Unlock()
+	t.mu.Lock()
+	if t.down {
+		t.mu.Unlock()
+		cb(nil, link.ErrPeerDown)
+		return false
+	}
+	if t.pending == nil {
+		t.pending = make(map[uint64]func([]byte, error))
+	}
+	t.nextID++
+	id := t.nextID
+	t.pending[id] = cb
+	t.mu.Unlock()
 	p := append([]byte(nil), payload...)
 	if dst == nil || !dst.run(func() {
 		dst.serve(t.self, k, p, func(reply []byte) {
 			r := append([]byte(nil), reply...)
-			t.run(func() { cb(r, nil) })
+			t.run(func() { t.answer(id, r, nil) })
 		})
 	}) {
-		cb(nil, link.ErrPeerDown)
+		t.answer(id, nil, link.ErrPeerDown)
 		return false
 	}
 	return true
 }
 
+// answer calls the callback of t's request id, unless Close failed it.
+func (t *memTransport) answer(id uint64, reply []byte, err error) {
+	t.mu.Lock()
+	cb := t.pending[id]
+	delete(t.pending, id)
+	t.mu.Unlock()
+	if cb != nil {
+		cb(reply, err)
+	}
+}
+
 // Close takes t down: requests to it fail from now on, and it answers none
-// of those it had not served, as a process killed with SIGKILL.
+// of those it had not served, as a process killed with SIGKILL; its own
+// requests not answered yet fail.
 func (t *memTransport) Close() {
 	t.mu.Lock()
 	t.down = true
+	pending := t.pending
+	t.pending = nil
 	t.mu.Unlock()
 	select {
 	case t.wake <- struct{}{}:
 	default:
+	}
+	for _, cb := range pending {
+		cb(nil, link.ErrPeerDown)
 	}
 }
 
