@@ -17,24 +17,22 @@ import (
 // poller it is not watched again until its reader has let it go, so one
 // connection never has two readers, and an idle one has none.
 //
-// A reader lets go of a socket once its client has been quiet for
-// activeLinger. Until then it waits for the next bytes in the runtime's own
-// netpoller, as a goroutine per connection would: a frame to a busy
-// connection then costs one read(2) and one wake-up of its reader, where
-// one through the poller costs an epoll_wait, a goroutine started and an
-// epoll_ctl besides (at 5,000 msg/s on one node: 2.44 against 1.80 echo
-// rounds per message, README, Performance).
+// The reader of a busy client (one that sent twice within activeLinger)
+// lets go of its socket once the client has been quiet for activeLinger.
+// Until then it waits for the next bytes in the runtime's own netpoller, as
+// a goroutine per connection would: a frame to a busy connection then costs
+// one read(2) and one wake-up of its reader, where one through the poller
+// costs an epoll_wait, a goroutine started and an epoll_ctl besides (at
+// 5,000 msg/s on one node: 2.44 against 1.80 echo rounds per message,
+// README, Performance). A quiet client's reader lets go at once.
 
 // pollEvents is how many ready sockets one wait returns at most; more wait
 // for the next.
 const pollEvents = 256
 
-// activeLinger is how long a reader stays with a socket after its client's
-// last frame: a client that sends more often than this keeps its reader.
+// activeLinger is how long a reader stays with a busy client's socket after
+// its last frame: a client that sends more often than this keeps its reader.
 const activeLinger = time.Second
-
-// errWouldBlock: the socket has nothing to read now.
-var errWouldBlock = syscall.EAGAIN
 
 // sockets is the process's poller, started on first use (startPoller).
 var (
@@ -197,95 +195,92 @@ func (c *Conn) unwatch() {
 	p.mu.Unlock()
 }
 
-// linger waits in the runtime's netpoller for the client's next bytes and
-// acts on them, until the client has been quiet for activeLinger; then the
-// socket goes back to the poller. ended reports that the reader must stop.
-func (c *Conn) linger(rb *readBuffer) (reason CloseReason, ended bool) {
-	last := time.Unix(0, c.lastFrame.Load())
-	if time.Since(last) >= activeLinger {
-		return CloseReason{}, false
-	}
-	if c.nc.SetReadDeadline(last.Add(activeLinger)) != nil {
-		return CloseClientGone, true
-	}
-	for {
-		n, err := c.waitSocket(rb)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			last = time.Unix(0, c.lastFrame.Load())
-			if time.Since(last) < activeLinger {
-				err = c.nc.SetReadDeadline(last.Add(activeLinger))
-				if err != nil {
-					return CloseClientGone, true
-				}
-				continue
-			}
-			// Quiet: the poller's reads take no deadline, but the runtime
-			// refuses any read past one.
-			if c.nc.SetReadDeadline(time.Time{}) != nil {
-				return CloseClientGone, true
-			}
-			return CloseReason{}, false
+// readActive reads the socket's bytes and acts on them. A client that sent
+// its frame before this one within activeLinger is busy: the reader stays
+// with it until it has been quiet for activeLinger, then the socket goes
+// back to the poller. One that was quiet goes back at once, once its bytes
+// are read: staying would cost it a timer and a wake-up to leave, for
+// nothing. ended reports that the reader must stop, for reason.
+//
+// The reads and the frames' handling happen inside the runtime's read
+// (serve): between the calls of one RawConn.Read the runtime keeps what it
+// learns of the socket's readiness, so after a short read, which took all
+// the socket had, the reader can wait at once. A new RawConn.Read forgets
+// it, and must read before it waits: the loop of net.Conn's Read, which
+// pays a read(2) that finds nothing for every one that finds a frame. So a
+// frame's handling must never close this socket itself: the close would
+// wait for the read it runs in. It does not: the close sequence runs in the
+// writer's goroutine.
+func (c *Conn) readActive(rb *readBuffer) (reason CloseReason, ended bool) {
+	rb.c, rb.ended = c, false
+	defer func() { rb.c = nil }()
+	rb.stay = time.Since(time.Unix(0, c.lastFrame.Load())) < activeLinger
+	if !rb.stay {
+		if err := c.sock.Read(rb.serveFn); err != nil {
+			return CloseClientGone, true // the socket closed under the reader
 		}
-		if err != nil || n == 0 {
+		return rb.reason, rb.ended
+	}
+	quietAt := time.Now().Add(activeLinger)
+	for {
+		if c.nc.SetReadDeadline(quietAt) != nil {
 			return CloseClientGone, true
 		}
-		if reason, ended = c.consume(rb.b[:n]); ended {
-			return reason, true
+		err := c.sock.Read(rb.serveFn)
+		if err == nil {
+			return rb.reason, true // a reader that stays stops only when the connection ends
 		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return CloseClientGone, true // the socket closed under the reader
+		}
+		if last := time.Unix(0, c.lastFrame.Load()); time.Since(last) < activeLinger {
+			quietAt = last.Add(activeLinger)
+			continue
+		}
+		// Quiet: the poller's reader takes no deadline, but the runtime
+		// refuses any read past one.
+		if c.nc.SetReadDeadline(time.Time{}) != nil {
+			return CloseClientGone, true
+		}
+		return CloseReason{}, false
 	}
 }
 
-// readBuffer is one read's buffer. It carries the callbacks handed to the
-// runtime, so that a read allocates nothing.
+// readBuffer is one reader's buffer, and the state of its serve, which the
+// runtime calls: made once, so that a read allocates nothing.
 type readBuffer struct {
-	b      []byte
-	n      int
-	err    error
-	fn     func(fd uintptr) bool
-	waitFn func(fd uintptr) bool
+	b       []byte
+	c       *Conn // whose socket serve reads
+	stay    bool  // serve waits for the next bytes when the socket has none
+	ended   bool  // serve stopped because the connection ended, for reason
+	reason  CloseReason
+	serveFn func(fd uintptr) bool
 }
 
 func newReadBuffer() *readBuffer {
 	r := &readBuffer{b: make([]byte, readBufferSize)}
-	r.fn, r.waitFn = r.read, r.wait
+	r.serveFn = r.serve
 	return r
 }
 
-// wait reads once the socket has bytes: false has the runtime wait for
-// them. It must read before it waits, even after a short read: the runtime
-// forgets what it knew of the socket's readiness as each read through it
-// begins, so bytes that came before would never wake the wait.
-func (r *readBuffer) wait(fd uintptr) bool {
-	r.read(fd)
-	return r.err != syscall.EAGAIN
-}
-
-// read makes one non-blocking read; true: the runtime must not wait for the
-// socket, errWouldBlock says it had nothing.
-func (r *readBuffer) read(fd uintptr) bool {
-	r.n, r.err = rawsys.Read(fd, r.b)
-	return true
-}
-
-// readSocket reads what the socket has now, without waiting.
-func (c *Conn) readSocket(rb *readBuffer) (int, error) {
-	return rb.result(c.sock.Read(rb.fn))
-}
-
-// waitSocket reads the socket's next bytes, waiting for them until the
-// read deadline.
-func (c *Conn) waitSocket(rb *readBuffer) (int, error) {
-	return rb.result(c.sock.Read(rb.waitFn))
-}
-
-// result is what a read through the runtime got: the runtime's error (a
-// closed socket, a deadline), else the read's.
-func (r *readBuffer) result(err error) (int, error) {
-	if err == nil {
-		err = r.err
+// serve reads the socket and acts on each whole frame, for as long as it
+// has bytes; then false has the runtime wait for the next, when the reader
+// stays. true: the connection ended (r.ended), or the reader goes.
+func (r *readBuffer) serve(fd uintptr) bool {
+	for {
+		n, err := rawsys.Read(fd, r.b)
+		switch {
+		case err == syscall.EAGAIN:
+			return !r.stay
+		case err != nil || n == 0: // n == 0: the client shut its side
+			r.reason, r.ended = CloseClientGone, true
+			return true
+		}
+		if r.reason, r.ended = r.c.consume(r.b[:n]); r.ended {
+			return true
+		}
+		if n < len(r.b) {
+			return !r.stay // a short read took all there was
+		}
 	}
-	if err != nil {
-		return 0, err
-	}
-	return r.n, nil
 }

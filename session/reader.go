@@ -43,11 +43,11 @@ const (
 // connection holds none.
 var readBuffers = sync.Pool{New: func() any { return newReadBuffer() }}
 
-// readReady reads what the socket holds and acts on it, stays while the
-// client keeps sending (linger), then has the poller watch the socket
-// again; or, when the connection has ended, ends the reader. The poller
-// runs it in a goroutine of its own, one at a time per connection, so
-// frames are handled in the order they came.
+// readReady reads and acts on what the socket holds and on what the client
+// sends next, until it has been quiet for activeLinger (readActive), then
+// has the poller watch the socket again; or, when the connection has
+// ended, ends the reader. The poller runs it in a goroutine of its own, one
+// at a time per connection, so frames are handled in the order they came.
 func (c *Conn) readReady() {
 	c.mu.Lock()
 	if c.readEnded {
@@ -58,10 +58,7 @@ func (c *Conn) readReady() {
 	c.mu.Unlock()
 
 	rb := readBuffers.Get().(*readBuffer)
-	reason, ended := c.readAvailable(rb)
-	if !ended {
-		reason, ended = c.linger(rb)
-	}
+	reason, ended := c.readActive(rb)
 	readBuffers.Put(rb)
 	c.readDone(reason, ended)
 }
@@ -82,25 +79,6 @@ func (c *Conn) readDone(reason CloseReason, ended bool) {
 	c.mu.Unlock()
 	if ended {
 		c.endReader(reason)
-	}
-}
-
-// readAvailable reads until the socket has nothing more for now, and acts
-// on each whole frame. ended reports that the reader must stop, for reason.
-func (c *Conn) readAvailable(rb *readBuffer) (reason CloseReason, ended bool) {
-	for {
-		n, err := c.readSocket(rb)
-		switch {
-		case err == errWouldBlock:
-			return CloseReason{}, false
-		case err != nil || n == 0: // n == 0: the client shut its side
-			return CloseClientGone, true
-		}
-		if reason, ended = c.consume(rb.b[:n]); ended || n < len(rb.b) {
-			// A short read took all there was: what comes next wakes the
-			// poller, which costs less than a read to learn there is none.
-			return reason, ended
-		}
 	}
 }
 
