@@ -40,7 +40,9 @@ func init() {
 // HandleFrame acts on a frame a client connection sent; each gets exactly
 // one answer through c.Answer (a typing frame without id a nil one). It runs
 // in the connection's reader, so that its frames are routed in order; only a
-// lookup at an owner (on a cache miss), a store call or a join waits here.
+// lookup at an owner (on a cache miss), a store call or a join waits here,
+// and the connection's socket stays open (shut, but not closed) while it
+// does.
 func (r *Router) HandleFrame(c Conn, f *protocol.Frame) {
 	id, typ := f.ID, f.Type // f is reused by the reader once this returns
 	answer := func(res result) { r.answer(c, id, typ, res) }

@@ -114,6 +114,9 @@ type Conn struct {
 	reading      bool // a reader has the socket; only it may stop reading
 	readEnded    bool // the reader has stopped for good
 	socketClosed bool // the close sequence has closed (or is closing) the socket
+	// sockClosing is socketClosed for the reader, which checks it after
+	// every burst of frames without taking mu.
+	sockClosing atomic.Bool
 
 	readerStop chan struct{} // closed when the reader stops, made by the close sequence if it must wait for that
 	lastFrame  atomic.Int64  // when the last whole frame came, in Unix nanoseconds

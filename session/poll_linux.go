@@ -17,8 +17,10 @@ import (
 // poller it is not watched again until its reader has let it go, so one
 // connection never has two readers, and an idle one has none.
 //
-// The reader of a busy client (one that sent twice within activeLinger)
-// lets go of its socket once the client has been quiet for activeLinger.
+// The reader of a busy client (one whose frame before, a ping or a pong
+// included, came within activeLinger; a new connection's counts from its
+// start) lets go of its socket once the client has been quiet for
+// activeLinger.
 // Until then it waits for the next bytes in the runtime's own netpoller, as
 // a goroutine per connection would: a frame to a busy connection then costs
 // one read(2) and one wake-up of its reader, where one through the poller
@@ -183,6 +185,15 @@ func (c *Conn) rearm() error {
 	return p.ctl(c, syscall.EPOLL_CTL_ADD)
 }
 
+// shutSocket shuts both directions of c's socket: the client gets its FIN
+// now, and the reader's next read finds the end, though the descriptor
+// closes only once the reader has let go of it (readActive).
+func (c *Conn) shutSocket() {
+	if c.sock != nil {
+		_ = c.sock.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+	}
+}
+
 // unwatch stops watching c's socket, before it closes.
 func (c *Conn) unwatch() {
 	if c.watchKey == 0 {
@@ -210,9 +221,11 @@ func (c *Conn) unwatch() {
 // pays a read(2) that finds nothing for every one that finds a frame. So a
 // frame's handling must never close this socket itself: the close would
 // wait for the read it runs in. It does not: the close sequence runs in the
-// writer's goroutine.
+// writer's goroutine, where it shuts the socket first (shutSocket), so that
+// the client sees the close while a handler here still waits (a store
+// call, a lookup), and the reader stops at its next frame or read.
 func (c *Conn) readActive(rb *readBuffer) (reason CloseReason, ended bool) {
-	rb.c, rb.ended = c, false
+	rb.c, rb.ended, rb.reason = c, false, CloseReason{}
 	defer func() { rb.c = nil }()
 	rb.stay = time.Since(time.Unix(0, c.lastFrame.Load())) < activeLinger
 	if !rb.stay {
@@ -277,6 +290,10 @@ func (r *readBuffer) serve(fd uintptr) bool {
 			return true
 		}
 		if r.reason, r.ended = r.c.consume(r.b[:n]); r.ended {
+			return true
+		}
+		if r.c.sockClosing.Load() { // closeSocket waits for this read to end
+			r.reason, r.ended = CloseClientGone, true
 			return true
 		}
 		if n < len(r.b) {

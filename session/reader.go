@@ -43,10 +43,10 @@ const (
 // connection holds none.
 var readBuffers = sync.Pool{New: func() any { return newReadBuffer() }}
 
-// readReady reads and acts on what the socket holds and on what the client
-// sends next, until it has been quiet for activeLinger (readActive), then
-// has the poller watch the socket again; or, when the connection has
-// ended, ends the reader. The poller runs it in a goroutine of its own, one
+// readReady reads and acts on what the socket holds, and, for a busy
+// client, on what it sends next until it has been quiet for activeLinger
+// (readActive), then has the poller watch the socket again; or, when the
+// connection has ended, ends the reader. The poller runs it in a goroutine of its own, one
 // at a time per connection, so frames are handled in the order they came.
 func (c *Conn) readReady() {
 	c.mu.Lock()

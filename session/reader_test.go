@@ -199,3 +199,53 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	}
 	wait.For(t, 10*time.Second, 10*time.Millisecond, settled)
 }
+
+// blockingHandler holds each frame until release is closed, and says on
+// entered that it holds one.
+type blockingHandler struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *blockingHandler) HandleFrame(c *Conn, _ *protocol.Frame) {
+	h.entered <- struct{}{}
+	<-h.release
+	c.Answer(nil)
+}
+func (*blockingHandler) Closed(*Conn, CloseReason) {}
+func (*blockingHandler) Ended(*Conn)               {}
+
+// A connection cut while its reader waits in a frame's handler (a store
+// call, a lookup at an owner) closes for its client at once, not when the
+// handler returns: the reader handles frames inside the runtime's read,
+// which the socket's close would otherwise wait for.
+func TestCutWhileAHandlerWaitsClosesForTheClientAtOnce(t *testing.T) {
+	h := &blockingHandler{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	defer close(h.release)
+	addr, conns := serveWith(t, Config{PingInterval: time.Hour}, h)
+	cl, c := dialOne(t, addr, conns)
+	raw := cl.NetConn()
+	if _, err := raw.Write(clientFrame(true, opText, `{"type":"send","id":"a","to":"x","body":"1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the frame never reached the handler")
+	}
+	c.Close(CloseSlowConsumer)
+	// The handler holds on until the test ends: the client must see the
+	// end of the stream before then.
+	_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 1024)
+	for {
+		_, err := raw.Read(b)
+		if err == nil {
+			continue
+		}
+		if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+			t.Fatal("the cut connection stayed open for its client while a handler waited")
+		}
+		break // EOF or a reset: closed
+	}
+}

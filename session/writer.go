@@ -312,13 +312,18 @@ func (c *Conn) readerStopped() <-chan struct{} {
 }
 
 // closeSocket closes the TCP connection, and ends the reader: the one
-// reading sees the socket closed, or, when none is, this goroutine ends it.
+// reading sees the socket shut, or, when none is, this goroutine ends it.
+// The client sees the close at once, even while a frame's handler still
+// runs in the reader (shutSocket): the descriptor itself closes once the
+// reader lets go of it.
 func (c *Conn) closeSocket() {
 	c.mu.Lock()
 	c.socketClosed = true
 	endReader := !c.reading && !c.readEnded
 	c.readEnded = c.readEnded || endReader
 	c.mu.Unlock()
+	c.sockClosing.Store(true)
+	c.shutSocket()
 	c.unwatch() // before the descriptor can be another socket's
 	_ = c.nc.Close()
 	if endReader {
