@@ -54,7 +54,7 @@ func newConn(l *Links, peer, addr string) *conn {
 	}
 }
 
-func (lc *conn) request(k Kind, payload []byte, cb func([]byte, error)) bool {
+func (lc *conn) request(k Kind, payload []byte, sent Counter, n float64, cb func([]byte, error)) bool {
 	lc.mu.Lock()
 	if lc.err != nil {
 		err := lc.requestError(lc.err)
@@ -70,6 +70,9 @@ func (lc *conn) request(k Kind, payload []byte, cb func([]byte, error)) bool {
 	lc.nextID++
 	id := lc.nextID
 	lc.pending[id] = call{cb: cb, deadline: time.Now().Add(lc.links.cfg.RequestTimeout)}
+	if sent != nil {
+		sent.Add(n)
+	}
 	// Queued under the lock, so that ids reach the wire in request order.
 	lc.pushLocked(outFrame{k: k, id: id, payload: payload})
 	return true

@@ -205,12 +205,22 @@ func (l *Links) SetPeers(peers map[string]Member) {
 // reports whether the request was queued for the wire (cb has then not been
 // called yet); when it was not, cb has been called with the reason.
 func (l *Links) Request(peer string, k Kind, payload []byte, cb func([]byte, error)) bool {
+	return l.RequestCounted(peer, k, payload, nil, 0, cb)
+}
+
+// Counter is what RequestCounted counts a request in: a Prometheus counter.
+type Counter interface{ Add(float64) }
+
+// RequestCounted is Request, adding n to sent once the request is queued,
+// before it can reach the wire: a count read after the reply came, or after
+// anything the reply led to, has it.
+func (l *Links) RequestCounted(peer string, k Kind, payload []byte, sent Counter, n float64, cb func([]byte, error)) bool {
 	lc, err := l.dialed(peer)
 	if err != nil {
 		cb(nil, err)
 		return false
 	}
-	return lc.request(k, payload, cb)
+	return lc.request(k, payload, sent, n, cb)
 }
 
 // Refused is how many connections the listener refused for reason, one of

@@ -88,12 +88,12 @@ func (r *Router) applyRegistrations(holder link.Peer, regs []registration, done 
 	}
 }
 
-// request sends one request, counted as n messages when it went out, to
-// peer through the transport.
+// request sends one request, counted as n messages when it goes out, to
+// peer through the transport. The transport counts it before the reply
+// can come: counted after, a count read once the reply's effects showed
+// (an ack, a delivery) could lack it.
 func (r *Router) request(peer string, k kind, n int, payload []byte, cb func([]byte, error)) {
-	if r.links.Request(peer, link.Kind(k), payload, cb) {
-		r.m.peerSent.with(k.String()).Add(float64(n))
-	}
+	r.links.RequestCounted(peer, link.Kind(k), payload, r.m.peerSent.with(k.String()), float64(n), cb)
 }
 
 // ask sends one request to peer and waits for its reply, or for ctx.

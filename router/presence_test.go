@@ -99,7 +99,9 @@ func (t *memTransport) Serve(h link.Handler) {
 func (t *memTransport) SetPeers(map[string]link.Member) {}
 func (t *memTransport) Queued() int                     { return 0 }
 
-func (t *memTransport) Request(peer string, k link.Kind, payload []byte, cb func([]byte, error)) bool {
+// RequestCounted counts a request in sent before its peer can serve it, as
+// link.Links does.
+func (t *memTransport) RequestCounted(peer string, k link.Kind, payload []byte, sent link.Counter, n float64, cb func([]byte, error)) bool {
 	t.net.mu.Lock()
 	dst := t.net.nodes[peer]
 	t.net.requests[kind(k)]++
@@ -117,6 +119,9 @@ func (t *memTransport) Request(peer string, k link.Kind, payload []byte, cb func
 	id := t.nextID
 	t.pending[id] = cb
 	t.mu.Unlock()
+	if dst != nil && sent != nil {
+		sent.Add(n)
+	}
 	p := append([]byte(nil), payload...)
 	if dst == nil || !dst.run(func() {
 		dst.serve(t.self, k, p, func(reply []byte) {
@@ -354,20 +359,14 @@ func BenchmarkPresenceChange(b *testing.B) {
 // presenceCluster is an owner r0, r1 where users connect, and r2... each
 // with 3 connections that watch.
 type presenceCluster struct {
-	routers  []*Router
-	conns    []*watcherConn
-	next     int
-	watching int
-	// counted is the presence messages known to have been counted. The
-	// owner counts one once the link has taken it (Router.request), and
-	// the watching node may have handed it to its connections by then: a
-	// count read as soon as the connections have it may lack it.
-	counted float64
+	routers []*Router
+	conns   []*watcherConn
+	next    int
 }
 
 func newPresenceCluster(t testing.TB, watching int) *presenceCluster {
 	routers, _ := memCluster(t, watching+2)
-	pc := &presenceCluster{routers: routers, watching: watching}
+	pc := &presenceCluster{routers: routers}
 	for _, r := range routers[2:] {
 		for range 3 {
 			pc.conns = append(pc.conns, attach(t, r, "carol"))
@@ -395,32 +394,14 @@ func (pc *presenceCluster) change(t testing.TB) (presence, all float64) {
 			t.Fatalf("first state of %s: %+v, want offline", user, p)
 		}
 	}
-	// Each watching node was told the first state: at least one message
-	// each, which the owner may count only after its connections got it.
-	before, total := pc.awaitCounted(t, pc.counted+float64(pc.watching))
+	before, total := sumCounter(pc.routers, kindPresence), totalSent(pc.routers)
 	attach(t, pc.routers[1], user)
 	for _, c := range pc.conns {
 		if p := c.awaitPresence(t, user, 2); !p.Online {
 			t.Fatalf("second state of %s: %+v, want online", user, p)
 		}
 	}
-	after, all := pc.awaitCounted(t, before+float64(pc.watching))
-	pc.counted = after
-	return after - before, all - total
-}
-
-// awaitCounted waits until the routers have counted at least atLeast
-// presence messages, and returns those and the node-to-node messages of
-// every kind counted by then.
-func (pc *presenceCluster) awaitCounted(t testing.TB, atLeast float64) (presence, all float64) {
-	t.Helper()
-	wait.For(t, 10*time.Second, time.Millisecond, func() error {
-		if presence = sumCounter(pc.routers, kindPresence); presence < atLeast {
-			return fmt.Errorf("%v presence messages counted, want at least %v", presence, atLeast)
-		}
-		return nil
-	})
-	return presence, totalSent(pc.routers)
+	return sumCounter(pc.routers, kindPresence) - before, totalSent(pc.routers) - total
 }
 
 func totalSent(routers []*Router) float64 {

@@ -10,9 +10,10 @@ type Transport interface {
 	// SetPeers replaces the peers, by name: their addresses, and the
 	// incarnations that a peer without a cluster key must name to be let in.
 	SetPeers(peers map[string]link.Member)
-	// Request sends a request to peer; cb gets the reply or an error,
-	// exactly once. It reports whether the request went out.
-	Request(peer string, k link.Kind, payload []byte, cb func([]byte, error)) bool
+	// RequestCounted sends a request to peer; cb gets the reply or an
+	// error, exactly once. It reports whether the request went out, and
+	// then has added n to sent, before cb can run.
+	RequestCounted(peer string, k link.Kind, payload []byte, sent link.Counter, n float64, cb func([]byte, error)) bool
 	// Queued is the number of frames waiting to go out.
 	Queued() int
 	// Close stops it, failing requests still pending.

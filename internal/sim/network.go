@@ -237,9 +237,10 @@ func (e *Endpoint) SetPeers(peers map[string]link.Member) {
 	e.mu.Unlock()
 }
 
-// Request sends a request to peer; cb gets the reply or an error exactly
-// once, on this endpoint's goroutine unless the request did not go out.
-func (e *Endpoint) Request(peer string, k link.Kind, payload []byte, cb func([]byte, error)) bool {
+// RequestCounted sends a request to peer, adding n to sent if it goes out;
+// cb gets the reply or an error exactly once, on this endpoint's goroutine
+// unless the request did not go out.
+func (e *Endpoint) RequestCounted(peer string, k link.Kind, payload []byte, sent link.Counter, n float64, cb func([]byte, error)) bool {
 	e.mu.Lock()
 	_, known := e.peers[peer]
 	closed := e.closed
@@ -266,6 +267,7 @@ func (e *Endpoint) Request(peer string, k link.Kind, payload []byte, cb func([]b
 	at := time.Now().Add(latency)
 	if drop {
 		// The link broke under the request: its sender hears so.
+		countSent(sent, n)
 		e.enqueue(at, func() { e.answer(id, nil, link.ErrPeerDown) })
 		return true
 	}
@@ -289,7 +291,15 @@ func (e *Endpoint) Request(peer string, k link.Kind, payload []byte, cb func([]b
 		}
 		return false
 	}
+	countSent(sent, n) // the reply comes after the network's latency, on e's goroutine
 	return true
+}
+
+// countSent adds n to sent, when there is one.
+func countSent(sent link.Counter, n float64) {
+	if sent != nil {
+		sent.Add(n)
+	}
 }
 
 // reply carries the answer to request id from dst back to e.

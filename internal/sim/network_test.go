@@ -26,7 +26,7 @@ func TestRequestToAClosingPeerIsAnsweredOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Go(b.Close)
 		for i := range requests {
-			a.Request("b", router.KindRegister, []byte("x"), func([]byte, error) { answers[i].Add(1) })
+			a.RequestCounted("b", router.KindRegister, []byte("x"), nil, 0, func([]byte, error) { answers[i].Add(1) })
 		}
 		wg.Wait()
 		a.Close()
