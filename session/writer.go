@@ -322,9 +322,9 @@ func (c *Conn) closeSocket() {
 	endReader := !c.reading && !c.readEnded
 	c.readEnded = c.readEnded || endReader
 	c.mu.Unlock()
+	c.unwatch() // before the descriptor can be another socket's, and before the shutdown wakes the poller
 	c.sockClosing.Store(true)
 	c.shutSocket()
-	c.unwatch() // before the descriptor can be another socket's
 	_ = c.nc.Close()
 	if endReader {
 		c.endReader(CloseClientGone)
