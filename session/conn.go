@@ -111,12 +111,12 @@ type Conn struct {
 	drained  chan struct{} // closed when inflight drops to 0 while draining
 	space    chan struct{} // signalled when the writer empties the queue, and on Close; made by WaitQueue
 
-	reading      bool // a reader has the socket; only it may stop reading
-	readEnded    bool // the reader has stopped for good
-	socketClosed bool // the close sequence has closed (or is closing) the socket
-	// sockClosing is socketClosed for the reader, which checks it after
+	reading   bool // a reader has the socket; only it may stop reading
+	readEnded bool // the reader has stopped for good
+	// socketClosed: the close sequence has closed (or is closing) the
+	// socket. Set under mu; atomic so that the reader can check it after
 	// every burst of frames without taking mu.
-	sockClosing atomic.Bool
+	socketClosed atomic.Bool
 
 	readerStop chan struct{} // closed when the reader stops, made by the close sequence if it must wait for that
 	lastFrame  atomic.Int64  // when the last whole frame came, in Unix nanoseconds

@@ -20,13 +20,13 @@ import (
 // The reader of a busy client (one whose frame before, a ping or a pong
 // included, came within activeLinger; a new connection's counts from its
 // start) lets go of its socket once the client has been quiet for
-// activeLinger.
-// Until then it waits for the next bytes in the runtime's own netpoller, as
-// a goroutine per connection would: a frame to a busy connection then costs
-// one read(2) and one wake-up of its reader, where one through the poller
-// costs an epoll_wait, a goroutine started and an epoll_ctl besides (at
-// 5,000 msg/s on one node: 2.44 against 1.80 echo rounds per message,
-// README, Performance). A quiet client's reader lets go at once.
+// activeLinger. Until then it waits for the next bytes in the runtime's own
+// netpoller, as a goroutine per connection would: a frame to a busy
+// connection then costs one read(2) and one wake-up of its reader, where
+// one through the poller costs an epoll_wait, a goroutine started and an
+// epoll_ctl besides (at 5,000 msg/s on one node: 2.44 against 1.80 echo
+// rounds per message, README, Performance). A quiet client's reader lets go
+// at once.
 
 // pollEvents is how many ready sockets one wait returns at most; more wait
 // for the next.
@@ -292,7 +292,7 @@ func (r *readBuffer) serve(fd uintptr) bool {
 		if r.reason, r.ended = r.c.consume(r.b[:n]); r.ended {
 			return true
 		}
-		if r.c.sockClosing.Load() { // closeSocket waits for this read to end
+		if r.c.socketClosed.Load() { // closeSocket waits for this read to end
 			r.reason, r.ended = CloseClientGone, true
 			return true
 		}

@@ -69,7 +69,7 @@ func (c *Conn) readReady() {
 func (c *Conn) readDone(reason CloseReason, ended bool) {
 	c.mu.Lock()
 	c.reading = false
-	if !ended && c.socketClosed {
+	if !ended && c.socketClosed.Load() {
 		reason, ended = CloseClientGone, true
 	}
 	if !ended && c.rearm() != nil {

@@ -318,12 +318,11 @@ func (c *Conn) readerStopped() <-chan struct{} {
 // reader lets go of it.
 func (c *Conn) closeSocket() {
 	c.mu.Lock()
-	c.socketClosed = true
+	c.socketClosed.Store(true)
 	endReader := !c.reading && !c.readEnded
 	c.readEnded = c.readEnded || endReader
 	c.mu.Unlock()
 	c.unwatch() // before the descriptor can be another socket's, and before the shutdown wakes the poller
-	c.sockClosing.Store(true)
 	c.shutSocket()
 	_ = c.nc.Close()
 	if endReader {
