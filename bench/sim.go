@@ -31,7 +31,10 @@ type SimSize struct {
 	// names, as a multiple of 1/N: Join is one draw of it.
 	JoinSpread sim.Spread `json:"join_spread"`
 	Leave      sim.Change `json:"leave"`
-	Churn      *sim.Churn `json:"churn,omitempty"`
+	// Flap is a join half the nodes never saw, its node dying with another
+	// one: what the holders that skipped a view cost.
+	Flap  sim.Change `json:"flap"`
+	Churn *sim.Churn `json:"churn,omitempty"`
 }
 
 // SimReport is the whole of `bench sim`.
@@ -118,6 +121,9 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 			s.Join, s.Leave, err = sim.RingChanges(n, cfg.seed)
 		}
 		if err == nil {
+			s.Flap, err = sim.Flap(n, cfg.seed)
+		}
+		if err == nil {
 			s.JoinSpread, err = sim.JoinSpread(n, spreadJoins)
 		}
 		if err == nil && cfg.churnChanges > 0 && (cfg.churnSizes == nil || cfg.churnSizes[n]) {
@@ -152,16 +158,16 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 
 func writeSimReport(w io.Writer, rep *SimReport) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "nodes\towner direct warm\tcold\troom warm\tbroadcast direct\tjoin moved\t1/N\tx 1/N\tjoins: mean\tmin\tmax\tregisters\tjoin right ms\tleave right ms\t")
+	fmt.Fprintln(tw, "nodes\towner direct warm\tcold\troom warm\tbroadcast direct\tjoin moved\t1/N\tx 1/N\tjoins: mean\tmin\tmax\tregisters\tjoin right ms\tleave right ms\tflap right ms\t")
 	for _, s := range rep.Sizes {
 		sp := s.JoinSpread
-		fmt.Fprintf(tw, "%d\t%.3f\t%.3f\t%.3f\t%.0f\t%.4f\t%.4f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.1f\t%.1f\t\n", s.Nodes,
+		fmt.Fprintf(tw, "%d\t%.3f\t%.3f\t%.3f\t%.0f\t%.4f\t%.4f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.1f\t%.1f\t%.1f\t\n", s.Nodes,
 			s.Owner.DirectWarm.Messages, s.Owner.DirectCold.Messages, s.Owner.RoomWarm.Messages,
 			s.Broadcast.DirectWarm.Messages, s.Join.RingMoved, s.Join.Promise, s.Join.RingMoved/s.Join.Promise,
-			sp.Mean, sp.Min, sp.Max, s.Join.Registers, s.Join.RightMS, s.Leave.RightMS)
+			sp.Mean, sp.Min, sp.Max, s.Join.Registers, s.Join.RightMS, s.Leave.RightMS, s.Flap.RightMS)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "node-to-node messages per chat message; a room's members on up to --room-nodes nodes; joins: %d made-up joiners' keys moved x 1/N\n", spreadJoins)
+	fmt.Fprintf(w, "node-to-node messages per chat message; a room's members on up to --room-nodes nodes; joins: %d made-up joiners' keys moved x 1/N;\nflap: a join half the nodes never saw, its node dying with another one\n", spreadJoins)
 	for _, s := range rep.Sizes {
 		if c := s.Churn; c != nil {
 			fmt.Fprintf(w, "churn at %d nodes: %d changes, %d sends, %d unanswered, %d answered twice, %d offline while connected; directories right at most %.1f ms after a change (%d changes took longer than --churn-every), %.1f ms after the last\n",
@@ -194,6 +200,7 @@ func writeSimCharts(dir string, rep *SimReport) ([]string, error) {
 	promise := series{name: "1/N", color: palette[1], dash: true}
 	joinRight := series{name: "join", color: palette[0], dots: true}
 	leaveRight := series{name: "leave", color: palette[2], dots: true}
+	flapRight := series{name: "flap (a join half never saw)", color: palette[1], dots: true, dash: true}
 	for _, s := range rep.Sizes {
 		x := float64(s.Nodes)
 		warm.pts = append(warm.pts, [2]float64{x, s.Owner.DirectWarm.Messages})
@@ -204,10 +211,11 @@ func writeSimCharts(dir string, rep *SimReport) ([]string, error) {
 		promise.pts = append(promise.pts, [2]float64{x, s.Join.Promise})
 		joinRight.pts = append(joinRight.pts, [2]float64{x, s.Join.RightMS})
 		leaveRight.pts = append(leaveRight.pts, [2]float64{x, s.Leave.RightMS})
+		flapRight.pts = append(flapRight.pts, [2]float64{x, s.Flap.RightMS})
 	}
 	msgs.series = []series{warm, cold, bcast}
 	moved.series = []series{join, mean, promise}
-	right.series = []series{joinRight, leaveRight}
+	right.series = []series{joinRight, leaveRight, flapRight}
 	var files []string
 	for _, c := range []struct {
 		name  string

@@ -71,6 +71,10 @@ func (d *Decoder) Count() int {
 	return int(n)
 }
 
+// More reports whether bytes are left: a field added at the end of a
+// payload is optional, so a node can read what an older one sends.
+func (d *Decoder) More() bool { return len(d.b) != 0 }
+
 // Err is the first error so far, without the check for bytes left over.
 func (d *Decoder) Err() error { return d.err }
 

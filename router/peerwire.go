@@ -105,9 +105,9 @@ func DecodeRegister(p []byte) ([]Registration, error) {
 	return regs, err
 }
 
-// AppendSynced encodes the report that the sender has registered what it
-// holds for ring version version.
-func AppendSynced(b []byte, version string) []byte { return link.AppendString(b, version) }
+// AppendSynced encodes the report that the sender has registered
+// everything it holds that the owner owns on ring version version.
+func AppendSynced(b []byte, version string) []byte { return appendSynced(b, version, "") }
 
 // RingVersion is the version a node computes for members: nodes that agree
 // on it agree on every owner. A synthetic peer reports it in its synced.

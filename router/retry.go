@@ -4,8 +4,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"github.com/shardchat/shard/link"
 )
 
 // slowRounds is how many rounds of retries fail (about 30 s) before the
@@ -30,10 +28,10 @@ const maxRetryKeys = 1 << 20
 type retries struct {
 	mu      sync.Mutex
 	keys    map[Key]struct{}
-	owed    map[string]string // owner -> the version to tell it it is in sync for
-	running bool              // a round is scheduled or under way
-	rounds  int               // rounds since every retry last got through
-	dropped int               // keys dropped as past maxRetryKeys, not yet logged
+	owed    map[string]syncedReport // owner -> what to tell it once its keys got through
+	running bool                    // a round is scheduled or under way
+	rounds  int                     // rounds since every retry last got through
+	dropped int                     // keys dropped as past maxRetryKeys, not yet logged
 }
 
 // retryLater adds the keys of regs to the retries and schedules a round unless
@@ -54,15 +52,19 @@ func (r *Router) retryLater(regs []registration) {
 	r.startRetriesLocked()
 }
 
+// syncedReport is a synced report owed to an owner: the version, and the
+// one this node moved from to it ("" for everything the owner owns).
+type syncedReport struct{ version, from string }
+
 // oweSynced makes the retries tell owner that this node is in sync for
-// version once a round got every key it owns through.
-func (r *Router) oweSynced(owner, version string) {
+// version, moved to from from, once a round got every key it owns through.
+func (r *Router) oweSynced(owner, version, from string) {
 	r.retry.mu.Lock()
 	defer r.retry.mu.Unlock()
 	if r.retry.owed == nil {
-		r.retry.owed = make(map[string]string)
+		r.retry.owed = make(map[string]syncedReport)
 	}
-	r.retry.owed[owner] = version
+	r.retry.owed[owner] = syncedReport{version, from}
 	r.startRetriesLocked()
 }
 
@@ -130,25 +132,25 @@ func (r *Router) retryRound() {
 			failed, failedAt[owner] = err, true
 		}
 	}
-	for owner, version := range owed {
-		if version != v.version {
+	for owner, report := range owed {
+		if report.version != v.version {
 			delete(owed, owner) // a later change announced, or owes, its own
 			continue
 		}
 		if !failedAt[owner] && v.ring.Has(owner) {
-			r.request(owner, kindSynced, 1, link.AppendString(nil, version), func([]byte, error) {})
+			r.tellSynced(owner, report.version, report.from)
 			delete(owed, owner)
 		}
 	}
 
 	r.retry.mu.Lock()
 	defer r.retry.mu.Unlock()
-	for owner, version := range owed {
+	for owner, report := range owed {
 		if _, newer := r.retry.owed[owner]; !newer && failedAt[owner] {
 			if r.retry.owed == nil {
-				r.retry.owed = make(map[string]string)
+				r.retry.owed = make(map[string]syncedReport)
 			}
-			r.retry.owed[owner] = version
+			r.retry.owed[owner] = report
 		}
 	}
 	if r.retry.dropped > 0 {

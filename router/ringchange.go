@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -60,105 +59,6 @@ func (v *view) ownerInc(name string) (owner, inc string) {
 	return owner, v.inc[owner]
 }
 
-// settleTimeout bounds how long an owner waits for members to report that
-// they re-registered: one that never reports is dead or cut off, and the
-// next membership change will say so.
-const settleTimeout = 5 * time.Second
-
-// settleAsk: an owner still waiting for members' reports this long after a
-// change asks them to register again (resync), which they report once done;
-// and again after twice as long each time, until settleTimeout, so a member
-// still busy registering, or not yet on the change, is asked 4 times at
-// most. A member tells only the owners its own previous view says were given
-// partitions (or are new to it), and a member that skipped a view, or saw
-// the members come in another order, may not know this owner was.
-const settleAsk = 250 * time.Millisecond
-
-// settlement tracks, for the current membership version, which members have
-// re-registered their connections. Until all have, a directory miss means
-// "do not know yet", never "offline".
-type settlement struct {
-	mu       sync.Mutex
-	version  string
-	waiting  map[string]bool
-	deadline time.Time
-	early    map[string]map[string]bool // reports for versions not yet seen here
-	done     chan struct{}              // closed once waiting is empty
-}
-
-func (s *settlement) reset(version string, members []string, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.version = version
-	s.waiting = make(map[string]bool, len(members))
-	for _, m := range members {
-		if !s.early[version][m] {
-			s.waiting[m] = true
-		}
-	}
-	delete(s.early, version)
-	s.deadline = now.Add(settleTimeout)
-	s.done = make(chan struct{})
-	if len(s.waiting) == 0 {
-		close(s.done)
-	}
-}
-
-// wait returns the version being settled, a channel closed once every
-// member has reported for it, and the deadline after which it counts as
-// settled all the same.
-func (s *settlement) wait() (version string, done <-chan struct{}, deadline time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.version, s.done, s.deadline
-}
-
-// synced records that node finished re-registering for version.
-func (s *settlement) synced(version, node string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if version == s.version {
-		if s.waiting[node] {
-			delete(s.waiting, node)
-			if len(s.waiting) == 0 {
-				close(s.done)
-			}
-		}
-		return
-	}
-	// A member may be ahead of us; keep a few versions, not a history.
-	if s.early == nil {
-		s.early = make(map[string]map[string]bool)
-	}
-	if len(s.early) >= 8 {
-		clear(s.early)
-	}
-	if s.early[version] == nil {
-		s.early[version] = make(map[string]bool)
-	}
-	s.early[version][node] = true
-}
-
-// waitingFor lists the members version still waits for; current is false
-// once another version is being settled.
-func (s *settlement) waitingFor(version string) (members []string, current bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if version != s.version {
-		return nil, false
-	}
-	for m := range s.waiting {
-		members = append(members, m)
-	}
-	return members, true
-}
-
-func (s *settlement) settled(version string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return version == s.version && (len(s.waiting) == 0 || now.After(s.deadline))
-}
-
 // registerBatch bounds the keys in one register frame.
 const registerBatch = 1000
 
@@ -203,7 +103,9 @@ func (r *Router) SetMembers(members []Member) error {
 	now := time.Now()
 	fresh := freshDirectories(old, nv, self)
 	awaited := r.awaited(old, nv, members, fresh)
-	r.settle.reset(nv.version, awaited, now)
+	for _, m := range r.settle.reset(nv.version, old.version, awaited, now) {
+		r.askToRegisterAgain(m, nv.version)
+	}
 	r.wg.Add(1)
 	go r.chaseSynced(nv.version)
 
@@ -252,9 +154,9 @@ func (r *Router) SetMembers(members []Member) error {
 	for owner := range r.retryOwners(nv) {
 		failed[owner] = true
 	}
-	r.announceSynced(nv, fresh, failed)
+	r.announceSynced(old, nv, fresh, failed)
 	for owner := range failed {
-		r.oweSynced(owner, nv.version)
+		r.oweSynced(owner, nv.version, r.movedFrom(old, nv, owner))
 	}
 	r.askResync(old, nv)
 	return firstErr
@@ -307,28 +209,6 @@ func (r *Router) askResync(old, nv *view) {
 			}
 		})
 	}
-}
-
-// resync registers with owner, again, every key this node holds that owner
-// owns on this node's view, then reports this node's version to it; what
-// fails goes to the retries, which report it once it got through. Two runs
-// at once for one owner send the same counts: it costs a frame, no harm.
-func (r *Router) resync(owner string) {
-	r.local.mu.RLock()
-	v := r.view.Load()
-	var regs []registration
-	for key, conns := range r.local.conns {
-		if v.ring.Owner(key.Name) == owner {
-			regs = append(regs, registration{key, len(conns)})
-		}
-	}
-	waits := r.registerBatches(owner, regs)
-	r.local.mu.RUnlock()
-	if firstError(waits) != nil {
-		r.oweSynced(owner, v.version)
-		return
-	}
-	r.request(owner, kindSynced, 1, link.AppendString(nil, v.version), func([]byte, error) {})
 }
 
 // freshDirectories are the members of nv whose directories, after the
@@ -396,77 +276,4 @@ func (r *Router) awaited(old, nv *view, members []Member, fresh []string) []stri
 func (v *view) newSince(old *view, m string) bool {
 	inc, ok := old.inc[m]
 	return !ok || inc != v.inc[m]
-}
-
-// chaseSynced asks the members version still waits for to register
-// again, settleAsk after the change, then twice as long after each ask,
-// until it settles, its deadline passes or another version replaces it.
-func (r *Router) chaseSynced(version string) {
-	defer r.wg.Done()
-	v, done, deadline := r.settle.wait()
-	if v != version {
-		return
-	}
-	payload := link.AppendString(nil, version)
-	for wait := settleAsk; ; wait *= 2 {
-		t := time.NewTimer(wait)
-		select {
-		case <-done:
-			t.Stop()
-			return
-		case <-r.stop:
-			t.Stop()
-			return
-		case now := <-t.C:
-			waiting, current := r.settle.waitingFor(version)
-			if !current || now.After(deadline) {
-				return
-			}
-			for _, m := range waiting {
-				if m != r.cfg.Self {
-					r.request(m, kindResync, 1, payload, func([]byte, error) {})
-				}
-			}
-		}
-	}
-}
-
-// announceSynced tells each member of to but those in skip that this
-// node's registrations for version are in place.
-func (r *Router) announceSynced(v *view, to []string, skip map[string]bool) {
-	r.settle.synced(v.version, r.cfg.Self)
-	payload := link.AppendString(nil, v.version)
-	for _, m := range to {
-		if m != r.cfg.Self && !skip[m] {
-			r.request(m, kindSynced, 1, payload, func([]byte, error) {})
-		}
-	}
-}
-
-func init() {
-	servePeer(kindSynced, "synced", (*Router).serveSynced)
-	servePeer(kindResync, "resync", (*Router).serveResync)
-}
-
-// serveSynced records that a peer has re-registered for a ring version.
-func (r *Router) serveSynced(from link.Peer, p []byte, reply func([]byte)) {
-	d := link.NewDecoder(p)
-	version := d.String()
-	if d.Done() != nil {
-		r.log.Warn("bad synced from peer", "peer", from.Name)
-	} else {
-		r.settle.synced(version, from.Name)
-	}
-	reply(nil)
-}
-
-// serveResync registers again, with the peer that asks, what this node
-// holds that it owns.
-func (r *Router) serveResync(from link.Peer, _ []byte, reply func([]byte)) {
-	reply(nil)
-	r.wg.Add(1)
-	go func() { // it waits for answers: not on the link's reader
-		defer r.wg.Done()
-		r.resync(from.Name)
-	}()
 }

@@ -108,12 +108,18 @@ func (nd *Node) membershipLoop() {
 // announceLocked hands every node the current member list: the gossip,
 // converged at once.
 func (c *Cluster) announceLocked() {
+	c.announceToLocked(slices.Collect(maps.Values(c.nodes)))
+}
+
+// announceToLocked hands the current member list to to alone: the others
+// have not heard yet.
+func (c *Cluster) announceToLocked(to []*Node) {
 	var members []router.Member
 	for _, nd := range c.nodes {
 		members = append(members, router.Member{Name: nd.Name, Link: nd.Name, Inc: nd.Inc, Left: c.left[nd.Name]})
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
-	for _, nd := range c.nodes {
+	for _, nd := range to {
 		nd.mu.Lock()
 		nd.latest = members
 		nd.mu.Unlock()
@@ -234,6 +240,45 @@ func (c *Cluster) Join() string {
 	nd := c.startLocked()
 	c.announceLocked()
 	return nd.Name
+}
+
+// joinHeardBy starts a node and makes it a member on the named nodes'
+// views (and its own) alone, as gossip that has not reached the others
+// yet; it returns its name.
+func (c *Cluster) joinHeardBy(names []string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	nd := c.startLocked()
+	to := []*Node{nd}
+	for _, name := range names {
+		to = append(to, c.nodes[name])
+	}
+	c.announceToLocked(to)
+	return nd.Name
+}
+
+// crash stops nodes without a drain, as a failure does: their users are
+// cut off, and every node hears at once that they are gone.
+func (c *Cluster) crash(nodes ...string) {
+	c.mu.Lock()
+	var stopped []*Node
+	for _, name := range nodes {
+		if nd := c.nodes[name]; nd != nil {
+			stopped = append(stopped, nd)
+			delete(c.nodes, name)
+		}
+	}
+	for _, u := range c.users {
+		if slices.Contains(nodes, u.node) && u.conn != nil {
+			u.conn = nil
+			u.gen++
+		}
+	}
+	c.announceLocked()
+	c.mu.Unlock()
+	for _, nd := range stopped {
+		nd.stopNode()
+	}
 }
 
 // Leave drains node as node.Drain does: the members hear that it left (it

@@ -63,6 +63,22 @@ func TestJoinAndLeaveMoveAboutOneNthAndDirectoriesComeRight(t *testing.T) {
 	}
 }
 
+// A node that joins and dies before half of the 64 nodes heard of it
+// leaves the owners that saw it without the entries of the keys it took
+// for a moment; the holders that never saw it must still register those
+// with them again, and the directories be right within 2 s (issue 14's
+// goal for a change).
+func TestJoinSeenByHalfThenCrashLeavesEveryDirectoryRight(t *testing.T) {
+	ch, err := Flap(simNodes, 1)
+	if err != nil {
+		t.Fatal(err) // Flap fails when the directories are not right within its deadline
+	}
+	if ch.RightMS > 2000 {
+		t.Errorf("directories right %.0f ms after the flap, want within 2 s", ch.RightMS)
+	}
+	t.Logf("flap: %+v", ch)
+}
+
 // TestChurnAnswersEverySendOnce: at 64 nodes, nodes join and leave while
 // sends flow; every send is answered exactly once, none offline while its
 // recipient stayed connected, and the directories are right within 5 s of

@@ -32,19 +32,13 @@ const ringKeys = 100000
 
 // RingChanges measures one join to n nodes, then the leave of that node.
 func RingChanges(n int, seed uint64) (join, leave Change, err error) {
-	c := NewCluster(n, router.Owner, seed)
-	defer c.Close()
-	members := c.Members()
-	for i := range n * usersPerNode {
-		if err := c.Connect(userName(i), members[i%n]); err != nil {
-			return join, leave, err
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := c.WaitDirectories(ctx, time.Now()); err != nil {
+	c, err := populated(ctx, n, seed)
+	if err != nil {
 		return join, leave, fmt.Errorf("before the join: %w", err)
 	}
+	defer c.Close()
 	var joined string
 	join, err = c.measureChange(ctx, func() error { joined = c.Join(); return nil })
 	if err != nil {
@@ -55,6 +49,74 @@ func RingChanges(n int, seed uint64) (join, leave Change, err error) {
 		return join, leave, fmt.Errorf("leave: %w", err)
 	}
 	return join, leave, nil
+}
+
+// Flap measures, on n nodes, a node that joins and dies before half of the
+// cluster heard of it, while another node dies too: that half goes from
+// the view before straight to the view without the other node, the rest
+// through the view with the newcomer, in which the owners dropped the
+// entries of the keys it took. The holders that never saw it find no change
+// of owner for those keys, yet the owners that got them back must hear
+// them again. The change counts from the join; the keys moved are the dead
+// node's.
+func Flap(n int, seed uint64) (Change, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := populated(ctx, n, seed)
+	if err != nil {
+		return Change{}, fmt.Errorf("before the flap: %w", err)
+	}
+	defer c.Close()
+	members := c.Members()
+	var heard []string // every other node, so that each half holds users
+	for i := 0; i < n; i += 2 {
+		heard = append(heard, members[i])
+	}
+	ch, err := c.measureChange(ctx, func() error {
+		joined := c.joinHeardBy(heard)
+		for _, name := range heard {
+			if err := c.waitRingHas(ctx, name, joined); err != nil {
+				return err
+			}
+		}
+		c.crash(joined, members[n-1])
+		return nil
+	})
+	if err != nil {
+		return ch, fmt.Errorf("flap: %w", err)
+	}
+	return ch, nil
+}
+
+// waitRingHas waits until node routes by a ring that has member.
+func (c *Cluster) waitRingHas(ctx context.Context, node, member string) error {
+	nd := c.Node(node)
+	for !nd.Router.Ring().Has(member) {
+		select {
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("%s never routed by a ring with %s: %w", node, member, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// populated starts n nodes, connects usersPerNode users to each and waits
+// until every directory lists them.
+func populated(ctx context.Context, n int, seed uint64) (*Cluster, error) {
+	c := NewCluster(n, router.Owner, seed)
+	members := c.Members()
+	for i := range n * usersPerNode {
+		if err := c.Connect(userName(i), members[i%n]); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if _, err := c.WaitDirectories(ctx, time.Now()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // measureChange runs change and waits for the directories.
