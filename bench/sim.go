@@ -45,7 +45,7 @@ type SimReport struct {
 }
 
 // spreadJoins is how many made-up joins JoinSpread measures per size.
-const spreadJoins = 8
+const spreadJoins = 32
 
 type simConfig struct {
 	sizes        []int

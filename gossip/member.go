@@ -17,6 +17,9 @@ type Meta struct {
 	// Inc is the incarnation: random per process start, so that a node
 	// restarted under the same name is not mistaken for its former self.
 	Inc string `json:"inc"`
+	// Ring is the newest ring scheme the node routes by (ring.Scheme); 0 when it does not
+	// say, as builds before ring schemes. The cluster routes by the oldest of them.
+	Ring int `json:"ring,omitempty"`
 }
 
 // State is a member's state as this node knows it.
@@ -59,10 +62,11 @@ type wireMeta struct {
 	Link    string `json:"link,omitempty"`
 	Inc     string `json:"inc,omitempty"`
 	Leaving bool   `json:"leaving,omitempty"`
+	Ring    int    `json:"ring,omitempty"`
 }
 
 func encodeMeta(m Meta, leaving bool) ([]byte, error) {
-	b, err := json.Marshal(wireMeta{V: metaVersion, HTTP: m.HTTP, Link: m.Link, Inc: m.Inc, Leaving: leaving})
+	b, err := json.Marshal(wireMeta{V: metaVersion, HTTP: m.HTTP, Link: m.Link, Inc: m.Inc, Leaving: leaving, Ring: m.Ring})
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +96,7 @@ func decodeMeta(b []byte) (meta Meta, leaving bool, ok bool) {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Meta{}, false, false
 	}
-	return Meta{HTTP: w.HTTP, Link: w.Link, Inc: w.Inc}, w.Leaving, true
+	return Meta{HTTP: w.HTTP, Link: w.Link, Inc: w.Inc, Ring: w.Ring}, w.Leaving, true
 }
 
 // nodeAddr formats a memberlist node's address. Call it only where reading n cannot race:

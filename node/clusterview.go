@@ -20,7 +20,6 @@ import (
 	"github.com/shardchat/shard/gossip"
 	"github.com/shardchat/shard/link"
 	"github.com/shardchat/shard/protocol"
-	"github.com/shardchat/shard/ring"
 )
 
 // The cluster view (/cluster, docs/protocol.md §8.7, §8.8) stands on two
@@ -108,7 +107,7 @@ func (n *Node) figures() protocol.NodeFigures {
 		State: state,
 		Time:  time.Now().UnixMilli(),
 		Ring: protocol.NodeRing{Version: rg.Version(), Members: rg.Len(),
-			Partitions: rg.Share(n.name), Total: ring.Partitions},
+			Partitions: rg.Share(n.name), Total: rg.Partitions(), Scheme: int(rg.Scheme())},
 		Connections: int(metricSum(n.rm.Connections)),
 		Counters: protocol.NodeCounters{
 			Messages:   uint64(metricSum(n.rm.ChatMessages)),

@@ -234,7 +234,7 @@ func (n *Node) serveCluster(ctx *fasthttp.RequestCtx) {
 		info.Members = append(info.Members, protocol.ClusterMember{Name: m.Name, HTTP: m.Meta.HTTP, State: string(m.State)})
 	}
 	rg := n.router.Ring()
-	info.Ring = protocol.RingInfo{Members: rg.Len(), Version: rg.Version()}
+	info.Ring = protocol.RingInfo{Members: rg.Len(), Version: rg.Version(), Scheme: int(rg.Scheme())}
 	writeJSON(ctx, fasthttp.StatusOK, info)
 }
 

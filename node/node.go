@@ -23,6 +23,7 @@ import (
 
 	"github.com/shardchat/shard/gossip"
 	"github.com/shardchat/shard/link"
+	"github.com/shardchat/shard/ring"
 	"github.com/shardchat/shard/router"
 	"github.com/shardchat/shard/session"
 	"github.com/shardchat/shard/store"
@@ -244,7 +245,7 @@ func Start(cfg Config) (*Node, error) {
 		Join:        cfg.Join,
 		JoinTimeout: cfg.JoinTimeout,
 		ClusterKey:  cfg.ClusterKey,
-		Meta:        gossip.Meta{HTTP: n.httpLn.Addr().String(), Link: linkLn.Addr().String(), Inc: inc},
+		Meta:        gossip.Meta{HTTP: n.httpLn.Addr().String(), Link: linkLn.Addr().String(), Inc: inc, Ring: int(ring.Latest)},
 		Logger:      n.log,
 	})
 	if err != nil {
@@ -280,6 +281,19 @@ func (n *Node) Router() *router.Router { return n.router }
 // Registry is the node's metrics registry.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
+// ringScheme is the newest ring scheme a member announced: one that announces none is of a
+// build before schemes, which routes by ring.Original, and one newer than this build's
+// newest counts as that (the cluster routes by the oldest).
+func ringScheme(announced int) ring.Scheme {
+	switch {
+	case announced <= 0:
+		return ring.Original
+	case announced > int(ring.Latest):
+		return ring.Latest
+	}
+	return ring.Scheme(announced)
+}
+
 // applyMembers hands the router the members it routes by: the alive ones,
 // and the ones that left but may still be draining their connections.
 func (n *Node) applyMembers() error {
@@ -289,9 +303,9 @@ func (n *Node) applyMembers() error {
 		switch m.State {
 		case gossip.StateAlive, gossip.StateSuspect:
 			alive++
-			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc})
+			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Ring: ringScheme(m.Meta.Ring)})
 		case gossip.StateLeft:
-			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Left: true})
+			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Ring: ringScheme(m.Meta.Ring), Left: true})
 		}
 	}
 	n.members.Set(float64(alive))

@@ -34,4 +34,7 @@ type GroupMember struct {
 type RingInfo struct {
 	Members int    `json:"members"` // members in the ring
 	Version string `json:"version"` // opaque: equal on nodes that agree on the ring
+	// Scheme is the ring scheme the cluster routes by, the oldest its members
+	// know; 0 from builds before schemes, which route by 1.
+	Scheme int `json:"scheme,omitempty"`
 }

@@ -25,7 +25,8 @@ type NodeRing struct {
 	Version    string `json:"version"`    // as in /api/cluster: equal on nodes that agree
 	Members    int    `json:"members"`    // members in the ring
 	Partitions int    `json:"partitions"` // partitions this node owns in that ring
-	Total      int    `json:"total"`      // partitions of every ring (ring.Partitions)
+	Total      int    `json:"total"`      // partitions of the ring (its scheme's)
+	Scheme     int    `json:"scheme"`     // the ring scheme the cluster routes by: the oldest its members know
 }
 
 // NodeCounters are the node's counters since it started (docs/protocol.md §9).

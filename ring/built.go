@@ -18,6 +18,7 @@ import (
 const keptRings = 4
 
 type build struct {
+	scheme  Scheme
 	members []string // sorted
 	done    chan struct{}
 	ring    *Ring
@@ -29,18 +30,18 @@ var built struct {
 	builds []*build // newest last, at most keptRings
 }
 
-// buildOnce returns the ring of sorted (valid, non-empty) members, built by
-// construct once while it is among the last keptRings sets asked for.
-func buildOnce(sorted []string, construct func() (*Ring, error)) (*Ring, error) {
+// buildOnce returns the ring of scheme s for sorted (valid, non-empty) members,
+// built by construct once while it is among the last keptRings asked for.
+func buildOnce(s Scheme, sorted []string, construct func() (*Ring, error)) (*Ring, error) {
 	built.mu.Lock()
 	for _, b := range built.builds {
-		if slices.Equal(b.members, sorted) {
+		if b.scheme == s && slices.Equal(b.members, sorted) {
 			built.mu.Unlock()
 			<-b.done
 			return b.ring, b.err
 		}
 	}
-	b := &build{members: sorted, done: make(chan struct{})}
+	b := &build{scheme: s, members: sorted, done: make(chan struct{})}
 	if len(built.builds) == keptRings {
 		built.builds = slices.Delete(built.builds, 0, 1)
 	}

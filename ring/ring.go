@@ -12,47 +12,89 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
+// Scheme is how a ring divides the keys among its members: how many partitions, how many
+// virtual nodes per member, what load bound. Nodes agree on owners only when they agree on
+// the scheme as well as the members, so the scheme is hashed into every Version. A build
+// that adds a scheme keeps the older ones: a cluster routes by the newest every member knows
+// (the router chooses from what each member announces), so that nodes can be upgraded one at
+// a time and the cluster moves to the new scheme once the last old node is gone.
+type Scheme uint8
+
 const (
-	// partitionCount 16381, a prime, so hash%P spreads keys evenly. Bounded loads move
-	// more keys on a join than consistent hashing's 1/N when a member holds only a few
-	// partitions: a join to N members moved, as a multiple of 1/(N+1), mean of 8 member
-	// sets (internal/sim's question, measured with consistent v0.10.0 at L=1.25):
-	//   N =              8     64    256
-	//   P = 271        1.03   1.89   1.42, and 74 of 257 members owned nothing
-	//   P = 4093       0.94   1.15   1.48
-	//   P = 7919       0.94   1.10   1.19
-	//   P = 16381      0.94   1.07   1.12
-	// A rebuild (partitionOwners, once per membership change) costs 1.2-1.3 ms at 3-10
-	// members, 2.3 ms at 64, 7.3 ms at 256 (median of 11). The owners table is P names:
-	// 262 KB a ring.
-	// P caps a ring's members: beyond that consistent panics.
-	partitionCount = 16381
-
-	// replicationFactor 100: virtual nodes per member. Balance depends on it more than on P:
-	// for 3->4 members the busiest member held 28.5k of 100k keys versus 31.3k at RF 20.
-	replicationFactor = 100
-
-	// load 1.25: no member owns more than 1.25x the average number of partitions. Tighter
-	// (1.1) moves more keys between members that both stayed; looser (2.0) balances worse.
-	load = 1.25
+	// Original: 16381 partitions, 100 virtual nodes a member, load 1.25; the ring of builds
+	// that announce no scheme.
+	Original Scheme = 1
+	// Fine: 65521 partitions, 400 virtual nodes, load 1.25. A join of each of 32 joiners of
+	// other names moved, as a multiple of 1/(N+1) (node-001... joined by joiner-0...):
+	//   N =           3          8          16         64         128        256
+	//   Original  0.86-1.18  0.84-1.26  0.84-1.30  0.77-1.17  0.83-1.37  0.75-1.41
+	//   Fine      0.92-1.06  0.88-1.08  0.91-1.10  0.85-1.18  0.88-1.12  0.83-1.16
+	// (65521 partitions at 200 virtual nodes: 0.83-1.24 at 16; at 300, 0.78-1.18 at 256;
+	// 800 is hardly tighter and twice as slow to build). The busiest member owns 1.06x the
+	// average at 8 members and 1.11x at 64, against 1.25x (the bound) on Original. It
+	// costs 5-10 ms a build at 3-64 members and 30-70 ms at 256 on 2 shared cores, against
+	// 1-6 ms, and 128 KiB of owners a ring. A leave gives partitions to nearly every member
+	// (the leaver's 400 points are next to most of them), so nearly every owner waits for
+	// every member's synced: 31,000 reports at 256 nodes against 9,700.
+	Fine Scheme = 2
+	// Latest is the scheme this build routes by when every member knows it.
+	Latest = Fine
 )
 
-// scheme is hashed into every Version, so two nodes built with different constants never
-// believe they agree on owners just because they agree on members.
-var scheme = "consistent v0.10.0 P=" + strconv.Itoa(partitionCount) +
-	" RF=" + strconv.Itoa(replicationFactor) + " L=" + strconv.FormatFloat(load, 'g', -1, 64)
+// schemeParams are a scheme's constants, as consistent takes them.
+type schemeParams struct {
+	// partitions, a prime, so that hash%P spreads keys evenly. Bounded loads move more keys
+	// on a join than consistent hashing's 1/N when a member holds only a few partitions:
+	// at 271 partitions a join to 64 members moved 1.89/N, and 74 of 257 members owned
+	// nothing. At most this many members (one partition each; beyond, consistent panics),
+	// and at most 65536, since a ring keeps its owners as 16-bit member indexes.
+	partitions int
+	// replication: virtual nodes per member. Balance depends on it more than on the
+	// partitions: for 3->4 members the busiest member held 28.5k of 100k keys at 100 versus
+	// 31.3k at 20.
+	replication int
+	// load: no member owns more than load x the average number of partitions. Tighter
+	// (1.1) moves more keys between members that both stayed; looser (2.0) balances worse.
+	load float64
+}
+
+var schemes = map[Scheme]schemeParams{
+	Original: {partitions: 16381, replication: 100, load: 1.25},
+	Fine:     {partitions: 65521, replication: 400, load: 1.25},
+}
+
+// config is the one place a scheme's constants meet consistent.
+func (p schemeParams) config() consistent.Config {
+	return consistent.Config{Hasher: hasher{}, PartitionCount: p.partitions, ReplicationFactor: p.replication, Load: p.load}
+}
+
+// name is what Version hashes: for Original, what builds before schemes hashed, so that
+// they and this one agree on versions while they route alike.
+func (p schemeParams) name() string {
+	return "consistent v0.10.0 P=" + strconv.Itoa(p.partitions) +
+		" RF=" + strconv.Itoa(p.replication) + " L=" + strconv.FormatFloat(p.load, 'g', -1, 64)
+}
 
 // Ring maps keys to members. It never changes after New, so it is safe for concurrent use;
 // to follow membership, build a new Ring and swap the pointer.
 type Ring struct {
+	scheme  Scheme
 	members []string // sorted
-	owners  []string // owner name per partition; nil when the ring is empty
+	owners  []uint16 // index in members of each partition's owner; nil when the ring is empty
 	version string
 }
 
-// New builds the ring for a set of member names. Their order does not matter. Empty names and
-// duplicates are errors; an empty list gives a valid ring that owns nothing.
-func New(members []string) (*Ring, error) {
+// New builds the ring of the Latest scheme for a set of member names. Their order does not
+// matter. Empty names and duplicates are errors; an empty list gives a valid ring that owns
+// nothing.
+func New(members []string) (*Ring, error) { return NewScheme(Latest, members) }
+
+// NewScheme is New for scheme s.
+func NewScheme(s Scheme, members []string) (*Ring, error) {
+	p, ok := schemes[s]
+	if !ok {
+		return nil, fmt.Errorf("ring: no scheme %d", s)
+	}
 	sorted := slices.Clone(members)
 	slices.Sort(sorted)
 	for i, name := range sorted {
@@ -63,30 +105,33 @@ func New(members []string) (*Ring, error) {
 			return nil, fmt.Errorf("ring: duplicate member %q", name)
 		}
 	}
-	if len(sorted) > partitionCount {
+	if len(sorted) > p.partitions {
 		// Checked here because consistent takes seconds to build such a ring before it panics.
-		return nil, fmt.Errorf("ring: %d members, at most %d (one partition each)", len(sorted), partitionCount)
+		return nil, fmt.Errorf("ring: %d members, at most %d (one partition each)", len(sorted), p.partitions)
 	}
 	if len(sorted) == 0 {
 		// consistent.New panics on a non-nil empty list, and has nothing to say anyway.
-		return &Ring{members: sorted, version: version(sorted)}, nil
+		return &Ring{scheme: s, members: sorted, version: version(p, sorted)}, nil
 	}
-	return buildOnce(sorted, func() (*Ring, error) {
-		owners, err := partitionOwners(sorted, config)
+	return buildOnce(s, sorted, func() (*Ring, error) {
+		owners, err := partitionOwners(sorted, p.config())
 		if err != nil {
 			return nil, err
 		}
-		return &Ring{members: sorted, owners: owners, version: version(sorted)}, nil
+		return &Ring{scheme: s, members: sorted, owners: owners, version: version(p, sorted)}, nil
 	})
 }
 
-// config is the one place the constants meet consistent.
-var config = consistent.Config{
-	Hasher:            hasher{},
-	PartitionCount:    partitionCount,
-	ReplicationFactor: replicationFactor,
-	Load:              load,
-}
+// Scheme is the scheme r divides keys by.
+func (r *Ring) Scheme() Scheme { return r.scheme }
+
+// Partitions is how many partitions r divides the keys into; each has one owner, so a
+// member's share of the ring is the partitions it owns out of these.
+func (r *Ring) Partitions() int { return r.scheme.Partitions() }
+
+// Partitions is how many partitions a ring of scheme s divides the keys into; 0 for a
+// scheme this build does not know.
+func (s Scheme) Partitions() int { return schemes[s].partitions }
 
 // Owner returns the member that owns key, or "" when the ring is empty.
 func (r *Ring) Owner(key string) string {
@@ -95,7 +140,7 @@ func (r *Ring) Owner(key string) string {
 	}
 	// Same partition as consistent.FindPartitionID (hash % P); TestOwnerMatchesConsistent
 	// holds us to it. Sum64String hashes the string in place, so nothing is allocated.
-	return r.owners[xxhash.Sum64String(key)%partitionCount]
+	return r.members[r.owners[xxhash.Sum64String(key)%uint64(len(r.owners))]]
 }
 
 // Members returns the member names, sorted. The caller may keep and modify the copy.
@@ -110,14 +155,14 @@ func (r *Ring) Has(name string) bool {
 	return ok
 }
 
-// Version names the member set: 16 hex digits, equal for equal sets (and equal ring
-// constants), different for different ones except for a 2^-64 chance of a hash collision.
+// Version names the member set: 16 hex digits, equal for equal sets (and equal schemes),
+// different for different ones except for a 2^-64 chance of a hash collision.
 // The empty ring has a version too. Compare versions to learn whether two nodes route alike.
 func (r *Ring) Version() string { return r.version }
 
-func version(sorted []string) string {
+func version(p schemeParams, sorted []string) string {
 	d := xxhash.New()
-	d.WriteString(scheme)
+	d.WriteString(p.name())
 	var n [binary.MaxVarintLen64]byte
 	for _, name := range sorted {
 		// A length prefix, not a separator, so that no name can forge a boundary:

@@ -117,7 +117,7 @@ func TestNamesEndingInDigitsBuildAndShrink(t *testing.T) {
 	for i, n := range names {
 		ms[i] = newMember(n)
 	}
-	c := consistent.New(ms, config)
+	c := consistent.New(ms, schemes[Latest].config())
 	for _, n := range names[:len(names)-1] {
 		c.Remove(newMember(n).String())
 	}
@@ -127,7 +127,7 @@ func TestNamesEndingInDigitsBuildAndShrink(t *testing.T) {
 }
 
 func TestInvalidMembersAreErrorsNotPanics(t *testing.T) {
-	tooMany := make([]string, partitionCount+1)
+	tooMany := make([]string, schemes[Latest].partitions+1)
 	for i := range tooMany {
 		tooMany[i] = fmt.Sprintf("n%d", i)
 	}
@@ -144,12 +144,13 @@ func TestInvalidMembersAreErrorsNotPanics(t *testing.T) {
 	}
 }
 
-// New allows up to partitionCount members. consistent agrees (Load 1.25 always leaves room for
-// P partitions when members <= P) and panics beyond, which must come back as an error. Small
-// partition counts stand in for partitionCount, whose full ring would take minutes to build.
+// New allows up to a scheme's partitions members. consistent agrees (Load 1.25 always leaves
+// room for P partitions when members <= P) and panics beyond, which must come back as an
+// error. Small partition counts stand in for the schemes', whose full rings would take minutes
+// to build.
 func TestMemberLimitMatchesConsistent(t *testing.T) {
 	for _, p := range []int{1, 3, 7, 31} {
-		cfg := config
+		cfg := schemes[Latest].config()
 		cfg.PartitionCount = p
 		names := make([]string, p+1)
 		for i := range names {
@@ -161,7 +162,7 @@ func TestMemberLimitMatchesConsistent(t *testing.T) {
 			}
 		}
 		if owners, err := partitionOwners(names, cfg); err == nil {
-			t.Fatalf("%d members, %d partitions: got owners %q, want an error", p+1, p, owners)
+			t.Fatalf("%d members, %d partitions: got owners %v, want an error", p+1, p, owners)
 		}
 	}
 }
@@ -201,16 +202,42 @@ func TestMembersIsASortedCopy(t *testing.T) {
 // Owner must agree with consistent.LocateKey, since Owner reimplements its hash % P lookup.
 func TestOwnerMatchesConsistent(t *testing.T) {
 	names := []string{"n1", "n2", "n3", "n4", "n5", "n6", "n7"}
-	r := mustNew(t, names...)
-	ms := make([]consistent.Member, len(names))
-	for i, n := range names {
-		ms[i] = newMember(n)
-	}
-	c := consistent.New(ms, config)
-	for _, k := range keys(10_000) {
-		if want := c.LocateKey([]byte(k)).(member).name(); r.Owner(k) != want {
-			t.Fatalf("key %q: Owner = %q, consistent.LocateKey = %q", k, r.Owner(k), want)
+	for s, p := range schemes {
+		r, err := NewScheme(s, names)
+		if err != nil {
+			t.Fatal(err)
 		}
+		ms := make([]consistent.Member, len(names))
+		for i, n := range names {
+			ms[i] = newMember(n)
+		}
+		c := consistent.New(ms, p.config())
+		for _, k := range keys(10_000) {
+			if want := c.LocateKey([]byte(k)).(member).name(); r.Owner(k) != want {
+				t.Fatalf("scheme %d, key %q: Owner = %q, consistent.LocateKey = %q", s, k, r.Owner(k), want)
+			}
+		}
+	}
+}
+
+// Builds before schemes route by Original; this one must agree with them on owners and
+// versions while the cluster does, or an upgrade one node at a time would misroute. The
+// values are what those builds computed.
+func TestOriginalSchemeRoutesAsBuildsBeforeSchemes(t *testing.T) {
+	r, err := NewScheme(Original, []string{"node-1", "node-2", "node-3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, err := NewScheme(Original, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Version() != "d4a4b5836ab649c3" || empty.Version() != "61ed79940af00c3b" || r.Owner("user-1") != "node-2" || r.Owner("alice") != "node-2" {
+		t.Fatalf("Original: versions %s and %s, owners %s and %s; builds before schemes had d4a4b5836ab649c3 and 61ed79940af00c3b, node-2 and node-2",
+			r.Version(), empty.Version(), r.Owner("user-1"), r.Owner("alice"))
+	}
+	if fine := mustNew(t, "node-1", "node-2", "node-3"); fine.Version() == r.Version() {
+		t.Fatal("the same members give the same version on two schemes: nodes on different schemes would think they route alike")
 	}
 }
 
@@ -293,24 +320,30 @@ func BenchmarkNew(b *testing.B) {
 
 // partitionOwners is consistent's bounded loads built faster: every partition has the owner
 // consistent gives it, at small and large member counts and with names that end in digits.
+// consistent builds Fine's ring of 256 members in minutes, so Fine stops at 64.
 func TestOwnersMatchConsistent(t *testing.T) {
-	for _, n := range []int{1, 2, 3, 7, 16, 64, 256} {
-		names := make([]string, n)
-		for i := range names {
-			names[i] = fmt.Sprintf("node-%d", i+1)
-		}
-		got, err := partitionOwners(names, config)
-		if err != nil {
-			t.Fatalf("%d members: %v", n, err)
-		}
-		ms := make([]consistent.Member, n)
-		for i, name := range names {
-			ms[i] = newMember(name)
-		}
-		c := consistent.New(ms, config)
-		for id, owner := range got {
-			if want := c.GetPartitionOwner(id).(member).name(); owner != want {
-				t.Fatalf("%d members: partition %d owned by %q, consistent says %q", n, id, owner, want)
+	for s, p := range schemes {
+		for _, n := range []int{1, 2, 3, 7, 16, 64, 256} {
+			if s != Original && n > 64 {
+				continue
+			}
+			names := make([]string, n)
+			for i := range names {
+				names[i] = fmt.Sprintf("node-%d", i+1)
+			}
+			got, err := partitionOwners(names, p.config())
+			if err != nil {
+				t.Fatalf("scheme %d, %d members: %v", s, n, err)
+			}
+			ms := make([]consistent.Member, n)
+			for i, name := range names {
+				ms[i] = newMember(name)
+			}
+			c := consistent.New(ms, p.config())
+			for id, owner := range got {
+				if want := c.GetPartitionOwner(id).(member).name(); names[owner] != want {
+					t.Fatalf("scheme %d, %d members: partition %d owned by %q, consistent says %q", s, n, id, names[owner], want)
+				}
 			}
 		}
 	}

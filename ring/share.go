@@ -1,17 +1,18 @@
 package ring
 
-// Partitions is how many partitions every ring divides the keys into; each
-// has one owner, so a member's share of the ring is the partitions it owns
-// out of these.
-const Partitions = partitionCount
+import "slices"
 
 // Share is how many partitions name owns in this ring: 0 for a name that is
 // not a member, and for every name in the empty ring. The shares of all
 // members add up to Partitions.
 func (r *Ring) Share(name string) int {
+	i, ok := slices.BinarySearch(r.members, name)
+	if !ok {
+		return 0
+	}
 	n := 0
 	for _, owner := range r.owners {
-		if owner == name {
+		if int(owner) == i {
 			n++
 		}
 	}
@@ -21,20 +22,39 @@ func (r *Ring) Share(name string) int {
 // Gainers are the members of r that own a partition in r they did not own in
 // old, sorted: after a membership change from old to r, the only members
 // whose directories lack keys they own (every member of r when old is the
-// empty ring). A member that only lost partitions still holds every entry for
-// what it owns.
+// empty ring, or divides keys by another scheme). A member that only lost
+// partitions still holds every entry for what it owns.
 func (r *Ring) Gainers(old *Ring) []string {
-	gained := make(map[string]bool)
+	if len(old.owners) == 0 || old.scheme != r.scheme {
+		return r.Members()
+	}
+	gained := make([]bool, len(r.members))
 	for p, owner := range r.owners {
-		if len(old.owners) == 0 || old.owners[p] != owner {
+		if old.members[old.owners[p]] != r.members[owner] {
 			gained[owner] = true
 		}
 	}
-	out := make([]string, 0, len(gained))
-	for _, m := range r.members {
-		if gained[m] {
+	var out []string
+	for i, m := range r.members {
+		if gained[i] {
 			out = append(out, m)
 		}
 	}
 	return out
+}
+
+// Moved is the share of the keys whose owner differs between old and r: the
+// partitions that changed owner, out of all (every key when the two divide
+// keys by different schemes, or one of them is empty).
+func (r *Ring) Moved(old *Ring) float64 {
+	if len(old.owners) == 0 || len(r.owners) == 0 || old.scheme != r.scheme {
+		return 1
+	}
+	moved := 0
+	for p, owner := range r.owners {
+		if old.members[old.owners[p]] != r.members[owner] {
+			moved++
+		}
+	}
+	return float64(moved) / float64(len(r.owners))
 }

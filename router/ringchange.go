@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -22,6 +23,23 @@ type Member struct {
 	// but it is still draining, so its connections stay reachable until it
 	// unregisters them.
 	Left bool
+	// Ring is the newest ring scheme the member routes by; zero is this
+	// build's newest (ring.Latest). The ring is of the oldest scheme among
+	// the members, left ones included while they drain, so that a cluster
+	// being upgraded one node at a time routes as its oldest node does.
+	Ring ring.Scheme
+}
+
+// routingScheme is the ring scheme members route by: the oldest any of
+// them knows.
+func routingScheme(members []Member) ring.Scheme {
+	s := ring.Latest
+	for _, m := range members {
+		if m.Ring != 0 && m.Ring < s {
+			s = m.Ring
+		}
+	}
+	return s
 }
 
 // view is one membership as the router routes by it; it is replaced whole.
@@ -47,6 +65,11 @@ func newView(members []Member, rg *ring.Ring) *view {
 	for _, n := range names {
 		h.WriteString(n)
 		h.WriteString("\x01")
+	}
+	// Builds before ring schemes route by ring.Original and hash no scheme:
+	// nodes of both agree on the versions of the rings they agree on.
+	if s := routingScheme(members); s != ring.Original {
+		h.WriteString("\x02scheme " + strconv.Itoa(int(s)))
 	}
 	v.version = hex.EncodeToString(h.Sum(nil))
 	return v
@@ -82,7 +105,7 @@ func (r *Router) SetMembers(members []Member) error {
 			peers[m.Name] = link.Member{Addr: m.Link, Inc: m.Inc}
 		}
 	}
-	rg, err := ring.New(names)
+	rg, err := ring.NewScheme(routingScheme(members), names)
 	if err != nil {
 		return err
 	}
@@ -99,6 +122,9 @@ func (r *Router) SetMembers(members []Member) error {
 		return nil
 	}
 	r.m.RingChanges.Inc()
+	if from, to := old.ring.Scheme(), rg.Scheme(); from != to {
+		r.log.Info("ring scheme changed: the cluster routes by the oldest scheme its members know", "from", from, "to", to, "newest", ring.Latest)
+	}
 	self := r.cfg.Self
 	now := time.Now()
 	fresh := freshDirectories(old, nv, self)

@@ -69,7 +69,7 @@ func TestClusterViewShowsANodeJoiningAndANodeDrained(t *testing.T) {
 	talk.user(t, n3, "cat", "ann")
 	ops.waitFor("the three arcs to fill the ring, the nodes agreeing on it",
 		`document.querySelectorAll('#ring path.arc[data-node]').length === 3 &&
-		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === `+strconv.Itoa(ring.Partitions)+` &&
+		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === `+strconv.Itoa(ring.Latest.Partitions())+` &&
 		 document.querySelector('#ring-note').dataset.agree === 'true'`)
 	ops.waitFor("every node's rates to move while its users chat",
 		`['n1', 'n2', 'n3'].every((n) => ['messages', 'deliveries', 'peer'].every((m) =>
@@ -94,7 +94,7 @@ func TestClusterViewShowsANodeJoiningAndANodeDrained(t *testing.T) {
 	}
 	ops.waitFor("n1 and n3 to share the whole ring",
 		`[...document.querySelectorAll('#ring path.arc[data-node]')].map((a) => a.dataset.node).join() === 'n1,n3' &&
-		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === `+strconv.Itoa(ring.Partitions)+``)
+		 [...document.querySelectorAll('#ring path.arc[data-node]')].reduce((n, a) => n + Number(a.dataset.partitions), 0) === `+strconv.Itoa(ring.Latest.Partitions())+``)
 	ops.screenshot("cluster-drained.png")
 	ops.do(chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
 		_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{

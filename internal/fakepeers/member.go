@@ -10,6 +10,7 @@ import (
 
 	"github.com/shardchat/shard/gossip"
 	"github.com/shardchat/shard/link"
+	"github.com/shardchat/shard/ring"
 )
 
 // Each peer is a memberlist member of the real node's cluster, speaking
@@ -53,7 +54,7 @@ func (metaDelegate) MergeRemoteState(buf []byte, join bool) {}
 // startMember starts the memberlist of p, on its own address, and joins
 // the real node.
 func (p *peer) startMember() error {
-	meta, err := gossip.EncodeMeta(gossip.Meta{Link: p.ln.Addr().String(), Inc: p.inc})
+	meta, err := gossip.EncodeMeta(gossip.Meta{Link: p.ln.Addr().String(), Inc: p.inc, Ring: int(ring.Latest)})
 	if err != nil {
 		return err
 	}

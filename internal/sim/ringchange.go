@@ -15,20 +15,20 @@ import (
 // took to be exactly right again.
 type Change struct {
 	KeysMoved float64 `json:"keys_moved"` // fraction of the keys held whose owner changed
-	// RingMoved is the same over 100,000 made-up keys: the ring's share,
-	// without the noise of a few hundred.
-	RingMoved float64          `json:"ring_moved"`
-	Promise   float64          `json:"promise"`   // what consistent hashing promises: 1/members after a join
-	Registers int64            `json:"registers"` // register requests sent
-	Messages  int64            `json:"messages"`  // every node-to-node request sent
-	ByKind    map[string]int64 `json:"by_kind"`   // those requests by kind
+	// RingMoved is the share of the ring's partitions whose owner changed:
+	// the share of all keys, without the noise of a few hundred.
+	RingMoved float64 `json:"ring_moved"`
+	Promise   float64 `json:"promise"`   // what consistent hashing promises: 1/members after a join
+	Registers int64   `json:"registers"` // register requests sent
+	// Gainers are the members the change gave partitions to: the owners
+	// that wait for every member's synced.
+	Gainers  int              `json:"gainers"`
+	Messages int64            `json:"messages"` // every node-to-node request sent
+	ByKind   map[string]int64 `json:"by_kind"`  // those requests by kind
 	// RightMS is from the announcement of the change until every directory
 	// listed exactly the connections that exist.
 	RightMS float64 `json:"right_ms"`
 }
-
-// ringKeys is how many made-up keys RingMoved counts over.
-const ringKeys = 100000
 
 // RingChanges measures one join to n nodes, then the leave of that node.
 func RingChanges(n int, seed uint64) (join, leave Change, err error) {
@@ -148,7 +148,8 @@ func (c *Cluster) measureChange(ctx context.Context, change func() error) (Chang
 			moved++
 		}
 	}
-	ch := Change{RingMoved: ringMoved(oldRing, newRing), KeysMoved: float64(moved) / float64(len(keys)), RightMS: ms(took),
+	ch := Change{RingMoved: newRing.Moved(oldRing), KeysMoved: float64(moved) / float64(len(keys)), RightMS: ms(took),
+		Gainers: len(newRing.Gainers(oldRing)),
 		Promise: 1 / float64(max(len(newMembers), oldRing.Len())), ByKind: make(map[string]int64)}
 	for k, t := range after {
 		d := t.Requests - before[k].Requests
@@ -161,18 +162,6 @@ func (c *Cluster) measureChange(ctx context.Context, change func() error) (Chang
 		}
 	}
 	return ch, nil
-}
-
-// ringMoved is the share of ringKeys made-up keys whose owner differs
-// between the two rings.
-func ringMoved(before, after *ring.Ring) float64 {
-	moved := 0
-	for i := range ringKeys {
-		if k := userName(i); before.Owner(k) != after.Owner(k) {
-			moved++
-		}
-	}
-	return float64(moved) / ringKeys
 }
 
 // Spread is how the share of keys one join moves varies with the name of
@@ -202,7 +191,7 @@ func JoinSpread(n, joins int) (Spread, error) {
 		if err != nil {
 			return Spread{}, err
 		}
-		x := ringMoved(before, after) * float64(n+1)
+		x := after.Moved(before) * float64(n+1)
 		sp.Mean += x / float64(joins)
 		sp.Min, sp.Max = min(sp.Min, x), max(sp.Max, x)
 	}
