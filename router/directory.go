@@ -203,10 +203,12 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 // (owns), and, after strayGrace, the keys it does not own. A key that moved
 // away goes at once: its holders register with its new owner, and would not
 // tell this node of a close, so counts kept here could come back stale were
-// the key to return.
-func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Key) bool, now time.Time) {
+// the key to return. It returns the holders whose counts of keys that moved
+// away it dropped.
+func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Key) bool, now time.Time) (movedAway map[string]bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	movedAway = make(map[string]bool)
 	for key, w := range d.unknown {
 		for node := range w {
 			if !keep(node, "") {
@@ -219,6 +221,9 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Ke
 	}
 	for key, e := range d.entries {
 		if owned(key) && !owns(key) {
+			for node := range e.counts {
+				movedAway[node] = true
+			}
 			delete(d.entries, key)
 			continue
 		}
@@ -236,6 +241,7 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Ke
 		}
 		d.tidy(key, e, owns, now)
 	}
+	return movedAway
 }
 
 // Sweep forgets expired watchers, entries left with nothing, and, after

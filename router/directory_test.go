@@ -161,7 +161,9 @@ func TestDirectoryForgetsAKeyThatMovedAway(t *testing.T) {
 	all := func(_, _ string) bool { return true }
 	yes, no := func(Key) bool { return true }, func(Key) bool { return false }
 	d.Set(bob, "n2", "i", 1, now)
-	d.Retain(all, yes, no, now.Add(time.Second))
+	if movedAway := d.Retain(all, yes, no, now.Add(time.Second)); !movedAway["n2"] || len(movedAway) != 1 {
+		t.Fatalf("Retain says it dropped counts of keys that moved away from %v, want n2's", movedAway)
+	}
 	d.Retain(all, no, yes, now.Add(2*time.Second))
 	if locs := d.Holders(bob); len(locs) != 0 {
 		t.Fatalf("bob back at this owner: %v, want nothing until his holders register again", locs)

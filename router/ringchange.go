@@ -140,11 +140,12 @@ func (r *Router) SetMembers(members []Member) error {
 	r.local.mu.Lock()
 	r.view.Store(nv)
 	r.cache.reset()
-	r.dir.Retain(func(node, inc string) bool {
+	movedAway := r.dir.Retain(func(node, inc string) bool {
 		current, ok := nv.inc[node]
 		return ok && (inc == "" || inc == current || inc != r.retired[node])
 	}, func(k Key) bool { return old.ring.Owner(k.Name) == self },
 		func(k Key) bool { return rg.Owner(k.Name) == self }, now)
+	r.settle.holdersDropped(movedAway)
 	batches := make(map[string][]registration)
 	for key, conns := range r.local.conns {
 		owner, inc := nv.ownerInc(key.Name)

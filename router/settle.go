@@ -68,8 +68,17 @@ type settlement struct {
 	waiting  map[string]bool
 	deadline time.Time
 	early    map[string]map[string]string // reports for versions not yet seen here: version -> member -> its from
-	done     chan struct{}                // closed once waiting is empty
+	// dropped are the holders whose entries of keys that moved away this
+	// node dropped on coming to version. A holder ahead of it may have
+	// registered such a key for a later view in which it comes back here:
+	// its report for any other version, kept or to come, does not count.
+	dropped map[string]bool
+	done    chan struct{} // closed once waiting is empty
 }
+
+// notCovering stands for the from of a report that does not count: no
+// version is empty, nor starts with a zero byte.
+const notCovering = "\x00"
 
 // reset starts settling version, reached from version from, waiting for
 // members. It returns those that reported for version before it came here,
@@ -77,7 +86,7 @@ type settlement struct {
 func (s *settlement) reset(version, from string, members []string, now time.Time) (resync []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.version, s.from = version, from
+	s.version, s.from, s.dropped = version, from, nil
 	s.waiting = make(map[string]bool, len(members))
 	for _, m := range members {
 		reported, ok := s.early[version][m]
@@ -100,7 +109,28 @@ func (s *settlement) reset(version, from string, members []string, now time.Time
 // coversLocked says whether a member's registrations, made on moving from
 // version from ("" when it registered everything), hold all this node
 // dropped for the version being settled.
-func (s *settlement) coversLocked(from string) bool { return from == "" || from == s.from }
+func (s *settlement) coversLocked(from string) bool {
+	return from == "" || (from == s.from && from != notCovering)
+}
+
+// holdersDropped records the holders whose entries of keys that moved away
+// the change to the version being settled dropped, and marks their reports
+// for other versions as not counting.
+func (s *settlement) holdersDropped(holders map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropped = holders
+	for version, reports := range s.early {
+		if version == s.version {
+			continue
+		}
+		for node := range reports {
+			if holders[node] {
+				reports[node] = notCovering
+			}
+		}
+	}
+}
 
 // wait returns the version being settled, a channel closed once every
 // member has reported for it, and the deadline after which it counts as
@@ -140,7 +170,11 @@ func (s *settlement) synced(version, node, from string) (resync bool) {
 	if s.early[version] == nil {
 		s.early[version] = make(map[string]string)
 	}
-	if reported, ok := s.early[version][node]; !ok || reported != "" {
+	// A report of everything stays: a later one from a change says less.
+	switch reported, ok := s.early[version][node]; {
+	case s.dropped[node]:
+		s.early[version][node] = notCovering
+	case !ok || reported != "":
 		s.early[version][node] = from
 	}
 	return false
@@ -223,7 +257,8 @@ func (r *Router) chaseSynced(version string) {
 // movedFrom is the version the registrations this node made for nv, on
 // moving to it from old, start from, as told to owner m: "" when they hold
 // everything m owns, because m is new since old (every key it owns changed
-// owner) or old was this node's first view (nothing was registered).
+// owner, or its owner's incarnation) or nv is this node's first view (old
+// is the empty one: every key changed owner).
 func (r *Router) movedFrom(old, nv *view, m string) string {
 	if nv.newSince(old, m) || nv.newSince(old, r.cfg.Self) {
 		return ""

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/shardchat/shard/internal/wait"
 	"github.com/shardchat/shard/link"
 )
@@ -57,6 +59,14 @@ func TestHolderThatSkippedAViewRegistersAgainWhatTheOwnerDropped(t *testing.T) {
 	first := []Member{ma, mb, mx}
 	_ = a.SetMembers(first) // the registrations with x fail; not this test's concern
 	_ = b.SetMembers(first)
+	// b asked a, new to it, to register again; that resync must be over
+	// before the user connects, or it could bring the entry back late.
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := served(b, kindSynced); n < 2 {
+			return fmt.Errorf("b heard %v synced reports from a, want its change's and its resync's", n)
+		}
+		return nil
+	})
 	if err := a.Attach(newTestConn(1, user)); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +131,9 @@ func TestSettlementCountsOnlyReportsFromTheSameChange(t *testing.T) {
 	s.synced("v2", "early-same", "v1")
 	s.synced("v2", "early-other", "v0")
 	s.synced("v2", "early-all", "")
-	s.reset("v2", "v1", []string{"same", "other", "all", "early-same", "early-other", "early-all"}, now)
+	if resync := s.reset("v2", "v1", []string{"same", "other", "all", "early-same", "early-other", "early-all"}, now); !slices.Equal(resync, []string{"early-other"}) {
+		t.Fatalf("reset asks %v to register again, want the early report from another change, [early-other]", resync)
+	}
 	if s.synced("v2", "same", "v1") || s.synced("v2", "all", "") {
 		t.Fatal("a report from the same change, or of everything, was asked again")
 	}
@@ -143,5 +155,75 @@ func TestSettlementCountsOnlyReportsFromTheSameChange(t *testing.T) {
 	s.synced("v2", "early-other", "")
 	if !s.settled("v2", now) {
 		t.Fatal("not settled once every member reported everything")
+	}
+}
+
+// served is how many requests of kind k r has served.
+func served(r *Router, k kind) float64 {
+	var m dto.Metric
+	r.m.PeerReplies.WithLabelValues(k.String()).Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// A holder two views ahead of an owner registers a key with it that the
+// owner's next view moves away and the one after brings back: the owner,
+// on its way, drops the entry the holder already sent for the last view,
+// and must not count the holder's report for that view. The holder went
+// {a, b, x} -> {a, b, x, y} -> {a, b} while b was still on the first.
+func TestHolderAheadOfTheOwnerRegistersAgainWhatTheOwnerDroppedOnItsWay(t *testing.T) {
+	a, aLink := testRouter(t, "a")
+	b, bLink := testRouter(t, "b")
+	user, x, y := skippedViewScenario(t)
+	yr, yLink := testRouter(t, y)
+	ma, mb := Member{Name: "a", Link: aLink, Inc: "a-1"}, Member{Name: "b", Link: bLink, Inc: "b-1"}
+	mx, my := Member{Name: x, Link: "127.0.0.1:1", Inc: x + "-1"}, Member{Name: y, Link: yLink, Inc: y + "-1"}
+	first, between, last := []Member{ma, mb, mx}, []Member{ma, mb, mx, my}, []Member{ma, mb}
+	_ = a.SetMembers(first)
+	_ = b.SetMembers(first)
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := served(b, kindSynced); n < 2 {
+			return fmt.Errorf("b heard %v synced reports from a, want its change's and its resync's", n)
+		}
+		return nil
+	})
+	if err := a.Attach(newTestConn(1, user)); err != nil {
+		t.Fatal(err)
+	}
+	locatedAt(t, b, Key{Name: user}, "a")
+
+	_ = yr.SetMembers(between)
+	_ = a.SetMembers(between)
+	heard := served(b, kindSynced)
+	_ = a.SetMembers(last) // registers the user with b, still on the first view, and says so
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := served(b, kindSynced); n <= heard {
+			return fmt.Errorf("b heard no synced report of a's last view yet")
+		}
+		return nil
+	})
+	_ = b.SetMembers(between) // the key moves to y: b drops the entry a sent for the last view
+	_ = b.SetMembers(last)
+	locatedAt(t, b, Key{Name: user}, "a")
+}
+
+// The settlement does not count a report that came ahead of its version
+// from a holder whose entries this node dropped on its way there, whether
+// the report came before the drop or after it.
+func TestSettlementDoesNotCountAReportAheadFromAHolderWhoseEntriesItDropped(t *testing.T) {
+	var s settlement
+	now := time.Now()
+	s.reset("v1", "v0", nil, now)
+	s.synced("v3", "before", "v2")
+	s.reset("v2", "v1", nil, now)
+	s.holdersDropped(map[string]bool{"before": true, "after": true})
+	s.synced("v3", "after", "")
+	s.synced("v3", "untouched", "v2")
+	resync := s.reset("v3", "v2", []string{"before", "after", "untouched"}, now)
+	slices.Sort(resync)
+	if want := []string{"after", "before"}; !slices.Equal(resync, want) {
+		t.Fatalf("reset asks %v to register again, want %v", resync, want)
+	}
+	if waiting, _ := s.waitingFor("v3"); slices.Contains(waiting, "untouched") {
+		t.Fatal("the report of a holder whose entries stayed was not counted")
 	}
 }

@@ -251,7 +251,9 @@ func (c *Cluster) joinHeardBy(names []string) string {
 	nd := c.startLocked()
 	to := []*Node{nd}
 	for _, name := range names {
-		to = append(to, c.nodes[name])
+		if other := c.nodes[name]; other != nil {
+			to = append(to, other)
+		}
 	}
 	c.announceToLocked(to)
 	return nd.Name
