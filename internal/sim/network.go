@@ -259,7 +259,15 @@ func (e *Endpoint) RequestCounted(peer string, k link.Kind, payload []byte, sent
 		cb(nil, link.ErrPeerDown)
 		return false
 	}
+	// Closed is checked again where the request joins pending, under the
+	// same lock: a Close between the first check and here has failed every
+	// request pending, and would never fail this one.
 	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		cb(nil, link.ErrPeerDown)
+		return false
+	}
 	e.nextID++
 	id := e.nextID
 	e.pending[id] = pending{peer, cb}
