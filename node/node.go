@@ -281,19 +281,6 @@ func (n *Node) Router() *router.Router { return n.router }
 // Registry is the node's metrics registry.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
-// ringScheme is the newest ring scheme a member announced: one that announces none is of a
-// build before schemes, which routes by ring.Original, and one newer than this build's
-// newest counts as that (the cluster routes by the oldest).
-func ringScheme(announced int) ring.Scheme {
-	switch {
-	case announced <= 0:
-		return ring.Original
-	case announced > int(ring.Latest):
-		return ring.Latest
-	}
-	return ring.Scheme(announced)
-}
-
 // applyMembers hands the router the members it routes by: the alive ones,
 // and the ones that left but may still be draining their connections.
 func (n *Node) applyMembers() error {
@@ -303,9 +290,9 @@ func (n *Node) applyMembers() error {
 		switch m.State {
 		case gossip.StateAlive, gossip.StateSuspect:
 			alive++
-			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Ring: ringScheme(m.Meta.Ring)})
+			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Ring: ring.Announced(m.Meta.Ring)})
 		case gossip.StateLeft:
-			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Ring: ringScheme(m.Meta.Ring), Left: true})
+			members = append(members, router.Member{Name: m.Name, Link: m.Meta.Link, Inc: m.Meta.Inc, Ring: ring.Announced(m.Meta.Ring), Left: true})
 		}
 	}
 	n.members.Set(float64(alive))

@@ -41,6 +41,20 @@ const (
 	Latest = Fine
 )
 
+// Announced is the scheme a member routes by that announces n as the newest it knows: one
+// that announces none (0) is of a build before schemes and routes by Original, and one newer
+// than this build knows counts as Latest, since a cluster routes by the oldest its members
+// know.
+func Announced(n int) Scheme {
+	switch {
+	case n <= 0:
+		return Original
+	case n > int(Latest):
+		return Latest
+	}
+	return Scheme(n)
+}
+
 // schemeParams are a scheme's constants, as consistent takes them.
 type schemeParams struct {
 	// partitions, a prime, so that hash%P spreads keys evenly. Bounded loads move more keys

@@ -348,3 +348,16 @@ func TestOwnersMatchConsistent(t *testing.T) {
 		}
 	}
 }
+
+// A member that announces no ring scheme is of a build before schemes and
+// routes by the original one; one that announces a scheme newer than this
+// build knows counts as this build's newest, since the cluster routes by
+// the oldest.
+func TestAnnouncedSchemeIsReadAsTheMemberRoutes(t *testing.T) {
+	for announced, want := range map[int]Scheme{0: Original, -1: Original, 1: Original,
+		int(Latest): Latest, int(Latest) + 1: Latest, 1 << 20: Latest} {
+		if got := Announced(announced); got != want {
+			t.Errorf("announced %d: read as scheme %d, want %d", announced, got, want)
+		}
+	}
+}

@@ -45,8 +45,11 @@ func (r *Ring) Gainers(old *Ring) []string {
 
 // Moved is the share of the keys whose owner differs between old and r: the
 // partitions that changed owner, out of all (every key when the two divide
-// keys by different schemes, or one of them is empty).
+// keys by different schemes, or one of them alone is empty).
 func (r *Ring) Moved(old *Ring) float64 {
+	if len(old.owners) == 0 && len(r.owners) == 0 {
+		return 0
+	}
 	if len(old.owners) == 0 || len(r.owners) == 0 || old.scheme != r.scheme {
 		return 1
 	}

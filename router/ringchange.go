@@ -25,17 +25,21 @@ type Member struct {
 	Left bool
 	// Ring is the newest ring scheme the member routes by; zero is this
 	// build's newest (ring.Latest). The ring is of the oldest scheme among
-	// the members, left ones included while they drain, so that a cluster
-	// being upgraded one node at a time routes as its oldest node does.
+	// the alive members, so that a cluster being upgraded one node at a time
+	// routes as its oldest node does.
 	Ring ring.Scheme
 }
 
-// routingScheme is the ring scheme members route by: the oldest any of
-// them knows.
+// routingScheme is the ring scheme members route by: the oldest any alive
+// one knows. A left member does not count: it owns nothing, and gossip
+// keeps it listed for a while after it is gone, without a change to say
+// when it forgets it; a node that joined after it left never hears of it.
+// While it drains by its own ring, its unregistrations reach the owners it
+// registered with, and its users, closed, connect again elsewhere.
 func routingScheme(members []Member) ring.Scheme {
 	s := ring.Latest
 	for _, m := range members {
-		if m.Ring != 0 && m.Ring < s {
+		if !m.Left && m.Ring != 0 && m.Ring < s {
 			s = m.Ring
 		}
 	}
@@ -122,7 +126,7 @@ func (r *Router) SetMembers(members []Member) error {
 		return nil
 	}
 	r.m.RingChanges.Inc()
-	if from, to := old.ring.Scheme(), rg.Scheme(); from != to {
+	if from, to := old.ring.Scheme(), rg.Scheme(); from != to && old.ring.Len() > 0 {
 		r.log.Info("ring scheme changed: the cluster routes by the oldest scheme its members know", "from", from, "to", to, "newest", ring.Latest)
 	}
 	self := r.cfg.Self

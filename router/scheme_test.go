@@ -30,6 +30,12 @@ func TestClusterRoutesByTheOldestSchemeAMemberKnows(t *testing.T) {
 			t.Fatalf("%s: owner %s, an older build says %s", k, a.Ring().Owner(k), original.Owner(k))
 		}
 	}
+	// b drains: listed left, it owns nothing, and gossip may list it for a
+	// minute more without a change to say when it forgets it.
+	_ = a.SetMembers([]Member{withOld[0], {Name: "b", Link: "127.0.0.1:1", Inc: "b-1", Ring: ring.Original, Left: true}})
+	if s := a.Ring().Scheme(); s != ring.Latest {
+		t.Fatalf("a routes by scheme %d while the only member of an older build is leaving", s)
+	}
 	upgraded := []Member{withOld[0], {Name: "b", Link: "127.0.0.1:1", Inc: "b-2"}}
 	_ = a.SetMembers(upgraded)
 	if s := a.Ring().Scheme(); s != ring.Latest {

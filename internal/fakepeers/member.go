@@ -84,17 +84,18 @@ func (p *peer) startMember() error {
 	}
 }
 
-// nodeMember is the real node as p's memberlist shows it.
-func (p *peer) nodeMember() (link.Member, bool) {
+// nodeMember is the real node as p's memberlist shows it, and the ring
+// scheme it routes by.
+func (p *peer) nodeMember() (link.Member, ring.Scheme, bool) {
 	for _, m := range p.ml.Members() {
 		if m.Name != p.c.cfg.Node {
 			continue
 		}
 		w, ok := gossip.DecodeMeta(m.Meta)
 		if !ok {
-			return link.Member{}, false
+			return link.Member{}, 0, false
 		}
-		return link.Member{Addr: w.Link, Inc: w.Inc}, true
+		return link.Member{Addr: w.Link, Inc: w.Inc}, ring.Announced(w.Ring), true
 	}
-	return link.Member{}, false
+	return link.Member{}, 0, false
 }

@@ -162,7 +162,7 @@ func (p *peer) join(ctx context.Context) error {
 	}
 	// The real node dials this peer as soon as gossip tells it of it: a
 	// keyless link admits only a member it knows, with its incarnation.
-	node, ok := p.nodeMember()
+	node, _, ok := p.nodeMember()
 	if !ok {
 		return fmt.Errorf("fakepeers: %s joined, but gossip does not show %s", p.name, p.c.cfg.Node)
 	}
@@ -174,17 +174,18 @@ func (p *peer) join(ctx context.Context) error {
 // makes the peers its peers on the links, registers with it the users it
 // owns, and reports them synced for that ring, as real members would.
 func (c *Cluster) Settle(ctx context.Context) error {
-	node, ok := c.peers[0].nodeMember()
+	node, scheme, ok := c.peers[0].nodeMember()
 	if !ok {
 		return fmt.Errorf("fakepeers: gossip does not show %s", c.cfg.Node)
 	}
 	// The peers' own gossip views may still be converging; the members are
-	// known here all the same.
-	members := []router.Member{{Name: c.cfg.Node, Link: node.Addr, Inc: node.Inc}}
+	// known here all the same. The peers know this build's newest scheme:
+	// the node's, if older, is the cluster's (a node of an older build).
+	members := []router.Member{{Name: c.cfg.Node, Link: node.Addr, Inc: node.Inc, Ring: scheme}}
 	for _, p := range c.peers {
 		members = append(members, router.Member{Name: p.name, Link: p.ln.Addr().String(), Inc: p.inc})
 	}
-	rg, err := ring.New(c.names)
+	rg, err := ring.NewScheme(scheme, c.names)
 	if err != nil {
 		return err
 	}
