@@ -42,6 +42,28 @@ func skippedViewScenario(t *testing.T) (user, x, y string) {
 	return "", "", ""
 }
 
+// connectAtAOwnedByB puts routers a and b on the view first, then connects
+// user, whom b owns, at a, and waits until b knows where the user is. The
+// registrations with members that never answer fail: not the tests'
+// concern.
+func connectAtAOwnedByB(t *testing.T, a, b *Router, first []Member, user string) {
+	t.Helper()
+	_ = a.SetMembers(first)
+	_ = b.SetMembers(first)
+	// b asked a, new to it, to register again; that resync must be over
+	// before the user connects, or it could bring the entry back late.
+	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := served(b, kindSynced); n < 2 {
+			return fmt.Errorf("b heard %v synced reports from a, want its change's and its resync's", n)
+		}
+		return nil
+	})
+	if err := a.Attach(newTestConn(1, user)); err != nil {
+		t.Fatal(err)
+	}
+	locatedAt(t, b, Key{Name: user}, "a")
+}
+
 // A holder that never saw a view (y joined and left before it heard of y)
 // re-registers only what moved between the two views it saw. Its user's
 // partition went from b to y and back in the view it skipped, so b had
@@ -56,21 +78,7 @@ func TestHolderThatSkippedAViewRegistersAgainWhatTheOwnerDropped(t *testing.T) {
 	ma, mb := Member{Name: "a", Link: aLink, Inc: "a-1"}, Member{Name: "b", Link: bLink, Inc: "b-1"}
 	// x and y are members that never answer: nothing listens on port 1.
 	mx, my := Member{Name: x, Link: "127.0.0.1:1", Inc: x + "-1"}, Member{Name: y, Link: "127.0.0.1:1", Inc: y + "-1"}
-	first := []Member{ma, mb, mx}
-	_ = a.SetMembers(first) // the registrations with x fail; not this test's concern
-	_ = b.SetMembers(first)
-	// b asked a, new to it, to register again; that resync must be over
-	// before the user connects, or it could bring the entry back late.
-	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if n := served(b, kindSynced); n < 2 {
-			return fmt.Errorf("b heard %v synced reports from a, want its change's and its resync's", n)
-		}
-		return nil
-	})
-	if err := a.Attach(newTestConn(1, user)); err != nil {
-		t.Fatal(err)
-	}
-	locatedAt(t, b, Key{Name: user}, "a")
+	connectAtAOwnedByB(t, a, b, []Member{ma, mb, mx}, user)
 
 	_ = b.SetMembers([]Member{ma, mb, mx, my}) // y joins: b drops the user's entry
 	_ = b.SetMembers([]Member{ma, mb})         // x and y are gone
@@ -178,18 +186,7 @@ func TestHolderAheadOfTheOwnerRegistersAgainWhatTheOwnerDroppedOnItsWay(t *testi
 	ma, mb := Member{Name: "a", Link: aLink, Inc: "a-1"}, Member{Name: "b", Link: bLink, Inc: "b-1"}
 	mx, my := Member{Name: x, Link: "127.0.0.1:1", Inc: x + "-1"}, Member{Name: y, Link: yLink, Inc: y + "-1"}
 	first, between, last := []Member{ma, mb, mx}, []Member{ma, mb, mx, my}, []Member{ma, mb}
-	_ = a.SetMembers(first)
-	_ = b.SetMembers(first)
-	wait.For(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if n := served(b, kindSynced); n < 2 {
-			return fmt.Errorf("b heard %v synced reports from a, want its change's and its resync's", n)
-		}
-		return nil
-	})
-	if err := a.Attach(newTestConn(1, user)); err != nil {
-		t.Fatal(err)
-	}
-	locatedAt(t, b, Key{Name: user}, "a")
+	connectAtAOwnedByB(t, a, b, first, user)
 
 	_ = yr.SetMembers(between)
 	_ = a.SetMembers(between)

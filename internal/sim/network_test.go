@@ -10,18 +10,25 @@ import (
 	"github.com/shardchat/shard/router"
 )
 
+// endpointPair is two endpoints a and b that answer every request at once,
+// a knowing b as its peer.
+func endpointPair() (a, b *Endpoint) {
+	net := NewNetwork()
+	a = net.Endpoint(link.Peer{Name: "a", Inc: "a1"})
+	b = net.Endpoint(link.Peer{Name: "b", Inc: "b1"})
+	serve := func(from link.Peer, k link.Kind, p []byte, reply func([]byte)) { reply(nil) }
+	a.Serve(serve)
+	b.Serve(serve)
+	a.SetPeers(map[string]link.Member{"b": {}})
+	return a, b
+}
+
 // TestRequestToAClosingPeerIsAnsweredOnce: a request whose peer closes
 // while it is being sent gets one answer, never two (a router waiting on
 // a one-slot channel for it would hang on a second).
 func TestRequestToAClosingPeerIsAnsweredOnce(t *testing.T) {
 	for round := range 300 {
-		net := NewNetwork()
-		a := net.Endpoint(link.Peer{Name: "a", Inc: "a1"})
-		b := net.Endpoint(link.Peer{Name: "b", Inc: "b1"})
-		serve := func(from link.Peer, k link.Kind, p []byte, reply func([]byte)) { reply(nil) }
-		a.Serve(serve)
-		b.Serve(serve)
-		a.SetPeers(map[string]link.Member{"b": {}})
+		a, b := endpointPair()
 		const requests = 20
 		var answers [requests]atomic.Int32
 		var wg sync.WaitGroup
@@ -46,13 +53,7 @@ func TestRequestToAClosingPeerIsAnsweredOnce(t *testing.T) {
 // ones waiting for a reply.
 func TestRequestFromAClosingEndpointIsAnswered(t *testing.T) {
 	for round := range 300 {
-		net := NewNetwork()
-		a := net.Endpoint(link.Peer{Name: "a", Inc: "a1"})
-		b := net.Endpoint(link.Peer{Name: "b", Inc: "b1"})
-		serve := func(from link.Peer, k link.Kind, p []byte, reply func([]byte)) { reply(nil) }
-		a.Serve(serve)
-		b.Serve(serve)
-		a.SetPeers(map[string]link.Member{"b": {}})
+		a, b := endpointPair()
 		const requests = 20
 		var answered sync.WaitGroup
 		answered.Add(requests)
