@@ -177,12 +177,23 @@ func TestSealedLinkClosesOnATamperedFrame(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var held []byte
+			var held, first []byte
 			a, _, served := proxiedPair(t, []byte("k"), func(toAcceptor bool, i int, f []byte) [][]byte {
-				if n := i - helloFrames(toAcceptor); toAcceptor == tc.toAcceptor && n >= 0 {
-					return tc.edit(n, f, &held)
+				n := i - helloFrames(toAcceptor)
+				if toAcceptor != tc.toAcceptor || n < 0 {
+					return [][]byte{f}
 				}
-				return [][]byte{f}
+				// Frame 1 waits for frame 2, so that both are on this link
+				// whatever the scheduler does: else r2, sent after the
+				// tampered r1 broke the link, would go on a new one.
+				switch n {
+				case 1:
+					first = f
+					return nil
+				case 2:
+					return append(tc.edit(1, first, &held), tc.edit(2, f, &held)...)
+				}
+				return tc.edit(n, f, &held)
 			})
 			if err := ask(t, a, "b", []byte("r0")); err != nil {
 				t.Fatalf("the request before the attack: %v", err)

@@ -250,6 +250,15 @@ func memClusterWith(t testing.TB, n int, st store.Store) ([]*Router, *memNet) {
 		members[i] = Member{Name: name, Inc: self.Inc}
 	}
 	setMembers(t, routers, members)
+	// Each router asked every other, new to it, to register again; each of
+	// those resyncs ends with a synced report, as each router's change did.
+	// Wait for them, so that a test counts only its own traffic.
+	wait.For(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if got, want := sumCounter(routers, kindSynced), float64(2*n*(n-1)); got < want {
+			return fmt.Errorf("%v synced reports sent, want %v: resyncs still under way", got, want)
+		}
+		return nil
+	})
 	return routers, net
 }
 
