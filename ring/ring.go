@@ -33,9 +33,10 @@ const (
 	// 800 is hardly tighter and twice as slow to build). The busiest member owns 1.06x the
 	// average at 8 members and 1.11x at 64, against 1.25x (the bound) on Original. It
 	// costs 5-10 ms a build at 3-64 members and 30-70 ms at 256 on 2 shared cores, against
-	// 1-6 ms, and 128 KiB of owners a ring. A leave gives partitions to nearly every member
-	// (the leaver's 400 points are next to most of them), so nearly every owner waits for
-	// every member's synced: 31,000 reports at 256 nodes against 9,700.
+	// 1-6 ms, and 128 KiB of owners a ring. A leave spreads the leaver's partitions over
+	// many members (every one at 64 members, about 120 of 255 at 256, where the leaver owned
+	// about P/N = 256), each of which waits for every member's synced: 31,000 reports at 256
+	// nodes against 9,700; a join gives partitions to the newcomer alone.
 	Fine Scheme = 2
 	// Latest is the scheme this build routes by when every member knows it.
 	Latest = Fine

@@ -4,7 +4,7 @@ import "slices"
 
 // Share is how many partitions name owns in this ring: 0 for a name that is
 // not a member, and for every name in the empty ring. The shares of all
-// members add up to Partitions.
+// members add up to r.Partitions().
 func (r *Ring) Share(name string) int {
 	i, ok := slices.BinarySearch(r.members, name)
 	if !ok {

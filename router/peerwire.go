@@ -109,6 +109,10 @@ func DecodeRegister(p []byte) ([]Registration, error) {
 // everything it holds that the owner owns on ring version version.
 func AppendSynced(b []byte, version string) []byte { return appendSynced(b, version, "") }
 
+// AppendSyncedAnswer encodes the answer of a node of this build to a synced
+// report: one byte, where an older build answers nothing.
+func AppendSyncedAnswer(b []byte) []byte { return append(b, syncedHeard) }
+
 // RingVersion is the version a node computes for members: nodes that agree
 // on it agree on every owner. A synthetic peer reports it in its synced.
 func RingVersion(members []Member) string { return newView(members, nil).version }

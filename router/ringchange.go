@@ -247,8 +247,8 @@ func (r *Router) askResync(old, nv *view) {
 // members given partitions, the members new or restarted since old, and
 // every member when self is (its first view: nothing told it what the
 // others hold). Only they wait for self's synced; the others own nothing
-// they did not hold entries for. A join to 256 members gives partitions to
-// about 5 of them, a leave to about 50 (ring.Gainers).
+// they did not hold entries for. On ring.Fine a join gives partitions to the
+// newcomer alone, a leave to about 120 of 255 members at 256 (ring.Gainers).
 func freshDirectories(old, nv *view, self string) []string {
 	members := nv.ring.Members()
 	if nv.newSince(old, self) {

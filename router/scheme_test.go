@@ -69,7 +69,8 @@ func TestDirectoriesAreRightAfterTheClusterMovesToANewerScheme(t *testing.T) {
 	}
 	moved := 0
 	before := a.Ring()
-	// b restarted with this build: a new incarnation that knows the newer scheme.
+	// b now announces the newer scheme, under the same incarnation: the
+	// change of scheme alone must move the keys.
 	upgraded := []Member{ma, {Name: "b", Link: bLink, Inc: "b-1"}}
 	for _, r := range []*Router{b, a} {
 		if err := r.SetMembers(upgraded); err != nil {

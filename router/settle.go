@@ -21,7 +21,8 @@ const settleTimeout = 5 * time.Second
 // change asks them to register again (resync), which they report once done;
 // and again after twice as long each time, until settleTimeout, so a member
 // still busy registering, or not yet on the change, is asked 4 times at
-// most. A member tells only the owners its own previous view says were given
+// most by the chase, besides once at once for each report that does not
+// count. A member tells only the owners its own previous view says were given
 // partitions (or are new to it), and a member that skipped a view, or saw
 // the members come in another order, may not know this owner was.
 const settleAsk = 250 * time.Millisecond
@@ -304,7 +305,7 @@ func (r *Router) serveSynced(from link.Peer, p []byte, reply func([]byte)) {
 		reply(nil)
 		return
 	}
-	reply([]byte{syncedHeard})
+	reply(AppendSyncedAnswer(nil))
 	if r.settle.synced(version, from.Name, movedFrom) {
 		r.askToRegisterAgain(from.Name, version)
 	}

@@ -79,6 +79,11 @@ func (p *peer) serve(_ link.Peer, k link.Kind, payload []byte, reply func([]byte
 			c.regsMu.Unlock()
 		}
 		reply(nil)
+	case router.KindSynced:
+		// Answered as a node of this build does, so that the node does not
+		// tell it again in an older build's form.
+		c.stats.OtherIn.Add(1)
+		reply(router.AppendSyncedAnswer(nil))
 	default:
 		c.stats.OtherIn.Add(1)
 		reply(nil)

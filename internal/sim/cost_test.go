@@ -46,8 +46,10 @@ func TestJoinAndLeaveMoveAboutOneNthAndDirectoriesComeRight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err) // RingChanges fails when the directories are not right within its deadline
 	}
-	// At 64 nodes a join gives partitions to the newcomer and a few others
-	// (about 250 reports), a leave to nearly every member (4,096).
+	// At 64 nodes a join gives partitions to the newcomer alone (about 250
+	// reports with the resyncs' answers), a leave to every member (4,096):
+	// there the bound is every node telling every other, and only the join
+	// checks that the others are not told.
 	for name, ch := range map[string]Change{"join": join, "leave": leave} {
 		// The members of the larger view, each telling each gainer; at a
 		// join the newcomer telling every member; and one report for each
