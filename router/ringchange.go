@@ -272,6 +272,7 @@ func freshDirectories(old, nv *view, self string) []string {
 // members new to it. And the members the change before still waited for
 // (a report on its way, or none came before its deadline) are waited for
 // again while they are members: what they hold may still be missing here.
+// Not a leaving member that routes by an older ring scheme than nv's.
 func (r *Router) awaited(old, nv *view, members []Member, fresh []string) []string {
 	want := make(map[string]bool)
 	if slices.Contains(fresh, r.cfg.Self) {
@@ -294,6 +295,13 @@ func (r *Router) awaited(old, nv *view, members []Member, fresh []string) []stri
 	for _, m := range carried {
 		if _, ok := nv.inc[m]; ok {
 			want[m] = true
+		}
+	}
+	// A leaving member of an older scheme drains by its own ring, whose
+	// version this node's never is: its report would never count.
+	for _, m := range members {
+		if m.Left && m.Ring != 0 && m.Ring < nv.ring.Scheme() {
+			delete(want, m.Name)
 		}
 	}
 	out := make([]string, 0, len(want))

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/shardchat/shard/ring"
@@ -35,6 +36,12 @@ func TestClusterRoutesByTheOldestSchemeAMemberKnows(t *testing.T) {
 	_ = a.SetMembers([]Member{withOld[0], {Name: "b", Link: "127.0.0.1:1", Inc: "b-1", Ring: ring.Original, Left: true}})
 	if s := a.Ring().Scheme(); s != ring.Latest {
 		t.Fatalf("a routes by scheme %d while the only member of an older build is leaving", s)
+	}
+	// b drains by its own ring, under another version: a does not wait for
+	// its report, which would never count (misses would be "not known yet"
+	// for settleTimeout).
+	if waiting, _ := a.settle.waitingFor(a.view.Load().version); slices.Contains(waiting, "b") {
+		t.Fatalf("a waits for %v, the leaving member of an older scheme among them", waiting)
 	}
 	upgraded := []Member{withOld[0], {Name: "b", Link: "127.0.0.1:1", Inc: "b-2"}}
 	_ = a.SetMembers(upgraded)
