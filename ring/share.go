@@ -29,11 +29,7 @@ func (r *Ring) Gainers(old *Ring) []string {
 		return r.Members()
 	}
 	gained := make([]bool, len(r.members))
-	for p, owner := range r.owners {
-		if old.members[old.owners[p]] != r.members[owner] {
-			gained[owner] = true
-		}
-	}
+	r.eachMoved(old, func(owner uint16) { gained[owner] = true })
 	var out []string
 	for i, m := range r.members {
 		if gained[i] {
@@ -54,10 +50,26 @@ func (r *Ring) Moved(old *Ring) float64 {
 		return 1
 	}
 	moved := 0
-	for p, owner := range r.owners {
-		if old.members[old.owners[p]] != r.members[owner] {
-			moved++
+	r.eachMoved(old, func(uint16) { moved++ })
+	return float64(moved) / float64(len(r.owners))
+}
+
+// eachMoved calls moved with the new owner of each partition of r that old,
+// a non-empty ring of the same scheme, gave another member.
+func (r *Ring) eachMoved(old *Ring, moved func(owner uint16)) {
+	// old's member indexes as r's, -1 for one r lacks: an index compare per
+	// partition, not a name compare.
+	same := make([]int, len(old.members))
+	for i, m := range old.members {
+		if j, ok := slices.BinarySearch(r.members, m); ok {
+			same[i] = j
+		} else {
+			same[i] = -1
 		}
 	}
-	return float64(moved) / float64(len(r.owners))
+	for p, owner := range r.owners {
+		if same[old.owners[p]] != int(owner) {
+			moved(owner)
+		}
+	}
 }

@@ -111,7 +111,7 @@ func (s *settlement) reset(version, from string, members []string, now time.Time
 // version from ("" when it registered everything), hold all this node
 // dropped for the version being settled.
 func (s *settlement) coversLocked(from string) bool {
-	return from == "" || (from == s.from && from != notCovering)
+	return from == "" || from == s.from // s.from is a version, never notCovering
 }
 
 // holdersDropped records the holders whose entries of keys that moved away
