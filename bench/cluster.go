@@ -28,12 +28,12 @@ func buildShard(ctx context.Context, dir string) (string, error) {
 
 // startCluster starts the local cluster of a case: n nodes of bin on
 // 127.0.0.2, .3, ..., their logs in dir, each with the case's routing and
-// the user's --node-args. They die with bench.
-func startCluster(ctx context.Context, bin, dir string, n int, routing string, extra []string) ([]*shardproc.Process, error) {
-	args := append([]string{"--routing", routing, "--log-level", "warn"}, extra...)
+// the user's --node-args and --node-env. They die with bench.
+func startCluster(ctx context.Context, bin, dir string, n int, routing string, cfg *Config) ([]*shardproc.Process, error) {
+	args := append([]string{"--routing", routing, "--log-level", "warn"}, cfg.NodeArgs...)
 	procs, err := shardproc.StartCluster(ctx, shardproc.ClusterSpec{
 		Nodes:   n,
-		Node:    shardproc.Spec{Bin: bin, Args: args, SysProcAttr: childAttr()},
+		Node:    shardproc.Spec{Bin: bin, Args: args, Env: cfg.NodeEnv, SysProcAttr: childAttr()},
 		LogDir:  dir,
 		Timeout: readyTimeout,
 	})

@@ -19,6 +19,7 @@ type Config struct {
 	Routing    string
 	ShardBin   string
 	NodeArgs   []string
+	NodeEnv    []string // NAME=VALUE for every local node's environment
 	URLs       []string
 	MetricsURL []string
 	Sizes      []int
@@ -99,12 +100,13 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var urls, metrics, sizes, nodeArgs listFlag
-	var nodeArgLine, storeURL string
+	var nodeArgLine, nodeEnvLine, storeURL string
 
 	fs.IntVar(&c.Nodes, "nodes", 3, "start a local cluster of this many shard processes on 127.0.0.2, .3, ... (ignored with --url)")
 	fs.StringVar(&c.Routing, "routing", "owner", "routing of the local cluster: owner or broadcast")
 	fs.StringVar(&c.ShardBin, "shard-bin", "", "shard binary for the local cluster (default: go build ./cmd/shard into a temporary directory)")
 	fs.StringVar(&nodeArgLine, "node-args", "", "extra flags for every local node, space-separated, e.g. \"--rate 1000\"")
+	fs.StringVar(&nodeEnvLine, "node-env", "", "environment for every local node, NAME=VALUE pairs, space-separated, e.g. \"GOMAXPROCS=1\"")
 	fs.StringVar(&storeURL, "store", "", "message store URL for every local node (postgres://...): what durability costs, against a run without it")
 	fs.Var(&urls, "url", "target these WebSocket URLs instead (ws://host:port/ws, nodes or nginx); repeatable or comma-separated")
 	fs.Var(&metrics, "metrics-url", "with --url: the nodes' HTTP base URLs to read /metrics from (default: the members listed by /api/cluster of the first --url)")
@@ -166,6 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		nodeArgs = append(nodeArgs, "--store", storeURL)
 	}
 	c.NodeArgs = nodeArgs
+	c.NodeEnv = strings.Fields(nodeEnvLine)
 	for _, s := range sizes {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -193,8 +196,10 @@ func (c *Config) check() error {
 		return fmt.Errorf("--routing %q: want owner or broadcast", c.Routing)
 	case !c.Local() && (c.Compare || len(c.Sizes) > 0):
 		return errors.New("--compare and --sizes start their own clusters: they do not go with --url")
-	case !c.Local() && len(c.NodeArgs) > 0:
-		return errors.New("--node-args is for the local cluster: it does not go with --url")
+	case !c.Local() && (len(c.NodeArgs) > 0 || len(c.NodeEnv) > 0):
+		return errors.New("--node-args and --node-env are for the local cluster: they do not go with --url")
+	case slices.ContainsFunc(c.NodeEnv, func(e string) bool { name, _, ok := strings.Cut(e, "="); return !ok || name == "" }):
+		return fmt.Errorf("--node-env %q: want NAME=VALUE pairs", strings.Join(c.NodeEnv, " "))
 	case len(c.MetricsURL) > 0 && c.Local():
 		return errors.New("--metrics-url goes with --url")
 	case c.Rate <= 0:

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +55,26 @@ func TestSoakRefusesGroupMessages(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--soak", "1m", "--mix", "0.5"}, io.Discard); err != nil {
 		t.Fatalf("--soak with --mix 0.5: %v", err)
+	}
+}
+
+// TestNodeEnvTakesNameValuePairs: --node-env reaches the nodes as it was
+// written, and a word that is not NAME=VALUE is refused rather than passed
+// on to be ignored.
+func TestNodeEnvTakesNameValuePairs(t *testing.T) {
+	c, err := parseFlags([]string{"--node-env", "GOMAXPROCS=1  GOGC=400"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.NodeEnv, " "); got != "GOMAXPROCS=1 GOGC=400" {
+		t.Errorf("--node-env gave the nodes %q, want GOMAXPROCS=1 GOGC=400", got)
+	}
+	for _, bad := range []string{"GOMAXPROCS", "=1", "GOGC=400 x"} {
+		if _, err := parseFlags([]string{"--node-env", bad}, io.Discard); err == nil {
+			t.Errorf("--node-env %q: no error", bad)
+		}
+	}
+	if _, err := parseFlags([]string{"--node-env", "GOGC=400", "--url", "ws://127.0.0.1:1/ws"}, io.Discard); err == nil {
+		t.Error("--node-env with --url: no error, and no node would get it")
 	}
 }

@@ -277,7 +277,7 @@ func (b *bench) runCase(ctx context.Context, cs caseSpec) (*CaseReport, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return cr, err
 		}
-		cl, err := startCluster(ctx, b.bin, dir, cs.Nodes, cs.Routing, cfg.NodeArgs)
+		cl, err := startCluster(ctx, b.bin, dir, cs.Nodes, cs.Routing, cfg)
 		if err != nil {
 			return cr, err
 		}

@@ -95,7 +95,7 @@ func (s *soakRun) run(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 	}
-	s.procs, err = startCluster(ctx, bin, dir, cfg.Nodes, cfg.Routing, cfg.NodeArgs)
+	s.procs, err = startCluster(ctx, bin, dir, cfg.Nodes, cfg.Routing, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start the cluster (logs in %s): %w", dir, err)
 	}

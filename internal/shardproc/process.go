@@ -68,6 +68,9 @@ type Spec struct {
 	// Log is the file that gets the process's stdout and stderr; a node
 	// started again appends to it.
 	Log string
+	// Env is added to this process's environment for the node, NAME=VALUE
+	// each (bench's --node-env: GOMAXPROCS=1, GOGC=400, ...).
+	Env []string
 	// SysProcAttr goes to exec.Cmd: bench asks that its nodes die with it.
 	SysProcAttr *syscall.SysProcAttr
 }
@@ -110,6 +113,9 @@ func Start(s Spec) (*Process, error) {
 	p := &Process{Spec: s, cmd: exec.Command(argv[0], argv[1:]...), logFrom: st.Size(), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = s.SysProcAttr
+	if len(s.Env) > 0 {
+		p.cmd.Env = append(os.Environ(), s.Env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.Name, err)
 	}

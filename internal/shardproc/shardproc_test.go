@@ -2,6 +2,8 @@ package shardproc_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,12 +34,14 @@ func TestMain(m *testing.M) {
 
 // TestClusterIsReadyOnOneRingAndDrainsCleanly is what bench and the tests
 // rely on: nodes n1, n2 on 127.0.0.2 and .3 that know each other when
-// StartCluster returns, with their flags, and that exit 0 when drained.
+// StartCluster returns, with their flags and environment, and that exit 0
+// when drained.
 func TestClusterIsReadyOnOneRingAndDrainsCleanly(t *testing.T) {
 	dir := t.TempDir()
 	procs, err := shardproc.StartCluster(context.Background(), shardproc.ClusterSpec{
-		Nodes:   2,
-		Node:    shardproc.Spec{Bin: bin, Args: []string{"--routing", "broadcast", "--drain-timeout", "5s"}},
+		Nodes: 2,
+		Node: shardproc.Spec{Bin: bin, Args: []string{"--routing", "broadcast", "--drain-timeout", "5s"},
+			Env: []string{"GOMAXPROCS=1"}},
 		LogDir:  dir,
 		Timeout: 30 * time.Second,
 	})
@@ -56,6 +60,9 @@ func TestClusterIsReadyOnOneRingAndDrainsCleanly(t *testing.T) {
 		if v.Self != p.Name || len(v.Members) != 2 || v.Ring.Members != 2 || v.Routing != "broadcast" {
 			t.Errorf("%s's /api/cluster: %+v, want itself, 2 members, a ring of 2, broadcast routing", p.Name, v)
 		}
+		if procs := gomaxprocs(t, p); procs != "1" {
+			t.Errorf("%s runs with GOMAXPROCS %s, want the 1 its Env set", p.Name, procs)
+		}
 		if _, err := os.Stat(filepath.Join(dir, p.Name+".log")); err != nil {
 			t.Errorf("%s has no log in %s: %v", p.Name, dir, err)
 		}
@@ -66,6 +73,27 @@ func TestClusterIsReadyOnOneRingAndDrainsCleanly(t *testing.T) {
 			t.Errorf("%s exited %d after SIGTERM, want 0\n%s", p.Name, code, p.Output())
 		}
 	}
+}
+
+// gomaxprocs is what p's /metrics says its runtime.GOMAXPROCS is.
+func gomaxprocs(t *testing.T, p *shardproc.Process) string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_sched_gomaxprocs_threads "); ok {
+			return v
+		}
+	}
+	t.Fatalf("%s's /metrics has no go_sched_gomaxprocs_threads", p.Name)
+	return ""
 }
 
 // TestNodeThatExitsEndsTheWaitAndARestartHasItsOwnOutput: a node that
