@@ -29,7 +29,7 @@ test: deps lint alerts
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Race builds read and write sockets through the scheduler (internal/rawsys):
 	# the raw system calls get their own run.
-	$(GO) test -count=1 -timeout 5m ./internal/rawsys ./link ./session
+	$(GO) test -count=1 -timeout 5m ./internal/rawsys ./link ./session ./store
 	$(MAKE) sdk-test
 	$(MAKE) fuzz
 

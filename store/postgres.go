@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shardchat/shard/internal/rawsys"
 )
 
 // The PostgreSQL engine: every node of a cluster opens the same database
@@ -278,6 +281,18 @@ func openPostgres(ctx context.Context, url string, opts Options) (Store, error) 
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
+	}
+	// The pool's sockets are read and written with raw system calls: a
+	// stored message makes several round trips to the server, and through
+	// net.Conn each of their reads and writes woke the runtime's monitor
+	// thread when the node was idle (package rawsys).
+	dial := cfg.ConnConfig.DialFunc
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return rawsys.Wrap(c), nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
