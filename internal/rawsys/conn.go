@@ -46,11 +46,23 @@ func Wrap(c net.Conn) net.Conn {
 }
 
 // Read reads what the socket has, up to len(p), waiting until it has
-// something; io.EOF once the peer closed it.
+// something; io.EOF once the peer closed it. A read of nothing is no call,
+// and no error even once the Conn is closed.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
-	return c.reader.Read(p)
+	n, err := c.reader.Read(p)
+	return n, c.opError("read", err)
+}
+
+// opError gives an error of a system call the addresses net.Conn's would
+// have: "read tcp 127.0.0.1:5000->127.0.0.1:5432: read: connection reset by
+// peer". The runtime's own (a deadline, a closed conn) already have them.
+func (c *Conn) opError(op string, err error) error {
+	if _, ok := err.(*os.SyscallError); !ok {
+		return err
+	}
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
 // Write writes all of p, waiting for room in the socket as it must.
@@ -65,7 +77,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	case err != nil:
 		return n, err
 	case c.writeErr != nil:
-		return n, os.NewSyscallError("write", c.writeErr) // as net.Conn says it: "write: broken pipe"
+		return n, c.opError("write", os.NewSyscallError("write", c.writeErr))
 	}
 	return n, nil
 }
