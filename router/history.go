@@ -176,30 +176,25 @@ func (r *Router) recordLoop() {
 
 // storeWriters calls write for each item of queue, at most n at once, each
 // within storeTimeout, until the router stops: the store writes that a
-// link's reader or a lock holder queued rather than waited for. The caller
-// has counted it in the router's WaitGroup.
+// link's reader or a lock holder queued rather than waited for. n writers
+// that stay, rather than a goroutine started for each item, whose stack
+// would grow again through the store's calls every time. The caller has
+// counted it in the router's WaitGroup.
 func storeWriters[T any](r *Router, queue <-chan T, n int, write func(context.Context, T)) {
-	defer r.wg.Done()
-	writers := make(chan struct{}, n)
-	for {
-		var item T
-		select {
-		case <-r.stop:
-			return
-		case item = <-queue:
-		}
-		select {
-		case writers <- struct{}{}:
-		case <-r.stop:
-			return
-		}
-		r.wg.Add(1)
+	r.wg.Add(n - 1)
+	for range n {
 		go func() {
 			defer r.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-			write(ctx, item)
-			cancel()
-			<-writers
+			for {
+				select {
+				case <-r.stop:
+					return
+				case item := <-queue:
+					ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+					write(ctx, item)
+					cancel()
+				}
+			}
 		}()
 	}
 }
