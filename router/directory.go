@@ -19,7 +19,7 @@ type Directory struct {
 	// must be told of its first connection. A client can make up any number of such keys, so there
 	// are at most maxUnknown; past that an empty answer is not watched, and
 	// its asker does not cache it.
-	unknown    map[Key]map[string]time.Time
+	unknown    map[Key]watchers
 	maxUnknown int
 	// observe, when set, is told of every change of a holder's count, under
 	// mu: it must be quick and must not call the directory.
@@ -38,11 +38,12 @@ type dirChange struct {
 }
 
 type dirEntry struct {
-	counts   map[string]holding   // node -> its connections of this key
-	watchers map[string]time.Time // node -> when its cached answer expires
+	counts   holders              // the nodes with connections of this key, by name
+	watchers watchers             // the nodes that cache an answer, by name
 	// strayFrom is when this node was first found not owning the key since
-	// its last registration; zero while it owns it.
-	strayFrom time.Time
+	// its last registration (Unix nanoseconds: an entry per key is worth
+	// keeping small); zero while it owns it.
+	strayFrom int64
 }
 
 // strayGrace is how long the counts of a key this node does not own are
@@ -59,10 +60,10 @@ func (e *dirEntry) keepStray(now time.Time) bool {
 	if len(e.counts) == 0 {
 		return false
 	}
-	if e.strayFrom.IsZero() {
-		e.strayFrom = now
+	if e.strayFrom == 0 {
+		e.strayFrom = now.UnixNano()
 	}
-	return now.Sub(e.strayFrom) < strayGrace
+	return now.Sub(time.Unix(0, e.strayFrom)) < strayGrace
 }
 
 // holding is one node's count for a key, with the incarnation of the process
@@ -71,6 +72,44 @@ type holding struct {
 	count int
 	inc   string
 }
+
+// holders are the nodes that hold some of a key, each with its holding,
+// sorted by name. A slice, not a map: a key has one holder or a few (a
+// user's devices, the nodes of a room's members), and a map of one costs
+// its owner about 300 bytes a key more than a slice of one.
+type holders []holderAt
+
+type holderAt struct {
+	node string
+	holding
+}
+
+// find returns where node is, or where it would go, and whether it is.
+func (hs holders) find(node string) (int, bool) {
+	return slices.BinarySearchFunc(hs, node, func(h holderAt, node string) int { return strings.Compare(h.node, node) })
+}
+
+// watchers are the nodes that cache an answer about a key, each with when
+// its cached answer expires, sorted by name: a slice, as holders are.
+type watchers []watchAt
+
+type watchAt struct {
+	node  string
+	until time.Time
+}
+
+// set records that node caches an answer until until.
+func (ws watchers) set(node string, until time.Time) watchers {
+	i, ok := slices.BinarySearchFunc(ws, node, func(w watchAt, node string) int { return strings.Compare(w.node, node) })
+	if ok {
+		ws[i].until = until
+		return ws
+	}
+	return slices.Insert(ws, i, watchAt{node, until})
+}
+
+// drop removes the watchers that gone says are gone.
+func (ws watchers) drop(gone func(watchAt) bool) watchers { return slices.DeleteFunc(ws, gone) }
 
 // maxUnknownKeys bounds the keys no node holds that one owner watches for
 // its askers: 65,536 keys, each with a watcher or a few, is about 10 MB;
@@ -81,15 +120,15 @@ const maxUnknownKeys = 1 << 16
 // newDirectory makes a directory that tells observe, when not nil, of
 // every change of a count.
 func newDirectory(observe func(dirChange)) *Directory {
-	return &Directory{entries: make(map[Key]*dirEntry), unknown: make(map[Key]map[string]time.Time),
+	return &Directory{entries: make(map[Key]*dirEntry), unknown: make(map[Key]watchers),
 		maxUnknown: maxUnknownKeys, observe: observe}
 }
 
 // total is the key's count over all nodes.
 func (e *dirEntry) total() int {
 	n := 0
-	for _, h := range e.counts {
-		n += h.count
+	for i := range e.counts {
+		n += e.counts[i].count
 	}
 	return n
 }
@@ -118,29 +157,19 @@ func (d *Directory) Lookup(key Key, watcher string, watchUntil time.Time) (locs 
 		// Watched apart from the entries, within the bound. A key with an
 		// entry is watched there, held or not (its last holder may just
 		// have gone), since Set tells the entry's watchers alone.
-		w := d.unknown[key]
-		if w == nil {
-			if len(d.unknown) >= d.maxUnknown {
-				return nil, false
-			}
-			w = make(map[string]time.Time, 1)
-			d.unknown[key] = w
+		w, ok := d.unknown[key]
+		if !ok && len(d.unknown) >= d.maxUnknown {
+			return nil, false
 		}
-		w[watcher] = watchUntil
+		d.unknown[key] = w.set(watcher, watchUntil)
 		return nil, true
 	}
 	if watcher != "" {
-		if e.watchers == nil {
-			e.watchers = make(map[string]time.Time)
-		}
-		e.watchers[watcher] = watchUntil
+		e.watchers = e.watchers.set(watcher, watchUntil)
 	}
-	locs = make([]Location, 0, len(e.counts))
-	for node, h := range e.counts {
-		locs = append(locs, Location{Node: node, Count: h.count})
-	}
-	if len(locs) > 1 { // sort.Slice would cost allocations on every message's lookup
-		slices.SortFunc(locs, func(a, b Location) int { return strings.Compare(a.Node, b.Node) })
+	locs = make([]Location, len(e.counts)) // sorted by node, as the holders are
+	for i, h := range e.counts {
+		locs[i] = Location{Node: h.node, Count: h.count}
 	}
 	return locs, watcher != ""
 }
@@ -167,27 +196,33 @@ func (d *Directory) Set(key Key, node, inc string, count int, now time.Time) []s
 		delete(d.unknown, key)
 		d.entries[key] = e
 	}
-	e.strayFrom = time.Time{} // the holder says we own it: a new grace
-	old, ok := e.counts[node]
+	e.strayFrom = 0 // the holder says we own it: a new grace
+	i, ok := e.counts.find(node)
+	var old holding
+	if ok {
+		old = e.counts[i].holding
+	}
 	if ok == (count > 0) && old.count == count && old.inc == inc {
 		return nil
 	}
 	was := e.total()
-	if count == 0 {
-		delete(e.counts, node)
-	} else {
-		if e.counts == nil {
-			e.counts = make(map[string]holding)
+	switch {
+	case count == 0:
+		if ok {
+			e.counts = slices.Delete(e.counts, i, i+1)
 		}
-		e.counts[node] = holding{count, inc}
+	case ok:
+		e.counts[i].holding = holding{count, inc}
+	default:
+		e.counts = slices.Insert(e.counts, i, holderAt{node, holding{count, inc}})
 	}
 	if ok || count > 0 {
 		d.notify(dirChange{key: key, node: node, fresh: count > 0 && (!ok || old.inc != inc), was: was, now: e.total()})
 	}
 	var tell []string
-	for w, until := range e.watchers {
-		if w != node && now.Before(until) {
-			tell = append(tell, w)
+	for _, w := range e.watchers {
+		if w.node != node && now.Before(w.until) {
+			tell = append(tell, w.node)
 		}
 	}
 	e.watchers = nil
@@ -209,36 +244,33 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Ke
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	movedAway = make(map[string]bool)
+	left := func(w watchAt) bool { return !keep(w.node, "") }
 	for key, w := range d.unknown {
-		for node := range w {
-			if !keep(node, "") {
-				delete(w, node)
-			}
-		}
-		if len(w) == 0 || !owns(key) {
+		if w = w.drop(left); len(w) == 0 || !owns(key) {
 			delete(d.unknown, key) // a ring change resets the askers' caches
+		} else {
+			d.unknown[key] = w
 		}
 	}
 	for key, e := range d.entries {
 		if owned(key) && !owns(key) {
-			for node := range e.counts {
-				movedAway[node] = true
+			for _, h := range e.counts {
+				movedAway[h.node] = true
 			}
 			delete(d.entries, key)
 			continue
 		}
-		for node, h := range e.counts {
-			if !keep(node, h.inc) {
-				was := e.total()
-				delete(e.counts, node)
-				d.notify(dirChange{key: key, node: node, was: was, now: e.total()})
+		for i := 0; i < len(e.counts); {
+			h := e.counts[i]
+			if keep(h.node, h.inc) {
+				i++
+				continue
 			}
+			was := e.total()
+			e.counts = slices.Delete(e.counts, i, i+1)
+			d.notify(dirChange{key: key, node: h.node, was: was, now: e.total()})
 		}
-		for node := range e.watchers {
-			if !keep(node, "") {
-				delete(e.watchers, node)
-			}
-		}
+		e.watchers = e.watchers.drop(left)
 		d.tidy(key, e, owns, now)
 	}
 	return movedAway
@@ -249,22 +281,16 @@ func (d *Directory) Retain(keep func(node, inc string) bool, owned, owns func(Ke
 func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	expired := func(w watchAt) bool { return now.After(w.until) }
 	for key, w := range d.unknown {
-		for node, until := range w {
-			if now.After(until) {
-				delete(w, node)
-			}
-		}
-		if len(w) == 0 || !owns(key) {
+		if w = w.drop(expired); len(w) == 0 || !owns(key) {
 			delete(d.unknown, key)
+		} else {
+			d.unknown[key] = w
 		}
 	}
 	for key, e := range d.entries {
-		for node, until := range e.watchers {
-			if now.After(until) {
-				delete(e.watchers, node)
-			}
-		}
+		e.watchers = e.watchers.drop(expired)
 		d.tidy(key, e, owns, now)
 	}
 }
@@ -274,7 +300,7 @@ func (d *Directory) Sweep(now time.Time, owns func(Key) bool) {
 func (d *Directory) tidy(key Key, e *dirEntry, owns func(Key) bool, now time.Time) {
 	switch {
 	case owns(key):
-		e.strayFrom = time.Time{}
+		e.strayFrom = 0
 		if len(e.counts) == 0 && len(e.watchers) == 0 {
 			delete(d.entries, key)
 		}
