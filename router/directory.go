@@ -41,8 +41,8 @@ type dirEntry struct {
 	counts   holders              // the nodes with connections of this key, by name
 	watchers watchers             // the nodes that cache an answer, by name
 	// strayFrom is when this node was first found not owning the key since
-	// its last registration (Unix nanoseconds: an entry per key is worth
-	// keeping small); zero while it owns it.
+	// its last registration, in nanoseconds since strayEpoch (an entry per
+	// key is worth keeping small), odd; zero while it owns it.
 	strayFrom int64
 }
 
@@ -54,6 +54,11 @@ type dirEntry struct {
 // seconds.
 const strayGrace = 10 * time.Second
 
+// strayEpoch is what strayFrom counts from: a time with the monotonic
+// clock's reading, so that a grace is measured on that clock, as it would
+// be between two whole time.Times, whatever the wall clock does meanwhile.
+var strayEpoch = time.Now()
+
 // keepStray reports whether e, whose key this node does not own on its
 // ring, is kept for now.
 func (e *dirEntry) keepStray(now time.Time) bool {
@@ -61,9 +66,9 @@ func (e *dirEntry) keepStray(now time.Time) bool {
 		return false
 	}
 	if e.strayFrom == 0 {
-		e.strayFrom = now.UnixNano()
+		e.strayFrom = int64(now.Sub(strayEpoch)) | 1 // odd: never the zero of an owned key
 	}
-	return now.Sub(time.Unix(0, e.strayFrom)) < strayGrace
+	return now.Sub(strayEpoch)-time.Duration(e.strayFrom) < strayGrace
 }
 
 // holding is one node's count for a key, with the incarnation of the process
