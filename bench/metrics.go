@@ -43,6 +43,7 @@ type sample struct {
 	Deliveries    float64
 	CPU           float64 // seconds
 	RSS           float64 // bytes
+	Anon          float64 // bytes of RSS that are anonymous: 0 when not known (a node bench did not start)
 	// The Go runtime's view, to tell what the RSS is made of.
 	HeapInuse, StackInuse, Goroutines float64
 	// What the soak watches for leaks besides RSS and goroutines.
@@ -177,8 +178,8 @@ func scrape(ctx context.Context, n node) (sample, error) {
 	s.OpenFDs = sum(fams["process_open_fds"], "", nil)
 	s.HeapAlloc = sum(fams["go_memstats_heap_alloc_bytes"], "", nil)
 	if n.PID > 0 {
-		if rss, err := procRSS(n.PID); err == nil {
-			s.RSS = float64(rss)
+		if rss, anon, err := procMemory(n.PID); err == nil {
+			s.RSS, s.Anon = float64(rss), float64(anon)
 		}
 		if cpu, err := procCPU(n.PID); err == nil {
 			s.CPU = cpu.Seconds()

@@ -91,10 +91,14 @@ type ConnReport struct {
 // NodeMemory is a node's resident memory before and after the clients
 // connected (before any message).
 type NodeMemory struct {
-	Name         string  `json:"name"`
-	Connections  float64 `json:"connections"`
-	RSSEmpty     float64 `json:"rss_empty_bytes"`
-	RSSIdle      float64 `json:"rss_idle_bytes"`
+	Name        string  `json:"name"`
+	Connections float64 `json:"connections"`
+	RSSEmpty    float64 `json:"rss_empty_bytes"`
+	RSSIdle     float64 `json:"rss_idle_bytes"`
+	// The anonymous part of each, when bench started the node; what a
+	// connection costs is the growth of this one then, of the RSS else.
+	AnonEmpty    float64 `json:"anon_empty_bytes,omitempty"`
+	AnonIdle     float64 `json:"anon_idle_bytes,omitempty"`
 	BytesPerConn float64 `json:"bytes_per_conn"`
 	// What the growth is made of, per connection: Go heap in use, goroutine
 	// stacks, goroutines.
@@ -262,12 +266,12 @@ func ratio(a, b float64) float64 {
 }
 
 func avgBytesPerConn(ms []NodeMemory) float64 {
-	var rss, conns float64
+	var grown, conns float64
 	for _, m := range ms {
-		rss += m.RSSIdle - m.RSSEmpty
+		grown += m.BytesPerConn * m.Connections
 		conns += m.Connections
 	}
-	return ratio(rss, conns)
+	return ratio(grown, conns)
 }
 
 // Text output.
@@ -434,6 +438,9 @@ func writeCase(w io.Writer, c *CaseReport) {
 			kib(m.BytesPerConn), kib(m.HeapPerConn), kib(m.StackPerConn), m.GoroutinesPerConn, runCols)
 	}
 	tw.Flush()
+	if len(c.Memory) > 0 && c.Memory[0].AnonIdle > 0 {
+		fmt.Fprintln(w, "  per conn: what the anonymous RSS grew by, without the binary's own pages, which two builds can map differently")
+	}
 }
 
 func reasons(m map[string]int) string {

@@ -46,24 +46,38 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// procRSS reads the resident set size of process pid from /proc.
-func procRSS(pid int) (int64, error) {
+// procMemory reads the resident set size of process pid from /proc, and
+// the anonymous part of it: the rest is mostly the binary's own pages,
+// whose residence differs between two builds of the same source by
+// megabytes (the kernel may map a binary's text with huge pages), while
+// what connections add is anonymous.
+func procMemory(pid int) (rss, anon int64, err error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
+	rss, anon = -1, -1
 	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status VmRSS %q: %w", pid, v, err)
-			}
-			return kb * 1024, nil
+	for sc.Scan() && (rss < 0 || anon < 0) {
+		name, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (name != "VmRSS" && name != "RssAnon") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/status %s %q: %w", pid, name, v, err)
+		}
+		if name == "VmRSS" {
+			rss = kb * 1024
+		} else {
+			anon = kb * 1024
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	if rss < 0 || anon < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS or RssAnon", pid)
+	}
+	return rss, anon, nil
 }
 
 // procCPU reads the CPU time (user + system) of process pid from /proc.

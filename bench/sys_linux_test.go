@@ -4,6 +4,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -42,4 +43,28 @@ func TestProcCountsSeeWhatTheProcessDid(t *testing.T) {
 	if wokenAfter <= woken {
 		t.Errorf("a sleep and a wake-up counted as %d wake-ups", wokenAfter-woken)
 	}
+}
+
+// A process's anonymous RSS is part of its RSS, and grows by what it
+// touches: what bench counts a connection's memory by.
+func TestProcMemorySeesAnonymousPages(t *testing.T) {
+	rss, anon, err := procMemory(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if anon <= 0 || anon > rss {
+		t.Fatalf("RSS %d, anonymous %d: want 0 < anonymous <= RSS", rss, anon)
+	}
+	b := make([]byte, 64<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	_, after, err := procMemory(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grew := after - anon; grew < 60<<20 {
+		t.Errorf("64 MiB touched grew the anonymous RSS by %d bytes", grew)
+	}
+	runtime.KeepAlive(b)
 }

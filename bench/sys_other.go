@@ -10,12 +10,12 @@ import (
 
 var errNotLinux = errors.New("only on linux")
 
-func setBindNoPort(uintptr) error        { return nil }
-func raiseNofile() (uint64, error)       { return 0, nil }
-func cpuTime() time.Duration             { return 0 }
-func procRSS(int) (int64, error)         { return 0, errNotLinux }
-func procCPU(int) (time.Duration, error) { return 0, errNotLinux }
-func childAttr() *syscall.SysProcAttr    { return nil }
+func setBindNoPort(uintptr) error          { return nil }
+func raiseNofile() (uint64, error)         { return 0, nil }
+func cpuTime() time.Duration               { return 0 }
+func procMemory(int) (int64, int64, error) { return 0, 0, errNotLinux }
+func procCPU(int) (time.Duration, error)   { return 0, errNotLinux }
+func childAttr() *syscall.SysProcAttr      { return nil }
 
 func loadAvg() float64 { return 0 }
 
