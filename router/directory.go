@@ -38,8 +38,8 @@ type dirChange struct {
 }
 
 type dirEntry struct {
-	counts   holders              // the nodes with connections of this key, by name
-	watchers watchers             // the nodes that cache an answer, by name
+	counts   holders  // the nodes with connections of this key, by name
+	watchers watchers // the nodes that cache an answer, by name
 	// strayFrom is when this node was first found not owning the key since
 	// its last registration, in nanoseconds since strayEpoch (an entry per
 	// key is worth keeping small), odd; zero while it owns it.
