@@ -512,7 +512,7 @@ func (b *bench) run(ctx context.Context, set *workerSet, nodes []node, label str
 // buildRun merges the workers' results of one run.
 func buildRun(cfg *Config, phase uint32, rate float64, results []*workerResult) (*RunReport, error) {
 	r := &RunReport{Phase: phase, OfferedRate: rate, WindowSeconds: cfg.Duration.Seconds()}
-	lat, ack, lag := newHist(), newHist(), newHist()
+	lat, fromSent, ack, lag := newHist(), newHist(), newHist(), newHist()
 	perSec := map[int]*TimelinePoint{}
 	secHists := map[int]*hdrhistogram.Histogram{}
 	for _, res := range results {
@@ -530,7 +530,7 @@ func buildRun(cfg *Config, phase uint32, rate float64, results []*workerResult) 
 		for _, x := range []struct {
 			dst *hdrhistogram.Histogram
 			s   string
-		}{{lat, res.Latency}, {ack, res.AckLatency}, {lag, res.SendLag}} {
+		}{{lat, res.Latency}, {fromSent, res.FromSent}, {ack, res.AckLatency}, {lag, res.SendLag}} {
 			if err := mergeEncoded(x.dst, x.s); err != nil {
 				return nil, err
 			}
@@ -548,7 +548,7 @@ func buildRun(cfg *Config, phase uint32, rate float64, results []*workerResult) 
 			}
 		}
 	}
-	r.Latency, r.AckLatency, r.SendLag = summarize(lat), summarize(ack), summarize(lag)
+	r.Latency, r.FromSent, r.AckLatency, r.SendLag = summarize(lat), summarize(fromSent), summarize(ack), summarize(lag)
 	secsList := make([]int, 0, len(perSec))
 	for s := range perSec {
 		secsList = append(secsList, s)

@@ -109,12 +109,16 @@ type NodeMemory struct {
 
 // RunReport is one run of the schedule at one offered rate.
 type RunReport struct {
-	Phase         uint32           `json:"phase"`
-	OfferedRate   float64          `json:"offered_rate"`
-	Counts        Counts           `json:"counts"`
-	SentRate      float64          `json:"sent_per_s"`
-	DeliveredRate float64          `json:"delivered_per_s"`
-	Latency       Latency          `json:"latency"`
+	Phase         uint32  `json:"phase"`
+	OfferedRate   float64 `json:"offered_rate"`
+	Counts        Counts  `json:"counts"`
+	SentRate      float64 `json:"sent_per_s"`
+	DeliveredRate float64 `json:"delivered_per_s"`
+	Latency       Latency `json:"latency"`
+	// FromSent is the latency from when the generator took each message
+	// rather than from its due time: without the generator's send lag, what
+	// the server and the sockets took.
+	FromSent      Latency          `json:"latency_from_sent"`
 	AckLatency    Latency          `json:"ack_latency"`
 	SendLag       Latency          `json:"send_lag"`
 	Timeline      []TimelinePoint  `json:"timeline"`
@@ -469,6 +473,9 @@ func writeRun(w io.Writer, r *RunReport) {
 	l := r.Latency
 	fmt.Fprintf(w, "latency ms    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s   (send to delivery, from the scheduled send time; %d samples)\n",
 		ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), l.Count)
+	f := r.FromSent
+	fmt.Fprintf(w, "  from sent   p50 %s  p90 %s  p99 %s  p99.9 %s  max %s   (from when the generator took it: without its send lag)\n",
+		ms(f.P50), ms(f.P90), ms(f.P99), ms(f.P999), ms(f.Max))
 	a := r.AckLatency
 	fmt.Fprintf(w, "ack ms        p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(a.P50), ms(a.P90), ms(a.P99), ms(a.P999), ms(a.Max))
 	if cl := r.Cluster; cl != nil {

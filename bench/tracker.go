@@ -69,6 +69,7 @@ type recip struct {
 
 type msgRec struct {
 	intended time.Duration // due time, from the phase's base
+	sent     time.Duration // when the sender took it, from the phase's base: intended plus the send lag
 	answer   uint8
 	recips   []recip
 }
@@ -83,6 +84,7 @@ const histShards = 8
 type histShard struct {
 	mu      sync.Mutex
 	total   *hdrhistogram.Histogram   // measured window, send to delivery
+	sent    *hdrhistogram.Histogram   // the same, from when the sender took it rather than from its due time
 	ack     *hdrhistogram.Histogram   // measured window, send to answer
 	perSec  []*hdrhistogram.Histogram // by second of due time, warm-up included
 	recent  *hdrhistogram.Histogram   // since the last progress report
@@ -129,7 +131,7 @@ func newPhase(id uint32, base time.Time, warmup, window time.Duration, total int
 	secs := int((warmup+window+time.Second-1)/time.Second) + 1
 	for i := range p.hists {
 		h := &p.hists[i]
-		h.total, h.ack, h.recent = newHist(), newHist(), newHist()
+		h.total, h.sent, h.ack, h.recent = newHist(), newHist(), newHist(), newHist()
 		h.perSec = make([]*hdrhistogram.Histogram, secs)
 		h.perSecN = make([]int64, secs)
 	}
@@ -151,7 +153,7 @@ func (p *phase) expect(seq int64, intended time.Duration, recipients []int32) {
 	}
 	l := &p.locks[seq%lockShards]
 	l.Lock()
-	p.recs[seq] = msgRec{intended: intended, recips: rs}
+	p.recs[seq] = msgRec{intended: intended, sent: time.Since(p.base), recips: rs}
 	l.Unlock()
 	p.outstanding.Add(int64(len(rs)))
 	p.unanswered.Add(1)
@@ -235,7 +237,7 @@ func (p *phase) received(c int32, seq int64, at time.Time) {
 	l := &p.locks[seq%lockShards]
 	l.Lock()
 	r := &p.recs[seq]
-	intended, found, dup := r.intended, false, false
+	intended, sent, found, dup := r.intended, r.sent, false, false
 	for i := range r.recips {
 		if r.recips[i].conn == c {
 			found, dup = true, r.recips[i].got
@@ -263,6 +265,7 @@ func (p *phase) received(c int32, seq int64, at time.Time) {
 	h.mu.Lock()
 	if p.measured(intended) {
 		record(h.total, lat)
+		record(h.sent, at.Sub(p.base)-sent)
 	}
 	record(h.recent, lat)
 	if sec < len(h.perSec) {
@@ -453,8 +456,8 @@ type TimelinePoint struct {
 
 // histograms merges the shards: the window's delivery and ack latencies,
 // and the timeline.
-func (p *phase) histograms() (total, ack *hdrhistogram.Histogram, timeline []TimelinePoint) {
-	total, ack = newHist(), newHist()
+func (p *phase) histograms() (total, sent, ack *hdrhistogram.Histogram, timeline []TimelinePoint) {
+	total, sent, ack = newHist(), newHist(), newHist()
 	secs := len(p.hists[0].perSec)
 	perSec := make([]*hdrhistogram.Histogram, secs)
 	counts := make([]int64, secs)
@@ -462,6 +465,7 @@ func (p *phase) histograms() (total, ack *hdrhistogram.Histogram, timeline []Tim
 		h := &p.hists[i]
 		h.mu.Lock()
 		total.Merge(h.total)
+		sent.Merge(h.sent)
 		ack.Merge(h.ack)
 		for s, x := range h.perSec {
 			if x == nil {
@@ -481,5 +485,5 @@ func (p *phase) histograms() (total, ack *hdrhistogram.Histogram, timeline []Tim
 		}
 		timeline = append(timeline, TimelinePoint{Second: s, Delivered: counts[s], Hist: encodeHist(perSec[s])})
 	}
-	return total, ack, timeline
+	return total, sent, ack, timeline
 }

@@ -88,7 +88,7 @@ func TestWarmupMessagesAreDeliveredButNotCounted(t *testing.T) {
 	if c.Offered != 1 || c.Delivered != 1 || c.Acks[protocol.StatusDelivered] != 1 {
 		t.Errorf("window counts %+v: want only the message due after the warm-up", c)
 	}
-	total, _, timeline := p.histograms()
+	total, _, _, timeline := p.histograms()
 	if total.TotalCount() != 1 {
 		t.Errorf("window latency has %d samples, want 1", total.TotalCount())
 	}
@@ -178,5 +178,23 @@ func TestOrderCheckFlagsALaterMessageFromTheSameSender(t *testing.T) {
 	}
 	if !o.see(2, 1, 0) {
 		t.Error("a new run starts its numbers afresh, but message 0 of run 2 was flagged")
+	}
+}
+
+// The latency from sent leaves out the generator's send lag: a message due
+// at 50 ms that the sender took at 100 ms and that came at 120 ms took 70 ms
+// from its due time and at most 20 ms from when it was sent.
+func TestLatencyFromSentLeavesOutTheSendLag(t *testing.T) {
+	tab := newConnTable(2)
+	tab.connected(1)
+	p := newPhase(1, time.Now().Add(-100*time.Millisecond), 0, 10*time.Second, 1, tab)
+	p.expect(0, 50*time.Millisecond, []int32{1}) // taken now: about 100 ms after the base
+	p.received(1, 0, p.base.Add(120*time.Millisecond))
+	total, sent, _, _ := p.histograms()
+	if got := total.Max(); got < 69000 || got > 71000 {
+		t.Errorf("latency from the due time %d µs, want about 70,000", got)
+	}
+	if sent.TotalCount() != 1 || sent.Max() > 20000 {
+		t.Errorf("latency from sent: %d samples, max %d µs; want one, at most 20,000", sent.TotalCount(), sent.Max())
 	}
 }

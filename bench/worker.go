@@ -107,6 +107,7 @@ type workerResult struct {
 	Phase       uint32           `json:"phase"`
 	Counts      Counts           `json:"counts"`
 	Latency     string           `json:"latency"`
+	FromSent    string           `json:"latency_from_sent"`
 	AckLatency  string           `json:"ack_latency"`
 	SendLag     string           `json:"send_lag"`
 	Timeline    []TimelinePoint  `json:"timeline"`
@@ -522,7 +523,7 @@ func (w *worker) run(ctx context.Context, cmd runCmd) workerResult {
 	<-progressDone
 
 	counts := p.finish(dispatched)
-	lat, ack, timeline := p.histograms()
+	lat, fromSent, ack, timeline := p.histograms()
 	lag := newHist()
 	for _, h := range lags {
 		lag.Merge(h)
@@ -531,6 +532,7 @@ func (w *worker) run(ctx context.Context, cmd runCmd) workerResult {
 		Phase:       cmd.Phase,
 		Counts:      counts,
 		Latency:     encodeHist(lat),
+		FromSent:    encodeHist(fromSent),
 		AckLatency:  encodeHist(ack),
 		SendLag:     encodeHist(lag),
 		Timeline:    timeline,
