@@ -186,6 +186,11 @@ func storeWriters[T any](r *Router, queue <-chan T, n int, write func(context.Co
 		go func() {
 			defer r.wg.Done()
 			for {
+				select { // stopping comes first: a full queue must not keep a stopping router writing
+				case <-r.stop:
+					return
+				default:
+				}
 				select {
 				case <-r.stop:
 					return
