@@ -344,10 +344,7 @@ func (b *bench) runCase(ctx context.Context, cs caseSpec) (*CaseReport, error) {
 		m := NodeMemory{Name: n.Name, Connections: idle[i].Connections, RSSEmpty: empty[i].RSS, RSSIdle: idle[i].RSS,
 			AnonEmpty: empty[i].Anon, AnonIdle: idle[i].Anon}
 		if c := m.Connections; c > 0 {
-			m.BytesPerConn = (m.RSSIdle - m.RSSEmpty) / c
-			if m.AnonEmpty > 0 && m.AnonIdle > 0 {
-				m.BytesPerConn = (m.AnonIdle - m.AnonEmpty) / c
-			}
+			m.BytesPerConn = m.grown() / c
 			m.HeapPerConn = (idle[i].HeapInuse - empty[i].HeapInuse) / c
 			m.StackPerConn = (idle[i].StackInuse - empty[i].StackInuse) / c
 			m.GoroutinesPerConn = (idle[i].Goroutines - empty[i].Goroutines) / c

@@ -272,10 +272,20 @@ func ratio(a, b float64) float64 {
 func avgBytesPerConn(ms []NodeMemory) float64 {
 	var grown, conns float64
 	for _, m := range ms {
-		grown += m.BytesPerConn * m.Connections
+		grown += m.grown()
 		conns += m.Connections
 	}
 	return ratio(grown, conns)
+}
+
+// grown is what the node's memory grew by as the clients connected: its
+// anonymous RSS when known, else its whole RSS. A node with no connection
+// of its own grows too (its share of the directory).
+func (m NodeMemory) grown() float64 {
+	if m.AnonEmpty > 0 && m.AnonIdle > 0 {
+		return m.AnonIdle - m.AnonEmpty
+	}
+	return m.RSSIdle - m.RSSEmpty
 }
 
 // Text output.
@@ -442,8 +452,8 @@ func writeCase(w io.Writer, c *CaseReport) {
 			kib(m.BytesPerConn), kib(m.HeapPerConn), kib(m.StackPerConn), m.GoroutinesPerConn, runCols)
 	}
 	tw.Flush()
-	if len(c.Memory) > 0 && c.Memory[0].AnonIdle > 0 {
-		fmt.Fprintln(w, "  per conn: what the anonymous RSS grew by, without the binary's own pages, which two builds can map differently")
+	if len(c.Memory) > 0 {
+		fmt.Fprintln(w, "  per conn: what the node's anonymous RSS grew by, without the binary's own pages, which two builds can map differently; the whole RSS's, from /metrics, for a node bench did not start")
 	}
 }
 

@@ -50,7 +50,8 @@ func cpuTime() time.Duration {
 // the anonymous part of it: the rest is mostly the binary's own pages,
 // whose residence differs between two builds of the same source by
 // megabytes (the kernel may map a binary's text with huge pages), while
-// what connections add is anonymous.
+// what connections add is anonymous. anon is 0 where the kernel does not
+// say.
 func procMemory(pid int) (rss, anon int64, err error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
@@ -74,8 +75,11 @@ func procMemory(pid int) (rss, anon int64, err error) {
 			anon = kb * 1024
 		}
 	}
-	if rss < 0 || anon < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS or RssAnon", pid)
+	switch {
+	case rss < 0:
+		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	case anon < 0:
+		return rss, 0, nil // a kernel before 4.5: the whole RSS only
 	}
 	return rss, anon, nil
 }
