@@ -72,8 +72,8 @@ func (s *meteredStore) Append(ctx context.Context, a store.Append) (store.Append
 	return res, err
 }
 
-func (s *meteredStore) RecordAnswer(ctx context.Context, from, key string, ans store.Answer) error {
-	err := s.Store.RecordAnswer(ctx, from, key, ans)
+func (s *meteredStore) RecordAnswers(ctx context.Context, answers []store.KeyedAnswer) error {
+	err := s.Store.RecordAnswers(ctx, answers)
 	s.failed(storeOpAnswer, err)
 	return err
 }

@@ -65,7 +65,7 @@ func TestStoreMetricsCountAppendsAndFailures(t *testing.T) {
 	if _, _, _, err := st.Read(ctx, store.Inbox("bob"), 0, 10); err == nil {
 		t.Fatal("read from a closed store succeeded")
 	}
-	if err := st.RecordAnswer(ctx, "alice", "k1", store.Answer{Status: "delivered"}); err == nil {
+	if err := st.RecordAnswers(ctx, []store.KeyedAnswer{{From: "alice", Key: "k1", Answer: store.Answer{Status: "delivered"}}}); err == nil {
 		t.Fatal("record to a closed store succeeded")
 	}
 	if errs(storeOpRead) != 1 || errs(storeOpAnswer) != 1 {

@@ -139,9 +139,13 @@ func (k *keyedSends) wait(from, key string) (result, bool) {
 	}
 }
 
-type recordedAnswer struct {
-	from, key string
-	ans       store.Answer
+// answers are the answers of keyed sends waiting to be recorded
+// (recordLoop), gathered for answerLinger so that they go to the store in
+// one call, and one commit, rather than one each.
+type answers struct {
+	mu      sync.Mutex
+	pending []store.KeyedAnswer
+	kick    chan struct{} // signalled when pending gets its first answer
 }
 
 // answerQueue bounds the answers waiting to be recorded. When it is full an
@@ -149,29 +153,79 @@ type recordedAnswer struct {
 // `sent` instead of the exact first answer.
 const answerQueue = 4096
 
+// answerLinger is how long the first answer of a batch waits for others.
+// An answer recorded a little later costs nothing: until it is, a resend
+// of its key is answered from this node's memory (keyedSends). A stored
+// direct message at 500 msg/s on PostgreSQL cost 0.510 node CPU-s per
+// 1,000 with each answer recorded alone, 0.404 with none recorded.
+const answerLinger = 50 * time.Millisecond
+
 // recordAnswer queues the answer to a keyed send for recordLoop: the caller
-// runs on a link reader, which must not wait for the store.
+// runs on a link reader, which must not wait for the store. Only the first
+// of a batch wakes the loop.
 func (r *Router) recordAnswer(from, key string, res result) {
-	select {
-	case r.answers <- recordedAnswer{from, key, store.Answer{Status: res.status, Recipients: res.recipients}}:
-	default:
+	q := &r.answers
+	q.mu.Lock()
+	if len(q.pending) >= answerQueue {
+		q.mu.Unlock()
 		r.keys.forget(from, key)
 		r.log.Warn("answer not recorded: queue full", "user", from)
+		return
+	}
+	q.pending = append(q.pending, store.KeyedAnswer{From: from, Key: key, Answer: store.Answer{Status: res.status, Recipients: res.recipients}})
+	first := len(q.pending) == 1
+	q.mu.Unlock()
+	if first {
+		select {
+		case q.kick <- struct{}{}:
+		default: // the loop is kicked already
+		}
 	}
 }
 
-// answerWriters bounds the answers being recorded at once. One at a time
-// would give the store's group commit nothing to group: about 540 answers
-// a second on the embedded engine, while sends come much faster.
-const answerWriters = 64
-
+// recordLoop records the answers queued, those of answerLinger at a time,
+// one batch after the other: what a store that is slow leaves waiting
+// joins the next batch. When the router stops it records what is left, so
+// that a drained node's last answers outlive it.
 func (r *Router) recordLoop() {
-	storeWriters(r, r.answers, answerWriters, func(ctx context.Context, a recordedAnswer) {
-		if err := r.cfg.Store.RecordAnswer(ctx, a.from, a.key, a.ans); err != nil {
-			r.log.Warn("answer not recorded", "user", a.from, "err", err)
+	defer r.wg.Done()
+	defer r.recordAnswers()
+	linger := time.NewTimer(answerLinger)
+	linger.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.answers.kick:
 		}
-		r.keys.forget(a.from, a.key)
-	})
+		linger.Reset(answerLinger)
+		select {
+		case <-r.stop:
+			return
+		case <-linger.C:
+		}
+		r.recordAnswers()
+	}
+}
+
+// recordAnswers records the answers queued now, within storeTimeout.
+func (r *Router) recordAnswers() {
+	q := &r.answers
+	q.mu.Lock()
+	batch := q.pending
+	q.pending = nil
+	q.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	if err := r.cfg.Store.RecordAnswers(ctx, batch); err != nil {
+		r.log.Warn("answers not recorded", "answers", len(batch), "err", err)
+	}
+	cancel()
+	for _, a := range batch {
+		r.keys.forget(a.From, a.Key)
+	}
 }
 
 // storeWriters calls write for each item of queue, at most n at once, each

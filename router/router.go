@@ -40,7 +40,7 @@ type Router struct {
 	regsMu      sync.Mutex
 	regsPending int           // registrations not yet answered
 	regsIdle    chan struct{} // closed when regsPending drops to 0; made by WaitRegistrations
-	answers     chan recordedAnswer
+	answers     answers
 	retry       retries
 	keys        keyedSends
 	watches     watchIndex   // presence.go: what this node's watching connections were told
@@ -77,7 +77,7 @@ func New(cfg Config, t Transport) *Router {
 	go r.sweepLoop()
 	go r.presenceLoop()
 	if cfg.Store != nil {
-		r.answers = make(chan recordedAnswer, answerQueue)
+		r.answers.kick = make(chan struct{}, 1)
 		r.wg.Add(1)
 		go r.recordLoop()
 	}

@@ -67,6 +67,7 @@ func newCommitter(n, maxBatch int, commit func([]*request)) *committer {
 func (c *committer) loop() {
 	defer c.wg.Done()
 	batch := make([]*request, 0, c.maxBatch)
+	var answers []*request
 	for r := range c.queue {
 		batch = append(batch[:0], r)
 	gather:
@@ -81,35 +82,62 @@ func (c *committer) loop() {
 				break gather
 			}
 		}
-		c.commit(batch)
+		// Answers wait for nobody: the appends taken with them are
+		// committed, and answered, first.
+		rest := batch[:0]
+		answers = answers[:0]
 		for _, r := range batch {
-			close(r.done)
+			if r.op == opAnswer {
+				answers = append(answers, r)
+			} else {
+				rest = append(rest, r)
+			}
 		}
-		clear(batch)
+		for _, part := range [][]*request{rest, answers} {
+			if len(part) == 0 {
+				continue
+			}
+			c.commit(part)
+			for _, r := range part {
+				close(r.done)
+			}
+		}
+		clear(batch[:cap(batch)])
+		clear(answers)
 	}
 }
 
-// do queues r and waits for its commit, or for ctx.
-func (c *committer) do(ctx context.Context, r *request) error {
-	r.done = make(chan struct{})
+// do queues rs, in order, and waits for their commits, or for ctx; the
+// error is the first request's that has one. Queued together, they are
+// taken together, as far as maxBatch allows.
+func (c *committer) do(ctx context.Context, rs ...*request) error {
 	c.mu.RLock()
 	if c.closed {
 		c.mu.RUnlock()
 		return ErrClosed
 	}
-	select {
-	case c.queue <- r:
-	case <-ctx.Done():
-		c.mu.RUnlock()
-		return ctx.Err()
+	for _, r := range rs {
+		r.done = make(chan struct{})
+		select {
+		case c.queue <- r:
+		case <-ctx.Done():
+			c.mu.RUnlock()
+			return ctx.Err()
+		}
 	}
 	c.mu.RUnlock()
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
+	var err error
+	for _, r := range rs {
+		select {
+		case <-r.done:
+			if err == nil {
+				err = r.err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	return err
 }
 
 // close refuses new requests, commits those queued and waits for the
@@ -256,8 +284,12 @@ func (f *frontend) Append(ctx context.Context, a Append) (Appended, error) {
 	return r.res, nil
 }
 
-func (f *frontend) RecordAnswer(ctx context.Context, from, key string, ans Answer) error {
-	return f.c.do(ctx, &request{op: opAnswer, append: Append{From: from, Key: key}, answer: ans})
+func (f *frontend) RecordAnswers(ctx context.Context, answers []KeyedAnswer) error {
+	reqs := make([]*request, len(answers))
+	for i, a := range answers {
+		reqs[i] = &request{op: opAnswer, append: Append{From: a.From, Key: a.Key}, answer: a.Answer}
+	}
+	return f.c.do(ctx, reqs...)
 }
 
 func (f *frontend) Read(ctx context.Context, s Stream, after int64, limit int) ([]Message, int64, bool, error) {

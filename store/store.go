@@ -125,7 +125,7 @@ type Appended struct {
 	Duplicate bool
 	Mid       string
 	TS        int64
-	// Answer is, for a duplicate, what RecordAnswer recorded for the first
+	// Answer is, for a duplicate, what RecordAnswers recorded for the first
 	// append; nil when nothing was recorded (yet).
 	Answer *Answer
 }
@@ -135,6 +135,12 @@ type Appended struct {
 type Answer struct {
 	Status     string
 	Recipients int
+}
+
+// KeyedAnswer is the answer given to From's append with Key.
+type KeyedAnswer struct {
+	From, Key string
+	Answer
 }
 
 // Store is a message store. Its methods are safe for concurrent use.
@@ -150,10 +156,11 @@ type Store interface {
 	// with the same Key is safe.
 	Append(ctx context.Context, a Append) (Appended, error)
 
-	// RecordAnswer records the answer given to from's append with key, for
-	// duplicates to return. A key that is unknown or past its window is
-	// ignored.
-	RecordAnswer(ctx context.Context, from, key string, ans Answer) error
+	// RecordAnswers records the answers given to keyed appends, for
+	// duplicates to return, in one commit (or a few, when the committer
+	// takes them apart). An answer whose key is unknown or past its window
+	// is ignored.
+	RecordAnswers(ctx context.Context, answers []KeyedAnswer) error
 
 	// Read returns up to limit messages of s with an offset above after, in
 	// order (after 0 starts at the oldest kept). last is the newest offset

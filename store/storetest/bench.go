@@ -88,7 +88,7 @@ func benchAppend(b *testing.B, st store.Store, appenders int, answered bool, msg
 				}
 				h.RecordValue(time.Since(start).Microseconds())
 				if answered {
-					if err := st.RecordAnswer(ctx, a.From, a.Key, store.Answer{Status: "delivered"}); err != nil {
+					if err := st.RecordAnswers(ctx, []store.KeyedAnswer{{From: a.From, Key: a.Key, Answer: store.Answer{Status: "delivered"}}}); err != nil {
 						b.Error(err)
 						return
 					}

@@ -356,7 +356,7 @@ func testIdempotency(s *suite) {
 			s.t.Fatalf("%s's inbox has %d messages (last %d) after a resend, want 1", user, len(msgs), last)
 		}
 	}
-	if err := n1.RecordAnswer(s.ctx, "alice", "k-1", store.Answer{Status: "delivered"}); err != nil {
+	if err := n1.RecordAnswers(s.ctx, []store.KeyedAnswer{{From: "alice", Key: "k-1", Answer: store.Answer{Status: "delivered"}}}); err != nil {
 		s.t.Fatal(err)
 	}
 	dup = s.append(n2, again)
@@ -369,20 +369,28 @@ func testIdempotency(s *suite) {
 	if res := s.append(n1, b); res.Duplicate || res.Seq != 2 {
 		s.t.Fatalf("bob's k-1: %+v, want a new message at 2", res)
 	}
-	// A room message's answer, recipients included.
+	// A room message's answer, recipients included, recorded with
+	// another's at once, beside an answer for a key never seen, which is
+	// ignored.
 	r := room("alice", "lobby", "hi")
 	r.Key = "k-2"
 	rf := s.append(n1, r)
-	if err := n2.RecordAnswer(s.ctx, "alice", "k-2", store.Answer{Status: "sent", Recipients: 7}); err != nil {
-		s.t.Fatal(err)
+	c := direct("carol", "bob", "also")
+	c.Key = "k-3"
+	cf := s.append(n1, c)
+	if err := n2.RecordAnswers(s.ctx, []store.KeyedAnswer{
+		{From: "alice", Key: "k-2", Answer: store.Answer{Status: "sent", Recipients: 7}},
+		{From: "alice", Key: "never-sent", Answer: store.Answer{Status: "stored"}},
+		{From: "carol", Key: "k-3", Answer: store.Answer{Status: "stored"}},
+	}); err != nil {
+		s.t.Fatalf("three answers at once, one for a key never seen: %v", err)
 	}
 	rd := s.append(n1, r)
 	if !rd.Duplicate || rd.Seq != rf.Seq || rd.Answer == nil || *rd.Answer != (store.Answer{Status: "sent", Recipients: 7}) {
 		s.t.Fatalf("room resend: %+v, want duplicate of %+v answered sent 7", rd, rf)
 	}
-	// An answer for a key never seen is ignored.
-	if err := n1.RecordAnswer(s.ctx, "alice", "never-sent", store.Answer{Status: "stored"}); err != nil {
-		s.t.Fatalf("answer for an unknown key: %v", err)
+	if cd := s.append(n2, c); !cd.Duplicate || cd.Seq != cf.Seq || cd.Answer == nil || *cd.Answer != (store.Answer{Status: "stored"}) {
+		s.t.Fatalf("carol's resend: %+v, want duplicate of %+v answered stored", cd, cf)
 	}
 	u := direct("alice", "carol", "x")
 	u.Key = "never-sent"
@@ -695,7 +703,7 @@ func testClose(s *suite) {
 	a := direct("alice", "bob", "kept")
 	a.Key = "k"
 	s.append(st, a)
-	if err := st.RecordAnswer(s.ctx, "alice", "k", store.Answer{Status: "stored"}); err != nil {
+	if err := st.RecordAnswers(s.ctx, []store.KeyedAnswer{{From: "alice", Key: "k", Answer: store.Answer{Status: "stored"}}}); err != nil {
 		s.t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {
@@ -710,7 +718,7 @@ func testClose(s *suite) {
 	if _, _, _, err := st.Read(s.ctx, store.Inbox("bob"), 0, 10); !errors.Is(err, store.ErrClosed) {
 		s.t.Fatalf("read after close: %v, want ErrClosed", err)
 	}
-	if err := st.RecordAnswer(s.ctx, "alice", "k", store.Answer{Status: "x"}); !errors.Is(err, store.ErrClosed) {
+	if err := st.RecordAnswers(s.ctx, []store.KeyedAnswer{{From: "alice", Key: "k", Answer: store.Answer{Status: "x"}}}); !errors.Is(err, store.ErrClosed) {
 		s.t.Fatalf("answer after close: %v, want ErrClosed", err)
 	}
 	again := s.open(store.Options{})
