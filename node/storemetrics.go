@@ -72,9 +72,13 @@ func (s *meteredStore) Append(ctx context.Context, a store.Append) (store.Append
 	return res, err
 }
 
+// RecordAnswers counts a failure once for each answer of the call, not
+// once for the call: a batch can hold thousands.
 func (s *meteredStore) RecordAnswers(ctx context.Context, answers []store.KeyedAnswer) error {
 	err := s.Store.RecordAnswers(ctx, answers)
-	s.failed(storeOpAnswer, err)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.errors.WithLabelValues(storeOpAnswer).Add(float64(len(answers)))
+	}
 	return err
 }
 

@@ -84,11 +84,15 @@ func New(cfg Config, t Transport) *Router {
 	return r
 }
 
-// Close stops the links and the background work.
+// Close stops the links and the background work. The answers of sends
+// that ended as the links closed are recorded last.
 func (r *Router) Close() {
 	close(r.stop)
 	r.links.Close()
 	r.wg.Wait()
+	if r.cfg.Store != nil {
+		r.recordAnswers()
+	}
 }
 
 // Ring is the ring this node routes by now.

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -284,12 +286,27 @@ func (f *frontend) Append(ctx context.Context, a Append) (Appended, error) {
 	return r.res, nil
 }
 
+// RecordAnswers queues the answers a batch of the committer's size at a
+// time, each once the one before is committed: a backlog of answers never
+// holds the whole queue, so an append queued meanwhile waits for one batch
+// of answers at most.
 func (f *frontend) RecordAnswers(ctx context.Context, answers []KeyedAnswer) error {
 	reqs := make([]*request, len(answers))
 	for i, a := range answers {
 		reqs[i] = &request{op: opAnswer, append: Append{From: a.From, Key: a.Key}, answer: a.Answer}
 	}
-	return f.c.do(ctx, reqs...)
+	var first error
+	for len(reqs) > 0 {
+		n := min(len(reqs), f.c.maxBatch)
+		if err := f.c.do(ctx, reqs[:n]...); err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				return err
+			}
+			first = cmp.Or(first, err)
+		}
+		reqs = reqs[n:]
+	}
+	return first
 }
 
 func (f *frontend) Read(ctx context.Context, s Stream, after int64, limit int) ([]Message, int64, bool, error) {
