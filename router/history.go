@@ -185,11 +185,10 @@ func (r *Router) recordAnswer(from, key string, res result) {
 
 // recordLoop records the answers queued, those of answerLinger at a time,
 // one batch after the other: what a store that is slow leaves waiting
-// joins the next batch. When the router stops it records what is left, so
-// that a drained node's last answers outlive it.
+// joins the next batch. What is left when the router stops, Close records,
+// so that a drained node's last answers outlive it.
 func (r *Router) recordLoop() {
 	defer r.wg.Done()
-	defer r.recordAnswers()
 	linger := time.NewTimer(answerLinger)
 	linger.Stop()
 	for {

@@ -85,7 +85,8 @@ func (c *committer) loop() {
 			}
 		}
 		// Answers wait for nobody: the appends taken with them are
-		// committed, and answered, first.
+		// committed, and answered, first. An engine's commit so gets one
+		// kind or the other, never both.
 		rest := batch[:0]
 		answers = answers[:0]
 		for _, r := range batch {
@@ -95,17 +96,22 @@ func (c *committer) loop() {
 				rest = append(rest, r)
 			}
 		}
-		for _, part := range [][]*request{rest, answers} {
-			if len(part) == 0 {
-				continue
-			}
-			c.commit(part)
-			for _, r := range part {
-				close(r.done)
-			}
-		}
-		clear(batch[:cap(batch)])
+		c.commitAndAnswer(rest)
+		c.commitAndAnswer(answers)
+		clear(batch)
 		clear(answers)
+	}
+}
+
+// commitAndAnswer commits part, when it holds anything, and tells each of
+// its requests' callers.
+func (c *committer) commitAndAnswer(part []*request) {
+	if len(part) == 0 {
+		return
+	}
+	c.commit(part)
+	for _, r := range part {
+		close(r.done)
 	}
 }
 

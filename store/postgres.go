@@ -421,40 +421,28 @@ func (p *postgres) close() error {
 	return nil
 }
 
-// commit runs on a committer goroutine: the appends of batch in one
-// transaction, its answers in another.
+// commit runs on a committer goroutine: batch is appends, in one
+// transaction, or answers (the committer never mixes them).
 func (p *postgres) commit(batch []*request) {
-	var appends, answers []*request
-	for _, r := range batch {
-		if r.op == opAnswer {
-			answers = append(answers, r)
-		} else {
-			appends = append(appends, r)
-		}
+	work := p.commitAppends
+	if batch[0].op == opAnswer {
+		work = p.commitAnswers
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
-	for _, work := range []struct {
-		reqs []*request
-		f    func(context.Context, []*request) error
-	}{{appends, p.commitAppends}, {answers, p.commitAnswers}} {
-		if len(work.reqs) == 0 {
-			continue
-		}
-		err := retryPG(func() error { return work.f(ctx, work.reqs) })
-		switch {
-		case err == nil:
-			p.health.set(nil)
-		case unreachable(err):
-			err = fmt.Errorf("store commit: %w: %w", ErrUnavailable, err)
-			p.health.set(err)
-		default:
-			err = fmt.Errorf("store commit: %w", err)
-		}
-		if err != nil {
-			for _, r := range work.reqs {
-				r.res, r.err = Appended{}, err
-			}
+	err := retryPG(func() error { return work(ctx, batch) })
+	switch {
+	case err == nil:
+		p.health.set(nil)
+	case unreachable(err):
+		err = fmt.Errorf("store commit: %w: %w", ErrUnavailable, err)
+		p.health.set(err)
+	default:
+		err = fmt.Errorf("store commit: %w", err)
+	}
+	if err != nil {
+		for _, r := range batch {
+			r.res, r.err = Appended{}, err
 		}
 	}
 }
