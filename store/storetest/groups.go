@@ -443,7 +443,10 @@ func testSendRacingRemoval(s *suite) {
 		halfway  = make(chan struct{}) // the removal goes while the sends do
 		signaled sync.Once
 	)
-	const per = 25
+	// per: enough sends that they outlast the removal even when appends are
+	// quick (a build without -race, a fast disk): with 25 each, all 200 were
+	// once stored before it in a fresh root.
+	const per = 100
 	for i, from := range senders {
 		for j := range 2 {
 			wg.Add(1)
