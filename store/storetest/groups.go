@@ -443,10 +443,12 @@ func testSendRacingRemoval(s *suite) {
 		halfway  = make(chan struct{}) // the removal goes while the sends do
 		signaled sync.Once
 	)
-	// per: enough sends that they outlast the removal even when appends are
-	// quick (a build without -race, a fast disk): with 25 each, all 200 were
-	// once stored before it in a fresh root.
-	const per = 100
+	// Each sender sends per messages, and goes on until one of its sends
+	// began after the removal was answered (at most 10 × per): on a fast
+	// disk without -race, 800 appends once all went in before the removal
+	// did, however many were sent.
+	const per = 25
+	removed := make(chan struct{}) // closed once the removal is answered
 	for i, from := range senders {
 		for j := range 2 {
 			wg.Add(1)
@@ -454,7 +456,13 @@ func testSendRacingRemoval(s *suite) {
 				defer wg.Done()
 				st := nodes[(i+j)%len(nodes)]
 				<-start
-				for range per {
+				after := false
+				for k := 0; k < 10*per && (k < per || !after); k++ {
+					select {
+					case <-removed:
+						after = true
+					default:
+					}
 					res, err := st.Append(s.ctx, toGroup(from, "team", "racing"))
 					mu.Lock()
 					switch {
@@ -476,6 +484,7 @@ func testSendRacingRemoval(s *suite) {
 	close(start)
 	<-halfway
 	removal := s.change("remove dave", nodes[len(nodes)-1].RemoveMember, changeOf("team", "alice", "dave"))
+	close(removed)
 	wg.Wait()
 	if s.t.Failed() {
 		return
